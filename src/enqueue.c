@@ -1,0 +1,601 @@
+/*-------------------------------------------------------------------------
+ *
+ * enqueue.c
+ *	  wa_send, wa_send_template and wa_send_message: validate the caller's
+ *	  input, build the Cloud API message object and insert it into the
+ *	  outbox inside the caller's transaction.
+ *
+ * Nothing leaves the database here.  The row becomes visible to the
+ * worker when the caller's transaction commits, and a commit callback
+ * (shared.c) wakes the worker then.  A caller's mistake raises an ERROR
+ * with a specific SQLSTATE; a recipient's problem (a number that cannot be
+ * made E.164) is recorded as a failed message and never aborts the
+ * caller's transaction.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "whatsapp.h"
+
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "executor/spi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+
+#define WA_MAX_TEXT_CHARS 4096
+#define WA_MAX_DEDUPE_KEY 512
+#define WA_MAX_TEMPLATE_NAME 512
+
+/* Plans kept for the life of the backend. */
+static SPIPlanPtr plan_account_by_name = NULL;
+static SPIPlanPtr plan_account_default = NULL;
+static SPIPlanPtr plan_insert = NULL;
+static SPIPlanPtr plan_insert_dedupe = NULL;
+static SPIPlanPtr plan_find_dedupe = NULL;
+
+static bool warned_no_worker = false;
+
+static SPIPlanPtr
+prepare_kept(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for whatsapp enqueue: %s",
+			 SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed for whatsapp enqueue");
+	return plan;
+}
+
+static void
+prepare_plans(void)
+{
+	Oid			text1[1] = {TEXTOID};
+	Oid			ins[9] = {INT4OID, TEXTOID, TEXTOID, JSONBOID, TEXTOID,
+	TEXTOID, TEXTOID, TEXTOID, JSONBOID};
+	Oid			find[2] = {INT4OID, TEXTOID};
+
+	if (plan_insert != NULL)
+		return;
+
+	plan_account_by_name = prepare_kept(
+										"SELECT id FROM whatsapp.account"
+										" WHERE name OPERATOR(pg_catalog.=) $1 AND dropped_at IS NULL",
+										1, text1);
+	plan_account_default = prepare_kept(
+										"SELECT id FROM whatsapp.account"
+										" WHERE is_default AND dropped_at IS NULL",
+										0, NULL);
+#define INSERT_SQL \
+	"INSERT INTO whatsapp.message (account_id, recipient, kind, payload," \
+	" state, failure_type, error_title, dedupe_key, context, failed_at)" \
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9," \
+	" CASE WHEN $5 OPERATOR(pg_catalog.=) 'failed' THEN pg_catalog.now() END)"
+	plan_insert_dedupe = prepare_kept(INSERT_SQL
+									  " ON CONFLICT (account_id, dedupe_key)"
+									  " WHERE dedupe_key IS NOT NULL DO NOTHING"
+									  " RETURNING id", 9, ins);
+	plan_find_dedupe = prepare_kept(
+									"SELECT id FROM whatsapp.message"
+									" WHERE account_id OPERATOR(pg_catalog.=) $1"
+									" AND dedupe_key OPERATOR(pg_catalog.=) $2",
+									2, find);
+	/* assigned last: it marks the set as ready */
+	plan_insert = prepare_kept(INSERT_SQL " RETURNING id", 9, ins);
+#undef INSERT_SQL
+}
+
+/* Warn once per session when nothing will deliver what we queue. */
+static void
+warn_if_undelivered(void)
+{
+	char		names[WA_MAX_DATABASES][NAMEDATALEN];
+	int			n;
+	char	   *dbname;
+	bool		listed = false;
+
+	if (warned_no_worker)
+		return;
+	warned_no_worker = true;
+
+	if (!wa_preloaded)
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("no whatsapp worker serves this database: the library is not preloaded"),
+				 errdetail("Messages are queued and will be delivered once a worker serves this database."),
+				 errhint("Add \"whatsapp\" to shared_preload_libraries, set whatsapp.database, and restart the server.")));
+		return;
+	}
+
+	dbname = get_database_name(MyDatabaseId);
+	n = wa_parse_database_list(wa_database, names, WA_MAX_DATABASES);
+	for (int i = 0; i < n; i++)
+		if (dbname != NULL && strcmp(names[i], dbname) == 0)
+			listed = true;
+	if (!listed)
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("no whatsapp worker serves database \"%s\"",
+						dbname ? dbname : "?"),
+				 errdetail("Messages are queued and will be delivered once a worker serves this database."),
+				 errhint("Add the database to whatsapp.database and restart the server.")));
+	else if (!wa_worker_serves_current_database())
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the whatsapp worker for database \"%s\" is not running", dbname),
+				 errdetail("Messages are queued and will be delivered once the worker runs."),
+				 errhint("Check the server log for the worker's messages; whatsapp.database lists the served databases.")));
+}
+
+/* Resolve the account argument (NULL means the default) to its id. */
+static int32
+resolve_account(text *account)
+{
+	int			rc;
+	bool		isnull;
+	Datum		id;
+
+	if (account != NULL)
+	{
+		Datum		arg[1] = {PointerGetDatum(account)};
+
+		rc = SPI_execute_plan(plan_account_by_name, arg, NULL, true, 1);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "whatsapp account lookup failed: %s",
+				 SPI_result_code_string(rc));
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("whatsapp account \"%s\" does not exist",
+							text_to_cstring(account)),
+					 errhint("Create it with whatsapp.wa_account_set(), or see whatsapp.accounts for the names.")));
+	}
+	else
+	{
+		rc = SPI_execute_plan(plan_account_default, NULL, NULL, true, 1);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "whatsapp account lookup failed: %s",
+				 SPI_result_code_string(rc));
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("there is no default whatsapp account"),
+					 errhint("Pass the account argument, or create an account with whatsapp.wa_account_set(): the first one becomes the default.")));
+	}
+	id = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return DatumGetInt32(id);
+}
+
+/*
+ * Insert the message and return its id.  recipient may be NULL; payload
+ * is a Cloud API message object without the envelope ("type" and its
+ * object, plus optional "context").
+ */
+static int64
+enqueue(text *recipient, const char *kind, Jsonb *payload, text *account,
+		text *dedupe_key, Jsonb *context)
+{
+	char		e164[WA_E164_MAXLEN + 1];
+	char	   *raw = NULL;
+	bool		valid;
+	int32		account_id;
+	Datum		values[9];
+	char		nulls[9];
+	int			rc;
+	int64		id;
+	bool		isnull;
+
+	if (dedupe_key != NULL)
+	{
+		int			len = VARSIZE_ANY_EXHDR(dedupe_key);
+
+		if (len == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("dedupe_key must not be empty"),
+					 errhint("Pass NULL for no deduplication, or a key such as 'account.move:42:invoice_posted'.")));
+		if (len > WA_MAX_DEDUPE_KEY)
+			ereport(ERROR,
+					(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+					 errmsg("dedupe_key is longer than %d bytes", WA_MAX_DEDUPE_KEY)));
+	}
+
+	if (recipient != NULL)
+	{
+		raw = text_to_cstring(recipient);
+		valid = wa_normalize_phone(raw, wa_default_country_code, e164);
+	}
+	else
+		valid = false;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	prepare_plans();
+
+	account_id = resolve_account(account);
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = Int32GetDatum(account_id);
+	if (valid)
+		values[1] = CStringGetTextDatum(e164);
+	else if (raw != NULL)
+		values[1] = PointerGetDatum(recipient);
+	else
+		nulls[1] = 'n';
+	values[2] = CStringGetTextDatum(kind);
+	values[3] = JsonbPGetDatum(payload);
+	values[4] = CStringGetTextDatum(valid ? "queued" : "failed");
+	if (valid)
+	{
+		nulls[5] = 'n';
+		nulls[6] = 'n';
+	}
+	else
+	{
+		values[5] = CStringGetTextDatum("phone_invalid");
+		values[6] = CStringGetTextDatum(raw == NULL ? "recipient is NULL" :
+										"recipient is not a phone number that can be made E.164");
+	}
+	if (dedupe_key != NULL)
+		values[7] = PointerGetDatum(dedupe_key);
+	else
+		nulls[7] = 'n';
+	if (context != NULL)
+		values[8] = JsonbPGetDatum(context);
+	else
+		nulls[8] = 'n';
+
+	rc = SPI_execute_plan(dedupe_key != NULL ? plan_insert_dedupe : plan_insert,
+						  values, nulls, false, 1);
+	if (rc != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "whatsapp enqueue failed: %s", SPI_result_code_string(rc));
+
+	if (SPI_processed == 0)
+	{
+		/* The dedupe key is taken: return the first message's id. */
+		Datum		find[2] = {Int32GetDatum(account_id), PointerGetDatum(dedupe_key)};
+
+		rc = SPI_execute_plan(plan_find_dedupe, find, NULL, true, 1);
+		if (rc != SPI_OK_SELECT || SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("could not serialize access due to a concurrent message with the same dedupe_key"),
+					 errhint("Retry the transaction.")));
+		valid = false;			/* nothing new to deliver */
+	}
+	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+									 SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+
+	if (valid)
+	{
+		wa_wake_worker_at_commit();
+		warn_if_undelivered();
+	}
+	return id;
+}
+
+/* Raise unless t is a non-empty text of at most WA_MAX_TEXT_CHARS. */
+static void
+check_text_argument(text *t, const char *what)
+{
+	int			len;
+
+	if (t == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be NULL", what)));
+	len = VARSIZE_ANY_EXHDR(t);
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be empty", what)));
+	if (len > WA_MAX_TEXT_CHARS &&
+		pg_mbstrlen_with_len(VARDATA_ANY(t), len) > WA_MAX_TEXT_CHARS)
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("%s is longer than %d characters", what, WA_MAX_TEXT_CHARS),
+				 errhint("The Cloud API accepts at most %d characters; split the text into several messages.",
+						 WA_MAX_TEXT_CHARS)));
+}
+
+#define ARG_TEXT(n) (PG_ARGISNULL(n) ? NULL : PG_GETARG_TEXT_PP(n))
+#define ARG_JSONB(n) (PG_ARGISNULL(n) ? NULL : PG_GETARG_JSONB_P(n))
+
+static Jsonb *
+jsonb_from_cstring(const char *json)
+{
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
+}
+
+/*
+ * wa_send(recipient, body, account, dedupe_key, context)
+ */
+PG_FUNCTION_INFO_V1(wa_send);
+Datum
+wa_send(PG_FUNCTION_ARGS)
+{
+	text	   *body = ARG_TEXT(1);
+	StringInfoData buf;
+
+	check_text_argument(body, "body");
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"type\": \"text\", \"text\": {\"body\": ");
+	escape_json(&buf, text_to_cstring(body));
+	appendStringInfoString(&buf, "}}");
+
+	PG_RETURN_INT64(enqueue(ARG_TEXT(0), "text", jsonb_from_cstring(buf.data),
+							ARG_TEXT(2), ARG_TEXT(3), ARG_JSONB(4)));
+}
+
+static void
+bad_params(const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("params of whatsapp.wa_send_template has an unsupported form"),
+			 errdetail("%s", detail),
+			 errhint("Pass a JSON array of strings (positional body parameters), a JSON object of strings (named body parameters), a Cloud API components array (objects that each have \"type\"), or NULL.")));
+}
+
+/* Append a {"type": "text", "text": ...} body parameter. */
+static void
+append_text_parameter(StringInfo buf, JsonbValue *name, JsonbValue *v)
+{
+	appendStringInfoString(buf, "{\"type\": \"text\", ");
+	if (name != NULL)
+	{
+		appendStringInfoString(buf, "\"parameter_name\": ");
+		escape_json(buf, pnstrdup(name->val.string.val, name->val.string.len));
+		appendStringInfoString(buf, ", ");
+	}
+	appendStringInfoString(buf, "\"text\": ");
+	escape_json(buf, pnstrdup(v->val.string.val, v->val.string.len));
+	appendStringInfoChar(buf, '}');
+}
+
+/*
+ * Append the "components" member for params, or nothing when params
+ * carries no parameters.
+ */
+static void
+append_components(StringInfo buf, Jsonb *params)
+{
+	JsonbContainer *root = &params->root;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	bool		first = true;
+
+	if (JB_ROOT_IS_SCALAR(params))
+		bad_params("params is a JSON scalar.");
+	if (JB_ROOT_COUNT(params) == 0)
+		return;
+
+	if (JB_ROOT_IS_ARRAY(params))
+	{
+		JsonbValue *elem = getIthJsonbValueFromContainer(root, 0);
+
+		if (elem->type == jbvBinary && JsonContainerIsObject(elem->val.binary.data))
+		{
+			/* A components array: every element an object with "type". */
+			uint32		n = JsonContainerSize(root);
+
+			for (uint32 i = 0; i < n; i++)
+			{
+				JsonbValue *e = getIthJsonbValueFromContainer(root, i);
+				JsonbValue *t;
+
+				if (e->type != jbvBinary || !JsonContainerIsObject(e->val.binary.data))
+					bad_params("A components array must hold only objects.");
+				t = getKeyJsonValueFromContainer(e->val.binary.data, "type", 4, NULL);
+				if (t == NULL || t->type != jbvString)
+					bad_params("Every object of a components array needs a string member \"type\".");
+			}
+			appendStringInfoString(buf, ", \"components\": ");
+			appendStringInfoString(buf, JsonbToCString(NULL, root, VARSIZE(params)));
+			return;
+		}
+
+		appendStringInfoString(buf, ", \"components\": [{\"type\": \"body\", \"parameters\": [");
+		it = JsonbIteratorInit(root);
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		{
+			if (tok != WJB_ELEM)
+				continue;
+			if (v.type != jbvString)
+				bad_params("A positional params array must hold only strings.");
+			if (!first)
+				appendStringInfoString(buf, ", ");
+			first = false;
+			append_text_parameter(buf, NULL, &v);
+		}
+		appendStringInfoString(buf, "]}]");
+		return;
+	}
+
+	/* An object of named parameters. */
+	appendStringInfoString(buf, ", \"components\": [{\"type\": \"body\", \"parameters\": [");
+	it = JsonbIteratorInit(root);
+	{
+		JsonbValue	key = {0};
+
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		{
+			if (tok == WJB_KEY)
+			{
+				key = v;
+				continue;
+			}
+			if (tok != WJB_VALUE)
+				continue;
+			if (v.type != jbvString)
+				bad_params("A named params object must map names to strings.");
+			if (!first)
+				appendStringInfoString(buf, ", ");
+			first = false;
+			append_text_parameter(buf, &key, &v);
+		}
+	}
+	appendStringInfoString(buf, "]}]");
+}
+
+/* Template names are lower case letters, digits and underscores. */
+static void
+check_template_name(text *t)
+{
+	char	   *s;
+
+	check_text_argument(t, "template");
+	s = text_to_cstring(t);
+	if (strlen(s) > WA_MAX_TEMPLATE_NAME)
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("template name is longer than %d bytes", WA_MAX_TEMPLATE_NAME)));
+	for (char *p = s; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_'))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("template name \"%s\" is not a Cloud API template name", s),
+					 errhint("Template names use only lower case letters, digits and underscores, as in \"order_confirmation\".")));
+}
+
+/* Normalize a language code in place: "-" becomes "_"; check the shape. */
+static char *
+normalize_language(text *t)
+{
+	char	   *s;
+	int			letters = 0;
+	char	   *p;
+
+	if (t == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("language must not be NULL"),
+				 errhint("Pass the template's language code, such as 'es_MX' or 'pt_BR'.")));
+	s = text_to_cstring(t);
+	for (p = s; *p; p++)
+		if (*p == '-')
+			*p = '_';
+	p = s;
+	while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z'))
+		p++, letters++;
+	if (letters >= 2 && letters <= 3 && *p == '_')
+	{
+		int			rest = 0;
+
+		p++;
+		while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+			   (*p >= '0' && *p <= '9'))
+			p++, rest++;
+		if (rest < 2 || rest > 4)
+			letters = 0;
+	}
+	if (letters < 2 || letters > 3 || *p != '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("language \"%s\" is not a template language code", s),
+				 errhint("Use a code such as 'es', 'es_MX' or 'pt_BR'.")));
+	return s;
+}
+
+/*
+ * wa_send_template(recipient, template, language, params, account,
+ *					dedupe_key, context)
+ */
+PG_FUNCTION_INFO_V1(wa_send_template);
+Datum
+wa_send_template(PG_FUNCTION_ARGS)
+{
+	text	   *template = ARG_TEXT(1);
+	char	   *language;
+	Jsonb	   *params = ARG_JSONB(3);
+	StringInfoData buf;
+
+	check_template_name(template);
+	language = normalize_language(ARG_TEXT(2));
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"type\": \"template\", \"template\": {\"name\": ");
+	escape_json(&buf, text_to_cstring(template));
+	appendStringInfoString(&buf, ", \"language\": {\"code\": ");
+	escape_json(&buf, language);
+	appendStringInfoChar(&buf, '}');
+	if (params != NULL)
+		append_components(&buf, params);
+	appendStringInfoString(&buf, "}}");
+
+	PG_RETURN_INT64(enqueue(ARG_TEXT(0), "template", jsonb_from_cstring(buf.data),
+							ARG_TEXT(4), ARG_TEXT(5), ARG_JSONB(6)));
+}
+
+/* Members of the envelope that the extension sets itself. */
+static const char *const envelope_keys[] = {
+	"messaging_product", "recipient_type", "to", "recipient",
+	"biz_opaque_callback_data"
+};
+
+/*
+ * wa_send_message(recipient, message, account, dedupe_key, context)
+ */
+PG_FUNCTION_INFO_V1(wa_send_message);
+Datum
+wa_send_message(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *message = ARG_JSONB(1);
+	JsonbValue *type;
+	JsonbValue *obj;
+	char	   *kind;
+
+	if (message == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("message must not be NULL")));
+	if (!JB_ROOT_IS_OBJECT(message))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("message must be a JSON object"),
+				 errhint("Pass a Cloud API message object such as {\"type\": \"document\", \"document\": {\"link\": \"https://...\"}}.")));
+	type = getKeyJsonValueFromContainer(&message->root, "type", 4, NULL);
+	if (type == NULL || type->type != jbvString || type->val.string.len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("message needs a string member \"type\""),
+				 errhint("Pass a Cloud API message object such as {\"type\": \"image\", \"image\": {\"link\": \"https://...\"}}.")));
+	kind = pnstrdup(type->val.string.val, type->val.string.len);
+	obj = getKeyJsonValueFromContainer(&message->root, type->val.string.val,
+									   type->val.string.len, NULL);
+	if (obj == NULL || obj->type != jbvBinary || !JsonContainerIsObject(obj->val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("message of type \"%s\" needs an object member \"%s\"", kind, kind)));
+	for (int i = 0; i < (int) lengthof(envelope_keys); i++)
+		if (getKeyJsonValueFromContainer(&message->root, envelope_keys[i],
+										 strlen(envelope_keys[i]), NULL) != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("message must not contain \"%s\"", envelope_keys[i]),
+					 errdetail("The extension sets the envelope (messaging_product, recipient_type, to and biz_opaque_callback_data) itself."),
+					 errhint("Pass the recipient as the first argument.")));
+	if (strcmp(kind, "text") == 0)
+	{
+		JsonbValue *body = getKeyJsonValueFromContainer(obj->val.binary.data, "body", 4, NULL);
+
+		if (body == NULL || body->type != jbvString)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("a text message needs a string member \"text\".\"body\"")));
+		check_text_argument(cstring_to_text_with_len(body->val.string.val,
+													 body->val.string.len),
+							"body");
+	}
+
+	PG_RETURN_INT64(enqueue(ARG_TEXT(0), kind, message,
+							ARG_TEXT(2), ARG_TEXT(3), ARG_JSONB(4)));
+}

@@ -1,0 +1,73 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.h
+ *	  The worker's HTTP engine: libcurl's multi-socket interface driven from
+ *	  a PostgreSQL wait-event set.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef WHATSAPP_HTTP_H
+#define WHATSAPP_HTTP_H
+
+#include <curl/curl.h>
+
+#include "lib/ilist.h"
+#include "lib/stringinfo.h"
+#include "portability/instr_time.h"
+
+/* Responses larger than this are cut; Meta's answers are a few hundred bytes. */
+#define WA_HTTP_MAX_RESPONSE (64 * 1024)
+
+typedef struct WaTransfer
+{
+	dlist_node	node;			/* in the engine's running or done list */
+	int64		message_id;
+	int32		account_id;
+	int32		attempt;		/* attempt number of this request */
+	CURL	   *easy;
+	StringInfoData request;		/* request body, kept alive while running */
+	StringInfoData response;	/* response body, capped */
+	bool		truncated;
+	long		retry_after;	/* seconds from Retry-After, or -1 */
+	instr_time	started;
+	void	   *headers_ref;	/* the owner's reference to the headers used */
+	/* filled when done */
+	CURLcode	result;
+	long		http_status;
+	double		latency_ms;
+	char		errbuf[CURL_ERROR_SIZE];
+} WaTransfer;
+
+/* Called for every transfer given back to the pool (to drop headers_ref). */
+extern void (*wa_http_on_release) (WaTransfer *t);
+
+extern void wa_http_init(void);
+extern void wa_http_shutdown(void);
+extern pgsocket wa_http_event_socket(void);
+extern void wa_http_apply_settings(void);
+
+/* A transfer from the pool, with empty buffers. */
+extern WaTransfer *wa_http_new_transfer(void);
+extern void wa_http_release(WaTransfer *t);
+
+/* Start a POST of t->request to url with the given headers. */
+extern void wa_http_start(WaTransfer *t, const char *url,
+						  struct curl_slist *headers);
+
+/* Drive transfers: after the event socket is readable, or periodically. */
+extern void wa_http_perform(void);
+
+/* Milliseconds until libcurl wants to be called again, or -1. */
+extern long wa_http_next_timeout(void);
+
+/* Finished transfers, oldest first; NULL when none. */
+extern WaTransfer *wa_http_next_done(void);
+
+extern int	wa_http_running(void);
+extern int	wa_http_done_count(void);
+
+/* Stop transfers without recording anything (account dropped, extension gone). */
+extern int	wa_http_abandon(int32 account_id);
+extern int	wa_http_abandon_all(void);
+
+#endif							/* WHATSAPP_HTTP_H */

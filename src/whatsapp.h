@@ -1,0 +1,191 @@
+/*-------------------------------------------------------------------------
+ *
+ * whatsapp.h
+ *	  Declarations shared by the whatsapp extension's C files: settings,
+ *	  shared state and the entry points each file offers the others.
+ *
+ * Code that differs between PostgreSQL major versions belongs in
+ * compat.h, which this header includes first.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef WHATSAPP_H
+#define WHATSAPP_H
+
+#include "compat.h"
+
+#include "fmgr.h"
+#include "port/atomics.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "utils/timestamp.h"
+
+#ifndef WHATSAPP_VERSION
+#error "WHATSAPP_VERSION must be defined by the Makefile"
+#endif
+
+/* Highest number of databases whatsapp.database may list. */
+#define WA_MAX_DATABASES 16
+
+/* ----------
+ * Settings (whatsapp.c).  Names match the GUCs without the prefix.
+ * ----------
+ */
+extern char *wa_database;			/* postmaster: comma-separated list */
+extern char *wa_api_url;			/* sighup, superuser only */
+extern char *wa_api_version;		/* sighup, superuser only */
+extern char *wa_key_file;			/* sighup, superuser only */
+extern char *wa_proxy;				/* sighup, superuser only */
+extern int	wa_max_inflight;		/* sighup */
+extern int	wa_http_timeout;		/* sighup, milliseconds */
+extern int	wa_max_attempts;		/* sighup */
+extern int	wa_in_doubt;			/* sighup, WA_IN_DOUBT_* */
+extern int	wa_log_retention;		/* sighup, minutes */
+extern int	wa_poll_interval;		/* sighup, milliseconds */
+extern int	wa_shutdown_timeout;	/* sighup, milliseconds */
+extern int	wa_batch_size;			/* sighup */
+extern char *wa_default_country_code;	/* user */
+extern int	wa_window_check;		/* user, WA_WINDOW_* */
+extern bool wa_odoo_events;			/* user */
+extern int	wa_odoo_max_age;		/* user, minutes */
+
+#define WA_IN_DOUBT_RETRY	0
+#define WA_IN_DOUBT_FAIL	1
+
+#define WA_WINDOW_OFF		0
+#define WA_WINDOW_WARN		1
+#define WA_WINDOW_BLOCK		2
+
+/* True when the library was loaded through shared_preload_libraries. */
+extern bool wa_preloaded;
+
+/* ----------
+ * Shared state (shared.c).  One slot per database named in
+ * whatsapp.database; only atomics, pids, latches and counters live here,
+ * never a pointer into a process's own memory.
+ * ----------
+ */
+typedef struct WaDbSlot
+{
+	char		datname[NAMEDATALEN];
+	Oid			dboid;			/* set by the worker once connected */
+	pid_t		pid;			/* 0 while no worker runs */
+	Latch	   *latch;			/* the worker's latch, or NULL */
+	pg_atomic_uint32 wake_pending;	/* 1 after a wake, until the worker reads it */
+	pg_atomic_uint32 accounts_generation;	/* bumped at commit of account changes */
+	pg_atomic_uint64 sent_total;	/* requests answered with HTTP 200 */
+	pg_atomic_uint32 inflight;	/* requests now in flight */
+	pg_atomic_uint64 queue_depth;	/* queued messages at the last poll */
+	TimestampTz oldest_queued;	/* created_at of the oldest queued, or 0 */
+	TimestampTz started_at;
+	pg_atomic_uint64 sent_last_minute;	/* published by the worker */
+	char		state[64];		/* "delivering", "idle: ..." */
+	char		last_error[256];
+} WaDbSlot;
+
+typedef struct WaShared
+{
+	LWLock	   *lock;			/* protects the non-atomic fields of slots */
+	int			nslots;
+	WaDbSlot	slots[WA_MAX_DATABASES];
+} WaShared;
+
+extern WaShared *wa_shared;
+
+extern void wa_shmem_request(void);
+extern void wa_shmem_startup(void);
+extern WaDbSlot *wa_slot_for_database(Oid dboid);
+extern int	wa_parse_database_list(const char *list, char names[][NAMEDATALEN], int max);
+
+/* Called by enqueue and account functions: wake the worker at commit. */
+extern void wa_wake_worker_at_commit(void);
+extern void wa_accounts_changed_at_commit(void);
+extern bool wa_worker_serves_current_database(void);
+
+/* ----------
+ * Phone numbers (phone.c).
+ * ----------
+ */
+#define WA_E164_MAXLEN 16		/* '+' and at most 15 digits */
+
+/*
+ * Normalize "input" to E.164 with a leading '+', writing at most
+ * WA_E164_MAXLEN + 1 bytes into out.  default_cc is a country calling code
+ * of digits only (may be NULL or empty).  Returns false, with out set to
+ * "", when the number cannot be made E.164.  Never raises an error.
+ */
+extern bool wa_normalize_phone(const char *input, const char *default_cc,
+							   char *out);
+
+/* ----------
+ * Sealing (seal.c).  See seal.c for the format.
+ * ----------
+ */
+
+/* Field names used in seal bindings and as column suffixes. */
+#define WA_FIELD_TOKEN			"access_token"
+#define WA_FIELD_APP_SECRET		"app_secret"
+#define WA_FIELD_VERIFY_TOKEN	"verify_token"
+
+/* Outcome of an unseal attempt that must not raise. */
+typedef enum WaUnsealResult
+{
+	WA_UNSEAL_OK = 0,
+	WA_UNSEAL_NO_KEY,			/* key file missing or unreadable */
+	WA_UNSEAL_BAD_KEY_FILE,		/* wrong mode, malformed */
+	WA_UNSEAL_WRONG_KEY,		/* no key in the file has this key id */
+	WA_UNSEAL_BINDING,			/* ciphertext belongs to another row or db */
+	WA_UNSEAL_CORRUPT,			/* decryption failed */
+	WA_UNSEAL_NO_PGCRYPTO		/* pgcrypto is not installed in this db */
+} WaUnsealResult;
+
+/*
+ * Seal "secret" for (account_id, field) under the current key, creating the
+ * key file if the rules allow it.  Raises an ERROR on failure.  Returns the
+ * ciphertext and sets *key_id to the key's fingerprint (palloc'd).
+ */
+extern bytea *wa_seal(int32 account_id, const char *field, const char *secret,
+					  char **key_id);
+
+/*
+ * Unseal; never raises for key or binding problems (it returns the reason).
+ * On success *secret is a palloc'd, NUL-terminated string that the caller
+ * wipes with wa_wipe() when done.  With check_database false, a ciphertext
+ * sealed in another database (a restore or copy) is accepted: wa_rebind()
+ * uses that.
+ */
+extern WaUnsealResult wa_unseal(bytea *sealed, const char *key_id,
+								int32 account_id, const char *field,
+								bool check_database, char **secret);
+
+/*
+ * A result as one full sentence, for an errdetail or a paused_reason, and
+ * a sentence saying what to do about it (NULL for WA_UNSEAL_OK).  Neither
+ * ever contains a secret or key material.
+ */
+extern const char *wa_unseal_result_text(WaUnsealResult r);
+extern const char *wa_unseal_result_hint(WaUnsealResult r);
+extern void wa_wipe(char *secret);
+
+/*
+ * Write a new key file whose first key is new and which keeps every older
+ * key, for wa_rotate_key().  Holds a cluster-wide lock until the end of
+ * the transaction.  Returns the new key id (palloc'd).
+ */
+extern char *wa_rotate_key_file(void);
+
+/* ----------
+ * Log redaction (redact.c).
+ * ----------
+ */
+extern void wa_redact_install_hooks(void);
+extern void wa_report_redacted_activity(const char *funcname);
+
+/* ----------
+ * Background worker (worker.c).
+ * ----------
+ */
+extern void wa_register_workers(void);
+extern PGDLLEXPORT void wa_worker_main(Datum main_arg);
+
+#endif							/* WHATSAPP_H */

@@ -1,0 +1,1321 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The delivery worker of one database: claim queued messages in short
+ *	  transactions, send them through the HTTP engine, record the answers
+ *	  in batches.
+ *
+ * The life of a message here:
+ *
+ *	  1. A claim transaction moves up to a batch of due messages from
+ *		 queued to sending and commits with synchronous_commit on.  Only
+ *		 then do the requests leave.  Per (account, recipient) only the
+ *		 oldest unsent message is ever claimed, and only when none of that
+ *		 pair is in flight, so a recipient gets messages in enqueue order.
+ *	  2. Requests run concurrently in libcurl (http.c), up to
+ *		 whatsapp.max_inflight, each account paced to its max_mps by a
+ *		 token bucket.
+ *	  3. Answers are classified (cloudapi.c) and recorded, many per
+ *		 transaction, together with one whatsapp.log row per attempt.
+ *
+ * No transaction is ever open while the worker waits for the network.  A
+ * message that was sending when the worker died is "in doubt": at start
+ * the worker requeues it or fails it, as whatsapp.in_doubt says.  At most
+ * max_inflight requests plus one batch of unrecorded answers can be in
+ * doubt, since the worker claims only into free slots.
+ *
+ * The worker sleeps in one WaitEventSet: its latch (set at the commit of
+ * an enqueue, by a NOTIFY whatsapp, or by a signal) and the HTTP engine's
+ * event socket.  SIGTERM stops claiming and waits up to
+ * whatsapp.shutdown_timeout for the answers in flight.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "whatsapp.h"
+#include "cloudapi.h"
+#include "http.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/async.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "libpq/pqsignal.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+/* Record answers when this many wait, or when the oldest waited this long. */
+#define WA_RECORD_BATCH_MIN		64
+#define WA_RECORD_MAX_WAIT_MS	5
+/* How often old log rows are purged. */
+#define WA_PURGE_INTERVAL_MS	60000
+/* Pause after an error in a cycle, so a persistent one does not spin. */
+#define WA_ERROR_PAUSE_MS		1000
+
+/* Headers of an account, shared by its running transfers. */
+typedef struct WaHeaders
+{
+	struct curl_slist *list;
+	int			refs;			/* running transfers + 1 while current */
+} WaHeaders;
+
+typedef struct WaAccount
+{
+	int32		id;
+	char	   *name;
+	char	   *url;
+	WaHeaders  *headers;		/* NULL when the token cannot be used */
+	bytea	   *sealed;			/* to notice a changed token */
+	char	   *key_id;
+	int			max_mps;
+	bool		usable;
+	TimestampTz backoff_until;
+	double		tokens;			/* pacing bucket */
+	TimestampTz refilled_at;
+	bool		more;			/* claim again: the last claim was full */
+	TimestampTz next_due;		/* earliest future retry, or 0 */
+} WaAccount;
+
+/* A classified answer waiting to be recorded. */
+typedef struct WaResult
+{
+	int64		message_id;
+	int32		account_id;
+	int32		attempt;
+	long		http_status;
+	double		latency_ms;
+	WaOutcome	outcome;
+} WaResult;
+
+static volatile sig_atomic_t got_sigterm = false;
+
+static WaDbSlot *slot = NULL;
+static MemoryContext account_context = NULL;
+static MemoryContext result_context = NULL;
+static MemoryContext cycle_context = NULL;
+
+static WaAccount *accounts = NULL;
+static int	naccounts = 0;
+static bool accounts_loaded = false;
+static uint32 seen_generation = 0;
+static bool neutralized = false;
+
+static WaResult *results = NULL;
+static int	nresults = 0;
+static int	results_cap = 0;
+static TimestampTz oldest_result = 0;
+
+static Oid	extension_oid = InvalidOid;
+static bool in_doubt_resolved = false;
+
+static SPIPlanPtr plan_claim = NULL;
+static SPIPlanPtr plan_record = NULL;
+static SPIPlanPtr plan_next_due = NULL;
+
+/* Sent-per-second ring for the status view's "last minute". */
+static int64 sent_ring[60];
+static int64 sent_ring_sec[60];
+
+static void
+wa_worker_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	got_sigterm = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+static void
+set_state(const char *state)
+{
+	LWLockAcquire(wa_shared->lock, LW_EXCLUSIVE);
+	strlcpy(slot->state, state, sizeof(slot->state));
+	LWLockRelease(wa_shared->lock);
+}
+
+static void
+set_last_error(const char *msg)
+{
+	LWLockAcquire(wa_shared->lock, LW_EXCLUSIVE);
+	strlcpy(slot->last_error, msg, sizeof(slot->last_error));
+	LWLockRelease(wa_shared->lock);
+}
+
+static void
+count_sent(int n)
+{
+	int64		sec = GetCurrentTimestamp() / USECS_PER_SEC;
+	int			i = (int) (sec % 60);
+	int64		total = 0;
+
+	if (sent_ring_sec[i] != sec)
+	{
+		sent_ring_sec[i] = sec;
+		sent_ring[i] = 0;
+	}
+	sent_ring[i] += n;
+	for (int j = 0; j < 60; j++)
+		if (sec - sent_ring_sec[j] < 60)
+			total += sent_ring[j];
+	pg_atomic_write_u64(&slot->sent_last_minute, (uint64) total);
+	if (n > 0)
+		pg_atomic_fetch_add_u64(&slot->sent_total, (uint64) n);
+}
+
+/* ----------
+ * Secrets held in memory: wiped when an account is dropped or reloaded.
+ * ----------
+ */
+static void
+headers_release(WaHeaders *h)
+{
+	if (h == NULL || --h->refs > 0)
+		return;
+	for (struct curl_slist *s = h->list; s != NULL; s = s->next)
+		explicit_bzero(s->data, strlen(s->data));
+	curl_slist_free_all(h->list);
+	free(h);
+}
+
+static void
+transfer_released(WaTransfer *t)
+{
+	headers_release((WaHeaders *) t->headers_ref);
+}
+
+static WaHeaders *
+headers_make(const char *token)
+{
+	WaHeaders  *h = calloc(1, sizeof(WaHeaders));
+	char	   *auth;
+	struct curl_slist *l;
+
+	if (h == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	auth = psprintf("Authorization: Bearer %s", token);
+	l = curl_slist_append(NULL, auth);
+	explicit_bzero(auth, strlen(auth));
+	pfree(auth);
+	if (l == NULL ||
+		(h->list = curl_slist_append(l, "Content-Type: application/json")) == NULL ||
+		curl_slist_append(h->list, "Expect:") == NULL)
+	{
+		if (l != NULL)
+		{
+			h->list = l;
+			h->refs = 1;
+			headers_release(h);
+		}
+		else
+			free(h);
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY),
+						errmsg("could not build request headers")));
+	}
+	h->refs = 1;
+	return h;
+}
+
+static void
+forget_accounts(void)
+{
+	for (int i = 0; i < naccounts; i++)
+		headers_release(accounts[i].headers);
+	accounts = NULL;
+	naccounts = 0;
+	accounts_loaded = false;
+	if (account_context)
+	{
+		MemoryContextDelete(account_context);
+		account_context = NULL;
+	}
+}
+
+static WaAccount *
+find_account(int32 id)
+{
+	for (int i = 0; i < naccounts; i++)
+		if (accounts[i].id == id)
+			return &accounts[i];
+	return NULL;
+}
+
+static char *
+build_url(const char *phone_number_id)
+{
+	const char *base = wa_api_url;
+	size_t		len = strlen(base);
+
+	while (len > 0 && base[len - 1] == '/')
+		len--;
+	return psprintf("%.*s/%s/%s/messages", (int) len, base, wa_api_version,
+					phone_number_id);
+}
+
+/* ----------
+ * Transactions.  Every unit of work follows the same skeleton.
+ * ----------
+ */
+static void
+begin_work(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+static void
+end_work(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+static SPIPlanPtr
+prepare_kept(const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	p = SPI_prepare(sql, nargs, types);
+
+	if (p == NULL || SPI_keepplan(p) != 0)
+		elog(ERROR, "whatsapp worker could not prepare a query: %s",
+			 SPI_result_code_string(SPI_result));
+	return p;
+}
+
+static void
+free_plans(void)
+{
+	if (plan_claim)
+		SPI_freeplan(plan_claim);
+	if (plan_record)
+		SPI_freeplan(plan_record);
+	if (plan_next_due)
+		SPI_freeplan(plan_next_due);
+	plan_claim = plan_record = plan_next_due = NULL;
+}
+
+static void
+prepare_plans(void)
+{
+	Oid			claim_types[2] = {INT4OID, INT4OID};
+	Oid			due_types[1] = {INT4OID};
+	Oid			record_types[14] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+		INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, INT4ARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID};
+
+	SPIPlanPtr	claim_plan;
+	SPIPlanPtr	record_plan;
+
+	if (plan_next_due != NULL)
+		return;
+	free_plans();
+
+	claim_plan = prepare_kept(
+							  "WITH c AS ("
+							  " SELECT m.id FROM whatsapp.message m"
+							  "  WHERE m.account_id = $1 AND m.state = 'queued'"
+							  "    AND m.next_attempt_at <= pg_catalog.now()"
+							  "    AND NOT EXISTS (SELECT 1 FROM whatsapp.message p"
+							  "         WHERE p.account_id = m.account_id"
+							  "           AND p.recipient = m.recipient"
+							  "           AND p.state IN ('queued', 'sending')"
+							  "           AND p.id < m.id)"
+							  "  ORDER BY m.next_attempt_at, m.id"
+							  "  LIMIT $2"
+							  "  FOR UPDATE OF m SKIP LOCKED)"
+							  " UPDATE whatsapp.message m"
+							  "    SET state = 'sending', attempts = m.attempts + 1,"
+							  "        claimed_at = pg_catalog.now()"
+							  "   FROM c WHERE m.id = c.id"
+							  " RETURNING m.id, m.attempts,"
+							  "  (pg_catalog.jsonb_build_object('messaging_product', 'whatsapp',"
+							  "     'recipient_type', 'individual', 'to', m.recipient,"
+							  "     'biz_opaque_callback_data', m.id::text) || m.payload)::text",
+							  2, claim_types);
+
+	record_plan = prepare_kept(
+							   "WITH r AS ("
+							   " SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+							   "   pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),"
+							   "   pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8),"
+							   "   pg_catalog.unnest($9), pg_catalog.unnest($10), pg_catalog.unnest($11),"
+							   "   pg_catalog.unnest($12), pg_catalog.unnest($13), pg_catalog.unnest($14))"
+							   "  AS r(id, new_state, http_status, code, title, details, fbtrace_id,"
+							   "       wamid, wa_id, failure_type, delay_s, attempt, latency_ms, note)"
+							   "), u AS ("
+							   " UPDATE whatsapp.message m SET"
+							   "   state = r.new_state,"
+							   "   http_status = r.http_status,"
+							   "   error_code = r.code, error_title = r.title,"
+							   "   error_details = r.details, fbtrace_id = r.fbtrace_id,"
+							   "   wamid = COALESCE(r.wamid, m.wamid),"
+							   "   wa_id = COALESCE(r.wa_id, m.wa_id),"
+							   "   failure_type = r.failure_type,"
+							   "   attempts = CASE WHEN r.delay_s < 0 THEN m.attempts - 1 ELSE m.attempts END,"
+							   "   next_attempt_at = CASE WHEN r.new_state = 'queued'"
+							   "     THEN pg_catalog.now() + pg_catalog.make_interval(secs => abs(r.delay_s))"
+							   "     ELSE m.next_attempt_at END,"
+							   "   sent_at = CASE WHEN r.new_state = 'sent' THEN pg_catalog.now() ELSE m.sent_at END,"
+							   "   failed_at = CASE WHEN r.new_state = 'failed' THEN pg_catalog.now() ELSE m.failed_at END"
+							   "  FROM r WHERE m.id = r.id AND m.state = 'sending'"
+							   "  RETURNING m.id)"
+							   " INSERT INTO whatsapp.log (message_id, attempt, event, http_status,"
+							   "   code, message, fbtrace_id, latency_ms)"
+							   " SELECT r.id, r.attempt, 'http', NULLIF(r.http_status, 0), r.code,"
+							   "   r.note, r.fbtrace_id, r.latency_ms FROM r",
+							   14, record_types);
+
+	plan_claim = claim_plan;
+	plan_record = record_plan;
+	/* assigned last: it marks the set as complete */
+	plan_next_due = prepare_kept(
+								 "SELECT pg_catalog.min(next_attempt_at) FROM whatsapp.message"
+								 " WHERE account_id = $1 AND state = 'queued'"
+								 "   AND next_attempt_at > pg_catalog.now()",
+								 1, due_types);
+}
+
+/* ----------
+ * Accounts
+ * ----------
+ */
+
+static void
+mark_paused(int32 id, const char *kind, const char *reason)
+{
+	Datum		args[3] = {Int32GetDatum(id), CStringGetTextDatum(kind),
+	CStringGetTextDatum(reason)};
+	Oid			types[3] = {INT4OID, TEXTOID, TEXTOID};
+
+	if (SPI_execute_with_args("UPDATE whatsapp.account SET paused_kind = $2,"
+							  " paused_reason = $3, paused_at = pg_catalog.now()"
+							  " WHERE id = $1 AND paused_kind IS DISTINCT FROM $2",
+							  3, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not pause whatsapp account");
+}
+
+static void
+clear_key_pause(int32 id)
+{
+	Datum		args[1] = {Int32GetDatum(id)};
+	Oid			types[1] = {INT4OID};
+
+	if (SPI_execute_with_args("UPDATE whatsapp.account SET paused_kind = NULL,"
+							  " paused_reason = NULL, paused_at = NULL"
+							  " WHERE id = $1 AND paused_kind IN ('key', 'binding')",
+							  1, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not resume whatsapp account");
+}
+
+static void
+fail_queued_of_account(int32 id, const char *why)
+{
+	Datum		args[2] = {Int32GetDatum(id), CStringGetTextDatum(why)};
+	Oid			types[2] = {INT4OID, TEXTOID};
+
+	if (SPI_execute_with_args("WITH f AS (UPDATE whatsapp.message SET state = 'failed',"
+							  "   failure_type = 'account', error_title = $2,"
+							  "   failed_at = pg_catalog.now()"
+							  "  WHERE account_id = $1 AND state = 'queued' RETURNING id)"
+							  " INSERT INTO whatsapp.log (message_id, event, message)"
+							  " SELECT id, 'account', $2 FROM f",
+							  2, types, args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not fail the messages of a whatsapp account");
+}
+
+/* Is this an Odoo database that Odoo marked neutralized (a copy)? */
+static bool
+database_is_neutralized(void)
+{
+	int			rc;
+	bool		isnull;
+
+	rc = SPI_execute("SELECT pg_catalog.to_regclass('public.ir_config_parameter') IS NOT NULL",
+					 true, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1 ||
+		!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+		return false;
+	rc = SPI_execute("SELECT 1 FROM public.ir_config_parameter"
+					 " WHERE key = 'database.is_neutralized'"
+					 "   AND lower(value) IN ('true', '1', 't')",
+					 true, 1);
+	return rc == SPI_OK_SELECT && SPI_processed > 0;
+}
+
+/*
+ * Load the accounts, unsealing tokens.  Keeps the pacing state of accounts
+ * that stay, abandons the transfers of accounts that are gone.
+ */
+static void
+load_accounts(void)
+{
+	WaAccount  *old = accounts;
+	int			nold = naccounts;
+	WaAccount  *fresh;
+	int			nfresh = 0;
+	int			rc;
+	MemoryContext oldcxt;
+	MemoryContext new_context;
+	MemoryContext old_context;
+	SPITupleTable *tt;
+	uint64		n;
+	TimestampTz now = GetCurrentTimestamp();
+
+	seen_generation = pg_atomic_read_u32(&slot->accounts_generation);
+	neutralized = database_is_neutralized();
+
+	rc = SPI_execute("SELECT id, name, phone_number_id, max_mps, access_token,"
+					 "  access_token_key, paused_kind, backoff_until"
+					 " FROM whatsapp.account WHERE dropped_at IS NULL ORDER BY id",
+					 false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read whatsapp accounts");
+	tt = SPI_tuptable;
+	n = SPI_processed;
+
+	/* Build in a new context; the old one goes once the switch is done. */
+	new_context = AllocSetContextCreate(TopMemoryContext, "whatsapp accounts",
+										ALLOCSET_SMALL_SIZES);
+	old_context = account_context;
+	account_context = new_context;
+	oldcxt = MemoryContextSwitchTo(account_context);
+	fresh = palloc0(sizeof(WaAccount) * Max(n, 1));
+	MemoryContextSwitchTo(oldcxt);
+
+	for (uint64 i = 0; i < n; i++)
+	{
+		HeapTuple	tup = tt->vals[i];
+		TupleDesc	desc = tt->tupdesc;
+		bool		isnull;
+		bool		tok_null;
+		bool		key_null;
+		bool		pause_null;
+		bool		backoff_null;
+		int32		id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		Datum		tok = SPI_getbinval(tup, desc, 5, &tok_null);
+		Datum		key = SPI_getbinval(tup, desc, 6, &key_null);
+		Datum		pause = SPI_getbinval(tup, desc, 7, &pause_null);
+		Datum		backoff = SPI_getbinval(tup, desc, 8, &backoff_null);
+		WaAccount  *prev = NULL;
+		WaAccount  *a = &fresh[nfresh++];
+		char	   *key_id = key_null ? NULL : TextDatumGetCString(key);
+
+		for (int j = 0; j < nold; j++)
+			if (old[j].id == id)
+				prev = &old[j];
+
+		oldcxt = MemoryContextSwitchTo(account_context);
+		a->id = id;
+		a->name = SPI_getvalue(tup, desc, 2);
+		a->url = build_url(SPI_getvalue(tup, desc, 3));
+		a->max_mps = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+		a->sealed = tok_null ? NULL : DatumGetByteaPCopy(tok);
+		a->key_id = key_id ? pstrdup(key_id) : NULL;
+		MemoryContextSwitchTo(oldcxt);
+		a->backoff_until = backoff_null ? 0 : DatumGetTimestampTz(backoff);
+		a->tokens = prev ? prev->tokens : Min(a->max_mps, wa_batch_size);
+		a->refilled_at = prev ? prev->refilled_at : now;
+		a->more = true;
+		a->next_due = 0;
+
+		if (tok_null)
+		{
+			fail_queued_of_account(id, "account has no access token");
+			continue;
+		}
+		if (!pause_null && strcmp(TextDatumGetCString(pause), "token") == 0)
+			continue;			/* waits for wa_account_set */
+
+		/* Same ciphertext as before: keep the headers. */
+		if (prev && prev->headers && prev->sealed && a->key_id && prev->key_id &&
+			VARSIZE_ANY(prev->sealed) == VARSIZE_ANY(a->sealed) &&
+			memcmp(prev->sealed, a->sealed, VARSIZE_ANY(a->sealed)) == 0 &&
+			strcmp(prev->key_id, a->key_id) == 0)
+		{
+			a->headers = prev->headers;
+			prev->headers->refs++;
+			a->usable = true;
+		}
+		else
+		{
+			char	   *token = NULL;
+			WaUnsealResult ur;
+
+			ur = wa_unseal(a->sealed, a->key_id ? a->key_id : "", id,
+						   WA_FIELD_TOKEN, true, &token);
+			if (ur == WA_UNSEAL_OK)
+			{
+				a->headers = headers_make(token);
+				wa_wipe(token);
+				a->usable = true;
+			}
+			else
+			{
+				const char *kind = (ur == WA_UNSEAL_BINDING) ? "binding" : "key";
+				char	   *reason = psprintf("cannot unseal the access token: %s",
+											  wa_unseal_result_text(ur));
+
+				mark_paused(id, kind, reason);
+				ereport(WARNING,
+						(errcode(ERRCODE_CONFIG_FILE_ERROR),
+						 errmsg("whatsapp account \"%s\" is paused: %s", a->name, reason),
+						 ur == WA_UNSEAL_BINDING ?
+						 errhint("This database looks like a restore or a copy. Run SELECT whatsapp.wa_rebind() to deliver from it, or wa_account_set() to store new credentials.") :
+						 errhint("Check whatsapp.key_file: the key that sealed the secrets must be there. Messages stay queued.")));
+				continue;
+			}
+		}
+		if (!pause_null)
+			clear_key_pause(id);
+	}
+
+	/* Accounts that are gone: abandon what they have in flight. */
+	for (int j = 0; j < nold; j++)
+	{
+		bool		kept = false;
+
+		for (int i = 0; i < nfresh; i++)
+			if (fresh[i].id == old[j].id)
+				kept = true;
+		if (!kept)
+			wa_http_abandon(old[j].id);
+		headers_release(old[j].headers);
+	}
+
+	accounts = fresh;
+	naccounts = nfresh;
+	accounts_loaded = true;
+	if (old_context)
+		MemoryContextDelete(old_context);
+}
+
+/* Refill an account's pacing bucket; at most one second of burst. */
+static void
+refill(WaAccount *a, TimestampTz now)
+{
+	double		elapsed = (double) (now - a->refilled_at) / USECS_PER_SEC;
+	double		cap = Max(1.0, (double) Min(a->max_mps, wa_batch_size));
+
+	if (elapsed > 0)
+	{
+		a->tokens = Min(cap, a->tokens + elapsed * a->max_mps);
+		a->refilled_at = now;
+	}
+}
+
+/* ----------
+ * Claiming
+ * ----------
+ */
+
+typedef struct WaPending
+{
+	WaTransfer *t;
+	WaAccount  *a;
+} WaPending;
+
+/*
+ * Claim for every account that may send now.  Returns the claimed
+ * transfers in *out (started by the caller after commit).
+ */
+static int
+claim(WaPending *out, int free_slots, TimestampTz now)
+{
+	int			n = 0;
+
+	for (int i = 0; i < naccounts && free_slots > 0; i++)
+	{
+		WaAccount  *a = &accounts[i];
+		int			quota;
+		int			rc;
+		Datum		args[2];
+
+		if (!a->usable || !a->more || neutralized)
+			continue;
+		if (a->backoff_until > now)
+			continue;
+		refill(a, now);
+		quota = Min((int) a->tokens, Min(free_slots, wa_batch_size));
+		if (quota <= 0)
+			continue;
+
+		args[0] = Int32GetDatum(a->id);
+		args[1] = Int32GetDatum(quota);
+		rc = SPI_execute_plan(plan_claim, args, NULL, false, 0);
+		if (rc != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "whatsapp claim failed: %s", SPI_result_code_string(rc));
+
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[r];
+			bool		isnull;
+			WaTransfer *t = wa_http_new_transfer();
+			char	   *body;
+
+			t->message_id = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
+			t->attempt = DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
+			t->account_id = a->id;
+			body = TextDatumGetCString(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull));
+			appendStringInfoString(&t->request, body);
+			out[n].t = t;
+			out[n].a = a;
+			n++;
+		}
+		a->tokens -= SPI_processed;
+		free_slots -= SPI_processed;
+		a->more = ((int) SPI_processed == quota);
+		if (!a->more)
+		{
+			bool		isnull;
+			Datum		due;
+			Datum		arg[1] = {Int32GetDatum(a->id)};
+
+			rc = SPI_execute_plan(plan_next_due, arg, NULL, true, 1);
+			if (rc != SPI_OK_SELECT)
+				elog(ERROR, "whatsapp next-due query failed");
+			due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+			a->next_due = isnull ? 0 : DatumGetTimestampTz(due);
+		}
+	}
+	return n;
+}
+
+/* Requeue or fail what a dead worker left in flight. */
+static void
+resolve_in_doubt(void)
+{
+	int			rc;
+
+	if (wa_in_doubt == WA_IN_DOUBT_RETRY)
+		rc = SPI_execute("WITH d AS (UPDATE whatsapp.message SET state = 'queued',"
+						 "   next_attempt_at = pg_catalog.now()"
+						 "  WHERE state = 'sending' RETURNING id, attempts)"
+						 " INSERT INTO whatsapp.log (message_id, attempt, event, message)"
+						 " SELECT id, attempts, 'in_doubt',"
+						 "   'in flight when the worker stopped; queued again (whatsapp.in_doubt = retry)'"
+						 " FROM d", false, 0);
+	else
+		rc = SPI_execute("WITH d AS (UPDATE whatsapp.message SET state = 'failed',"
+						 "   failure_type = 'network', failed_at = pg_catalog.now(),"
+						 "   error_title = 'in doubt: in flight when the worker stopped'"
+						 "  WHERE state = 'sending' RETURNING id, attempts)"
+						 " INSERT INTO whatsapp.log (message_id, attempt, event, message)"
+						 " SELECT id, attempts, 'in_doubt',"
+						 "   'in flight when the worker stopped; failed (whatsapp.in_doubt = fail)'"
+						 " FROM d", false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "could not resolve in-doubt whatsapp messages");
+	if (SPI_processed > 0)
+		ereport(LOG,
+				(errmsg("whatsapp worker found %llu messages in doubt and %s them",
+						(unsigned long long) SPI_processed,
+						wa_in_doubt == WA_IN_DOUBT_RETRY ? "queued again" : "failed")));
+	in_doubt_resolved = true;
+}
+
+static void
+report_queue(void)
+{
+	bool		isnull;
+	Datum		d;
+
+	if (SPI_execute("SELECT pg_catalog.count(*), pg_catalog.min(created_at)"
+					" FROM whatsapp.message WHERE state = 'queued'", true, 1) != SPI_OK_SELECT)
+		return;
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	pg_atomic_write_u64(&slot->queue_depth, (uint64) DatumGetInt64(d));
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	LWLockAcquire(wa_shared->lock, LW_EXCLUSIVE);
+	slot->oldest_queued = isnull ? 0 : DatumGetTimestampTz(d);
+	LWLockRelease(wa_shared->lock);
+}
+
+static void
+purge_log(void)
+{
+	Datum		args[1] = {Int32GetDatum(wa_log_retention)};
+	Oid			types[1] = {INT4OID};
+
+	if (wa_log_retention <= 0)
+		return;
+	if (SPI_execute_with_args("DELETE FROM whatsapp.log WHERE ctid = ANY (ARRAY("
+							  " SELECT ctid FROM whatsapp.log"
+							  "  WHERE at < pg_catalog.now() - pg_catalog.make_interval(mins => $1)"
+							  "  LIMIT 10000))",
+							  1, types, args, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not purge whatsapp.log");
+}
+
+/* ----------
+ * Recording
+ * ----------
+ */
+
+static Datum
+text_array(text **vals, bool *nulls, int n)
+{
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	return PointerGetDatum(construct_md_array((Datum *) vals, nulls, 1, dims, lbs,
+											  TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+#define TXT(s) ((s) ? (text *) cstring_to_text(s) : NULL)
+
+static void
+record_results(void)
+{
+	int			n = nresults;
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	Datum	   *http = palloc(sizeof(Datum) * n);
+	Datum	   *codes = palloc(sizeof(Datum) * n);
+	Datum	   *delays = palloc(sizeof(Datum) * n);
+	Datum	   *attempts = palloc(sizeof(Datum) * n);
+	Datum	   *latency = palloc(sizeof(Datum) * n);
+	bool	   *code_nulls = palloc0(sizeof(bool) * n);
+	text	  **tx[8];
+	bool	   *tn[8];
+	Datum		args[14];
+	int			rc;
+	int			nsent = 0;
+
+	for (int k = 0; k < 8; k++)
+	{
+		tx[k] = palloc0(sizeof(text *) * n);
+		tn[k] = palloc0(sizeof(bool) * n);
+	}
+
+	for (int i = 0; i < n; i++)
+	{
+		WaResult   *r = &results[i];
+		WaOutcome  *o = &r->outcome;
+		const char *state;
+		double		delay = 0;
+		const char *vals[8];
+
+		switch (o->kind)
+		{
+			case WA_OUT_SENT:
+				state = "sent";
+				nsent++;
+				break;
+			case WA_OUT_FAIL:
+				state = "failed";
+				break;
+			case WA_OUT_RETRY:
+				state = "queued";
+				delay = o->delay_s;
+				break;
+			default:
+				/* paused or backed-off account: requeue, give the attempt back */
+				state = "queued";
+				delay = o->delay_s;
+				break;
+		}
+		/* a negative delay tells the query to give the attempt back */
+		if (!o->counts_attempt)
+			delay = -Max(delay, 0.001);
+
+		ids[i] = Int64GetDatum(r->message_id);
+		http[i] = Int32GetDatum((int32) r->http_status);
+		codes[i] = Int32GetDatum(o->code);
+		code_nulls[i] = !o->has_code;
+		delays[i] = Float8GetDatum(delay);
+		attempts[i] = Int32GetDatum(r->attempt);
+		latency[i] = Float8GetDatum(r->latency_ms);
+		vals[0] = state;
+		vals[1] = o->kind == WA_OUT_SENT ? NULL : o->title;
+		vals[2] = o->kind == WA_OUT_SENT ? NULL : o->details;
+		vals[3] = o->fbtrace_id;
+		vals[4] = o->wamid;
+		vals[5] = o->wa_id;
+		vals[6] = o->kind == WA_OUT_FAIL ? o->failure_type : NULL;
+		vals[7] = o->log_message;
+		for (int k = 0; k < 8; k++)
+		{
+			tx[k][i] = TXT(vals[k]);
+			tn[k][i] = (vals[k] == NULL);
+		}
+	}
+
+	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[1] = text_array(tx[0], tn[0], n);
+	args[2] = PointerGetDatum(construct_array(http, n, INT4OID, 4, true, TYPALIGN_INT));
+	{
+		int			dims[1] = {n};
+		int			lbs[1] = {1};
+
+		args[3] = PointerGetDatum(construct_md_array(codes, code_nulls, 1, dims, lbs,
+													 INT4OID, 4, true, TYPALIGN_INT));
+	}
+	args[4] = text_array(tx[1], tn[1], n);
+	args[5] = text_array(tx[2], tn[2], n);
+	args[6] = text_array(tx[3], tn[3], n);
+	args[7] = text_array(tx[4], tn[4], n);
+	args[8] = text_array(tx[5], tn[5], n);
+	args[9] = text_array(tx[6], tn[6], n);
+	args[10] = PointerGetDatum(construct_array(delays, n, FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[11] = PointerGetDatum(construct_array(attempts, n, INT4OID, 4, true, TYPALIGN_INT));
+	args[12] = PointerGetDatum(construct_array(latency, n, FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[13] = text_array(tx[7], tn[7], n);
+
+	rc = SPI_execute_plan(plan_record, args, NULL, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "whatsapp record failed: %s", SPI_result_code_string(rc));
+
+	/* Account-wide consequences. */
+	for (int i = 0; i < n; i++)
+	{
+		WaResult   *r = &results[i];
+		WaAccount  *a = find_account(r->account_id);
+
+		if (a)
+			a->more = true;		/* the pair's next message may go now */
+		if (r->outcome.kind == WA_OUT_PAUSE_ACCOUNT && a && a->usable)
+		{
+			char	   *reason = psprintf("access token rejected by Meta (code %d)",
+										  r->outcome.code);
+
+			mark_paused(a->id, "token", reason);
+			a->usable = false;
+			ereport(WARNING,
+					(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+					 errmsg("whatsapp account \"%s\" is paused: %s", a->name, reason),
+					 errhint("Store a valid token with whatsapp.wa_account_set(); queued messages wait until then.")));
+		}
+		else if (r->outcome.kind == WA_OUT_BACKOFF_ACCOUNT && a)
+		{
+			TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+															(int64) (r->outcome.delay_s * 1000));
+			Datum		bargs[2] = {Int32GetDatum(a->id), TimestampTzGetDatum(until)};
+			Oid			btypes[2] = {INT4OID, TIMESTAMPTZOID};
+
+			if (until > a->backoff_until)
+			{
+				a->backoff_until = until;
+				if (SPI_execute_with_args("UPDATE whatsapp.account SET backoff_until = $2"
+										  " WHERE id = $1", 2, btypes, bargs,
+										  NULL, false, 0) != SPI_OK_UPDATE)
+					elog(ERROR, "could not record whatsapp account backoff");
+			}
+		}
+	}
+	if (nsent > 0)
+		count_sent(nsent);
+}
+
+/* Take finished transfers from the engine and classify them. */
+static void
+collect_results(void)
+{
+	WaTransfer *t;
+	MemoryContext old = MemoryContextSwitchTo(result_context);
+
+	while ((t = wa_http_next_done()) != NULL)
+	{
+		WaResult   *r;
+
+		if (results == NULL)
+		{
+			results_cap = Max(wa_max_inflight, 16);
+			results = palloc(sizeof(WaResult) * results_cap);
+		}
+		else if (nresults >= results_cap)
+		{
+			results_cap *= 2;
+			results = repalloc(results, sizeof(WaResult) * results_cap);
+		}
+		r = &results[nresults++];
+		r->message_id = t->message_id;
+		r->account_id = t->account_id;
+		r->attempt = t->attempt;
+		r->http_status = t->http_status;
+		r->latency_ms = t->latency_ms;
+		wa_classify(t, wa_max_attempts, &r->outcome);
+		if (nresults == 1)
+			oldest_result = GetCurrentTimestamp();
+		wa_http_release(t);
+	}
+	MemoryContextSwitchTo(old);
+	pg_atomic_write_u32(&slot->inflight, (uint32) wa_http_running());
+}
+
+/* ----------
+ * The cycle: one transaction of claim (and housekeeping), then start.
+ * ----------
+ */
+static bool
+extension_present(void)
+{
+	Oid			oid = get_extension_oid("whatsapp", true);
+
+	if (oid != extension_oid)
+	{
+		/* dropped, or dropped and created again: start over */
+		if (OidIsValid(extension_oid))
+		{
+			int			n = wa_http_abandon_all();
+
+			if (n > 0)
+				ereport(LOG,
+						(errmsg("whatsapp extension was dropped: %d requests in flight abandoned", n)));
+			forget_accounts();
+			MemoryContextReset(result_context);
+			results = NULL;
+			nresults = 0;
+		}
+		free_plans();
+		extension_oid = oid;
+		in_doubt_resolved = false;
+	}
+	return OidIsValid(oid);
+}
+
+typedef struct WaCycle
+{
+	bool		wake;			/* a commit or NOTIFY: anything may be due */
+	bool		reload;
+	bool		poll;
+	bool		purge;
+	bool		claim;
+} WaCycle;
+
+static void
+run_cycle(WaCycle *what)
+{
+	WaPending  *pending;
+	int			npending = 0;
+	int			free_slots;
+	TimestampTz now = GetCurrentTimestamp();
+
+	begin_work("whatsapp: claim");
+	if (!extension_present())
+	{
+		end_work();
+		set_state("idle: extension whatsapp is not installed in this database");
+		return;
+	}
+	prepare_plans();
+	if (!in_doubt_resolved)
+		resolve_in_doubt();
+	if (what->reload || !accounts_loaded ||
+		pg_atomic_read_u32(&slot->accounts_generation) != seen_generation)
+		load_accounts();
+	if (what->poll)
+		report_queue();
+	if (what->poll || what->wake)
+		for (int i = 0; i < naccounts; i++)
+			accounts[i].more = true;
+	if (what->purge)
+		purge_log();
+
+	free_slots = wa_max_inflight - wa_http_running() - nresults;
+	pending = palloc(sizeof(WaPending) * Max(free_slots, 1));
+	if (what->claim && free_slots > 0 && !got_sigterm)
+		npending = claim(pending, free_slots, now);
+	end_work();
+
+	/* The claims are durable: now the requests may leave. */
+	for (int i = 0; i < npending; i++)
+	{
+		pending[i].a->headers->refs++;
+		pending[i].t->headers_ref = pending[i].a->headers;
+		wa_http_start(pending[i].t, pending[i].a->url, pending[i].a->headers->list);
+	}
+	pg_atomic_write_u32(&slot->inflight, (uint32) wa_http_running());
+	if (neutralized)
+		set_state("idle: database is marked neutralized by Odoo");
+	else
+		set_state(wa_http_running() > 0 ? "delivering" : "waiting");
+}
+
+static void
+flush_results(void)
+{
+	begin_work("whatsapp: record");
+	if (!extension_present())
+	{
+		end_work();
+		return;
+	}
+	prepare_plans();
+	record_results();
+	end_work();
+	MemoryContextReset(result_context);
+	results = NULL;
+	nresults = 0;
+}
+
+/* When must the loop wake up next, in milliseconds (-1: only on events)? */
+static long
+next_timeout(TimestampTz now, TimestampTz next_poll, TimestampTz next_purge)
+{
+	TimestampTz wake = next_poll;
+	long		curl_ms = wa_http_next_timeout();
+	long		ms;
+
+	if (next_purge < wake)
+		wake = next_purge;
+	for (int i = 0; i < naccounts; i++)
+	{
+		WaAccount  *a = &accounts[i];
+
+		if (!a->usable)
+			continue;
+		if (a->backoff_until > now && a->backoff_until < wake)
+			wake = a->backoff_until;
+		if (a->next_due > 0 && a->next_due < wake)
+			wake = a->next_due;
+		if (a->more && a->tokens < 1.0 && a->max_mps > 0)
+		{
+			TimestampTz t = a->refilled_at +
+				(TimestampTz) ((1.0 - a->tokens) * USECS_PER_SEC / a->max_mps);
+
+			if (t < wake)
+				wake = t;
+		}
+	}
+	ms = (wake <= now) ? 0 : (long) ((wake - now + 999) / 1000);
+	if (nresults > 0)
+		ms = Min(ms, WA_RECORD_MAX_WAIT_MS);
+	if (curl_ms >= 0 && curl_ms < ms)
+		ms = curl_ms;
+	return ms;
+}
+
+/* Is there an account that could claim right now? */
+static bool
+claim_possible(TimestampTz now)
+{
+	for (int i = 0; i < naccounts; i++)
+	{
+		WaAccount  *a = &accounts[i];
+
+		if (!a->usable || a->backoff_until > now)
+			continue;
+		if (a->next_due > 0 && a->next_due <= now)
+			a->more = true;
+		if (a->more)
+		{
+			refill(a, now);
+			if (a->tokens >= 1.0)
+				return true;
+		}
+	}
+	return false;
+}
+
+static void
+worker_exit(int code, Datum arg)
+{
+	wa_http_shutdown();
+	for (int i = 0; i < naccounts; i++)
+		headers_release(accounts[i].headers);
+	naccounts = 0;
+	if (slot != NULL)
+	{
+		LWLockAcquire(wa_shared->lock, LW_EXCLUSIVE);
+		slot->pid = 0;
+		slot->latch = NULL;
+		strlcpy(slot->state, "stopped", sizeof(slot->state));
+		LWLockRelease(wa_shared->lock);
+		pg_atomic_write_u32(&slot->inflight, 0);
+	}
+}
+
+void
+wa_worker_main(Datum main_arg)
+{
+	int			slotno = DatumGetInt32(main_arg);
+	WaitEventSet *set;
+	volatile TimestampTz next_poll = 0;
+	volatile TimestampTz next_purge = 0;
+	volatile TimestampTz drain_deadline = 0;
+	volatile bool wake = true;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, wa_worker_sigterm);
+	BackgroundWorkerUnblockSignals();
+
+	if (wa_shared == NULL || slotno < 0 || slotno >= wa_shared->nslots)
+		proc_exit(0);
+	slot = &wa_shared->slots[slotno];
+
+	BackgroundWorkerInitializeConnection(slot->datname, NULL, 0);
+	pgstat_report_appname("whatsapp worker");
+
+	/* The worker's own transactions: short, durable, read committed. */
+	SetConfigOption("default_transaction_isolation", "read committed",
+					PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+
+	result_context = AllocSetContextCreate(TopMemoryContext, "whatsapp results",
+										   ALLOCSET_DEFAULT_SIZES);
+	cycle_context = AllocSetContextCreate(TopMemoryContext, "whatsapp worker loop",
+										  ALLOCSET_DEFAULT_SIZES);
+
+	wa_http_init();
+	wa_http_on_release = transfer_released;
+	before_shmem_exit(worker_exit, (Datum) 0);
+
+	LWLockAcquire(wa_shared->lock, LW_EXCLUSIVE);
+	slot->dboid = MyDatabaseId;
+	slot->pid = MyProcPid;
+	slot->latch = MyLatch;
+	slot->started_at = GetCurrentTimestamp();
+	slot->last_error[0] = '\0';
+	strlcpy(slot->state, "starting", sizeof(slot->state));
+	LWLockRelease(wa_shared->lock);
+
+	/* NOTIFY whatsapp is a doorbell: drained on every wake, never read. */
+	StartTransactionCommand();
+	Async_Listen("whatsapp");
+	CommitTransactionCommand();
+
+	set = CreateWaitEventSet(TopMemoryContext, 3);
+	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	AddWaitEventToSet(set, WL_SOCKET_READABLE, wa_http_event_socket(), NULL, NULL);
+
+	ereport(LOG, (errmsg("whatsapp worker started for database \"%s\"", slot->datname)));
+
+	for (;;)
+	{
+		WaitEvent	events[4];
+		TimestampTz now = GetCurrentTimestamp();
+		WaCycle		what = {0};
+		long		timeout;
+
+		MemoryContextSwitchTo(cycle_context);
+
+		/* The work of one turn, errors caught so the worker goes on. */
+		PG_TRY();
+		{
+			wa_http_perform();
+			collect_results();
+
+			if (nresults > 0 &&
+				(nresults >= WA_RECORD_BATCH_MIN || nresults >= wa_batch_size ||
+				 wa_http_running() == 0 || got_sigterm ||
+				 now - oldest_result >= WA_RECORD_MAX_WAIT_MS * 1000L))
+				flush_results();
+
+			if (got_sigterm)
+			{
+				if (drain_deadline == 0)
+				{
+					drain_deadline = TimestampTzPlusMilliseconds(now, wa_shutdown_timeout);
+					set_state("stopping");
+				}
+				if ((wa_http_running() == 0 && nresults == 0) || now >= drain_deadline)
+				{
+					int			left = wa_http_running();
+
+					if (left > 0)
+						ereport(LOG,
+								(errmsg("whatsapp worker stopping with %d requests in flight; they will be in doubt",
+										left)));
+					proc_exit(1);
+				}
+			}
+			else
+			{
+				what.poll = (now >= next_poll);
+				what.purge = (now >= next_purge);
+				what.reload = false;
+				what.wake = wake;
+				what.claim = wake || what.poll || claim_possible(now);
+				if (what.claim || what.purge ||
+					pg_atomic_read_u32(&slot->accounts_generation) != seen_generation)
+				{
+					run_cycle(&what);
+					wake = false;
+					if (what.poll)
+						next_poll = TimestampTzPlusMilliseconds(now, wa_poll_interval);
+					if (what.purge)
+						next_purge = TimestampTzPlusMilliseconds(now, WA_PURGE_INTERVAL_MS);
+				}
+			}
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(cycle_context);
+			edata = CopyErrorData();
+			FlushErrorState();
+			AbortCurrentTransaction();
+			set_last_error(edata->message ? edata->message : "error");
+			ereport(LOG,
+					(errcode(edata->sqlerrcode),
+					 errmsg("whatsapp worker cycle failed: %s", edata->message)));
+			FreeErrorData(edata);
+			pgstat_report_activity(STATE_IDLE, NULL);
+			/* pause so a persistent error does not spin */
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 WA_ERROR_PAUSE_MS, PG_WAIT_EXTENSION);
+			next_poll = 0;
+		}
+		PG_END_TRY();
+		MemoryContextReset(cycle_context);
+
+		now = GetCurrentTimestamp();
+		timeout = got_sigterm ? 100 : next_timeout(now, next_poll, next_purge);
+		if (wake)
+			timeout = 0;
+		if (WaitEventSetWait(set, timeout, events, lengthof(events),
+							 PG_WAIT_EXTENSION) > 0)
+		{
+			/* the latch is reset on every turn below */
+		}
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+
+		if (notifyInterruptPending)
+		{
+			ProcessNotifyInterrupt(false);
+			wake = true;
+		}
+		if (pg_atomic_exchange_u32(&slot->wake_pending, 0) != 0)
+			wake = true;
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			PG_TRY();
+			{
+				wa_http_apply_settings();
+			}
+			PG_CATCH();
+			{
+				EmitErrorReport();
+				FlushErrorState();
+			}
+			PG_END_TRY();
+			/* URLs depend on settings: rebuild them with the accounts */
+			accounts_loaded = false;
+			wake = true;
+		}
+	}
+}

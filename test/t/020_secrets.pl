@@ -1,0 +1,499 @@
+# test/t/020_secrets.pl: the key file, key rotation, and secrets that
+# never show up in clear: not in pg_dump, the server log, pg_stat_activity
+# or whatsapp.log.
+#
+# Run with PERL5LIB=/usr/lib/postgresql/15/lib/pgxs/src/test/perl and the
+# PostgreSQL 15 binaries first in PATH:
+#   prove -v test/t/020_secrets.pl
+#
+# The secrets used here are random test values.  Checks for their absence
+# use index() rather than unlike(), so that a failure never prints the text
+# that holds one.
+
+use strict;
+use warnings;
+
+use lib '/usr/lib/postgresql/15/lib/pgxs/src/test/perl';
+
+use Digest::SHA qw(sha256_hex);
+use File::Copy qw(move);
+use IPC::Run;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+# A random value that no other text of the test contains.
+sub random_secret
+{
+	my ($prefix) = @_;
+	my @chars = ('A' .. 'Z', 'a' .. 'z', '0' .. '9');
+	return $prefix . join('', map { $chars[ int(rand(@chars)) ] } 1 .. 24);
+}
+
+# Does $haystack contain $needle, ignoring case?
+sub contains
+{
+	my ($haystack, $needle) = @_;
+	return index(lc($haystack // ''), lc($needle)) >= 0;
+}
+
+sub file_mode
+{
+	my ($path) = @_;
+	return sprintf('%04o', (stat($path))[2] & 07777);
+}
+
+# The key lines of a key file.
+sub key_lines
+{
+	my ($path) = @_;
+	return grep { /^[0-9a-fA-F]{64}$/ } split(/\r?\n/, slurp_file($path));
+}
+
+sub write_key_file
+{
+	my ($path, $text) = @_;
+	my $tmp = "$path.test";
+	open(my $fh, '>', $tmp) or die "could not write $tmp: $!";
+	print $fh $text;
+	close($fh) or die "could not close $tmp: $!";
+	chmod(0600, $tmp) or die "could not chmod $tmp: $!";
+	rename($tmp, $path) or die "could not rename $tmp: $!";
+	return;
+}
+
+# psql with terse errors, so that the client prints no statement text.
+sub run_sql
+{
+	my ($node, $sql) = @_;
+	my ($ret, $out, $err) = $node->psql(
+		'postgres', $sql,
+		on_error_stop => 0,
+		extra_params => [ '-v', 'VERBOSITY=terse' ]);
+	return ($ret, $out, $err);
+}
+
+# psql with the default verbosity (DETAIL and HINT shown).
+sub run_sql_verbose
+{
+	my ($node, $sql) = @_;
+	my ($ret, $out, $err) = $node->psql('postgres', $sql, on_error_stop => 0);
+	return ($ret, $out, $err);
+}
+
+# A psql session in the background, for statements that block.
+sub start_session
+{
+	my ($node) = @_;
+	my $s = { in => '', out => '', err => '' };
+	$s->{timer} = IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default);
+	$s->{h} = IPC::Run::start(
+		[
+			'psql', '-XAtq', '-v', 'VERBOSITY=terse',
+			'-d', $node->connstr('postgres'), '-f', '-'
+		],
+		'<', \$s->{in}, '>', \$s->{out}, '2>', \$s->{err}, $s->{timer});
+	return $s;
+}
+
+# Send SQL to a session; unless $nowait, wait until it has run.
+my $marker_seq = 0;
+
+sub session_send
+{
+	my ($s, $sql, $nowait) = @_;
+	$s->{in} .= "$sql\n";
+	return if $nowait;
+	session_wait($s);
+	return;
+}
+
+# Wait until everything sent so far has run; return its output.
+sub session_wait
+{
+	my ($s) = @_;
+	my $marker = '__done_' . (++$marker_seq) . '__';
+	$s->{in} .= "\\echo $marker\n";
+	$s->{timer}->start($PostgreSQL::Test::Utils::timeout_default);
+	$s->{h}->pump until $s->{out} =~ /\Q$marker\E/ || $s->{timer}->is_expired;
+	die "timed out waiting for a psql session" if $s->{timer}->is_expired;
+	my $out = $s->{out};
+	$out =~ s/\Q$marker\E\n?//;
+	$s->{out} = '';
+	return $out;
+}
+
+sub session_quit
+{
+	my ($s) = @_;
+	$s->{in} .= "\\q\n";
+	$s->{h}->finish;
+	return;
+}
+
+# PostgreSQL::Test::Cluster runs pg_regress --config-auth at init.
+$ENV{PG_REGRESS} //=
+  '/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress';
+
+my $node = PostgreSQL::Test::Cluster->new('secrets');
+$node->init;
+$node->append_conf(
+	'postgresql.conf', qq{
+shared_preload_libraries = 'whatsapp'
+whatsapp.database = ''
+});
+$node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION whatsapp CASCADE');
+
+my $keyfile = $node->data_dir . '/whatsapp.key';
+my ($ret, $out, $err);
+
+# ---------------------------------------------------------------------------
+# a. Key file rules
+# ---------------------------------------------------------------------------
+
+ok(!-e $keyfile, 'no key file before the first secret is sealed');
+
+# Setting an account without secrets needs no key.
+$node->safe_psql('postgres',
+	"SELECT whatsapp.wa_account_set('nokey', '1000', '')");
+ok(!-e $keyfile, 'an account without secrets creates no key file');
+
+($ret, $out, $err) = run_sql($node,
+	"SELECT whatsapp.wa_account_set('main', '1001', 'EAAkeyrules1', 'appsecret1', 'verify1')");
+is($ret, 0, 'first wa_account_set with a secret succeeds');
+ok(-f $keyfile, 'key file created at the first wa_account_set with a secret');
+is(file_mode($keyfile), '0600', 'key file created with mode 0600');
+my @keys = key_lines($keyfile);
+is(scalar(@keys), 1, 'new key file holds one key');
+my $key_id = $node->safe_psql('postgres',
+	"SELECT key_id FROM whatsapp.accounts WHERE name = 'main'");
+is( $key_id,
+	substr(sha256_hex('whatsapp-key-id:' . pack('H*', lc($keys[0]))), 0, 16),
+	'key id is the fingerprint of the key in the file');
+ok($node->log_contains(qr/whatsapp created key file .* with key id \Q$key_id\E/),
+	'key creation is logged with its key id');
+ok(!contains(slurp_file($node->logfile), $keys[0]),
+	'the key itself is not in the server log');
+
+# A group- or world-accessible key file is refused.
+chmod(0644, $keyfile);
+($ret, $out, $err) = run_sql_verbose($node,
+	"SELECT whatsapp.wa_account_set('main', '1001', 'EAAkeyrules2')");
+isnt($ret, 0, 'world-readable key file: wa_account_set refused');
+like($err, qr/key file ".*" is accessible by group or others/,
+	'world-readable key file: message names the problem');
+like($err, qr/HINT:\s+Run chmod 600 \S*whatsapp\.key/,
+	'world-readable key file: hint says chmod 600');
+
+chmod(0640, $keyfile);
+($ret, $out, $err) = run_sql_verbose($node, 'SELECT whatsapp.wa_rebind()');
+isnt($ret, 0, 'group-readable key file: wa_rebind refused');
+like($err, qr/could not unseal the access_token of account "main"/,
+	'group-readable key file: unsealing fails');
+like($err, qr/DETAIL:.*accessible by group or others/,
+	'group-readable key file: detail says why');
+chmod(0600, $keyfile);
+
+# A malformed key file is refused and left alone.
+my $good_key_text = slurp_file($keyfile);
+write_key_file($keyfile, "# damaged\nnot a key\n");
+($ret, $out, $err) = run_sql_verbose($node,
+	"SELECT whatsapp.wa_account_set('main', '1001', 'EAAkeyrules3')");
+isnt($ret, 0, 'malformed key file: wa_account_set refused');
+like($err, qr/key file ".*" is malformed/,
+	'malformed key file: message says so');
+like($err, qr/DETAIL:\s+Line 2 /, 'malformed key file: detail names the line');
+is(slurp_file($keyfile), "# damaged\nnot a key\n",
+	'malformed key file: left unchanged');
+write_key_file($keyfile, $good_key_text);
+
+# A missing key file is not replaced while secrets are sealed.
+move($keyfile, "$keyfile.saved") or die "could not move the key file: $!";
+($ret, $out, $err) = run_sql_verbose($node,
+	"SELECT whatsapp.wa_account_set('other', '1002', 'EAAkeyrules4')");
+isnt($ret, 0, 'missing key file with sealed secrets: wa_account_set refused');
+like($err, qr/key file ".*" is missing/,
+	'missing key file: message says the key file is missing');
+like($err, qr/no new key file is created/,
+	'missing key file: detail says no new key is created');
+like($err, qr/HINT:\s+Restore the key file/,
+	'missing key file: hint says to restore it');
+ok(!-e $keyfile, 'missing key file: no new key file was created');
+($ret, $out, $err) = run_sql($node, 'SELECT whatsapp.wa_rotate_key()');
+isnt($ret, 0, 'missing key file: wa_rotate_key refused');
+ok(!-e $keyfile, 'missing key file: wa_rotate_key created no key file');
+($ret, $out, $err) = run_sql_verbose($node, 'SELECT whatsapp.wa_rebind()');
+like($err, qr/DETAIL:\s+The whatsapp key file is missing/,
+	'missing key file: unsealing reports the missing file');
+move("$keyfile.saved", $keyfile) or die "could not restore the key file: $!";
+
+# A different key in the file: secrets do not open, no key is minted.
+my $wrong_key = join('', map { sprintf('%02x', int(rand(256))) } 1 .. 32);
+my $wrong_text = "# another key\n$wrong_key\n";
+write_key_file($keyfile, $wrong_text);
+($ret, $out, $err) = run_sql_verbose($node, 'SELECT whatsapp.wa_rebind()');
+isnt($ret, 0, 'wrong key: wa_rebind refused');
+like($err, qr/could not unseal the access_token of account "main"/,
+	'wrong key: the error names the account and the secret');
+like($err, qr/DETAIL:\s+No key in the whatsapp key file has the key id/,
+	'wrong key: detail says the key id is unknown');
+($ret, $out, $err) = run_sql($node, 'SELECT whatsapp.wa_rotate_key()');
+isnt($ret, 0, 'wrong key: wa_rotate_key refused');
+is(slurp_file($keyfile), $wrong_text,
+	'wrong key: the key file is unchanged, no new key minted');
+write_key_file($keyfile, $good_key_text);
+is($node->safe_psql('postgres', 'SELECT whatsapp.wa_rebind()'),
+	'3', 'right key restored: secrets open again');
+
+# ---------------------------------------------------------------------------
+# b. Rotation
+# ---------------------------------------------------------------------------
+
+my $key_id1 = $node->safe_psql('postgres',
+	"SELECT key_id FROM whatsapp.accounts WHERE name = 'main'");
+is($node->safe_psql('postgres', 'SELECT whatsapp.wa_rotate_key()'),
+	'3', 'wa_rotate_key re-seals the three secrets');
+my $key_id2 = $node->safe_psql('postgres',
+	"SELECT key_id FROM whatsapp.accounts WHERE name = 'main'");
+isnt($key_id2, $key_id1, 'rotation changes accounts.key_id');
+my @keys2 = key_lines($keyfile);
+is(scalar(@keys2), 2, 'rotated key file holds two keys');
+is(lc($keys2[1]), lc($keys[0]), 'the old key is kept after the new one');
+is( $key_id2,
+	substr(sha256_hex('whatsapp-key-id:' . pack('H*', lc($keys2[0]))), 0, 16),
+	'the new key is the first key of the file');
+is(file_mode($keyfile), '0600', 'rotated key file has mode 0600');
+is( $node->safe_psql(
+		'postgres',
+		"SELECT count(*) FROM whatsapp.account WHERE dropped_at IS NULL
+		   AND (access_token_key <> '$key_id2' OR app_secret_key <> '$key_id2'
+				OR verify_token_key <> '$key_id2')"),
+	'0',
+	'every secret now carries the new key id');
+is($node->safe_psql('postgres', 'SELECT whatsapp.wa_rotate_key()'),
+	'3', 'a second rotation unseals and re-seals everything');
+is(scalar(key_lines($keyfile)), 3, 'second rotation keeps both older keys');
+is($node->safe_psql('postgres', 'SELECT whatsapp.wa_rebind()'),
+	'3', 'wa_rebind works after rotations');
+ok($node->log_contains(qr/whatsapp wrote a new key to ".*" with key id \Q$key_id2\E/),
+	'rotation is logged with the new key id');
+
+# ---------------------------------------------------------------------------
+# c. No plaintext anywhere
+# ---------------------------------------------------------------------------
+
+my $token = random_secret('EAATESTSECRET');
+my $app_secret = random_secret('APPSECRET');
+my $verify_token = random_secret('VERIFYTOKEN');
+my @secrets = ($token, $app_secret, $verify_token);
+my $log_start = -s $node->logfile;
+
+# At default settings (log_min_error_statement = error), failing calls,
+# including errors raised before the function runs.
+my %failing = (
+	'wrong argument type' =>
+	  "SELECT whatsapp.wa_account_set('leak', '2001', '$token', max_mps => 'abc'::text)",
+	'type input error on the secret' =>
+	  "SELECT whatsapp.wa_account_set('leak', '2001', '$token', max_mps => '$token')",
+	'misspelled function name' =>
+	  "SELECT whatsapp.wa_acount_set('leak', '2001', '$token')",
+	'syntax error' =>
+	  "SELECT whatsapp.wa_account_set('leak', '2001', '$token'",
+	'unquoted secret' => "SELECT whatsapp.wa_account_set('leak', '2001', $token)",
+	'error inside the function' =>
+	  "SELECT whatsapp.wa_account_set('leak', '2001', '$token', max_mps => 0)",
+	'error inside a DO block' =>
+	  "DO \$\$BEGIN PERFORM whatsapp.wa_account_set('leak', '2001', '$token', max_mps => 0); END\$\$"
+);
+foreach my $name (sort keys %failing)
+{
+	($ret, $out, $err) = run_sql($node, $failing{$name});
+	isnt($ret, 0, "default settings, $name: the call fails");
+	ok(!contains($err, $token),
+		"default settings, $name: the error sent to the client has no secret");
+}
+my $log = slurp_file($node->logfile, $log_start);
+like($log, qr/ERROR:/, 'default settings: the failing calls were logged');
+like($log, qr/invalid input syntax for type integer: "\*\*\*"/,
+	'default settings: a type input error shows *** for the value');
+ok(!contains($log, $token),
+	'default settings: the server log holds no secret');
+
+# Everything logged.
+$node->safe_psql(
+	'postgres', q{
+ALTER SYSTEM SET log_statement = 'all';
+ALTER SYSTEM SET log_min_duration_statement = 0;
+ALTER SYSTEM SET log_error_verbosity = 'verbose';
+ALTER SYSTEM SET log_parameter_max_length = -1;
+ALTER SYSTEM SET log_parameter_max_length_on_error = -1;
+SELECT pg_reload_conf();
+});
+$node->poll_query_until('postgres',
+	"SELECT current_setting('log_statement') = 'all'")
+  or die 'log_statement did not take effect';
+$log_start = -s $node->logfile;
+
+($ret, $out, $err) = run_sql($node,
+	"SELECT whatsapp.wa_account_set('leak', '2001', '$token', '$app_secret', '$verify_token', '3001', 80)"
+);
+is($ret, 0, 'logged: wa_account_set succeeds');
+foreach my $name (sort keys %failing)
+{
+	($ret, $out, $err) = run_sql($node, $failing{$name});
+	isnt($ret, 0, "logged, $name: the call fails");
+}
+
+# A statement prepared with PREPARE and run with EXECUTE.
+($ret, $out, $err) = run_sql($node,
+	"PREPARE set_leak(text) AS SELECT whatsapp.wa_account_set('leak', '2001', \$1);
+	 EXECUTE set_leak('$token');
+	 EXECUTE set_leak('$token' || E'\\n');");
+like($err, qr/control characters/, 'logged: EXECUTE of a prepared call runs');
+
+# auto_explain logs the query text of what it explains.
+($ret, $out, $err) = run_sql($node,
+	"LOAD 'auto_explain';
+	 SET auto_explain.log_min_duration = 0;
+	 SET auto_explain.log_nested_statements = on;
+	 SELECT whatsapp.wa_account_set('leak', '2001', '$token');");
+is($ret, 0, 'logged: a call under auto_explain succeeds');
+
+# The extended protocol: pgbench sends the variable as a bind parameter.
+my $pgbench_script = $node->basedir . '/set_leak.sql';
+foreach my $mode ('extended', 'prepared')
+{
+	foreach my $case (
+		[ 'ok', "SELECT whatsapp.wa_account_set('leak', '2001', :tok);\n", 0 ],
+		[
+			'error',
+			"SELECT whatsapp.wa_account_set('leak', '2001', :tok, max_mps => 0);\n",
+			1
+		])
+	{
+		my ($label, $script, $fails) = @$case;
+		open(my $fh, '>', $pgbench_script) or die "could not write script: $!";
+		print $fh $script;
+		close($fh);
+		my ($pout, $perr) = ('', '');
+		my $ok = IPC::Run::run(
+			[
+				'pgbench', '-n', '-t', '1', '-M', $mode,
+				'-h', $node->host, '-p', $node->port,
+				'-D', "tok=$token", '-f', $pgbench_script, 'postgres'
+			],
+			'>', \$pout, '2>', \$perr);
+		if ($fails)
+		{
+			ok(!$ok, "logged, protocol $mode: a failing call fails");
+		}
+		else
+		{
+			ok($ok, "logged, protocol $mode: a call succeeds");
+		}
+		ok(!contains($pout . $perr, $token),
+			"logged, protocol $mode, $label: pgbench shows no secret");
+	}
+}
+
+# pg_stat_activity while a call runs (blocked on the account's row lock)
+# and after the session goes idle, for a call that succeeds and one that
+# fails.
+my $locker = start_session($node);
+my $caller = start_session($node);
+session_send($caller, 'SELECT pg_backend_pid();', 1);
+my $caller_pid = session_wait($caller);
+$caller_pid =~ s/\s+//g;
+like($caller_pid, qr/^\d+$/, 'pg_stat_activity: the calling session has a pid');
+
+session_send($locker,
+	"BEGIN; SELECT 1 FROM whatsapp.account WHERE name = 'leak' AND dropped_at IS NULL FOR UPDATE;"
+);
+session_send($caller,
+	"SELECT whatsapp.wa_account_set('leak', '2001', '$token', '$app_secret', '$verify_token');",
+	1);
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $caller_pid"
+	),
+	'pg_stat_activity: the call waits for the row lock');
+my $running = $node->safe_psql('postgres',
+	"SELECT state || ' ' || query FROM pg_stat_activity WHERE pid = $caller_pid");
+like($running, qr/^active .*wa_account_set\(<redacted>\)/,
+	'pg_stat_activity: the running call shows a redacted text');
+my $all_queries = $node->safe_psql('postgres',
+	'SELECT string_agg(query, E\'\n\') FROM pg_stat_activity WHERE pid <> pg_backend_pid()');
+ok(!grep({ contains($all_queries, $_) } @secrets),
+	'pg_stat_activity: no session shows a secret while the call runs');
+
+session_send($locker, 'COMMIT;');
+session_wait($caller);
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT state = 'idle' FROM pg_stat_activity WHERE pid = $caller_pid"),
+	'pg_stat_activity: the session goes idle after the call');
+my $idle = $node->safe_psql('postgres',
+	"SELECT query FROM pg_stat_activity WHERE pid = $caller_pid");
+like($idle, qr/wa_account_set\(<redacted>\)/,
+	'pg_stat_activity: the idle session shows a redacted text');
+ok(!grep({ contains($idle, $_) } @secrets),
+	'pg_stat_activity: the idle session shows no secret');
+
+foreach my $name (sort keys %failing)
+{
+	session_send($caller, $failing{$name});
+	my $last = $node->safe_psql('postgres',
+		"SELECT query FROM pg_stat_activity WHERE pid = $caller_pid");
+	ok(!contains($last, $token),
+		"pg_stat_activity: after a failed call ($name) the idle session shows no secret");
+}
+ok(!contains($caller->{err}, $token),
+	'pg_stat_activity: the errors the session received show no secret');
+session_quit($caller);
+session_quit($locker);
+
+# The server log of all of the above.
+$log = slurp_file($node->logfile, $log_start);
+like($log, qr/statement: SELECT whatsapp\.wa_account_set\(<redacted>\)/,
+	'log: log_statement lines are redacted, not dropped');
+like($log, qr/duration: [\d.]+ ms\s+statement: SELECT whatsapp\.wa_account_set\(<redacted>\)/,
+	'log: log_min_duration_statement lines are redacted');
+like($log, qr/execute \S+: SELECT whatsapp\.wa_account_set\(<redacted>\)/,
+	'log: extended protocol execute lines are redacted');
+like($log, qr/Query Text: SELECT whatsapp\.wa_account_set\(<redacted>\)/,
+	'log: auto_explain query texts are redacted');
+foreach my $i (0 .. $#secrets)
+{
+	ok(!contains($log, $secrets[$i]),
+		'log: no secret in the server log (secret ' . ($i + 1) . ' of 3)');
+}
+ok(!grep({ contains(slurp_file($node->logfile), $_) } key_lines($keyfile)),
+	'log: no key in the server log');
+
+# whatsapp.log and the account rows.
+my $tables = $node->safe_psql('postgres',
+	q{SELECT coalesce(string_agg(row_to_json(l)::text, E'\n'), '') FROM whatsapp.log l});
+ok(!grep({ contains($tables, $_) } @secrets), 'whatsapp.log holds no secret');
+my $rows = $node->safe_psql('postgres',
+	q{SELECT string_agg(row_to_json(a)::text, E'\n') FROM whatsapp.account a});
+ok(!grep({ contains($rows, $_) } @secrets), 'account rows hold no secret in clear');
+ok(!grep({ contains($rows, unpack('H*', $_)) } @secrets),
+	'account rows hold no secret in hex');
+my $view = $node->safe_psql('postgres',
+	q{SELECT string_agg(row_to_json(a)::text, E'\n') FROM whatsapp.accounts a});
+like($view, qr/"has_access_token":true/, 'accounts view says the token is set');
+
+# A plain pg_dump.
+my $dumpfile = $node->basedir . '/dump.sql';
+command_ok([ 'pg_dump', '-d', $node->connstr('postgres'), '-f', $dumpfile ],
+	'pg_dump of the database succeeds');
+my $dump = slurp_file($dumpfile);
+like($dump, qr/COPY whatsapp\.account /, 'pg_dump holds the account rows');
+ok(!grep({ contains($dump, $_) } @secrets), 'pg_dump holds no secret in clear');
+ok(!grep({ contains($dump, unpack('H*', $_)) } @secrets),
+	'pg_dump holds no secret in hex');
+ok(!grep({ contains($dump, $_) } key_lines($keyfile)), 'pg_dump holds no key');
+
+$node->stop;
+done_testing();
