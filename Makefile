@@ -24,6 +24,20 @@ REGRESS = $(patsubst sql/%.sql,%,$(sort $(filter-out sql/whatsapp--%,$(wildcard 
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/regress.conf \
 	--load-extension=pgcrypto
 
+# Concurrency: isolation specs in test/isolation/specs.
+ISOLATION = $(patsubst test/isolation/specs/%.spec,%,$(sort $(wildcard test/isolation/specs/*.spec)))
+ISOLATION_OPTS = --temp-instance=tmp_check_iso --temp-config=test/regress.conf \
+	--load-extension=pgcrypto --inputdir=test/isolation
+
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# The same pg_regress suite once more with default_transaction_isolation =
+# 'repeatable read', the level Odoo runs every transaction at.
+installcheck-rr:
+	$(pg_regress_installcheck) --temp-instance=tmp_check_rr \
+		--temp-config=test/regress.conf --temp-config=test/regress-rr.conf \
+		--load-extension=pgcrypto --dbname=$(CONTRIB_TESTDB) $(REGRESS)
+
+.PHONY: installcheck-rr

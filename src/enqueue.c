@@ -260,7 +260,12 @@ enqueue(text *recipient, const char *kind, Jsonb *payload, text *account,
 		/* The dedupe key is taken: return the first message's id. */
 		Datum		find[2] = {Int32GetDatum(account_id), PointerGetDatum(dedupe_key)};
 
-		rc = SPI_execute_plan(plan_find_dedupe, find, NULL, true, 1);
+		/*
+		 * Not read-only: at READ COMMITTED that takes a new snapshot, which
+		 * sees the row we waited for.  At REPEATABLE READ the row stays
+		 * invisible and the caller gets 40001, as the SPEC wants.
+		 */
+		rc = SPI_execute_plan(plan_find_dedupe, find, NULL, false, 1);
 		if (rc != SPI_OK_SELECT || SPI_processed == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),

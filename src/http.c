@@ -408,6 +408,8 @@ wa_http_start(WaTransfer *t, const char *url, struct curl_slist *headers)
 	CURL_CHECK(curl_easy_setopt(e, CURLOPT_PROXY, wa_proxy ? wa_proxy : ""), "CURLOPT_PROXY");
 	CURL_CHECK(curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L), "CURLOPT_SSL_VERIFYPEER");
 	CURL_CHECK(curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L), "CURLOPT_SSL_VERIFYHOST");
+	if (wa_ca_file != NULL && wa_ca_file[0] != '\0')
+		CURL_CHECK(curl_easy_setopt(e, CURLOPT_CAINFO, wa_ca_file), "CURLOPT_CAINFO");
 	CURL_CHECK(curl_easy_setopt(e, CURLOPT_VERBOSE, 0L), "CURLOPT_VERBOSE");
 	CURL_CHECK(curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L), "CURLOPT_NOSIGNAL");
 	CURL_CHECK(curl_easy_setopt(e, CURLOPT_NOPROGRESS, 1L), "CURLOPT_NOPROGRESS");

@@ -26,6 +26,7 @@ char	   *wa_api_url = NULL;
 char	   *wa_api_version = NULL;
 char	   *wa_key_file = NULL;
 char	   *wa_proxy = NULL;
+char	   *wa_ca_file = NULL;
 int			wa_max_inflight = 256;
 int			wa_http_timeout = 30000;
 int			wa_max_attempts = 10;
@@ -229,6 +230,11 @@ define_settings(void)
 							   "HTTP proxy for requests to the Cloud API; empty means none.",
 							   "Proxy variables in the server's environment are ignored.",
 							   &wa_proxy, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomStringVariable("whatsapp.ca_file",
+							   "File of CA certificates that verify the Cloud API's TLS certificate.",
+							   "Empty means the system's CA store. Verification itself is always on.",
+							   &wa_ca_file, "",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 	DefineCustomIntVariable("whatsapp.max_inflight",
 							"Most requests a worker keeps in flight at once.",

@@ -36,6 +36,7 @@ extern char *wa_api_url;			/* sighup, superuser only */
 extern char *wa_api_version;		/* sighup, superuser only */
 extern char *wa_key_file;			/* sighup, superuser only */
 extern char *wa_proxy;				/* sighup, superuser only */
+extern char *wa_ca_file;			/* sighup, superuser only */
 extern int	wa_max_inflight;		/* sighup */
 extern int	wa_http_timeout;		/* sighup, milliseconds */
 extern int	wa_max_attempts;		/* sighup */

@@ -6,7 +6,8 @@
 # Stages, in order (a failing stage does not stop the ones after it):
 #   packages  test/install_deps.sh: apt-get what is missing (root only)
 #   build     make clean && make && make install
-#   regress   pg_regress: make installcheck (its own temporary instance, test/regress.conf)
+#   regress   pg_regress and isolation: make installcheck installcheck-rr
+#             (their own temporary instances, test/regress.conf)
 #   pgtap     pg_prove over test/pgtap/*.sql on a throwaway cluster
 #   tap       prove over test/t/*.pl (PostgreSQL::Test::Cluster, test/perl)
 #   mock      the mock Cloud API's own self-test, test/mock/selftest.sh
@@ -66,14 +67,19 @@ free_port() {
 
 stage_regress() {
 	local rc
-	rm -rf tmp_check results regression.diffs regression.out
-	make PG_CONFIG="$PG_CONFIG" installcheck
+	rm -rf tmp_check* results output_iso regression.diffs regression.out
+	# pg_regress and the isolation specs, then pg_regress again at
+	# REPEATABLE READ (Odoo's level).
+	make PG_CONFIG="$PG_CONFIG" installcheck &&
+		make PG_CONFIG="$PG_CONFIG" installcheck-rr
 	rc=$?
 	if [ "$rc" -ne 0 ]; then
-		if [ -s regression.diffs ]; then
-			banner "regression.diffs"
-			cat regression.diffs
-		fi
+		for f in regression.diffs output_iso/regression.diffs; do
+			if [ -s "$f" ]; then
+				banner "$f"
+				cat "$f"
+			fi
+		done
 		if [ -f tmp_check/log/postmaster.log ]; then
 			banner "tail of tmp_check/log/postmaster.log"
 			tail -n 60 tmp_check/log/postmaster.log

@@ -63,12 +63,12 @@ sub write_key_file
 }
 
 # psql with terse errors, so that the client prints no statement text.
+# It stops at the first error, and then returns non-zero.
 sub run_sql
 {
 	my ($node, $sql) = @_;
 	my ($ret, $out, $err) = $node->psql(
 		'postgres', $sql,
-		on_error_stop => 0,
 		extra_params => [ '-v', 'VERBOSITY=terse' ]);
 	return ($ret, $out, $err);
 }
@@ -77,7 +77,7 @@ sub run_sql
 sub run_sql_verbose
 {
 	my ($node, $sql) = @_;
-	my ($ret, $out, $err) = $node->psql('postgres', $sql, on_error_stop => 0);
+	my ($ret, $out, $err) = $node->psql('postgres', $sql);
 	return ($ret, $out, $err);
 }
 
@@ -102,8 +102,14 @@ my $marker_seq = 0;
 sub session_send
 {
 	my ($s, $sql, $nowait) = @_;
+	$sql .= ';' unless $sql =~ /;\s*$/;
 	$s->{in} .= "$sql\n";
-	return if $nowait;
+	if ($nowait)
+	{
+		# hand the text to psql without waiting for an answer
+		$s->{h}->pump_nb while length($s->{in}) > 0;
+		return;
+	}
 	session_wait($s);
 	return;
 }
@@ -134,6 +140,29 @@ sub session_quit
 # PostgreSQL::Test::Cluster runs pg_regress --config-auth at init.
 $ENV{PG_REGRESS} //=
   '/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress';
+
+# Run one pgbench transaction of a script with :tok bound to $token.
+sub run_pgbench
+{
+	my ($node, $label, $mode, $token, $sql, $fails) = @_;
+	my $script = $node->basedir . '/set_leak.sql';
+	my ($pout, $perr) = ('', '');
+
+	open(my $fh, '>', $script) or die "could not write $script: $!";
+	print $fh "$sql\n";
+	close($fh);
+	my $ok = IPC::Run::run(
+		[
+			'pgbench', '-n', '-t', '1', '-M', $mode,
+			'-h', $node->host, '-p', $node->port,
+			'-D', "tok=$token", '-f', $script, 'postgres'
+		],
+		'>', \$pout, '2>', \$perr);
+	ok($fails ? !$ok : $ok,
+		$fails ? "$label: the call fails" : "$label: the call succeeds");
+	ok(!contains($pout . $perr, $token), "$label: pgbench shows no secret");
+	return;
+}
 
 my $node = PostgreSQL::Test::Cluster->new('secrets');
 $node->init;
@@ -298,8 +327,8 @@ my %failing = (
 	  "SELECT whatsapp.wa_account_set('leak', '2001', '$token', max_mps => '$token')",
 	'misspelled function name' =>
 	  "SELECT whatsapp.wa_acount_set('leak', '2001', '$token')",
-	'syntax error' =>
-	  "SELECT whatsapp.wa_account_set('leak', '2001', '$token'",
+	'syntax error at the secret' =>
+	  "SELECT whatsapp.wa_account_set('leak', '2001' '$token')",
 	'unquoted secret' => "SELECT whatsapp.wa_account_set('leak', '2001', $token)",
 	'error inside the function' =>
 	  "SELECT whatsapp.wa_account_set('leak', '2001', '$token', max_mps => 0)",
@@ -346,11 +375,15 @@ foreach my $name (sort keys %failing)
 }
 
 # A statement prepared with PREPARE and run with EXECUTE.
-($ret, $out, $err) = run_sql($node,
+($ret, $out, $err) = $node->psql(
+	'postgres',
 	"PREPARE set_leak(text) AS SELECT whatsapp.wa_account_set('leak', '2001', \$1);
 	 EXECUTE set_leak('$token');
-	 EXECUTE set_leak('$token' || E'\\n');");
+	 EXECUTE set_leak('$token' || E'\\n');",
+	on_error_stop => 0,
+	extra_params => [ '-v', 'VERBOSITY=terse' ]);
 like($err, qr/control characters/, 'logged: EXECUTE of a prepared call runs');
+ok(!contains($err, $token), 'logged: EXECUTE errors show no secret');
 
 # auto_explain logs the query text of what it explains.
 ($ret, $out, $err) = run_sql($node,
@@ -361,41 +394,32 @@ like($err, qr/control characters/, 'logged: EXECUTE of a prepared call runs');
 is($ret, 0, 'logged: a call under auto_explain succeeds');
 
 # The extended protocol: pgbench sends the variable as a bind parameter.
-my $pgbench_script = $node->basedir . '/set_leak.sql';
 foreach my $mode ('extended', 'prepared')
 {
-	foreach my $case (
-		[ 'ok', "SELECT whatsapp.wa_account_set('leak', '2001', :tok);\n", 0 ],
-		[
-			'error',
-			"SELECT whatsapp.wa_account_set('leak', '2001', :tok, max_mps => 0);\n",
-			1
-		])
-	{
-		my ($label, $script, $fails) = @$case;
-		open(my $fh, '>', $pgbench_script) or die "could not write script: $!";
-		print $fh $script;
-		close($fh);
-		my ($pout, $perr) = ('', '');
-		my $ok = IPC::Run::run(
-			[
-				'pgbench', '-n', '-t', '1', '-M', $mode,
-				'-h', $node->host, '-p', $node->port,
-				'-D', "tok=$token", '-f', $pgbench_script, 'postgres'
-			],
-			'>', \$pout, '2>', \$perr);
-		if ($fails)
-		{
-			ok(!$ok, "logged, protocol $mode: a failing call fails");
-		}
-		else
-		{
-			ok($ok, "logged, protocol $mode: a call succeeds");
-		}
-		ok(!contains($pout . $perr, $token),
-			"logged, protocol $mode, $label: pgbench shows no secret");
-	}
+	run_pgbench($node, "logged, protocol $mode", $mode, $token,
+		"SELECT whatsapp.wa_account_set('leak', '2001', :tok);", 0);
+	run_pgbench($node, "logged, protocol $mode, failing call", $mode, $token,
+		"SELECT whatsapp.wa_account_set('leak', '2001', :tok, max_mps => 0);", 1);
 }
+
+# log_min_duration_statement alone writes the statement on its duration
+# line.
+$node->safe_psql(
+	'postgres', q{
+ALTER SYSTEM SET log_statement = 'none';
+SELECT pg_reload_conf();
+});
+$node->poll_query_until('postgres',
+	"SELECT current_setting('log_statement') = 'none'")
+  or die 'log_statement did not take effect';
+($ret, $out, $err) = run_sql($node,
+	"SELECT whatsapp.wa_account_set('leak', '2001', '$token')");
+is($ret, 0, 'duration logged: wa_account_set succeeds');
+run_pgbench($node, 'duration logged, protocol extended', 'extended', $token,
+	"SELECT whatsapp.wa_account_set('leak', '2001', :tok);", 0);
+run_pgbench($node, 'duration logged, protocol extended, failing call',
+	'extended', $token,
+	"SELECT whatsapp.wa_account_set('leak', '2001', :tok, max_mps => 0);", 1);
 
 # pg_stat_activity while a call runs (blocked on the account's row lock)
 # and after the session goes idle, for a call that succeeds and one that
@@ -442,14 +466,19 @@ ok(!grep({ contains($idle, $_) } @secrets),
 
 foreach my $name (sort keys %failing)
 {
+	$caller->{err} = '';
 	session_send($caller, $failing{$name});
+	like($caller->{err}, qr/ERROR:/,
+		"pg_stat_activity: the failed call ($name) raised an error");
+	ok(!contains($caller->{err}, $token),
+		"pg_stat_activity: the error of the failed call ($name) shows no secret");
 	my $last = $node->safe_psql('postgres',
-		"SELECT query FROM pg_stat_activity WHERE pid = $caller_pid");
+		"SELECT state || ' ' || query FROM pg_stat_activity WHERE pid = $caller_pid");
+	like($last, qr/^idle .*\(<redacted>\)/,
+		"pg_stat_activity: after a failed call ($name) the idle session shows a redacted text");
 	ok(!contains($last, $token),
 		"pg_stat_activity: after a failed call ($name) the idle session shows no secret");
 }
-ok(!contains($caller->{err}, $token),
-	'pg_stat_activity: the errors the session received show no secret');
 session_quit($caller);
 session_quit($locker);
 
