@@ -146,7 +146,8 @@ EOF
 		die "the cluster did not start"
 	}
 	"${as_user[@]}" "$PG_BIN/createdb" -h "$BENCH_DIR" -p "$PGPORT_B" bench
-	bpsql -q <<'EOF'
+	bpsql -q -o /dev/null <<'EOF'
+SET client_min_messages = warning;
 CREATE EXTENSION whatsapp CASCADE;
 SELECT whatsapp.wa_account_set('bench', '1000000001', 'bench-not-a-real-token',
                                max_mps => 100000);
@@ -198,6 +199,12 @@ median() {
 # One line of the summary that bench/run_all.sh turns into a table.
 #   summary METRIC TARGET MEASURED COMMAND
 summary() { printf 'SUMMARY\t%s\t%s\t%s\t%s\n' "$@"; }
+
+# Busy and total CPU time of the whole machine so far, in ms: "BUSY TOTAL".
+machine_cpu_ms() {
+	awk -v tck="$CLK_TCK" '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i
+		printf "%.0f %.0f\n", (t - $5 - $6) * 1000 / tck, t * 1000 / tck; exit }' /proc/stat
+}
 
 # A note about the machine, printed at the start of each benchmark.
 machine_note() {

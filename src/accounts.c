@@ -14,6 +14,7 @@
  */
 #include "whatsapp.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
@@ -321,27 +322,38 @@ store_account(AccountArgs *args)
 				nulls[6 + 2 * i] = 'n';
 			}
 		}
-		rc = SPI_execute_plan(prepare_plan(&plan_insert,
-										   "INSERT INTO whatsapp.account AS a"
-										   " (id, name, phone_number_id, waba_id, max_mps, is_default,"
-										   "  access_token, access_token_key, app_secret, app_secret_key,"
-										   "  verify_token, verify_token_key)"
-										   " SELECT $1, $2, $3, $4, $5,"
-										   "  NOT EXISTS (SELECT 1 FROM whatsapp.account o"
-										   "              WHERE o.dropped_at IS NULL),"
-										   "  $6, $7, $8, $9, $10, $11"
-										   " ON CONFLICT DO NOTHING",
-										   11, types),
-							  values, nulls, false, 0);
-		check_spi(rc, SPI_OK_INSERT, "create the account");
-		if (SPI_processed != 1)
-			ereport(ERROR,
-					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-					 errmsg("could not create account \"%s\" because of a concurrent change",
-							name),
-					 errdetail("Another transaction created an account of that name, or the first account, at the same time."),
-					 errhint("Run the call again."),
-					 errhidestmt(true)));
+		/*
+		 * A conflict means another transaction created an account of this
+		 * name, or the first (default) account, meanwhile.  At READ
+		 * COMMITTED a second try sees that account committed and so no
+		 * longer claims the default; a name taken meanwhile fails again.
+		 */
+		for (int attempt = 0; attempt < 2; attempt++)
+		{
+			rc = SPI_execute_plan(prepare_plan(&plan_insert,
+											   "INSERT INTO whatsapp.account AS a"
+											   " (id, name, phone_number_id, waba_id, max_mps, is_default,"
+											   "  access_token, access_token_key, app_secret, app_secret_key,"
+											   "  verify_token, verify_token_key)"
+											   " SELECT $1, $2, $3, $4, $5,"
+											   "  NOT EXISTS (SELECT 1 FROM whatsapp.account o"
+											   "              WHERE o.dropped_at IS NULL),"
+											   "  $6, $7, $8, $9, $10, $11"
+											   " ON CONFLICT DO NOTHING",
+											   11, types),
+								  values, nulls, false, 0);
+			check_spi(rc, SPI_OK_INSERT, "create the account");
+			if (SPI_processed == 1)
+				break;
+			if (attempt == 1 || IsolationUsesXactSnapshot())
+				ereport(ERROR,
+						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+						 errmsg("could not create account \"%s\" because of a concurrent change",
+								name),
+						 errdetail("Another transaction created an account of that name, or the first account, at the same time."),
+						 errhint("Run the call again."),
+						 errhidestmt(true)));
+		}
 	}
 	else
 	{

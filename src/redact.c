@@ -29,6 +29,7 @@
  */
 #include "whatsapp.h"
 
+#include "access/xact.h"
 #include "commands/prepare.h"
 #include "lib/stringinfo.h"
 #include "parser/analyze.h"
@@ -117,93 +118,124 @@ word_near_target(const char *w, int len)
 	return prev[WA_TARGET_LEN] <= WA_TARGET_MAX_EDITS;
 }
 
-/* Does the text contain a word that is, or nearly is, wa_account_set? */
-static bool
-mentions_account_set(const char *s)
-{
-	const unsigned char *p = (const unsigned char *) s;
-
-	while (*p)
-	{
-		if (is_ident_char(*p))
-		{
-			const unsigned char *start = p;
-
-			while (*p && is_ident_char(*p))
-				p++;
-			if (word_near_target((const char *) start, p - start))
-				return true;
-		}
-		else
-			p++;
-	}
-	return false;
-}
-
 /*
- * For "EXECUTE name ...", the text of the statement prepared under that
- * name in this session, or NULL.  Only reads the session's hash table.
+ * The text of the statement prepared (with PREPARE) under a name in this
+ * session, or NULL.  Only reads the session's hash table.
  */
 static const char *
-executed_statement_text(const char *q)
+prepared_statement_text(const char *name)
 {
-	char		name[NAMEDATALEN];
-	int			n = 0;
-	PreparedStatement *ps;
+	PreparedStatement *ps = FetchPreparedStatement(name, false);
 
-	while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')
-		q++;
-	if (pg_strncasecmp(q, "execute", 7) != 0 || is_ident_char((unsigned char) q[7]))
-		return NULL;
-	q += 7;
-	while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')
-		q++;
-	if (*q == '"')
-	{
-		for (q++; *q; q++)
-		{
-			if (*q == '"')
-			{
-				if (q[1] != '"')
-					break;
-				q++;
-			}
-			if (n >= NAMEDATALEN - 1)
-				return NULL;
-			name[n++] = *q;
-		}
-	}
-	else
-	{
-		for (; *q && is_ident_char((unsigned char) *q); q++)
-		{
-			if (n >= NAMEDATALEN - 1)
-				return NULL;
-			name[n++] = pg_ascii_tolower((unsigned char) *q);
-		}
-	}
-	if (n == 0)
-		return NULL;
-	name[n] = '\0';
-	ps = FetchPreparedStatement(name, false);
 	if (ps == NULL || ps->plansource == NULL)
 		return NULL;
 	return ps->plansource->query_string;
 }
 
-/* Does the statement now running carry secrets for wa_account_set? */
+/*
+ * Does the text contain a word that is, or nearly is, wa_account_set?
+ * With follow_execute, "EXECUTE name" also counts when the statement
+ * prepared under that name does.
+ */
+static bool
+mentions_account_set(const char *s, bool follow_execute)
+{
+	const unsigned char *p = (const unsigned char *) s;
+	bool		after_execute = false;
+
+	while (*p)
+	{
+		char		name[NAMEDATALEN];
+		int			n = 0;
+		bool		too_long = false;
+
+		if (is_ident_char(*p))
+		{
+			const unsigned char *start = p;
+
+			while (*p && is_ident_char(*p))
+			{
+				if (n < NAMEDATALEN - 1)
+					name[n++] = pg_ascii_tolower(*p);
+				else
+					too_long = true;
+				p++;
+			}
+			name[n] = '\0';
+			if (word_near_target((const char *) start, p - start))
+				return true;
+		}
+		else if (*p == '"' && after_execute)
+		{
+			/* a quoted statement name: case kept, "" is a quote */
+			for (p++; *p; p++)
+			{
+				if (*p == '"')
+				{
+					if (p[1] != '"')
+						break;
+					p++;
+				}
+				if (n < NAMEDATALEN - 1)
+					name[n++] = *p;
+				else
+					too_long = true;
+			}
+			if (*p)
+				p++;
+			name[n] = '\0';
+		}
+		else
+		{
+			if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
+				after_execute = false;
+			p++;
+			continue;
+		}
+
+		if (after_execute && n > 0 && !too_long)
+		{
+			const char *prepared = prepared_statement_text(name);
+
+			if (prepared != NULL && mentions_account_set(prepared, false))
+				return true;
+		}
+		after_execute = follow_execute && !too_long && strcmp(name, "execute") == 0;
+	}
+	return false;
+}
+
+/*
+ * Does the statement now running carry secrets for wa_account_set?
+ *
+ * The answer is kept for the current statement text: a string of many
+ * statements is analyzed once per statement, and scanning it each time
+ * would make that quadratic.  The text is recognized by its address, the
+ * statement start time (set for each client message) and its beginning.
+ */
+static const char *sensitive_query = NULL;
+static TimestampTz sensitive_ts = 0;
+static char sensitive_prefix[256];
+static bool sensitive_result = false;
+
 static bool
 statement_is_sensitive(void)
 {
 	const char *q = debug_query_string;
-	const char *prepared;
+	TimestampTz ts;
 
 	if (q == NULL || q[0] == '\0')
 		return false;
-	if (mentions_account_set(q))
-		return true;
-	prepared = executed_statement_text(q);
-	return prepared != NULL && mentions_account_set(prepared);
+	ts = GetCurrentStatementStartTimestamp();
+	if (q == sensitive_query && ts == sensitive_ts &&
+		strncmp(q, sensitive_prefix, sizeof(sensitive_prefix) - 1) == 0)
+		return sensitive_result;
+
+	sensitive_result = mentions_account_set(q, true);
+	sensitive_query = q;
+	sensitive_ts = ts;
+	strlcpy(sensitive_prefix, q, sizeof(sensitive_prefix));
+	return sensitive_result;
 }
 
 static void

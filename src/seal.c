@@ -12,10 +12,11 @@
  * which the key cannot be recovered.  The file must be a regular file
  * owned by the server's user with no group or world access.
  *
- * A secret is sealed with pgcrypto's pgp_sym_encrypt_bytea, called through
- * fmgr, so that neither the key nor the secret ever appears in SQL text or
- * in an SPI parameter.  The password is the key as 64 lower-case
- * hexadecimal digits.  The sealed plaintext binds the secret to where it
+ * A secret is sealed with pgcrypto's pgp_sym_encrypt_bytea, found in the
+ * schema that pg_extension records for pgcrypto and called through fmgr,
+ * so that neither the key nor the secret ever appears in SQL text or in an
+ * SPI parameter.  The password is the key as 64 lower-case hexadecimal
+ * digits.  The sealed plaintext binds the secret to where it
  * belongs:
  *
  *		"wa1" NUL system_identifier NUL database_oid NUL account_id NUL
@@ -52,8 +53,6 @@
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
-#include "nodes/value.h"
-#include "parser/parse_func.h"
 #include "storage/fd.h"
 #include "storage/ipc.h"
 #include "storage/lock.h"
@@ -63,6 +62,7 @@
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 
 #define WA_KEY_BYTES		32
 #define WA_KEY_HEX_LEN		(WA_KEY_BYTES * 2)
@@ -745,21 +745,24 @@ pgcrypto_schema(Oid *extoid)
 	return nsp;
 }
 
-/* Look up one pgcrypto function (bytea, text, text) that pgcrypto owns. */
+/*
+ * Look up one pgcrypto function (bytea, text, text) in pgcrypto's schema,
+ * by the schema's OID: no search_path and no schema privilege check are
+ * involved, and only a function that belongs to pgcrypto is accepted.
+ */
 static bool
-lookup_pgcrypto_func(Oid extoid, const char *nspname, const char *fname,
-					 FmgrInfo *finfo)
+lookup_pgcrypto_func(Oid extoid, Oid nsp, const char *fname, FmgrInfo *finfo)
 {
 	Oid			argtypes[3] = {BYTEAOID, TEXTOID, TEXTOID};
-	List	   *qname;
+	oidvector  *args = buildoidvector(argtypes, 3);
 	Oid			fn;
 
-	qname = list_make2(makeString(pstrdup(nspname)), makeString(pstrdup(fname)));
-	fn = LookupFuncName(qname, 3, argtypes, true);
-	list_free_deep(qname);
+	fn = GetSysCacheOid3(PROCNAMEARGSNSP, Anum_pg_proc_oid,
+						 CStringGetDatum(fname), PointerGetDatum(args),
+						 ObjectIdGetDatum(nsp));
+	pfree(args);
 	if (!OidIsValid(fn))
 		return false;
-	/* Only pgcrypto's own function, never a look-alike. */
 	if (getExtensionOfObject(ProcedureRelationId, fn) != extoid)
 		return false;
 	fmgr_info(fn, finfo);
@@ -771,16 +774,12 @@ lookup_pgcrypto(PgcryptoFuncs *funcs)
 {
 	Oid			extoid;
 	Oid			nsp = pgcrypto_schema(&extoid);
-	char	   *nspname;
 
 	if (!OidIsValid(nsp))
 		return false;
-	nspname = get_namespace_name(nsp);
-	if (nspname == NULL)
-		return false;
-	return lookup_pgcrypto_func(extoid, nspname, "pgp_sym_encrypt_bytea",
+	return lookup_pgcrypto_func(extoid, nsp, "pgp_sym_encrypt_bytea",
 								&funcs->encrypt) &&
-		lookup_pgcrypto_func(extoid, nspname, "pgp_sym_decrypt_bytea",
+		lookup_pgcrypto_func(extoid, nsp, "pgp_sym_decrypt_bytea",
 							 &funcs->decrypt);
 }
 

@@ -204,11 +204,13 @@ check_country_code(char **newval, void **extra, GucSource source)
 static void
 define_settings(void)
 {
-	DefineCustomStringVariable("whatsapp.database",
-							   "Comma-separated list of databases a delivery worker serves.",
-							   "Takes effect at server start. Empty means no database is served.",
-							   &wa_database, "",
-							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	/* A postmaster setting can only be defined while preloading. */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomStringVariable("whatsapp.database",
+								   "Comma-separated list of databases a delivery worker serves.",
+								   "Takes effect at server start. Empty means no database is served.",
+								   &wa_database, "",
+								   PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("whatsapp.api_url",
 							   "Base URL of the WhatsApp Cloud API.",
 							   "https only; http is accepted for loopback addresses (mocks).",

@@ -327,6 +327,15 @@ prepare_plans(void)
 		return;
 	free_plans();
 
+	/*
+	 * The claim.  OFFSET 0 keeps the NOT EXISTS a correlated subplan, an
+	 * index probe of message_pair_idx on (account, recipient, id) per
+	 * candidate, whatever the statistics say.  As an anti-join, a fresh
+	 * outbox or stale statistics (a burst queued onto a table of sent
+	 * messages, estimated at one queued row) got a plan that scans every
+	 * queued and sending row of the account for each candidate: quadratic,
+	 * about 0.4 s per claim of 200 with 10,000 queued.
+	 */
 	claim_plan = prepare_kept(
 							  "WITH c AS ("
 							  " SELECT m.id FROM whatsapp.message m"
@@ -336,7 +345,7 @@ prepare_plans(void)
 							  "         WHERE p.account_id = m.account_id"
 							  "           AND p.recipient = m.recipient"
 							  "           AND p.state IN ('queued', 'sending')"
-							  "           AND p.id < m.id)"
+							  "           AND p.id < m.id OFFSET 0)"
 							  "  ORDER BY m.next_attempt_at, m.id"
 							  "  LIMIT $2"
 							  "  FOR UPDATE OF m SKIP LOCKED)"
