@@ -140,6 +140,8 @@ $extra
 ${BENCH_EXTRA_CONF:-}
 EOF
 	at_exit "${as_user[*]} '$PG_BIN/pg_ctl' -D '$BENCH_DIR/data' -m immediate -w stop"
+	# BENCH_CORE=1: let a crashing server process leave a core file in the data directory
+	[ -z "${BENCH_CORE:-}" ] || ulimit -c unlimited
 	"${as_user[@]}" "$PG_BIN/pg_ctl" -D "$BENCH_DIR/data" -l "$BENCH_DIR/server.log" \
 		-w -t 60 start >/dev/null || {
 		tail -n 40 "$BENCH_DIR/server.log" >&2
@@ -152,6 +154,10 @@ CREATE EXTENSION whatsapp CASCADE;
 SELECT whatsapp.wa_account_set('bench', '1000000001', 'bench-not-a-real-token',
                                max_mps => 100000);
 EOF
+	# The launcher retries a database that did not exist only every 30 s:
+	# restart instead of waiting.
+	"${as_user[@]}" "$PG_BIN/pg_ctl" -D "$BENCH_DIR/data" -l "$BENCH_DIR/server.log" \
+		-m fast -w -t 60 restart >/dev/null || die "the cluster did not restart"
 	wait_worker
 }
 

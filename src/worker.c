@@ -578,16 +578,16 @@ load_accounts(void)
 			else
 			{
 				const char *kind = (ur == WA_UNSEAL_BINDING) ? "binding" : "key";
-				char	   *reason = psprintf("cannot unseal the access token: %s",
-											  wa_unseal_result_text(ur));
+				const char *reason = wa_unseal_result_text(ur);
+				const char *hint = wa_unseal_result_hint(ur);
 
 				mark_paused(id, kind, reason);
 				ereport(WARNING,
-						(errcode(ERRCODE_CONFIG_FILE_ERROR),
-						 errmsg("whatsapp account \"%s\" is paused: %s", a->name, reason),
-						 ur == WA_UNSEAL_BINDING ?
-						 errhint("This database looks like a restore or a copy. Run SELECT whatsapp.wa_rebind() to deliver from it, or wa_account_set() to store new credentials.") :
-						 errhint("Check whatsapp.key_file: the key that sealed the secrets must be there. Messages stay queued.")));
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("whatsapp account \"%s\" is paused: its access token cannot be unsealed",
+								a->name),
+						 errdetail("%s Its messages stay queued.", reason),
+						 hint ? errhint("%s", hint) : 0));
 				continue;
 			}
 		}
