@@ -731,11 +731,14 @@ resolve_in_doubt(void)
 						 " FROM d", false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "could not resolve in-doubt whatsapp messages");
-	if (SPI_processed > 0)
+	if (SPI_processed > 0 && wa_in_doubt == WA_IN_DOUBT_RETRY)
 		ereport(LOG,
-				(errmsg("whatsapp worker found %llu messages in doubt and %s them",
-						(unsigned long long) SPI_processed,
-						wa_in_doubt == WA_IN_DOUBT_RETRY ? "queued again" : "failed")));
+				(errmsg("whatsapp worker found %llu messages in doubt and queued them again",
+						(unsigned long long) SPI_processed)));
+	else if (SPI_processed > 0)
+		ereport(LOG,
+				(errmsg("whatsapp worker found %llu messages in doubt and failed them",
+						(unsigned long long) SPI_processed)));
 	in_doubt_resolved = true;
 }
 

@@ -121,9 +121,11 @@ stage_pgtap() {
 		return 1
 	fi
 	export PGHOST=$dir PGPORT=$port
-	createdb wa_pgtap &&
-		psql -X -q -v ON_ERROR_STOP=1 -d wa_pgtap -c 'CREATE EXTENSION pgtap' ||
-		{ tail -n 40 "$dir/server.log"; return 1; }
+	if ! createdb wa_pgtap ||
+		! psql -X -q -v ON_ERROR_STOP=1 -d wa_pgtap -c 'CREATE EXTENSION pgtap'; then
+		tail -n 40 "$dir/server.log"
+		return 1
+	fi
 
 	pg_prove --timer --dbname wa_pgtap "${files[@]}"
 	rc=$?
@@ -151,14 +153,15 @@ stage_tap() {
 	rc=${PIPESTATUS[0]}
 	if [ "$rc" -ne 0 ]; then
 		# Show the end of the log of each test that failed.
-		for t in $(sed -n '/^Test Summary Report/,$p' "$out" |
-			grep -oE '^test/t/[^ ]+\.pl' | sort -u); do
-			log=$TESTDIR/tmp_check/log/regress_log_$(basename "$t" .pl)
-			if [ -f "$log" ]; then
-				banner "tail of $log"
-				tail -n 80 "$log"
-			fi
-		done
+		sed -n '/^Test Summary Report/,$p' "$out" |
+			grep -oE '^test/t/[^ ]+\.pl' | sort -u |
+			while read -r t; do
+				log=$TESTDIR/tmp_check/log/regress_log_$(basename "$t" .pl)
+				if [ -f "$log" ]; then
+					banner "tail of $log"
+					tail -n 80 "$log"
+				fi
+			done
 		say "TAP logs: $TESTDIR/tmp_check/log"
 	fi
 	return "$rc"

@@ -446,7 +446,9 @@ if (item(5))
 			"SELECT count(*) FILTER (WHERE state = 'sending') || '/' || count(*) FILTER (WHERE state = 'queued')"
 			  . " FROM whatsapp.messages WHERE id IN ($ids)", '4/3', 20),
 		'5. four messages in flight, three queued');
-	ok($mock->wait_requests(4, 10, since => $seq), '5. the mock holds the four');
+	# (at least the first: on a fresh connection libcurl may hold the others
+	# until it knows whether the server multiplexes)
+	ok($mock->wait_requests(1, 10, since => $seq), '5. the mock holds requests');
 	my $pid = WaTest::worker_pid($node);
 	my $off = logpos($node);
 	my $t0 = time();
