@@ -406,6 +406,7 @@ GRANT EXECUTE ON FUNCTION
 
 GRANT EXECUTE ON FUNCTION
 	whatsapp.wa_log(bigint, timestamptz, integer),
-	whatsapp.normalize_phone(text, text)
+	whatsapp.normalize_phone(text, text),
+	whatsapp._worker_status()
 	TO whatsapp_reader;
 GRANT SELECT ON whatsapp.messages, whatsapp.status TO whatsapp_reader;
