@@ -22,7 +22,12 @@
 # the number, looks up the account and opt-outs, builds the payload, and
 # registers a commit callback that wakes the worker.
 #
-# Environment: PAIRS (3), DURATION (15), CLIENTS (2), WARMUP (5),
+# After the warm-up the script runs VACUUM ANALYZE on the tables, as
+# autovacuum would have by then in a server that has been running: the
+# worker's cached plans were made for an empty outbox.  COLD=1 skips it and
+# measures a freshly created outbox instead.
+#
+# Environment: PAIRS (3), DURATION (15), CLIENTS (2), WARMUP (5), COLD,
 # QUERY_MODE (pgbench -M: simple, the protocol psycopg2 and so Odoo use;
 # or extended, prepared), BENCH_EXTRA_CONF.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -70,10 +75,12 @@ chmod 644 "$BENCH_DIR"/*.sql
 
 # pgbench_run SCRIPT SECONDS: prints a line, sets RUN_TPS
 pgbench_run() {
-	local script=$1 secs=$2 out wpid w0 w1 busy0 total0 busy1 total1 left i t0 drain=
+	local script=$1 secs=$2 out wpid w0 w1 c0 c1 busy0 total0 busy1 total1 left i t0 drain= n
 	bpsql -q -c "CHECKPOINT"
 	wpid=$(worker_pid)
+	sleep 0.2	# let the postmaster reap the sessions above
 	w0=$(proc_cpu_ms "$wpid")
+	c0=$(children_cpu_ms)
 	read -r busy0 total0 < <(machine_cpu_ms)
 	out=$("${as_user[@]}" "$PG_BIN/pgbench" -n -h "$BENCH_DIR" -p "$PGPORT_B" \
 		-c "$CLIENTS" -j "$CLIENTS" -T "$secs" -M "$QUERY_MODE" \
@@ -83,6 +90,9 @@ pgbench_run() {
 	}
 	read -r busy1 total1 < <(machine_cpu_ms)
 	w1=$(proc_cpu_ms "$wpid")
+	sleep 0.2
+	c1=$(children_cpu_ms)
+	n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
 	RUN_TPS=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' <<<"$out")
 	[ -n "$RUN_TPS" ] || {
 		say "$out"
@@ -91,15 +101,18 @@ pgbench_run() {
 	if [ "$script" = wa_send ]; then
 		t0=$(date +%s.%N)
 		for i in $(seq 1 1200); do
-			left=$(bq "SELECT count(*) FROM whatsapp.message WHERE state IN ('queued', 'sending')")
+			left=$(bq "SELECT count(*) FROM whatsapp.message WHERE state IN ('queued', 'sending')") ||
+				die "the server stopped answering"
 			[ "$left" -eq 0 ] && break
 			sleep 0.25
 		done
 		[ "$left" -eq 0 ] || die "the queue did not drain"
 		drain=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 	fi
-	printf '  %-8s %9.1f tps  worker CPU %5.1f s  machine busy %3.0f%% of %d cores%s\n' \
-		"$script" "$RUN_TPS" "$(awk -v d=$((w1 - w0)) 'BEGIN { print d / 1000 }')" \
+	printf '  %-8s %9.1f tps  CPU per transaction: backends %4.0f us, worker %4.0f us  machine busy %3.0f%% of %d cores%s\n' \
+		"$script" "$RUN_TPS" \
+		"$(awk -v d=$((c1 - c0)) -v n="$n" 'BEGIN { print d * 1000 / n }')" \
+		"$(awk -v d=$((w1 - w0)) -v n="$n" 'BEGIN { print d * 1000 / n }')" \
 		"$(awk -v b=$((busy1 - busy0)) -v t=$((total1 - total0)) 'BEGIN { print (t > 0) ? 100 * b / t : 0 }')" \
 		"$(nproc)" "${drain:+  (queue drained ${drain} s after the run)}"
 }
@@ -107,6 +120,14 @@ pgbench_run() {
 step "warm-up: $WARMUP s of each (not counted)"
 pgbench_run insert "$WARMUP"
 pgbench_run wa_send "$WARMUP"
+if [ -z "${COLD:-}" ]; then
+	# Steady state: give the planner the statistics autovacuum would have
+	# gathered by now.  Without them the worker keeps the plans it made
+	# for an empty outbox until autovacuum's first pass, up to a minute
+	# or more into the run (COLD=1 measures that).
+	bpsql -q -c "VACUUM ANALYZE whatsapp.message, whatsapp.log, public.plain_message"
+	say "  VACUUM ANALYZE after the warm-up (COLD=1 skips it)"
+fi
 
 step "$PAIRS pairs of $DURATION s runs, $CLIENTS clients, -M $QUERY_MODE"
 ratios=()

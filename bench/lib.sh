@@ -30,7 +30,15 @@ _cleanups=()
 
 say() { printf '%s\n' "$*"; }
 step() { printf '\n== %s\n' "$*"; }
-die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+die() {
+	printf 'bench: %s\n' "$*" >&2
+	# a crashed server process is the usual reason: say so
+	if [ -n "$BENCH_DIR" ] && [ -f "$BENCH_DIR/server.log" ]; then
+		grep -E 'terminated by signal|PANIC|was terminated|exited with exit code' \
+			"$BENCH_DIR/server.log" | head -n 5 | sed 's/^/bench: server log: /' >&2
+	fi
+	exit 1
+}
 
 # Run COMMAND on exit, last registered first.
 at_exit() { _cleanups=("$*" "${_cleanups[@]}"); }
@@ -158,7 +166,82 @@ EOF
 	# restart instead of waiting.
 	"${as_user[@]}" "$PG_BIN/pg_ctl" -D "$BENCH_DIR/data" -l "$BENCH_DIR/server.log" \
 		-m fast -w -t 60 restart >/dev/null || die "the cluster did not restart"
-	wait_worker
+	# (experiments: BENCH_EXTRA_CONF="whatsapp.database = 'postgres'" and
+	# BENCH_NO_WORKER=1 give a cluster where nothing delivers)
+	[ -n "${BENCH_NO_WORKER:-}" ] || wait_worker
+}
+
+# start_nginx: a TLS front for the mock.  A throwaway CA and a server
+# certificate for 127.0.0.1 (openssl CLI), nginx as the unprivileged user
+# with ssl + http2 on its listen socket and proxy_pass to the mock over
+# kept-alive HTTP/1.1.  Sets NGINX_URL and NGINX_DIR (ca.crt, access.log
+# with "$server_protocol $connection $status" per request).
+# H2_STREAMS sets http2_max_concurrent_streams (nginx's default: 128).
+start_nginx() {
+	local d=$BENCH_DIR/nginx port mock_port=${MOCK_URL##*:}
+	mkdir -p "$d/tmp"
+	port=$(free_port)
+	# a throwaway CA and a server certificate for 127.0.0.1
+	(
+		cd "$d"
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+			-keyout ca.key -out ca.crt -days 2 -subj '/CN=whatsapp bench CA' \
+			-addext 'basicConstraints=critical,CA:TRUE' \
+			-addext 'keyUsage=critical,keyCertSign,cRLSign'
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+			-keyout server.key -out server.csr -subj '/CN=127.0.0.1'
+		printf '%s\n' 'subjectAltName=IP:127.0.0.1' 'basicConstraints=CA:FALSE' \
+			'keyUsage=critical,digitalSignature' 'extendedKeyUsage=serverAuth' >server.ext
+		openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+			-days 2 -extfile server.ext -out server.crt
+	) >"$BENCH_DIR/openssl.log" 2>&1 || {
+		cat "$BENCH_DIR/openssl.log" >&2
+		die "openssl failed"
+	}
+	cat >"$d/nginx.conf" <<EOF
+worker_processes 1;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+worker_rlimit_nofile 16384;
+events { worker_connections 8192; }
+http {
+	log_format proto '\$server_protocol \$connection \$status';
+	access_log $d/access.log proto;
+	client_body_temp_path $d/tmp/body;
+	proxy_temp_path $d/tmp/proxy;
+	fastcgi_temp_path $d/tmp/fastcgi;
+	uwsgi_temp_path $d/tmp/uwsgi;
+	scgi_temp_path $d/tmp/scgi;
+	upstream mock {
+		server 127.0.0.1:$mock_port;
+		keepalive 1024;
+		keepalive_requests 1000000;
+	}
+	server {
+		listen 127.0.0.1:$port ssl http2;
+		ssl_certificate $d/server.crt;
+		ssl_certificate_key $d/server.key;
+		http2_max_concurrent_streams ${H2_STREAMS:-128};
+		keepalive_requests 1000000;
+		keepalive_timeout 75s;
+		location / {
+			proxy_pass http://mock;
+			proxy_http_version 1.1;
+			proxy_set_header Connection "";
+			proxy_read_timeout 120s;
+		}
+	}
+}
+EOF
+	[ "${#as_user[@]}" -eq 0 ] || chown -R "$RUN_USER:" "$d"
+	at_exit "kill -QUIT \$(cat '$d/nginx.pid')"
+	"${as_user[@]}" "${NGINX:-/usr/sbin/nginx}" -p "$d" -c "$d/nginx.conf" -e "$d/error.log" ||
+		die "nginx did not start: $(cat "$d/error.log")"
+	curl -sf --cacert "$d/ca.crt" "https://127.0.0.1:$port/_mock/health" >/dev/null ||
+		die "nginx does not answer over TLS"
+	: >"$d/access.log"	# count only the worker's requests
+	NGINX_URL=https://127.0.0.1:$port
+	NGINX_DIR=$d
 }
 
 # psql on the bench database, as the cluster's owner (a superuser).
@@ -190,6 +273,14 @@ proc_cpu_ms() {
 	rest=$(sed 's/^.*) //' "/proc/$1/stat")
 	# after "pid (comm) ": field 1 is state; utime and stime are 12 and 13
 	awk -v tck="$CLK_TCK" '{ printf "%.0f\n", ($12 + $13) * 1000 / tck }' <<<"$rest"
+}
+
+# CPU time (user + system) of the postmaster's exited children so far, in
+# ms: the backends of finished sessions, autovacuum workers, ...
+children_cpu_ms() {
+	local rest
+	rest=$(sed 's/^.*) //' "/proc/$(head -n 1 "$BENCH_DIR/data/postmaster.pid")/stat")
+	awk -v tck="$CLK_TCK" '{ printf "%.0f\n", ($14 + $15) * 1000 / tck }' <<<"$rest"
 }
 
 # RssAnon of a process, in kB.

@@ -13,6 +13,8 @@
 #   instant   the mock answers at once
 #   lat100    the mock answers every request after 100 ms (Little's law:
 #             5,000/s at 100 ms needs >= 500 in flight; max_inflight 1000)
+#   tls100    (not run by default) lat100 through an nginx TLS front with
+#             HTTP/2 offered, as in bench/memory.sh
 #
 # For each run it also prints the mock's CPU time (/_mock/cpu), the
 # worker's CPU time (/proc/PID/stat utime + stime), the CPU used by the
@@ -71,7 +73,8 @@ EOF
 	t_enq=$(awk -v a="$t_start" -v b="$commit_ts" 'BEGIN { printf "%.2f", b - a }')
 
 	for i in $(seq 1 2400); do
-		left=$(bq "SELECT count(*) FROM whatsapp.message WHERE state IN ('queued', 'sending')")
+		left=$(bq "SELECT count(*) FROM whatsapp.message WHERE state IN ('queued', 'sending')") ||
+			die "the server stopped answering"
 		[ "$left" -eq 0 ] && break
 		sleep 0.25
 	done
@@ -112,7 +115,17 @@ for variant in $VARIANTS; do
 	case "$variant" in
 	instant) latency=0 ;;
 	lat100) latency=100 ;;
-	*) die "unknown variant $variant (instant, lat100)" ;;
+	tls100)
+		latency=100
+		if [ -z "${NGINX_URL:-}" ]; then
+			start_nginx
+			bpsql -q -o /dev/null -c "ALTER SYSTEM SET whatsapp.api_url = '$NGINX_URL'" \
+				-c "ALTER SYSTEM SET whatsapp.ca_file = '$NGINX_DIR/ca.crt'" -c "SELECT pg_reload_conf()"
+			sleep 1
+			wait_worker
+		fi
+		;;
+	*) die "unknown variant $variant (instant, lat100, tls100)" ;;
 	esac
 	step "$variant: $MESSAGES messages in one transaction, mock latency $latency ms, $RUNS runs"
 	rates=()
@@ -127,7 +140,10 @@ for variant in $VARIANTS; do
 	done
 	med=$(median "${rates[@]}")
 	say "  median: $med messages/s (target >= $TARGET); worker CPU median $(median "${wcpu[@]}") ms, mock CPU median $(median "${mcpu[@]}") ms"
-	if [ "$latency" -eq 0 ]; then
+	if [ "$variant" = tls100 ]; then
+		metric="Throughput, TLS via nginx, mock 100 ms latency, max_inflight $MAX_INFLIGHT ($MESSAGES msgs, median of $RUNS)"
+		say "  nginx saw: $(awk '{ print $1 }' "$NGINX_DIR/access.log" | sort | uniq -c | awk '{ printf "%s%s x %s", sep, $2, $1; sep = ", " }') over $(awk '{ print $2 }' "$NGINX_DIR/access.log" | sort -u | wc -l) TLS connections"
+	elif [ "$latency" -eq 0 ]; then
 		metric="Throughput, mock instant ($MESSAGES msgs, median of $RUNS)"
 	else
 		metric="Throughput, mock 100 ms latency, max_inflight $MAX_INFLIGHT ($MESSAGES msgs, median of $RUNS)"

@@ -55,8 +55,8 @@ static void
 prepare_plans(void)
 {
 	Oid			text1[1] = {TEXTOID};
-	Oid			ins[9] = {INT4OID, TEXTOID, TEXTOID, JSONBOID, TEXTOID,
-	TEXTOID, TEXTOID, TEXTOID, JSONBOID};
+	Oid			ins[10] = {INT4OID, TEXTOID, TEXTOID, JSONBOID, TEXTOID,
+	TEXTOID, TEXTOID, TEXTOID, JSONBOID, INT4OID};
 	Oid			find[2] = {INT4OID, TEXTOID};
 
 	if (plan_insert != NULL)
@@ -72,20 +72,21 @@ prepare_plans(void)
 										0, NULL);
 #define INSERT_SQL \
 	"INSERT INTO whatsapp.message (account_id, recipient, kind, payload," \
-	" state, failure_type, error_title, dedupe_key, context, failed_at)" \
+	" state, failure_type, error_title, dedupe_key, context, failed_at," \
+	" error_code)" \
 	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9," \
-	" CASE WHEN $5 OPERATOR(pg_catalog.=) 'failed' THEN pg_catalog.now() END)"
+	" CASE WHEN $5 OPERATOR(pg_catalog.=) 'failed' THEN pg_catalog.now() END, $10)"
 	plan_insert_dedupe = prepare_kept(INSERT_SQL
 									  " ON CONFLICT (account_id, dedupe_key)"
 									  " WHERE dedupe_key IS NOT NULL DO NOTHING"
-									  " RETURNING id", 9, ins);
+									  " RETURNING id", 10, ins);
 	plan_find_dedupe = prepare_kept(
 									"SELECT id FROM whatsapp.message"
 									" WHERE account_id OPERATOR(pg_catalog.=) $1"
 									" AND dedupe_key OPERATOR(pg_catalog.=) $2",
 									2, find);
 	/* assigned last: it marks the set as ready */
-	plan_insert = prepare_kept(INSERT_SQL " RETURNING id", 9, ins);
+	plan_insert = prepare_kept(INSERT_SQL " RETURNING id", 10, ins);
 #undef INSERT_SQL
 }
 
@@ -184,8 +185,9 @@ enqueue(text *recipient, const char *kind, Jsonb *payload, text *account,
 	char	   *raw = NULL;
 	bool		valid;
 	int32		account_id;
-	Datum		values[9];
-	char		nulls[9];
+	Datum		values[10];
+	char		nulls[10];
+	WaRecipientVerdict verdict = {0};
 	int			rc;
 	int64		id;
 	bool		isnull;
@@ -219,6 +221,11 @@ enqueue(text *recipient, const char *kind, Jsonb *payload, text *account,
 
 	account_id = resolve_account(account);
 
+	/* Opted out, or outside the 24-hour window (webhook.c)? */
+	if (valid)
+		wa_recipient_check(account_id, e164, kind, JsonbPGetDatum(payload),
+						   &verdict);
+
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = Int32GetDatum(account_id);
 	if (valid)
@@ -229,8 +236,14 @@ enqueue(text *recipient, const char *kind, Jsonb *payload, text *account,
 		nulls[1] = 'n';
 	values[2] = CStringGetTextDatum(kind);
 	values[3] = JsonbPGetDatum(payload);
-	values[4] = CStringGetTextDatum(valid ? "queued" : "failed");
-	if (valid)
+	values[4] = CStringGetTextDatum(valid ? (verdict.state ? verdict.state : "queued") :
+									"failed");
+	if (valid && verdict.state)
+	{
+		values[5] = CStringGetTextDatum(verdict.failure_type);
+		values[6] = CStringGetTextDatum(verdict.error_title);
+	}
+	else if (valid)
 	{
 		nulls[5] = 'n';
 		nulls[6] = 'n';
@@ -249,6 +262,11 @@ enqueue(text *recipient, const char *kind, Jsonb *payload, text *account,
 		values[8] = JsonbPGetDatum(context);
 	else
 		nulls[8] = 'n';
+	values[9] = Int32GetDatum(verdict.error_code);
+	if (verdict.error_code == 0)
+		nulls[9] = 'n';
+	if (verdict.state)
+		valid = false;			/* recorded, never delivered */
 
 	rc = SPI_execute_plan(dedupe_key != NULL ? plan_insert_dedupe : plan_insert,
 						  values, nulls, false, 1);

@@ -235,6 +235,27 @@ compute_socket_budget(void)
 				 errhint("Raise the server's open files limit (ulimit -n) to allow more connections.")));
 }
 
+/*
+ * HTTP/2: libcurl 7.88 fills the first connection's streams and then opens
+ * a new connection for every further transfer, which over TLS costs about
+ * 100 kB each.  So over https the connections to the host are capped at
+ * what multiplexing needs (Meta's endpoint speaks HTTP/2), and the cap is
+ * lifted as soon as an answer shows the server speaks only HTTP/1.x.
+ */
+#define WA_H2_STREAMS_PER_CONNECTION 100
+
+static bool http1_only = false;
+
+static long
+host_connection_cap(void)
+{
+	long		conns = Min(wa_max_inflight, socket_budget);
+
+	if (http1_only || pg_strncasecmp(wa_api_url, "https://", 8) != 0)
+		return conns;
+	return Min(conns, wa_max_inflight / WA_H2_STREAMS_PER_CONNECTION + 2);
+}
+
 void
 wa_http_apply_settings(void)
 {
@@ -244,6 +265,8 @@ wa_http_apply_settings(void)
 				"CURLMOPT_MAX_TOTAL_CONNECTIONS");
 	CURLM_CHECK(curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, conns),
 				"CURLMOPT_MAXCONNECTS");
+	CURLM_CHECK(curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, host_connection_cap()),
+				"CURLMOPT_MAX_HOST_CONNECTIONS");
 }
 
 void
@@ -414,7 +437,15 @@ wa_http_start(WaTransfer *t, const char *url, struct curl_slist *headers)
 	CURL_CHECK(curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L), "CURLOPT_NOSIGNAL");
 	CURL_CHECK(curl_easy_setopt(e, CURLOPT_NOPROGRESS, 1L), "CURLOPT_NOPROGRESS");
 	CURL_CHECK(curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS), "CURLOPT_HTTP_VERSION");
-	CURL_CHECK(curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L), "CURLOPT_PIPEWAIT");
+	/*
+	 * Over TLS, wait for a connection that may multiplex (HTTP/2) rather
+	 * than open one per request.  Plain http (loopback mocks) stays
+	 * HTTP/1.1, where waiting would hold every request until the first
+	 * answer came back.
+	 */
+	CURL_CHECK(curl_easy_setopt(e, CURLOPT_PIPEWAIT,
+								pg_strncasecmp(url, "https://", 8) == 0 ? 1L : 0L),
+			   "CURLOPT_PIPEWAIT");
 	CURL_CHECK(curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L), "CURLOPT_TCP_KEEPALIVE");
 	CURL_CHECK(curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) wa_http_timeout), "CURLOPT_TIMEOUT_MS");
 	CURL_CHECK(curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long) Min(wa_http_timeout, 10000)),
@@ -457,6 +488,17 @@ collect_finished(void)
 		t->result = msg->data.result;
 		if (curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->http_status) != CURLE_OK)
 			t->http_status = 0;
+		if (!http1_only && t->result == CURLE_OK && t->http_status > 0)
+		{
+			long		version = 0;
+
+			if (curl_easy_getinfo(t->easy, CURLINFO_HTTP_VERSION, &version) == CURLE_OK &&
+				(version == CURL_HTTP_VERSION_1_0 || version == CURL_HTTP_VERSION_1_1))
+			{
+				http1_only = true;
+				wa_http_apply_settings();
+			}
+		}
 		INSTR_TIME_SET_CURRENT(now);
 		INSTR_TIME_SUBTRACT(now, t->started);
 		t->latency_ms = INSTR_TIME_GET_MILLISEC(now);

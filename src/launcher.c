@@ -14,6 +14,13 @@
  * does not exist, so a dropped database does not become a restart loop of
  * FATAL errors.
  *
+ * The launcher itself can be terminated too (scripts that terminate every
+ * other backend do it); the postmaster restarts it after 5 s.  The new one
+ * does not know the workers of the old one, which may still run or drain:
+ * it starts none for a slot whose worker is alive, and after that worker
+ * leaves it keeps WA_RESTART_DELAY as usual.  The worker also refuses to
+ * run beside a live worker of its slot (take_slot() in worker.c).
+ *
  *-------------------------------------------------------------------------
  */
 #include "whatsapp.h"
@@ -108,12 +115,30 @@ database_exists(const char *name)
 	return found;
 }
 
+/*
+ * Is a worker that this launcher did not start alive in the slot?  After
+ * the launcher itself was terminated, its successor finds the workers of
+ * the previous one still running (or draining): it waits for them to leave
+ * instead of starting a second worker for the same database.
+ */
+static bool
+slot_owner_alive(WaDbSlot *slot)
+{
+	pid_t		pid;
+
+	LWLockAcquire(wa_shared->lock, LW_SHARED);
+	pid = slot->pid;
+	LWLockRelease(wa_shared->lock);
+	return pid != 0 && kill(pid, 0) == 0;
+}
+
 void
 wa_launcher_main(Datum main_arg)
 {
 	BackgroundWorkerHandle *handles[WA_MAX_DATABASES] = {0};
 	TimestampTz next_start[WA_MAX_DATABASES] = {0};
 	bool		warned_missing[WA_MAX_DATABASES] = {0};
+	bool		adopted[WA_MAX_DATABASES] = {0};
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -161,6 +186,18 @@ wa_launcher_main(Datum main_arg)
 			}
 			if (handles[i] != NULL)
 				continue;
+			if (slot_owner_alive(slot))
+			{
+				/* a predecessor's worker: watch it, then keep the delay */
+				adopted[i] = true;
+				sleep_ms = Min(sleep_ms, 1000);
+				continue;
+			}
+			if (adopted[i])
+			{
+				adopted[i] = false;
+				next_start[i] = TimestampTzPlusMilliseconds(now, WA_RESTART_DELAY_S * 1000);
+			}
 			if (now < next_start[i])
 			{
 				sleep_ms = Min(sleep_ms, (next_start[i] - now) / 1000 + 1);

@@ -33,7 +33,7 @@ int			wa_max_attempts = 10;
 int			wa_in_doubt = WA_IN_DOUBT_RETRY;
 int			wa_log_retention = 30 * 24 * 60;
 int			wa_poll_interval = 10000;
-int			wa_shutdown_timeout = 30000;
+int			wa_shutdown_timeout = 4000;
 int			wa_batch_size = 500;
 char	   *wa_default_country_code = NULL;
 int			wa_window_check = WA_WINDOW_OFF;
@@ -271,7 +271,7 @@ define_settings(void)
 	DefineCustomIntVariable("whatsapp.shutdown_timeout",
 							"How long a stopping worker waits for the answers in flight.",
 							NULL,
-							&wa_shutdown_timeout, 30000, 0, 600000,
+							&wa_shutdown_timeout, 4000, 0, 600000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("whatsapp.batch_size",
 							"Most messages claimed, or results recorded, in one transaction.",
@@ -295,7 +295,7 @@ define_settings(void)
 							 PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("whatsapp.odoo_max_age",
 							"Odoo documents older than this send nothing.",
-							NULL,
+							"0 means no limit.",
 							&wa_odoo_max_age, 7 * 24 * 60, 0, INT_MAX,
 							PGC_USERSET, GUC_UNIT_MIN, NULL, NULL, NULL);
 

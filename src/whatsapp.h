@@ -183,6 +183,40 @@ extern void wa_redact_install_hooks(void);
 extern void wa_report_redacted_activity(const char *funcname);
 
 /* ----------
+ * Webhooks, opt-out and the 24-hour window (webhook.c).
+ * ----------
+ */
+
+/* A message's text folded for keyword matching (palloc'd). */
+extern char *wa_fold_keyword(const char *s, int len);
+
+/*
+ * The E.164 forms one number is known by (itself; Brazil's mobiles with and
+ * without the ninth digit; Argentina's with and without the 9).  Writes at
+ * most 4 forms and returns how many.
+ */
+extern int	wa_phone_forms(const char *e164, char forms[][WA_E164_MAXLEN + 1]);
+
+/* What enqueue records instead of queuing, when anything. */
+typedef struct WaRecipientVerdict
+{
+	const char *state;			/* NULL: queue it; "blocked" or "failed" */
+	const char *failure_type;	/* "opted_out" or "whatsapp_unrecoverable" */
+	int32		error_code;		/* 131047 outside the window, else 0 */
+	char	   *error_title;
+} WaRecipientVerdict;
+
+/*
+ * For enqueue, inside its SPI connection, for a recipient that is valid
+ * E.164: opted out (whatsapp.opt_out, or Odoo's phone_blacklist)?  A
+ * free-form message outside the 24-hour window under whatsapp.window_check
+ * (warns under "warn")?  payload is the message's jsonb Datum.
+ */
+extern void wa_recipient_check(int32 account_id, const char *e164,
+							   const char *kind, Datum payload,
+							   WaRecipientVerdict *verdict);
+
+/* ----------
  * Background worker (worker.c).
  * ----------
  */

@@ -57,7 +57,9 @@
 
 /* Record answers when this many wait, or when the oldest waited this long. */
 #define WA_RECORD_BATCH_MIN		64
-#define WA_RECORD_MAX_WAIT_MS	5
+#define WA_RECORD_MAX_WAIT_MS	10
+/* While requests run, claims triggered by commits come at most this often. */
+#define WA_CLAIM_MIN_INTERVAL_MS 3
 /* How often old log rows are purged. */
 #define WA_PURGE_INTERVAL_MS	60000
 /* Pause after an error in a cycle, so a persistent one does not spin. */
@@ -338,7 +340,16 @@ prepare_plans(void)
 	 */
 	claim_plan = prepare_kept(
 							  "WITH c AS ("
-							  " SELECT m.id FROM whatsapp.message m"
+							  " SELECT m.id,"
+							  /* webhook.c: opted out by now?  Then blocked, not sent. */
+							  "  EXISTS (SELECT 1 FROM whatsapp.opt_out o"
+							  "   WHERE o.identifier = m.recipient AND (o.scope = 'all'"
+							  "    OR (m.kind = 'template' AND EXISTS (SELECT 1 FROM whatsapp.templates t"
+							  "     WHERE t.name = m.payload -> 'template' ->> 'name'"
+							  "       AND t.category = 'MARKETING' AND (t.account IS NULL OR t.account ="
+							  "        (SELECT a.name FROM whatsapp.account a WHERE a.id = m.account_id))))))"
+							  "   AS blocked"
+							  " FROM whatsapp.message m"
 							  "  WHERE m.account_id = $1 AND m.state = 'queued'"
 							  "    AND m.next_attempt_at <= pg_catalog.now()"
 							  "    AND NOT EXISTS (SELECT 1 FROM whatsapp.message p"
@@ -348,15 +359,25 @@ prepare_plans(void)
 							  "           AND p.id < m.id OFFSET 0)"
 							  "  ORDER BY m.next_attempt_at, m.id"
 							  "  LIMIT $2"
-							  "  FOR UPDATE OF m SKIP LOCKED)"
+							  "  FOR UPDATE OF m SKIP LOCKED),"
+							  " b AS (INSERT INTO whatsapp.log (message_id, event, message)"
+							  "  SELECT c.id, 'blocked', 'recipient opted out by the time of the claim; not sent'"
+							  "    FROM c WHERE c.blocked)"
 							  " UPDATE whatsapp.message m"
-							  "    SET state = 'sending', attempts = m.attempts + 1,"
+							  "    SET state = CASE WHEN c.blocked THEN 'blocked' ELSE 'sending' END,"
+							  "        attempts = m.attempts + CASE WHEN c.blocked THEN 0 ELSE 1 END,"
+							  "        failure_type = CASE WHEN c.blocked THEN 'opted_out'"
+							  "          ELSE m.failure_type END,"
+							  "        error_title = CASE WHEN c.blocked"
+							  "          THEN 'recipient opted out by the time of the claim'"
+							  "          ELSE m.error_title END,"
 							  "        claimed_at = pg_catalog.now()"
 							  "   FROM c WHERE m.id = c.id"
 							  " RETURNING m.id, m.attempts,"
 							  "  (pg_catalog.jsonb_build_object('messaging_product', 'whatsapp',"
 							  "     'recipient_type', 'individual', 'to', m.recipient,"
-							  "     'biz_opaque_callback_data', m.id::text) || m.payload)::text",
+							  "     'biz_opaque_callback_data', m.id::text) || m.payload)::text,"
+							  "  c.blocked",
 							  2, claim_types);
 
 	record_plan = prepare_kept(
@@ -675,9 +696,13 @@ claim(WaPending *out, int free_slots, TimestampTz now)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[r];
 			bool		isnull;
-			WaTransfer *t = wa_http_new_transfer();
+			WaTransfer *t;
 			char	   *body;
 
+			/* blocked at the claim (opted out): never sent */
+			if (DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc, 4, &isnull)))
+				continue;
+			t = wa_http_new_transfer();
 			t->message_id = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
 			t->attempt = DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
 			t->account_id = a->id;
@@ -893,6 +918,18 @@ record_results(void)
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "whatsapp record failed: %s", SPI_result_code_string(rc));
 
+	/* Webhooks (webhook.c): apply held statuses; 131050 is an opt-out. */
+	{
+		Oid			hook_types[2] = {INT8ARRAYOID, INT4ARRAYOID};
+		Datum		hook_args[2] = {args[0], args[3]};
+
+		rc = SPI_execute_with_args("SELECT whatsapp._after_record($1, $2)",
+								   2, hook_types, hook_args, NULL, false, 1);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "whatsapp could not apply held webhook statuses: %s",
+				 SPI_result_code_string(rc));
+	}
+
 	/* Account-wide consequences. */
 	for (int i = 0; i < n; i++)
 	{
@@ -1040,7 +1077,8 @@ run_cycle(WaCycle *what)
 		purge_log();
 
 	free_slots = wa_max_inflight - wa_http_running() - nresults;
-	pending = palloc(sizeof(WaPending) * Max(free_slots, 1));
+	/* not in SPI's context: the transfers start after SPI_finish() */
+	pending = MemoryContextAlloc(cycle_context, sizeof(WaPending) * Max(free_slots, 1));
 	if (what->claim && free_slots > 0 && !got_sigterm)
 		npending = claim(pending, free_slots, now);
 	end_work();
@@ -1059,10 +1097,26 @@ run_cycle(WaCycle *what)
 		set_state(wa_http_running() > 0 ? "delivering" : "waiting");
 }
 
+/*
+ * Record the answers that came back.  The record transaction commits
+ * asynchronously, which spares a WAL flush per batch, but the previous
+ * record's commit is flushed first: a crash can lose at most the latest
+ * batch of records, whose messages are then in doubt, which keeps the
+ * bound of max_inflight plus one result batch.
+ */
+static XLogRecPtr last_record_lsn = InvalidXLogRecPtr;
+
 static void
 flush_results(void)
 {
+	if (!XLogRecPtrIsInvalid(last_record_lsn))
+	{
+		XLogFlush(last_record_lsn);
+		last_record_lsn = InvalidXLogRecPtr;
+	}
 	begin_work("whatsapp: record");
+	if (SPI_execute("SET LOCAL synchronous_commit = off", false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not set synchronous_commit for the record transaction");
 	if (!extension_present())
 	{
 		end_work();
@@ -1071,6 +1125,7 @@ flush_results(void)
 	prepare_plans();
 	record_results();
 	end_work();
+	last_record_lsn = XactLastCommitEnd;
 	MemoryContextReset(result_context);
 	results = NULL;
 	nresults = 0;
@@ -1145,12 +1200,48 @@ worker_exit(int code, Datum arg)
 	if (slot != NULL)
 	{
 		LWLockAcquire(wa_shared->lock, LW_EXCLUSIVE);
-		slot->pid = 0;
-		slot->latch = NULL;
-		strlcpy(slot->state, "stopped", sizeof(slot->state));
+		if (slot->pid == MyProcPid)
+		{
+			slot->pid = 0;
+			slot->latch = NULL;
+			strlcpy(slot->state, "stopped", sizeof(slot->state));
+			pg_atomic_write_u32(&slot->inflight, 0);
+		}
 		LWLockRelease(wa_shared->lock);
-		pg_atomic_write_u32(&slot->inflight, 0);
 	}
+}
+
+/*
+ * Take the slot: one worker per database.  A launcher that was itself
+ * terminated and restarted does not know the workers of its predecessor,
+ * which may still run or drain; a second worker would requeue their
+ * messages in flight as "in doubt" and send them twice.  So a worker that
+ * finds another one alive in its slot leaves before it connects.
+ */
+static void
+take_slot(void)
+{
+	pid_t		other;
+
+	LWLockAcquire(wa_shared->lock, LW_EXCLUSIVE);
+	other = slot->pid;
+	if (other == 0 || other == MyProcPid || kill(other, 0) != 0)
+	{
+		slot->pid = MyProcPid;
+		slot->latch = NULL;
+		other = 0;
+	}
+	LWLockRelease(wa_shared->lock);
+	if (other != 0)
+	{
+		ereport(LOG,
+				(errmsg("whatsapp worker for database \"%s\" not started: PID %d still serves it",
+						slot->datname, (int) other)));
+		slot = NULL;
+		proc_exit(0);
+	}
+	/* from here on, worker_exit gives the slot back, also after a FATAL */
+	before_shmem_exit(worker_exit, (Datum) 0);
 }
 
 void
@@ -1162,6 +1253,8 @@ wa_worker_main(Datum main_arg)
 	volatile TimestampTz next_purge = 0;
 	volatile TimestampTz drain_deadline = 0;
 	volatile bool wake = true;
+	volatile bool claim_deferred = false;
+	volatile TimestampTz last_claim_at = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, wa_worker_sigterm);
@@ -1170,6 +1263,7 @@ wa_worker_main(Datum main_arg)
 	if (wa_shared == NULL || slotno < 0 || slotno >= wa_shared->nslots)
 		proc_exit(0);
 	slot = &wa_shared->slots[slotno];
+	take_slot();
 
 	BackgroundWorkerInitializeConnection(slot->datname, NULL, 0);
 	pgstat_report_appname("whatsapp worker");
@@ -1182,6 +1276,16 @@ wa_worker_main(Datum main_arg)
 	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 
+	/*
+	 * The worker prepares its plans once, often while the outbox is empty
+	 * and its statistics say so; such plans scan the whole table once it
+	 * fills.  Its queries all have an index that fits, so steer them there
+	 * whatever the statistics say.
+	 */
+	SetConfigOption("enable_seqscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("enable_bitmapscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("enable_hashjoin", "off", PGC_SUSET, PGC_S_OVERRIDE);
+
 	result_context = AllocSetContextCreate(TopMemoryContext, "whatsapp results",
 										   ALLOCSET_DEFAULT_SIZES);
 	cycle_context = AllocSetContextCreate(TopMemoryContext, "whatsapp worker loop",
@@ -1189,11 +1293,9 @@ wa_worker_main(Datum main_arg)
 
 	wa_http_init();
 	wa_http_on_release = transfer_released;
-	before_shmem_exit(worker_exit, (Datum) 0);
 
 	LWLockAcquire(wa_shared->lock, LW_EXCLUSIVE);
 	slot->dboid = MyDatabaseId;
-	slot->pid = MyProcPid;
 	slot->latch = MyLatch;
 	slot->started_at = GetCurrentTimestamp();
 	slot->last_error[0] = '\0';
@@ -1258,11 +1360,28 @@ wa_worker_main(Datum main_arg)
 				what.reload = false;
 				what.wake = wake;
 				what.claim = wake || what.poll || claim_possible(now);
+
+				/*
+				 * Busy: let commits that arrive close together share one
+				 * claim, instead of one durable claim per commit.  Idle, a
+				 * commit is claimed at once.
+				 */
+				if (what.claim && !what.poll && wa_http_running() > 0 &&
+					now < TimestampTzPlusMilliseconds(last_claim_at, WA_CLAIM_MIN_INTERVAL_MS))
+				{
+					what.claim = false;
+					claim_deferred = true;
+				}
 				if (what.claim || what.purge ||
 					pg_atomic_read_u32(&slot->accounts_generation) != seen_generation)
 				{
 					run_cycle(&what);
-					wake = false;
+					if (what.claim)
+					{
+						last_claim_at = now;
+						claim_deferred = false;
+						wake = false;
+					}
 					if (what.poll)
 						next_poll = TimestampTzPlusMilliseconds(now, wa_poll_interval);
 					if (what.purge)
@@ -1294,7 +1413,13 @@ wa_worker_main(Datum main_arg)
 
 		now = GetCurrentTimestamp();
 		timeout = got_sigterm ? 100 : next_timeout(now, next_poll, next_purge);
-		if (wake)
+		if (claim_deferred)
+		{
+			long		ms = (long) ((TimestampTzPlusMilliseconds(last_claim_at, WA_CLAIM_MIN_INTERVAL_MS) - now) / 1000);
+
+			timeout = Min(timeout, Max(ms, 0));
+		}
+		else if (wake)
 			timeout = 0;
 		if (WaitEventSetWait(set, timeout, events, lengthof(events),
 							 PG_WAIT_EXTENSION) > 0)

@@ -255,6 +255,11 @@ if run_child make PG_CONFIG="$PG_CONFIG" clean &&
 	record build pass $((SECONDS - t0))
 	built=true
 else
+	if ! $is_root; then
+		say "hint: make install writes into $("$PG_CONFIG" --pkglibdir) and" \
+			"$("$PG_CONFIG" --sharedir)/extension; run this script as root" \
+			"if you cannot write there"
+	fi
 	record build FAIL $((SECONDS - t0))
 	built=false
 fi

@@ -55,7 +55,8 @@ INSERT INTO wa_allowed_views VALUES
 	('whatsapp_reader', 'inbound', false),
 	('whatsapp_reader', 'windows', false),
 	('whatsapp_reader', 'consents', false),
-	('whatsapp_admin', 'accounts', true);
+	('whatsapp_admin', 'accounts', true),
+	('whatsapp_admin', 'odoo_rules', false);
 
 CREATE TEMP VIEW wa_fns AS
 	SELECT p.oid, p.proname, p.oid::regprocedure::text AS sig,

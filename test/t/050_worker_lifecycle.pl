@@ -19,6 +19,8 @@
 #      stop of the primary and promotion, everything is delivered.
 #   8. Per-account pacing to max_mps, without slowing other accounts.
 #   9. whatsapp.log_retention purges old log rows once a minute.
+#  10. A terminated launcher: its successor never starts a second worker
+#      for a database whose worker still runs or drains.
 #
 # Set WA_LIFE_ONLY to a comma-separated list of item numbers to run only
 # those (for development; the setup they share always runs).
@@ -113,12 +115,27 @@ sub set_system
 		WaTest::wait_for($node, "SHOW $name", $shown, 30)
 		  or die "$name did not become $shown";
 	}
+	else
+	{
+		WaTest::wait_for($node,
+			"SELECT coalesce(sourcefile, '') NOT LIKE '%postgresql.auto.conf'"
+			  . " FROM pg_settings WHERE name = '$name'", 't', 30)
+		  or die "$name did not leave postgresql.auto.conf";
+	}
 	# give the worker a moment to take the SIGHUP
 	usleep(300_000);
 	return;
 }
 
 sub id_list { return join(',', @_); }
+
+# How many requests for message $id reached $mock after sequence $since
+# (message ids start over when the extension is created again).
+sub times_sent
+{
+	my ($m, $since, $id) = @_;
+	return scalar @{ $m->requests($since, callback => $id) };
+}
 
 # ---------------------------------------------------------------------
 # 1. whatsapp.database is empty
@@ -215,7 +232,8 @@ if (item(3))
 	is(scalar @{ $mock->requests($s1) }, 0, '3. and not to the first');
 	is(WaTest::worker_pid($node), $wpid, '3. by the same worker (no restart)');
 
-	set_system($node, 'whatsapp.api_url', undef, $mock->url);
+	set_system($node, 'whatsapp.api_url', undef);
+	is(q1($node, 'SHOW whatsapp.api_url'), $mock->url, '3. the URL of postgresql.conf is back');
 	($s1, $s2) = ($mock->last_seq, $mock2->last_seq);
 	$id = send_text($node, '+34600000303', 'after reset');
 	ok(WaTest::wait_for($node, "SELECT state FROM whatsapp.messages WHERE id = $id", 'sent', 30),
@@ -325,8 +343,7 @@ if (item(4))
 	WaTest::psql_is($node,
 		"SELECT count(*) FROM whatsapp.log WHERE message_id IN ($ids) AND event = 'in_doubt'",
 		'0', '4. none of them was in doubt');
-	my $counts = $mock->counts;
-	is(join(',', map { $counts->{by_callback}{$_} // 0 } @ids), '1,1,1',
+	is(join(',', map { times_sent($mock, $seq, $_) } @ids), '1,1,1',
 		'4. each reached the mock exactly once');
 	unlike(log_since($node, $off), qr/they will be in doubt/, '4. no in-doubt warning in the log');
 	$mock->latency(0);
@@ -371,8 +388,7 @@ if (item(4))
 		  . " WHERE m.id IN ($ids) AND l.event = 'in_doubt' AND l.message LIKE '%queued again%'",
 		'2', "4. wa_log has an 'in_doubt' event for each");
 	like(log_since($node, $off), qr/found 2 messages in doubt/, '4. the new worker logs what it found');
-	$counts = $mock->counts;
-	is(join(',', map { $counts->{by_callback}{$_} // 0 } @ids), '2,2',
+	is(join(',', map { times_sent($mock, $seq, $_) } @ids), '2,2',
 		'4. the mock saw each twice (the documented cost of retry)');
 	$wpid = $new;
 
@@ -402,12 +418,11 @@ if (item(4))
 		  . " AND message LIKE '%in_doubt = fail%'",
 		'2', "4. with an 'in_doubt' log event");
 	usleep(500_000);
-	$counts = $mock->counts;
-	is(join(',', map { $counts->{by_callback}{$_} // 0 } @ids), '1,1',
+	is(join(',', map { times_sent($mock, $seq, $_) } @ids), '1,1',
 		'4. and are not sent again');
 	$wpid = $new;
-	set_system($node, 'whatsapp.in_doubt', undef, 'retry');
-	set_system($node, 'whatsapp.shutdown_timeout', undef, '10s');
+	set_system($node, 'whatsapp.in_doubt', undef);
+	set_system($node, 'whatsapp.shutdown_timeout', undef);
 }
 
 # 2. (last part): the late database got its worker within ~40 s.
@@ -576,6 +591,76 @@ if (item(6))
 }
 
 # ---------------------------------------------------------------------
+# 10. The launcher is terminated too ("terminate every other backend")
+# ---------------------------------------------------------------------
+sub launcher_pid
+{
+	return q1($node, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'whatsapp launcher'");
+}
+
+if (item(10))
+{
+	# (a) the launcher alone: the worker keeps serving, no second one
+	my $lpid = launcher_pid();
+	ok($lpid, '10. the launcher shows in pg_stat_activity');
+	my $pid = WaTest::worker_pid($node);
+	q1($node, "SELECT pg_terminate_backend($lpid)");
+	my $new_l = '';
+	WaTest::wait_until(sub { $new_l = launcher_pid(); $new_l ne '' && $new_l ne $lpid }, 30,
+		'a new launcher');
+	ok($new_l && $new_l ne $lpid, '10. the postmaster restarts a terminated launcher');
+	usleep(3_000_000);
+	WaTest::psql_is($node,
+		"SELECT string_agg(pid::text, ',') FROM pg_stat_activity"
+		  . " WHERE backend_type = 'whatsapp worker' AND datname = 'postgres'",
+		$pid, '10. the new launcher starts no second worker beside the running one');
+	my $id = send_text($node, rcpt(1001), 'after launcher restart');
+	ok(WaTest::wait_for($node, "SELECT state FROM whatsapp.messages WHERE id = $id", 'sent', 30),
+		'10. the running worker goes on delivering');
+
+	# (b) launcher and worker together, while a request is in flight
+	# (the answer takes longer than the postmaster's 5 s before it restarts
+	# the launcher: the new launcher finds the old worker still draining)
+	$mock->add_rule({ match => { to => rcpt(1002) }, action => { latency_ms => 8000 } });
+	my $seq = $mock->last_seq;
+	$id = send_text($node, rcpt(1002), 'in flight while everything is terminated');
+	ok(WaTest::wait_for($node, "SELECT state FROM whatsapp.messages WHERE id = $id", 'sending', 20),
+		'10. a message in flight');
+	ok($mock->wait_requests(1, 10, since => $seq), '10. the mock holds it');
+	$lpid = launcher_pid();
+	q1($node, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+		  . " WHERE backend_type IN ('whatsapp launcher', 'whatsapp worker') AND datname IS DISTINCT FROM 'late'");
+	my $max_workers = 0;
+	my $t_exit;
+	WaTest::wait_until(
+		sub {
+			my $n = q1($node, "SELECT count(*) FROM pg_stat_activity"
+				  . " WHERE backend_type = 'whatsapp worker' AND datname = 'postgres'");
+			$max_workers = $n if $n > $max_workers;
+			my $old = q1($node, "SELECT count(*) FROM pg_stat_activity WHERE pid = $pid");
+			$t_exit //= time() if $old eq '0';
+			return $old eq '0';
+		},
+		30, 'the old worker to drain and exit');
+	is($max_workers, 1, '10. never two workers for one database, even while the old one drains');
+	WaTest::psql_is($node, "SELECT state || ':' || attempts FROM whatsapp.messages WHERE id = $id",
+		'sent:1', '10. the draining worker records its answer');
+	WaTest::psql_is($node,
+		"SELECT count(*) FROM whatsapp.log WHERE message_id = $id AND event = 'in_doubt'", '0',
+		'10. nothing in doubt');
+	my $new = wait_new_worker($node, 'postgres', $pid, 40);
+	ok($new, '10. a new worker starts after the old one left');
+	cmp_ok(time() - ($t_exit // 0), '>=', 8, '10. keeping the restart delay')
+	  or diag(sprintf('new worker %.1f s after the old one left', time() - ($t_exit // 0)));
+	usleep(300_000);
+	# (ids start over after item 5's DROP EXTENSION: count from $seq only)
+	is(scalar @{ $mock->requests($seq, callback => $id) }, 1,
+		'10. the message reached the mock once');
+	$mock->clear_rules;
+	$wpid = $new;
+}
+
+# ---------------------------------------------------------------------
 # 8. Per-account pacing
 # ---------------------------------------------------------------------
 if (item(8))
@@ -649,7 +734,7 @@ if (item(9))
 		'9. recent rows are kept');
 	cmp_ok($took, '<=', 70, '9. the purge runs at least once a minute');
 	note(sprintf('old rows purged after %.1f s', $took));
-	set_system($node, 'whatsapp.log_retention', undef, '30d');
+	set_system($node, 'whatsapp.log_retention', undef);
 }
 
 # The end of the main node: no restart loop of the dropped database.
@@ -661,8 +746,13 @@ if (item(6))
 		'6. no worker start for the dropped database since');
 	is(count_matches($log, qr/FATAL:.*database "served" does not exist/), 0,
 		'6. no FATAL connection attempts to it');
-	is(count_matches($log, qr/database "served" listed in whatsapp\.database does not exist/), 1,
-		'6. one warning only');
+	# one warning per launcher (item 10 restarts the launcher)
+	my %per_launcher;
+	$per_launcher{$1}++
+	  while $log =~ /\[(\d+)\] WARNING:\s+database "served" listed in whatsapp\.database does not exist/g;
+	ok(%per_launcher && !grep({ $_ != 1 } values %per_launcher),
+		'6. each launcher warned once only')
+	  or diag(explain(\%per_launcher));
 }
 my $mainlog = log_since($node);
 is(count_matches($mainlog, qr/server process .* was terminated by signal|terminated by signal/), 0,
@@ -686,6 +776,13 @@ if (item(7))
 	$primary->backup('bk');
 	my $standby = PostgreSQL::Test::Cluster->new('standby');
 	$standby->init_from_backup($primary, 'bk', has_streaming => 1);
+	# pg_basebackup keeps the key file's mode 0600, but the test framework's
+	# copy of the backup into the new data directory does not (the worker
+	# rightly refuses a group- or world-readable key)
+	my $bk_key = $primary->backup_dir . '/bk/whatsapp.key';
+	is(sprintf('%o', (stat $bk_key)[2] & 07777), '600',
+		'7. the base backup carries the key file, mode 0600');
+	chmod 0600, $standby->data_dir . '/whatsapp.key';
 	$standby->start;
 	WaTest::psql_is($standby, 'SELECT pg_is_in_recovery()', 't', '7. the standby is in recovery');
 	my ($rc, $sp) = WaTest::run_psql($standby, 'SHOW shared_preload_libraries');

@@ -1,0 +1,587 @@
+--
+-- odoo: wa_odoo_enable, wa_odoo_disable, wa_odoo_preview and the triggers
+-- on Odoo's sale_order and account_move, against the fixture of Odoo's
+-- schema in test/odoo (17 first, then 16, 18 and 19).
+--
+-- The fixture lives in schema public of the regression database and is
+-- dropped at the end; the last part drops the extension itself.
+--
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS whatsapp CASCADE;
+CREATE EXTENSION whatsapp CASCADE;
+\set ECHO none
+\i test/odoo/drop.sql
+\set ECHO all
+RESET client_min_messages;
+
+-- Run a statement; show "ok" or its SQLSTATE and message.
+CREATE FUNCTION pg_temp.try(stmt text) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+	EXECUTE stmt;
+	RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+	RETURN SQLSTATE || ': ' || SQLERRM;
+END
+$$;
+
+-- No-break spaces made visible.
+CREATE FUNCTION pg_temp.vis(t text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+	SELECT replace(replace(t, U&'\00A0', '{nbsp}'), U&'\FEFF', '{zwnbsp}')
+$$;
+
+SELECT whatsapp.wa_account_set('mx', '1000000001', 'EAAodoo-regress-mx');
+SELECT whatsapp.wa_account_set('es', '1000000002', 'EAAodoo-regress-es');
+
+-- Not an Odoo database: the error names the missing table.
+SELECT pg_temp.try($$SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed')$$);
+SELECT pg_temp.try($$SELECT whatsapp.wa_odoo_enable('invoice_posted', 'invoice')$$);
+SELECT pg_temp.try($$SELECT whatsapp.wa_odoo_preview('invoice_posted', 1)$$);
+
+-- ---------------------------------------------------------------------
+-- Odoo 17
+-- ---------------------------------------------------------------------
+\set ECHO none
+\i test/odoo/odoo17.sql
+\o /dev/null
+\i test/odoo/data.sql
+\o
+\set ECHO all
+INSERT INTO public.res_partner (id, name, type, commercial_partner_id, country_id, lang, phone, active)
+VALUES (20, 'Sin País', 'contact', 20, NULL, 'es_MX', '300 123 4567', true);
+
+-- The messages, compactly.
+CREATE TEMP VIEW m AS
+SELECT m.id, m.account, m.recipient, m.state, m.failure_type, m.error_title,
+	   m.payload #>> '{template,name}' AS template,
+	   m.payload #>> '{template,language,code}' AS lang,
+	   (SELECT string_agg(coalesce((p ->> 'parameter_name') || '=', '') || pg_temp.vis(p ->> 'text'),
+						  ' | ' ORDER BY o)
+		  FROM jsonb_array_elements(m.payload #> '{template,components}') c,
+			   jsonb_array_elements(c -> 'parameters') WITH ORDINALITY AS x(p, o)
+		 WHERE c ->> 'type' = 'body') AS params,
+	   m.dedupe_key
+  FROM whatsapp.messages m;
+
+-- Bad input to wa_odoo_enable: SQLSTATE and message.
+CREATE TEMP TABLE bad_input (n serial, call text);
+INSERT INTO bad_input (call) VALUES
+	($$whatsapp.wa_odoo_enable('order_confirmed', 'order_confirmed')$$),
+	($$whatsapp.wa_odoo_enable(NULL, 'order_confirmed')$$),
+	($$whatsapp.wa_odoo_enable('sale_order_confirmed', NULL)$$),
+	($$whatsapp.wa_odoo_enable('sale_order_confirmed', 'Order Confirmed')$$),
+	($$whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'spanish')$$),
+	($$whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', account => 'nope')$$),
+	($$whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', params => '"partner_name"')$$),
+	($$whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', params => '["partner_name", "total"]')$$),
+	($$whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', params => '["partner_name", 3]')$$),
+	($$whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', params => '["amount_residual"]')$$),
+	($$whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', params => '{"Customer Name": "partner_name"}')$$),
+	($$whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', params => '{"header": "invoice_pdf"}')$$),
+	($$whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', params => '{"body": "partner_name"}')$$),
+	($$whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', params => '{"body": ["partner_name"], "name": "partner_name"}')$$),
+	($$whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', company_id => 99)$$),
+	($$whatsapp.wa_odoo_disable('order_confirmed')$$),
+	($$whatsapp.wa_odoo_preview('order_confirmed', 1)$$),
+	($$whatsapp.wa_odoo_preview('sale_order_confirmed', NULL)$$);
+SELECT n, call, pg_temp.try('SELECT ' || call) AS result FROM bad_input ORDER BY n;
+SELECT count(*) AS rules_after_bad_input FROM whatsapp.odoo_rule;
+
+-- ---------------------------------------------------------------------
+-- Amounts, text and dates the way Odoo prints them
+-- ---------------------------------------------------------------------
+SELECT label, pg_temp.vis(whatsapp._odoo_format_amount(amount, decimals, rounding, dp, ts, grp, symbol, pos)) AS formatted
+  FROM (VALUES
+	('es_MX, MXN', 1234.5, 2, 0.01, '.', ',', '[3,0]', '$', 'before'),
+	('es_ES, EUR', 1234.5, 2, 0.01, ',', '.', '[3,0]', '€', 'after'),
+	('pt_BR, BRL', 1234.5, 2, 0.01, ',', '.', '[3,0]', 'R$', 'before'),
+	('es_CO, COP, millions', 12345678.901, 2, 0.01, ',', '.', '[3,0]', '$', 'before'),
+	('es_CL, CLP (0 decimals, rounding 1)', 1234.5, 0, 1.0, ',', '.', '[3,0]', '$', 'before'),
+	('decimals from rounding 0.001', 1234.5, NULL, 0.001, '.', ',', '[3,0]', 'KD', 'after'),
+	('rounding 0.05', 12.34, 2, 0.05, '.', ',', '[3,0]', 'CHF', 'after'),
+	('negative', -1234.5, 2, 0.01, '.', ',', '[3,0]', '$', 'before'),
+	('minus zero', -0.001, 2, 0.01, '.', ',', '[3,0]', '$', 'before'),
+	('India [3,2,-1]', 123456789, 2, 0.01, '.', ',', '[3,2,-1]', '₹', 'before'),
+	('[3] once', 1234567, 0, 1.0, '.', ',', '[3]', '$', 'before'),
+	('no grouping []', 1234567.5, 2, 0.01, ',', ' ', '[]', '€', 'after'),
+	('space separator', 1234567.5, 2, 0.01, ',', ' ', '[3,0]', '€', 'after'),
+	('unreadable grouping', 1234567.5, 2, 0.01, '.', ',', 'three', '$', 'before'),
+	('no res_lang', 1234.5, 2, 0.01, NULL, NULL, NULL, 'US$', 'before'),
+	('no symbol', 1234.5, 2, 0.01, '.', ',', '[3,0]', NULL, 'before'),
+	('position NULL', 1234.5, 2, 0.01, '.', ',', '[3,0]', 'X', NULL),
+	('small', 0.5, 2, 0.01, '.', ',', '[3,0]', '$', 'before')
+  ) AS c(label, amount, decimals, rounding, dp, ts, grp, symbol, pos);
+SELECT whatsapp._odoo_format_amount('NaN', 2, 0.01, '.', ',', '[3,0]', '$', 'before') AS nan;
+
+SELECT whatsapp._odoo_clean(E'  Roberto\n  Gómez\t(importado)  ') AS cleaned,
+	   whatsapp._odoo_clean(E'a     b\r\nc') AS runs,
+	   whatsapp._odoo_clean(E'\n\t ') = '' AS only_space;
+
+SELECT f, whatsapp._odoo_format_date('2025-03-07', f) AS formatted
+  FROM (VALUES ('%d/%m/%Y'), ('%m/%d/%Y'), ('%d.%m.%y'), ('%e de %B de %Y'), (NULL), ('%Y-%m-%d %%')) AS x(f);
+
+-- ---------------------------------------------------------------------
+-- sale_order_confirmed
+-- ---------------------------------------------------------------------
+SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed');
+SELECT event, company_id, template, language, account, params, triggers_installed
+  FROM whatsapp.odoo_rules;
+-- two constraint triggers, deferred to commit
+SELECT tgname, tgenabled, tgdeferrable, tginitdeferred, tgconstraint <> 0 AS constraint_trigger
+  FROM pg_trigger WHERE tgrelid = 'public.sale_order'::regclass AND NOT tgisinternal ORDER BY tgname;
+-- enabling twice is harmless
+SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed');
+SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.sale_order'::regclass AND NOT tgisinternal;
+
+-- A quotation.
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, access_token)
+SELECT g, 1, p, p, p, 3, 'New', 'draft', now() AT TIME ZONE 'UTC', 'tok-' || g
+  FROM (VALUES (1, 10), (2, 10), (3, 10), (4, 10), (5, 10), (6, 10), (7, 11), (8, 12), (9, 13),
+			   (10, 15), (11, 16), (12, 17), (13, 18), (14, 19), (15, 20), (16, 14)) AS v(g, p);
+SELECT count(*) AS messages_for_quotations FROM whatsapp.message;
+
+-- The ORM confirms in several UPDATEs: the state first, then the name and
+-- the amounts.  Nothing is recorded before commit; the message carries the
+-- values as committed.
+BEGIN;
+UPDATE public.sale_order SET state = 'sale', date_order = now() AT TIME ZONE 'UTC' WHERE id = 1;
+SELECT count(*) AS recorded_before_commit FROM whatsapp.message;
+UPDATE public.sale_order SET name = 'S00001', amount_untaxed = 1064.22, amount_tax = 170.28,
+	   amount_total = 1234.5 WHERE id = 1;
+COMMIT;
+SELECT account, recipient, state, template, lang, params, dedupe_key FROM m;
+SELECT context FROM whatsapp.messages;
+
+-- Confirm, cancel, confirm again: one message.
+UPDATE public.sale_order SET state = 'sale', name = 'S00002', amount_total = 10 WHERE id = 2;
+UPDATE public.sale_order SET state = 'cancel' WHERE id = 2;
+UPDATE public.sale_order SET state = 'draft' WHERE id = 2;
+UPDATE public.sale_order SET state = 'sale' WHERE id = 2;
+SELECT count(*) AS messages_for_s00002 FROM whatsapp.message WHERE dedupe_key = 'sale.order:2:sale_order_confirmed';
+
+-- A rolled-back confirmation and a rolled-back savepoint send nothing.
+BEGIN;
+UPDATE public.sale_order SET state = 'sale', name = 'S00003' WHERE id = 3;
+ROLLBACK;
+BEGIN;
+SAVEPOINT confirm;
+UPDATE public.sale_order SET state = 'sale', name = 'S00003' WHERE id = 3;
+ROLLBACK TO SAVEPOINT confirm;
+COMMIT;
+-- Confirmed and set back to quotation before commit: nothing either.
+BEGIN;
+UPDATE public.sale_order SET state = 'sale', name = 'S00003' WHERE id = 3;
+UPDATE public.sale_order SET state = 'draft' WHERE id = 3;
+COMMIT;
+-- A released savepoint commits with the transaction.
+BEGIN;
+SAVEPOINT confirm;
+UPDATE public.sale_order SET state = 'sale', name = 'S00004', amount_total = 4 WHERE id = 4;
+RELEASE SAVEPOINT confirm;
+COMMIT;
+SELECT dedupe_key, params FROM m WHERE dedupe_key LIKE 'sale.order:_:%' ORDER BY id;
+
+-- A row inserted already confirmed (a connector, an import) sends too.
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (100, 1, 10, 10, 10, 3, 'S00100', 'sale', now() AT TIME ZONE 'UTC', 100);
+SELECT dedupe_key, params FROM m WHERE dedupe_key = 'sale.order:100:sale_order_confirmed';
+
+-- Imports: whatsapp.odoo_events = off when the row is written, or when the
+-- transaction commits, sends nothing.
+BEGIN;
+SET LOCAL whatsapp.odoo_events = off;
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (101, 1, 10, 10, 10, 3, 'S00101', 'sale', now() AT TIME ZONE 'UTC', 101);
+COMMIT;
+BEGIN;
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (102, 1, 10, 10, 10, 3, 'S00102', 'sale', now() AT TIME ZONE 'UTC', 102);
+SET LOCAL whatsapp.odoo_events = off;
+COMMIT;
+-- Documents older than whatsapp.odoo_max_age (7 days) send nothing; 0 means no limit.
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (103, 1, 10, 10, 10, 3, 'S00103', 'sale', now() AT TIME ZONE 'UTC' - interval '8 days', 103);
+SET whatsapp.odoo_max_age = '10d';
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (104, 1, 10, 10, 10, 3, 'S00104', 'sale', now() AT TIME ZONE 'UTC' - interval '8 days', 104);
+SET whatsapp.odoo_max_age = 0;
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (105, 1, 10, 10, 10, 3, 'S00105', 'sale', '2019-01-01', 105);
+RESET whatsapp.odoo_max_age;
+SELECT o.id, o.name, m.id IS NOT NULL AS sent
+  FROM public.sale_order o LEFT JOIN whatsapp.message m ON m.context ->> 'res_id' = o.id::text
+ WHERE o.id BETWEEN 101 AND 105 ORDER BY o.id;
+
+-- ---------------------------------------------------------------------
+-- Recipients
+-- ---------------------------------------------------------------------
+UPDATE public.sale_order SET state = 'sale', name = 'S' || lpad(id::text, 5, '0'), amount_total = 100
+ WHERE id BETWEEN 7 AND 15;
+SELECT o.id, o.partner_id AS partner, p.name AS partner_name, m.recipient, m.state, m.failure_type,
+	   m.error_title
+  FROM public.sale_order o
+  JOIN public.res_partner p ON p.id = o.partner_id
+  JOIN m ON m.dedupe_key = 'sale.order:' || o.id || ':sale_order_confirmed'
+ WHERE o.id BETWEEN 7 AND 15 ORDER BY o.id;
+-- the order is confirmed whatever happened to its message
+SELECT count(*) AS confirmed FROM public.sale_order WHERE id BETWEEN 7 AND 15 AND state = 'sale';
+-- Partner 12 has no name: with the default params that fails.
+SELECT params FROM m WHERE dedupe_key LIKE 'sale.order:8:%';
+-- Newlines, tabs and runs of spaces are cleaned from parameters.
+SELECT params FROM m WHERE dedupe_key LIKE 'sale.order:11:%';
+-- Partner 20 has no country: the company's country counts (order 15,
+-- company 1 in Mexico), then whatsapp.default_country_code.
+SET whatsapp.default_country_code = '57';
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (150, 2, 20, 20, 20, 2, 'S00150', 'sale', now() AT TIME ZONE 'UTC', 1);	-- company 2, Spain
+UPDATE public.res_country SET phone_code = NULL WHERE id = 3;	-- Mexico without a code
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (151, 1, 20, 20, 20, 3, 'S00151', 'sale', now() AT TIME ZONE 'UTC', 1);
+UPDATE public.res_country SET phone_code = 52 WHERE id = 3;
+RESET whatsapp.default_country_code;
+SELECT dedupe_key, recipient, state, failure_type FROM m WHERE dedupe_key ~ '^sale\.order:15[01]?:' ORDER BY id;
+
+-- ---------------------------------------------------------------------
+-- Parameters, portal links, languages
+-- ---------------------------------------------------------------------
+SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', NULL, 'mx',
+	'{"header": "portal_pdf", "customer": "partner_name", "company": "commercial_partner_name",
+	  "order": "document_name", "total": "amount_total", "ref": "client_order_ref",
+	  "seller": "company_name", "link": "portal_url"}');
+INSERT INTO whatsapp.templates (account, name, language, category, status) VALUES
+	(NULL, 'order_confirmed', 'es', 'utility', 'APPROVED'),
+	(NULL, 'order_confirmed', 'es_MX', 'utility', NULL),
+	(NULL, 'order_confirmed', 'pt-BR', 'utility', 'APPROVED'),
+	(NULL, 'order_confirmed', 'en_US', 'utility', 'REJECTED'),
+	('es', 'order_confirmed', 'it', 'utility', 'APPROVED');
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total, access_token,
+							   client_order_ref)
+SELECT 200 + p, 1, p, p, p, c, 'S00' || (200 + p), 'sale', now() AT TIME ZONE 'UTC', 1234.5,
+	   'tok/' || p, 'PO-' || p
+  FROM (VALUES (10, 3), (11, 5), (13, 4), (14, 2), (19, 1)) AS v(p, c);
+SELECT m.recipient, m.state, m.lang, m.params, m.error_title
+  FROM m WHERE m.dedupe_key ~ '^sale\.order:2[01][0-9]:' ORDER BY m.id;
+-- the document header: the PDF from Odoo's portal
+SELECT payload #> '{template,components,0}' AS header
+  FROM whatsapp.messages WHERE dedupe_key = 'sale.order:210:sale_order_confirmed';
+-- Partner 19 has no language: the rule's language, when it has one.
+SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'es_MX');
+DELETE FROM whatsapp.message WHERE dedupe_key = 'sale.order:219:sale_order_confirmed';
+UPDATE public.sale_order SET state = 'draft' WHERE id = 219;
+UPDATE public.sale_order SET state = 'sale' WHERE id = 219;
+-- sr@latin is not a template language: its base, else the rule's.
+UPDATE public.res_partner SET lang = 'sr@latin' WHERE id = 10;
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (220, 1, 10, 10, 10, 3, 'S00220', 'sale', now() AT TIME ZONE 'UTC', 1234.5);
+UPDATE public.res_partner SET lang = 'es_MX' WHERE id = 10;
+SELECT dedupe_key, state, lang, params FROM m WHERE dedupe_key ~ '^sale\.order:2(19|20):' ORDER BY id;
+-- No access_token: failed with the reason; the extension never writes one.
+SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'es_MX', 'mx',
+							   '{"header": "portal_pdf", "body": ["partner_name", "document_name"]}');
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (221, 1, 10, 10, 10, 3, 'S00221', 'sale', now() AT TIME ZONE 'UTC', 1);
+SELECT state, failure_type, error_title FROM m WHERE dedupe_key LIKE 'sale.order:221:%';
+SELECT access_token IS NULL AS still_no_token FROM public.sale_order WHERE id = 221;
+-- No web.base.url either.
+DELETE FROM public.ir_config_parameter WHERE key = 'web.base.url';
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total, access_token)
+VALUES (222, 1, 10, 10, 10, 3, 'S00222', 'sale', now() AT TIME ZONE 'UTC', 1, 'tok');
+INSERT INTO public.ir_config_parameter (key, value) VALUES ('web.base.url', 'https://erp.example.com');
+SELECT state, failure_type, error_title FROM m WHERE dedupe_key LIKE 'sale.order:222:%';
+
+-- ---------------------------------------------------------------------
+-- Companies: a company's own rule wins over the rule for all
+-- ---------------------------------------------------------------------
+SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'es_MX');
+SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'pedido_confirmado', 'es_ES', 'es',
+							   '["partner_name", "amount_total"]', company_id => 2);
+SELECT event, company_id, template, language, account, params, triggers_installed
+  FROM whatsapp.odoo_rules ORDER BY company_id NULLS FIRST;
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (300, 1, 14, 14, 14, 3, 'S00300', 'sale', now() AT TIME ZONE 'UTC', 1234.5),
+	   (301, 2, 14, 14, 14, 2, 'S00301', 'sale', now() AT TIME ZONE 'UTC', 1234.5);
+-- Disabling the company's rule leaves the one for all (and the triggers).
+SELECT whatsapp.wa_odoo_disable('sale_order_confirmed', 2);
+SELECT whatsapp.wa_odoo_disable('sale_order_confirmed', 2);
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (302, 2, 14, 14, 14, 2, 'S00302', 'sale', now() AT TIME ZONE 'UTC', 1234.5);
+SELECT dedupe_key, account, template, lang, params FROM m WHERE dedupe_key ~ '^sale\.order:30[0-2]:' ORDER BY id;
+-- Only a company's rule: other companies send nothing.
+SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'pedido_confirmado', 'es_ES', 'es', company_id => 2);
+SELECT whatsapp.wa_odoo_disable('sale_order_confirmed');
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (303, 1, 14, 14, 14, 3, 'S00303', 'sale', now() AT TIME ZONE 'UTC', 1),
+	   (304, 2, 14, 14, 14, 2, 'S00304', 'sale', now() AT TIME ZONE 'UTC', 1);
+SELECT dedupe_key, account, template FROM m WHERE dedupe_key ~ '^sale\.order:30[34]:' ORDER BY id;
+SELECT whatsapp.wa_odoo_disable('sale_order_confirmed', 2);
+SELECT count(*) AS triggers_left FROM pg_trigger WHERE tgrelid = 'public.sale_order'::regclass AND NOT tgisinternal;
+SELECT count(*) AS rules_left FROM whatsapp.odoo_rules;
+
+-- ---------------------------------------------------------------------
+-- Never in Odoo's way
+-- ---------------------------------------------------------------------
+SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'es_MX', 'mx',
+							   '["partner_name", "document_name", "client_order_ref"]');
+-- a column the rule needs is gone
+ALTER TABLE public.sale_order DROP COLUMN client_order_ref;
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (400, 1, 10, 10, 10, 3, 'S00400', 'sale', now() AT TIME ZONE 'UTC', 1);
+ALTER TABLE public.sale_order ADD COLUMN client_order_ref varchar;
+-- an empty customer reference
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total, client_order_ref)
+VALUES (401, 1, 10, 10, 10, 3, 'S00401', 'sale', now() AT TIME ZONE 'UTC', 1, '');
+-- the account was dropped after enabling
+SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'es_MX', 'es');
+SELECT whatsapp.wa_account_drop('es');
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (402, 1, 10, 10, 10, 3, 'S00402', 'sale', now() AT TIME ZONE 'UTC', 1);
+-- an account of that name again: the rule follows the name
+SELECT whatsapp.wa_account_set('es', '1000000002', 'EAAodoo-regress-es-2');
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (403, 1, 10, 10, 10, 3, 'S00403', 'sale', now() AT TIME ZONE 'UTC', 1);
+SELECT dedupe_key, account, state, failure_type, error_title FROM m
+ WHERE dedupe_key ~ '^sale\.order:40[0-3]:' ORDER BY id;
+SELECT count(*) AS all_confirmed FROM public.sale_order WHERE id BETWEEN 400 AND 403 AND state = 'sale';
+-- a database Odoo neutralized (a copy for staging) sends nothing
+SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'es_MX', 'mx');
+INSERT INTO public.ir_config_parameter (key, value) VALUES ('database.is_neutralized', 'True');
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (404, 1, 10, 10, 10, 3, 'S00404', 'sale', now() AT TIME ZONE 'UTC', 1);
+DELETE FROM public.ir_config_parameter WHERE key = 'database.is_neutralized';
+SELECT state, failure_type, error_title FROM m WHERE dedupe_key LIKE 'sale.order:404:%';
+-- the triggers write nothing to Odoo's tables, whoever confirms
+CREATE ROLE wa_odoo_user LOGIN;
+GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO wa_odoo_user;
+SET ROLE wa_odoo_user;
+UPDATE public.sale_order SET state = 'sale', name = 'S00005', amount_total = 5 WHERE id = 5;
+SELECT pg_temp.try($$SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'x')$$);
+RESET ROLE;
+SELECT state, params FROM m WHERE dedupe_key LIKE 'sale.order:5:%';
+
+-- ---------------------------------------------------------------------
+-- wa_odoo_preview: what a record would send, without queuing it
+-- ---------------------------------------------------------------------
+UPDATE public.sale_order SET amount_total = 60 WHERE id = 6;
+SELECT count(*) AS before_preview FROM whatsapp.message \gset
+SELECT p ->> 'fires' AS fires, p ->> 'why_not' AS why_not, p ->> 'outcome' AS outcome,
+	   p ->> 'recipient' AS recipient, pg_temp.vis(p ->> 'values') AS "values",
+	   p -> 'already_recorded' AS already_recorded
+  FROM whatsapp.wa_odoo_preview('sale_order_confirmed', 6) p;
+SELECT p ->> 'fires' AS fires, p ->> 'outcome' AS outcome, p -> 'already_recorded' ->> 'state' AS recorded,
+	   p ->> 'odoo_schema' AS odoo_schema, p ->> 'dedupe_key' AS dedupe_key
+  FROM whatsapp.wa_odoo_preview('sale_order_confirmed', 1) p;
+SELECT p ->> 'outcome' AS outcome, p ->> 'failure_type' AS failure_type, p ->> 'reason' AS reason
+  FROM whatsapp.wa_odoo_preview('sale_order_confirmed', 10) p;
+SELECT count(*) = :before_preview AS nothing_queued FROM whatsapp.message;
+SELECT pg_temp.try($$SELECT whatsapp.wa_odoo_preview('sale_order_confirmed', 999)$$);
+
+-- ---------------------------------------------------------------------
+-- Invoices and refunds
+-- ---------------------------------------------------------------------
+SELECT whatsapp.wa_odoo_enable('invoice_posted', 'invoice_posted', 'es_MX', 'mx',
+							   '["partner_name", "document_name", "amount_residual", "invoice_date_due"]');
+SELECT whatsapp.wa_odoo_enable('refund_posted', 'credit_note', 'es_MX', 'mx',
+							   '{"customer": "partner_name", "note": "document_name", "total": "amount_total"}');
+SELECT whatsapp.wa_odoo_enable('invoice_sent', 'invoice_sent', 'es_MX', 'mx',
+							   '{"header": "portal_pdf", "body": ["partner_name", "document_name"]}');
+SELECT tgname FROM pg_trigger WHERE tgrelid = 'public.account_move'::regclass AND NOT tgisinternal ORDER BY tgname;
+INSERT INTO public.account_move (id, journal_id, company_id, partner_id, commercial_partner_id, currency_id,
+								 name, state, move_type, date, invoice_date, invoice_date_due,
+								 amount_total, amount_residual, access_token)
+VALUES (1, 1, 1, 10, 10, 3, '/', 'draft', 'out_invoice', current_date, NULL, '2031-01-31', 0, 0, 'inv-tok-1'),
+	   (2, 1, 1, 10, 10, 3, '/', 'draft', 'out_refund', current_date, NULL, NULL, 0, 0, NULL),
+	   (3, 2, 1, 10, 10, 3, '/', 'draft', 'in_invoice', current_date, NULL, NULL, 0, 0, NULL),
+	   (4, 3, 1, NULL, NULL, 3, '/', 'draft', 'entry', current_date, NULL, NULL, 0, 0, NULL),
+	   (5, 1, 1, 10, 10, 3, '/', 'draft', 'out_invoice', current_date, NULL, NULL, 0, 0, NULL);
+-- drafts send nothing; posting does, with the values as committed
+BEGIN;
+UPDATE public.account_move SET state = 'posted', invoice_date = current_date WHERE id BETWEEN 1 AND 4;
+UPDATE public.account_move SET name = 'INV/2025/00001', amount_total = 2000, amount_residual = 1500.25 WHERE id = 1;
+UPDATE public.account_move SET name = 'RINV/2025/00001', amount_total = 300 WHERE id = 2;
+UPDATE public.account_move SET name = 'BILL/2025/00001', amount_total = 999 WHERE id = 3;
+UPDATE public.account_move SET name = 'MISC/2025/00001' WHERE id = 4;
+COMMIT;
+SELECT dedupe_key, template, lang, params FROM m WHERE dedupe_key LIKE 'account.move:%' ORDER BY id;
+-- sent: is_move_sent becomes true on a posted out_invoice
+UPDATE public.account_move SET is_move_sent = true WHERE id IN (1, 3, 5);
+-- a draft marked sent sends once it is posted
+UPDATE public.account_move SET state = 'posted', name = 'INV/2025/00005', amount_total = 5, amount_residual = 5,
+	   invoice_date_due = '2031-02-28', access_token = 'inv-tok-5' WHERE id = 5;
+SELECT dedupe_key, template, params, state, error_title FROM m WHERE dedupe_key LIKE 'account.move:%' ORDER BY id;
+SELECT payload #>> '{template,components,0,parameters,0,document,link}' AS link,
+	   payload #>> '{template,components,0,parameters,0,document,filename}' AS filename
+  FROM whatsapp.messages WHERE dedupe_key = 'account.move:1:invoice_sent';
+-- an import of invoices already posted and sent
+INSERT INTO public.account_move (id, journal_id, company_id, partner_id, commercial_partner_id, currency_id,
+								 name, state, move_type, date, invoice_date, invoice_date_due,
+								 amount_total, amount_residual, access_token, is_move_sent)
+VALUES (6, 1, 1, 13, 13, 4, 'INV/2025/00006', 'posted', 'out_invoice', current_date, current_date,
+		'2031-03-31', 1234.5, 1234.5, 'inv-tok-6', true);
+SELECT dedupe_key, recipient, params FROM m WHERE dedupe_key LIKE 'account.move:6:%' ORDER BY id;
+-- an invoice dated more than odoo_max_age ago sends nothing (invoice_date, else date)
+INSERT INTO public.account_move (id, journal_id, company_id, partner_id, commercial_partner_id, currency_id,
+								 name, state, move_type, date, invoice_date, invoice_date_due,
+								 amount_total, amount_residual)
+VALUES (7, 1, 1, 10, 10, 3, 'INV/2025/00007', 'posted', 'out_invoice', current_date, current_date - 9, NULL, 1, 1),
+	   (8, 1, 1, 10, 10, 3, 'INV/2025/00008', 'posted', 'out_invoice', current_date - 30, current_date - 5, NULL, 1, 1),
+	   (9, 1, 1, 10, 10, 3, 'INV/2025/00009', 'posted', 'out_invoice', current_date - 9, NULL, NULL, 1, 1);
+SELECT dedupe_key FROM m WHERE dedupe_key ~ '^account\.move:[789]:' ORDER BY id;
+
+-- Posting 1,000 invoices in one transaction, the way the ORM does: the
+-- state first, then the names and amounts.  Each message has the name and
+-- the amount as committed.
+INSERT INTO public.account_move (id, journal_id, company_id, partner_id, commercial_partner_id, currency_id,
+								 name, state, move_type, date, invoice_date_due, amount_total, amount_residual)
+SELECT 1000 + g, 1, 1, (ARRAY[10, 16, 20])[1 + g % 3], (ARRAY[10, 16, 20])[1 + g % 3], 3,
+	   '/', 'draft', 'out_invoice', current_date, current_date + 30, 0, 0
+  FROM generate_series(1, 1000) g;
+BEGIN;
+UPDATE public.account_move SET state = 'posted', invoice_date = current_date WHERE id > 1000;
+UPDATE public.account_move SET name = 'INV/2025/' || lpad(id::text, 5, '0'),
+	   amount_total = id + 0.5, amount_residual = id + 0.5 WHERE id > 1000;
+COMMIT;
+SELECT count(*) AS messages,
+	   count(*) FILTER (WHERE mm.payload #>> '{template,components,0,parameters,1,text}' = mv.name) AS with_committed_name,
+	   count(*) FILTER (WHERE mm.payload #>> '{template,components,0,parameters,2,text}'
+						= '$' || U&'\00A0' || to_char(mv.amount_residual, 'FM9,999.00')) AS with_committed_amount,
+	   count(*) FILTER (WHERE mm.state = 'queued') AS queued
+  FROM whatsapp.message mm
+  JOIN public.account_move mv ON mm.dedupe_key = 'account.move:' || mv.id || ':invoice_posted'
+ WHERE mv.id > 1000;
+
+-- ---------------------------------------------------------------------
+-- Odoo 16: sale_order has 'done', no locked
+-- ---------------------------------------------------------------------
+SELECT whatsapp.wa_odoo_disable(e) FROM unnest(ARRAY['invoice_posted', 'refund_posted', 'invoice_sent']) e;
+TRUNCATE whatsapp.message;
+\set ECHO none
+\i test/odoo/drop.sql
+\i test/odoo/odoo16.sql
+\o /dev/null
+\i test/odoo/data.sql
+\o
+\set ECHO all
+-- the rule survived its table; its triggers did not
+SELECT event, triggers_installed FROM whatsapp.odoo_rules;
+SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'es_MX', 'mx');
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (1, 1, 10, 10, 10, 3, 'New', 'draft', now() AT TIME ZONE 'UTC', 0),
+	   (2, 1, 13, 13, 13, 4, 'S00002', 'done', now() AT TIME ZONE 'UTC', 2);
+-- confirmed and locked in one transaction (Odoo 16's auto-lock): sent once
+BEGIN;
+UPDATE public.sale_order SET state = 'sale', name = 'S00001' WHERE id = 1;
+UPDATE public.sale_order SET state = 'done', amount_total = 1 WHERE id = 1;
+COMMIT;
+-- unlocking is no confirmation
+UPDATE public.sale_order SET state = 'sale' WHERE id = 1;
+SELECT dedupe_key, recipient, params FROM m ORDER BY id;
+SELECT whatsapp.wa_odoo_preview('sale_order_confirmed', 1) ->> 'odoo_schema' AS odoo_schema;
+
+-- ---------------------------------------------------------------------
+-- Odoo 18, upgraded to 19 under the triggers: res_partner.mobile goes
+-- ---------------------------------------------------------------------
+TRUNCATE whatsapp.message;
+\set ECHO none
+\i test/odoo/drop.sql
+\i test/odoo/odoo18.sql
+\o /dev/null
+\i test/odoo/data.sql
+\o
+\set ECHO all
+SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'es_MX', 'mx');
+UPDATE public.res_partner SET phone = '12', mobile = '+52 55 1111 2222', phone_sanitized = NULL WHERE id = 10;
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (1, 1, 10, 10, 10, 3, 'S00001', 'sale', now() AT TIME ZONE 'UTC', 1);
+SELECT whatsapp.wa_odoo_preview('sale_order_confirmed', 1) ->> 'odoo_schema' AS odoo_schema;
+-- the migration: mobile joins phone as 'phone | mobile', then the column goes
+UPDATE public.res_partner SET phone = phone || ' | ' || mobile WHERE mobile IS NOT NULL;
+ALTER TABLE public.res_partner DROP COLUMN mobile;
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (2, 1, 10, 10, 10, 3, 'S00002', 'sale', now() AT TIME ZONE 'UTC', 2);
+SELECT dedupe_key, recipient, state, params FROM m ORDER BY id;
+SELECT whatsapp.wa_odoo_preview('sale_order_confirmed', 2) ->> 'odoo_schema' AS odoo_schema;
+-- and without phone_sanitized (phone_validation not installed)
+ALTER TABLE public.res_partner DROP COLUMN phone_sanitized;
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (3, 1, 13, 13, 13, 4, 'S00003', 'sale', now() AT TIME ZONE 'UTC', 3);
+SELECT dedupe_key, recipient, state FROM m WHERE dedupe_key LIKE 'sale.order:3:%';
+
+-- ---------------------------------------------------------------------
+-- Odoo 19
+-- ---------------------------------------------------------------------
+TRUNCATE whatsapp.message;
+\set ECHO none
+\i test/odoo/drop.sql
+\i test/odoo/odoo19.sql
+\o /dev/null
+\i test/odoo/data.sql
+\o
+\set ECHO all
+SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'es_MX', 'mx');
+SELECT whatsapp.wa_odoo_enable('invoice_posted', 'invoice_posted', 'es_MX', 'mx');
+UPDATE public.res_partner SET phone = '123 | +52 55 3333 4444', phone_sanitized = NULL WHERE id = 10;
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (1, 1, 10, 10, 10, 3, 'S00001', 'sale', now() AT TIME ZONE 'UTC', 1);
+INSERT INTO public.account_move (id, journal_id, company_id, partner_id, commercial_partner_id, currency_id,
+								 name, state, move_type, date, invoice_date, amount_total, amount_residual)
+VALUES (1, 1, 2, 14, 14, 2, 'INV/2025/00001', 'posted', 'out_invoice', current_date, current_date, 1234.5, 1234.5);
+SELECT dedupe_key, recipient, state, params FROM m ORDER BY id;
+SELECT whatsapp.wa_odoo_preview('sale_order_confirmed', 1) ->> 'odoo_schema' AS odoo_schema;
+
+-- ---------------------------------------------------------------------
+-- Disable, and DROP EXTENSION
+-- ---------------------------------------------------------------------
+SELECT whatsapp.wa_odoo_disable('invoice_posted');
+SELECT whatsapp.wa_odoo_disable('invoice_posted');
+SELECT pg_temp.try($$SELECT whatsapp.wa_odoo_preview('invoice_posted', 1)$$);
+SELECT tgname FROM pg_trigger WHERE tgrelid IN ('public.sale_order'::regclass, 'public.account_move'::regclass)
+   AND NOT tgisinternal ORDER BY tgname;
+-- A plain DROP EXTENSION refuses while triggers use it, and names them.
+DROP VIEW m;
+DROP EXTENSION whatsapp;
+-- DROP EXTENSION ... CASCADE removes the triggers and nothing of Odoo's.
+SET client_min_messages = warning;
+DROP EXTENSION whatsapp CASCADE;
+RESET client_min_messages;
+SELECT count(*) AS triggers_left FROM pg_trigger
+ WHERE tgrelid IN ('public.sale_order'::regclass, 'public.account_move'::regclass) AND NOT tgisinternal;
+-- Odoo's own writes still work.
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (2, 1, 10, 10, 10, 3, 'S00002', 'draft', now() AT TIME ZONE 'UTC', 2);
+UPDATE public.sale_order SET state = 'sale' WHERE id = 2;
+UPDATE public.account_move SET state = 'draft' WHERE id = 1;
+UPDATE public.account_move SET state = 'posted' WHERE id = 1;
+SELECT id, state FROM public.sale_order ORDER BY id;
+
+\set ECHO none
+\i test/odoo/drop.sql
+\set ECHO all
+DROP ROLE wa_odoo_user;
