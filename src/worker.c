@@ -124,6 +124,7 @@ static bool in_doubt_resolved = false;
 static SPIPlanPtr plan_claim = NULL;
 static SPIPlanPtr plan_record = NULL;
 static SPIPlanPtr plan_next_due = NULL;
+static SPIPlanPtr plan_after_record = NULL;
 
 /* Sent-per-second ring for the status view's "last minute". */
 static int64 sent_ring[60];
@@ -310,7 +311,9 @@ free_plans(void)
 		SPI_freeplan(plan_record);
 	if (plan_next_due)
 		SPI_freeplan(plan_next_due);
-	plan_claim = plan_record = plan_next_due = NULL;
+	if (plan_after_record)
+		SPI_freeplan(plan_after_record);
+	plan_claim = plan_record = plan_next_due = plan_after_record = NULL;
 }
 
 static void
@@ -412,6 +415,12 @@ prepare_plans(void)
 							   "   r.note, r.fbtrace_id, r.latency_ms FROM r",
 							   14, record_types);
 
+	{
+		Oid			hook_types[2] = {INT8ARRAYOID, INT4ARRAYOID};
+
+		plan_after_record = prepare_kept("SELECT whatsapp._after_record($1, $2)",
+										 2, hook_types);
+	}
 	plan_claim = claim_plan;
 	plan_record = record_plan;
 	/* assigned last: it marks the set as complete */
@@ -920,11 +929,9 @@ record_results(void)
 
 	/* Webhooks (webhook.c): apply held statuses; 131050 is an opt-out. */
 	{
-		Oid			hook_types[2] = {INT8ARRAYOID, INT4ARRAYOID};
 		Datum		hook_args[2] = {args[0], args[3]};
 
-		rc = SPI_execute_with_args("SELECT whatsapp._after_record($1, $2)",
-								   2, hook_types, hook_args, NULL, false, 1);
+		rc = SPI_execute_plan(plan_after_record, hook_args, NULL, false, 1);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "whatsapp could not apply held webhook statuses: %s",
 				 SPI_result_code_string(rc));
@@ -1115,8 +1122,8 @@ flush_results(void)
 		last_record_lsn = InvalidXLogRecPtr;
 	}
 	begin_work("whatsapp: record");
-	if (SPI_execute("SET LOCAL synchronous_commit = off", false, 0) != SPI_OK_UTILITY)
-		elog(ERROR, "could not set synchronous_commit for the record transaction");
+	(void) set_config_option("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE,
+							 GUC_ACTION_LOCAL, true, 0, false);
 	if (!extension_present())
 	{
 		end_work();
