@@ -349,6 +349,15 @@ ALTER TABLE public.sale_order ADD COLUMN client_order_ref varchar;
 INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
 							   currency_id, name, state, date_order, amount_total, client_order_ref)
 VALUES (401, 1, 10, 10, 10, 3, 'S00401', 'sale', now() AT TIME ZONE 'UTC', 1, '');
+-- a column of a type the trigger cannot read as an amount
+SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'es_MX', 'mx');
+ALTER TABLE public.sale_order ALTER COLUMN amount_total TYPE text;
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (405, 1, 10, 10, 10, 3, 'S00405', 'sale', now() AT TIME ZONE 'UTC', '1');
+ALTER TABLE public.sale_order ALTER COLUMN amount_total TYPE numeric USING amount_total::numeric;
+SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'es_MX', 'mx',
+							   '["partner_name", "document_name", "client_order_ref"]');
 -- the account was dropped after enabling
 SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'es_MX', 'es');
 SELECT whatsapp.wa_account_drop('es');
@@ -361,7 +370,7 @@ INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, p
 							   currency_id, name, state, date_order, amount_total)
 VALUES (403, 1, 10, 10, 10, 3, 'S00403', 'sale', now() AT TIME ZONE 'UTC', 1);
 SELECT dedupe_key, account, state, failure_type, error_title FROM m
- WHERE dedupe_key ~ '^sale\.order:40[0-3]:' ORDER BY id;
+ WHERE dedupe_key ~ '^sale\.order:40[0-35]:' ORDER BY id;
 SELECT count(*) AS all_confirmed FROM public.sale_order WHERE id BETWEEN 400 AND 403 AND state = 'sale';
 -- a database Odoo neutralized (a copy for staging) sends nothing
 SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'es_MX', 'mx');
@@ -525,12 +534,15 @@ INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, p
 VALUES (2, 1, 10, 10, 10, 3, 'S00002', 'sale', now() AT TIME ZONE 'UTC', 2);
 SELECT dedupe_key, recipient, state, params FROM m ORDER BY id;
 SELECT whatsapp.wa_odoo_preview('sale_order_confirmed', 2) ->> 'odoo_schema' AS odoo_schema;
--- and without phone_sanitized (phone_validation not installed)
+-- and without phone_sanitized (phone_validation not installed), and
+-- without the indexes rows are looked up by (a sequential scan then)
 ALTER TABLE public.res_partner DROP COLUMN phone_sanitized;
+ALTER TABLE public.res_lang DROP CONSTRAINT res_lang_code_uniq;
+ALTER TABLE public.res_country DROP CONSTRAINT res_country_pkey CASCADE;
 INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
 							   currency_id, name, state, date_order, amount_total)
 VALUES (3, 1, 13, 13, 13, 4, 'S00003', 'sale', now() AT TIME ZONE 'UTC', 3);
-SELECT dedupe_key, recipient, state FROM m WHERE dedupe_key LIKE 'sale.order:3:%';
+SELECT dedupe_key, recipient, state, params FROM m WHERE dedupe_key LIKE 'sale.order:3:%';
 
 -- ---------------------------------------------------------------------
 -- Odoo 19
@@ -554,6 +566,28 @@ INSERT INTO public.account_move (id, journal_id, company_id, partner_id, commerc
 VALUES (1, 1, 2, 14, 14, 2, 'INV/2025/00001', 'posted', 'out_invoice', current_date, current_date, 1234.5, 1234.5);
 SELECT dedupe_key, recipient, state, params FROM m ORDER BY id;
 SELECT whatsapp.wa_odoo_preview('sale_order_confirmed', 1) ->> 'odoo_schema' AS odoo_schema;
+-- Tables that can go: without res_lang amounts use Odoo's defaults;
+-- without ir_config_parameter there is no portal link; without
+-- res_currency no amount at all.
+DROP TABLE public.res_lang;
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (2, 1, 14, 14, 14, 2, 'S00002', 'sale', now() AT TIME ZONE 'UTC', 1234.5);
+SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'es_MX', 'mx',
+							   '["partner_name", "portal_url"]');
+DROP TABLE public.ir_config_parameter;
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total, access_token)
+VALUES (3, 1, 14, 14, 14, 2, 'S00003', 'sale', now() AT TIME ZONE 'UTC', 1, 'tok');
+SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'es_MX', 'mx');
+SET client_min_messages = warning;
+DROP TABLE public.res_currency CASCADE;
+RESET client_min_messages;
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (4, 1, 14, 14, 14, 2, 'S00004', 'sale', now() AT TIME ZONE 'UTC', 1);
+SELECT dedupe_key, state, failure_type, params, error_title FROM m
+ WHERE dedupe_key ~ '^sale\.order:[234]:' ORDER BY id;
 
 -- ---------------------------------------------------------------------
 -- Disable, and DROP EXTENSION
@@ -575,13 +609,15 @@ SELECT count(*) AS triggers_left FROM pg_trigger
 -- Odoo's own writes still work.
 INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
 							   currency_id, name, state, date_order, amount_total)
-VALUES (2, 1, 10, 10, 10, 3, 'S00002', 'draft', now() AT TIME ZONE 'UTC', 2);
-UPDATE public.sale_order SET state = 'sale' WHERE id = 2;
+VALUES (10, 1, 10, 10, 10, 3, 'S00010', 'draft', now() AT TIME ZONE 'UTC', 2);
+UPDATE public.sale_order SET state = 'sale' WHERE id = 10;
 UPDATE public.account_move SET state = 'draft' WHERE id = 1;
 UPDATE public.account_move SET state = 'posted' WHERE id = 1;
 SELECT id, state FROM public.sale_order ORDER BY id;
 
+SET client_min_messages = warning;
 \set ECHO none
 \i test/odoo/drop.sql
 \set ECHO all
+RESET client_min_messages;
 DROP ROLE wa_odoo_user;

@@ -263,6 +263,7 @@ typedef struct OdooCatalog
 {
 	Oid			relid[T_COUNT];
 	Oid			keyindex[T_COUNT];
+	Oid			keycoll[T_COUNT];	/* the collation of that index's first column */
 	AttrNumber	attnum[NCOLS];
 	Oid			atttype[NCOLS];
 } OdooCatalog;
@@ -281,7 +282,10 @@ static SPIPlanPtr plan_existing = NULL;
 
 /* whatsapp.opt_out and its index on identifier (see maybe_opted_out) */
 static Oid	opt_out_relid = InvalidOid;
+/* the extension's own tables read here (see open_own_table) */
+static Oid	own_relids[4];
 static Oid	opt_out_index = InvalidOid;
+static Oid	opt_out_coll = InvalidOid;
 
 static void
 odoo_catalog_changed(Datum arg, int cacheid, uint32 hashvalue)
@@ -289,6 +293,7 @@ odoo_catalog_changed(Datum arg, int cacheid, uint32 hashvalue)
 	for (int m = 0; m < N_MODELS; m++)
 		model_state[m].current = false;
 	opt_out_relid = InvalidOid;
+	memset(own_relids, 0, sizeof(own_relids));
 }
 
 static bool
@@ -332,7 +337,7 @@ key_type_ok(int col, Oid type)
  * varchar), without predicate or expressions.  InvalidOid when none.
  */
 static Oid
-find_key_index(Oid relid, AttrNumber att, Oid atttype)
+find_key_index(Oid relid, AttrNumber att, Oid atttype, Oid *collation)
 {
 	Relation	rel = relation_open(relid, NoLock);
 	List	   *indexes = RelationGetIndexList(rel);
@@ -362,6 +367,12 @@ find_key_index(Oid relid, AttrNumber att, Oid atttype)
 			Oid			opcin = isnull ? InvalidOid : get_opclass_input_type(indclass->values[0]);
 
 			ok = atttype == TEXTOID || atttype == VARCHAROID ? opcin == TEXTOID : opcin == atttype;
+			if (ok)
+			{
+				d = SysCacheGetAttr(INDEXRELID, itup, Anum_pg_index_indcollation, &isnull);
+				*collation = isnull ? InvalidOid :
+					((oidvector *) DatumGetPointer(d))->values[0];
+			}
 		}
 		ReleaseSysCache(itup);
 		if (!ok)
@@ -434,7 +445,8 @@ catalog_compute(OdooModel m, OdooCatalog *c)
 			continue;
 		}
 		if (OidIsValid(c->relid[t]))
-			c->keyindex[t] = find_key_index(c->relid[t], c->attnum[k], c->atttype[k]);
+			c->keyindex[t] = find_key_index(c->relid[t], c->attnum[k], c->atttype[k],
+											&c->keycoll[t]);
 	}
 	for (int t = 0; t < T_COUNT; t++)
 		if (OidIsValid(c->keyindex[t]))
@@ -868,6 +880,8 @@ typedef struct OdooRow
 	int64		res_id;
 	Relation	rels[T_COUNT];	/* opened on first use (the locks are held) */
 	HeapTuple	tup[N_ALIAS];	/* NULL: no such row */
+	Datum	   *vals[N_ALIAS];	/* its columns, deformed once */
+	bool	   *nulls[N_ALIAS];
 	bool		loaded[N_ALIAS];
 	int			lang_from_cp;	/* -1: not known yet */
 } OdooRow;
@@ -934,8 +948,9 @@ fetch_row(OdooRow *r, int t, int64 ikey, const char *tkey)
 	else
 	{
 		ScanKeyInit(&skey, c->attnum[k], BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(tkey));
-		/* compare as the index (or the column) does */
-		skey.sk_collation = TupleDescAttr(RelationGetDescr(rel), c->attnum[k] - 1)->attcollation;
+		/* an index is searched in its own collation; a scan compares bytes */
+		if (OidIsValid(indexid) && OidIsValid(c->keycoll[t]))
+			skey.sk_collation = c->keycoll[t];
 	}
 	scan = systable_beginscan(rel, indexid, OidIsValid(indexid), r->snap, 1, &skey);
 	tup = systable_getnext(scan);
@@ -979,6 +994,14 @@ row_load(OdooRow *r, int a)
 		if (key != NULL && key[0] != '\0')
 			r->tup[a] = fetch_row(r, t, 0, key);
 	}
+	if (r->tup[a] != NULL)
+	{
+		TupleDesc	desc = RelationGetDescr(row_rel(r, t));
+
+		r->vals[a] = palloc(desc->natts * sizeof(Datum));
+		r->nulls[a] = palloc(desc->natts * sizeof(bool));
+		heap_deform_tuple(r->tup[a], desc, r->vals[a], r->nulls[a]);
+	}
 	return r->tup[a];
 }
 
@@ -986,20 +1009,28 @@ row_load(OdooRow *r, int a)
 static bool
 row_get(OdooRow *r, int alias, int col, Datum *value)
 {
+	AttrNumber	att;
+
 	if (alias == A_L)
 	{
 		if (r->lang_from_cp < 0)
 		{
 			Datum		d;
 
-			r->lang_from_cp = !tuple_col(r, row_load(r, A_P), PC_LANG, &d) ||
-				VARSIZE_ANY_EXHDR(DatumGetPointer(d)) == 0 ||
-				r->cat->atttype[PC_LANG] == JSONBOID;
+			r->lang_from_cp = !row_get(r, A_P, PC_LANG, &d) ||
+				r->cat->atttype[PC_LANG] == JSONBOID ||
+				VARSIZE_ANY_EXHDR(DatumGetPointer(d)) == 0;
 		}
 		if (r->lang_from_cp)
 			alias = A_L2;
 	}
-	return tuple_col(r, row_load(r, alias), col, value);
+	if (row_load(r, alias) == NULL || !col_ok(r->cat, col))
+		return false;
+	att = r->cat->attnum[col];
+	if (r->nulls[alias][att - 1])
+		return false;
+	*value = r->vals[alias][att - 1];
+	return true;
 }
 
 /* A translated (jsonb) field's text: en_US, else the first language. */
@@ -1153,13 +1184,27 @@ typedef struct OdooRule
 	Jsonb	   *params;
 } OdooRule;
 
-static Relation
-open_own_table(const char *name)
+enum
 {
-	Oid			relid = RangeVarGetRelidExtended(makeRangeVar("whatsapp", (char *) name, -1),
-												 AccessShareLock, 0, NULL, NULL);
+	OWN_RULE, OWN_ACCOUNT, OWN_TEMPLATES, OWN_OPT_OUT,
+	N_OWN
+};
+static const char *const own_names[N_OWN] = {"odoo_rule", "account", "templates", "opt_out"};
 
-	return table_open(relid, NoLock);
+static Relation
+open_own_table(int which)
+{
+	/* the oid of the last lookup, until a catalog invalidation */
+	if (OidIsValid(own_relids[which]))
+	{
+		LockRelationOid(own_relids[which], AccessShareLock);
+		if (OidIsValid(own_relids[which]))
+			return table_open(own_relids[which], NoLock);
+	}
+	own_relids[which] =
+		RangeVarGetRelidExtended(makeRangeVar("whatsapp", (char *) own_names[which], -1),
+								 AccessShareLock, 0, NULL, NULL);
+	return table_open(own_relids[which], NoLock);
 }
 
 static AttrNumber
@@ -1186,7 +1231,7 @@ static void
 find_rule(const OdooEvent *ev, bool company_null, int64 company_id, Snapshot snap,
 		  OdooRule *rule)
 {
-	Relation	rel = open_own_table("odoo_rule");
+	Relation	rel = open_own_table(OWN_RULE);
 	AttrNumber	a_event = own_attnum(rel, "event");
 	AttrNumber	a_company = own_attnum(rel, "company_id");
 	ScanKeyData skey;
@@ -1250,7 +1295,7 @@ find_account(const char *name, Snapshot snap, bool *live)
 	*live = false;
 	if (name == NULL)
 		return 0;
-	rel = open_own_table("account");
+	rel = open_own_table(OWN_ACCOUNT);
 	a_name = own_attnum(rel, "name");
 	a_id = own_attnum(rel, "id");
 	a_dropped = own_attnum(rel, "dropped_at");
@@ -1292,7 +1337,7 @@ template_languages(const char *template, const char *account, Snapshot snap)
 
 	if (template == NULL)
 		return NIL;
-	rel = open_own_table("templates");
+	rel = open_own_table(OWN_TEMPLATES);
 	a_name = own_attnum(rel, "name");
 	a_account = own_attnum(rel, "account");
 	a_language = own_attnum(rel, "language");
@@ -1358,15 +1403,17 @@ maybe_opted_out(OdooRow *r, const char *e164)
 		heap_freetuple(tup);
 		return true;
 	}
-	rel = open_own_table("opt_out");
+	rel = open_own_table(OWN_OPT_OUT);
 	a_identifier = own_attnum(rel, "identifier");
 	if (RelationGetRelid(rel) != opt_out_relid)
 	{
-		opt_out_index = find_key_index(RelationGetRelid(rel), a_identifier, TEXTOID);
+		opt_out_index = find_key_index(RelationGetRelid(rel), a_identifier, TEXTOID,
+									   &opt_out_coll);
 		opt_out_relid = RelationGetRelid(rel);
 	}
 	ScanKeyInit(&skey, a_identifier, BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(e164));
-	skey.sk_collation = TupleDescAttr(RelationGetDescr(rel), a_identifier - 1)->attcollation;
+	if (OidIsValid(opt_out_index))
+		skey.sk_collation = opt_out_coll;
 	scan = systable_beginscan(rel, opt_out_index, OidIsValid(opt_out_index), r->snap, 1, &skey);
 	found = HeapTupleIsValid(systable_getnext(scan));
 	systable_endscan(scan);
@@ -1485,16 +1532,14 @@ col_problem(const OdooCatalog *c, OdooModel m, int col)
 					qcol(m, col), format_type_be(get_atttype(relid, att)));
 }
 
-/* Everything render needs from the main row. */
+/* What the parameter functions share. */
 typedef struct OdooCtx
 {
 	OdooModel	m;
 	const OdooCatalog *cat;
 	OdooRow	   *row;
 	OdooRender *r;
-	char	   *lang;			/* partner's language (or commercial's) */
-	char	   *base_url;
-	bool		pdf_ok;
+	char	   *base_url;		/* web.base.url without its last "/", once read */
 } OdooCtx;
 
 static char *
@@ -1560,6 +1605,19 @@ portal_link(OdooCtx *x, const char *what, bool pdf)
 			 "%s: %s %ld has no access_token yet; Odoo creates one when the document is first shared from its portal, and the whatsapp extension never writes one",
 			 what, model_name[x->m], (long) x->r->res_id);
 		return NULL;
+	}
+	if (x->base_url == NULL)
+	{
+		x->base_url = nonempty(config_value(x->row, "web.base.url"));
+		if (x->base_url != NULL)
+		{
+			size_t		len = strlen(x->base_url);
+
+			while (len > 0 && x->base_url[len - 1] == '/')
+				x->base_url[--len] = '\0';
+			if (len == 0)
+				x->base_url = NULL;
+		}
 	}
 	if (x->base_url == NULL)
 	{
@@ -2219,16 +2277,7 @@ render_rows(const OdooEvent *ev, OdooModelState *s, OdooRow *rowp, bool for_prev
 	x.cat = &s->cat;
 	x.row = row;
 	x.r = r;
-	x.base_url = nonempty(config_value(row, "web.base.url"));
-	if (x.base_url != NULL)
-	{
-		size_t		len = strlen(x.base_url);
-
-		while (len > 0 && x.base_url[len - 1] == '/')
-			x.base_url[--len] = '\0';
-		if (len == 0)
-			x.base_url = NULL;
-	}
+	x.base_url = NULL;			/* read when a portal link needs it */
 
 	r->document = nonempty(row_text(row, A_D, DC_NAME));
 	r->dedupe_key = psprintf("%s:%ld:%s", model_name[m], (long) res_id, ev->name);
@@ -2317,15 +2366,16 @@ record(OdooRender *r)
 	}
 	if (plan_insert == NULL)
 	{
-		SPIPlanPtr	p = SPI_prepare_cursor(
-										   "INSERT INTO whatsapp.message (account_id, recipient, kind, payload,"
-									" state, failure_type, error_title, error_details, error_code,"
-									" dedupe_key, context, failed_at)"
-									" VALUES ($1, $2, 'template', $3, $4, $5, $6, $7, $8, $9, $10,"
-									" CASE WHEN $4 = 'failed' THEN now() END)"
-									" ON CONFLICT (account_id, dedupe_key) WHERE dedupe_key IS NOT NULL"
-									" DO NOTHING RETURNING id", 10, types,
-									CURSOR_OPT_GENERIC_PLAN);
+		SPIPlanPtr	p;
+
+		p = SPI_prepare_cursor("INSERT INTO whatsapp.message (account_id, recipient, kind,"
+							   " payload, state, failure_type, error_title, error_details,"
+							   " error_code, dedupe_key, context, failed_at)"
+							   " VALUES ($1, $2, 'template', $3, $4, $5, $6, $7, $8, $9, $10,"
+							   " CASE WHEN $4 = 'failed' THEN now() END)"
+							   " ON CONFLICT (account_id, dedupe_key) WHERE dedupe_key IS NOT NULL"
+							   " DO NOTHING",
+							   10, types, CURSOR_OPT_GENERIC_PLAN);
 
 		if (p == NULL || SPI_keepplan(p) != 0)
 			elog(ERROR, "whatsapp: could not prepare the Odoo insert");
@@ -2357,7 +2407,7 @@ record(OdooRender *r)
 	values[8] = CStringGetTextDatum(r->dedupe_key);
 	values[9] = DirectFunctionCall1(jsonb_in, CStringGetDatum(r->context.data));
 	rc = SPI_execute_plan(plan_insert, values, nulls, false, 1);
-	if (rc != SPI_OK_INSERT_RETURNING)
+	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "whatsapp: could not record the Odoo message: %s",
 			 SPI_result_code_string(rc));
 	if (SPI_processed > 0 && strcmp(r->state, "queued") == 0)
@@ -2375,6 +2425,7 @@ wa_odoo_trigger(PG_FUNCTION_ARGS)
 {
 	TriggerData *td;
 	const OdooEvent *ev;
+	char	   *nsp;
 	HeapTuple	tup;
 	int			attno;
 	Datum		d;
@@ -2391,6 +2442,7 @@ wa_odoo_trigger(PG_FUNCTION_ARGS)
 				 errhint("Use whatsapp.wa_odoo_enable() to install it.")));
 	td = (TriggerData *) fcinfo->context;
 	rel = td->tg_relation;
+	nsp = get_namespace_name(RelationGetNamespace(rel));
 
 	/* A trigger made by hand, not by wa_odoo_enable: say so, never fail. */
 	if (!TRIGGER_FIRED_AFTER(td->tg_event) || !TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
@@ -2398,7 +2450,7 @@ wa_odoo_trigger(PG_FUNCTION_ARGS)
 		td->tg_trigger->tgnargs < 1 ||
 		(ev = find_event(td->tg_trigger->tgargs[0])) == NULL ||
 		strcmp(RelationGetRelationName(rel), model_table[ev->model]) != 0 ||
-		strcmp(get_namespace_name(RelationGetNamespace(rel)), "public") != 0)
+		nsp == NULL || strcmp(nsp, "public") != 0)
 	{
 		ereport(WARNING,
 				(errmsg("whatsapp: trigger \"%s\" on \"%s\" was not made by whatsapp.wa_odoo_enable(); it does nothing",
