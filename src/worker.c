@@ -1121,17 +1121,27 @@ flush_results(void)
 		XLogFlush(last_record_lsn);
 		last_record_lsn = InvalidXLogRecPtr;
 	}
-	begin_work("whatsapp: record");
-	(void) set_config_option("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE,
-							 GUC_ACTION_LOCAL, true, 0, false);
-	if (!extension_present())
+	/*
+	 * Asynchronous for this transaction only.  Set and reset explicitly at
+	 * session level: every claim must stay synchronous, and a claim that a
+	 * crash loses would send its messages twice without a trace.
+	 */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	PG_TRY();
 	{
+		begin_work("whatsapp: record");
+		if (extension_present())
+		{
+			prepare_plans();
+			record_results();
+		}
 		end_work();
-		return;
 	}
-	prepare_plans();
-	record_results();
-	end_work();
+	PG_FINALLY();
+	{
+		SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_OVERRIDE);
+	}
+	PG_END_TRY();
 	last_record_lsn = XactLastCommitEnd;
 	MemoryContextReset(result_context);
 	results = NULL;
