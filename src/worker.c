@@ -58,8 +58,12 @@
 /* Record answers when this many wait, or when the oldest waited this long. */
 #define WA_RECORD_BATCH_MIN		64
 #define WA_RECORD_MAX_WAIT_MS	10
-/* While requests run, claims triggered by commits come at most this often. */
-#define WA_CLAIM_MIN_INTERVAL_MS 3
+/*
+ * Claims triggered by commits come at most this often: commits that arrive
+ * close together share one durable claim.  A commit after a quiet spell is
+ * claimed at once.
+ */
+#define WA_CLAIM_MIN_INTERVAL_MS 5
 /* How often old log rows are purged. */
 #define WA_PURGE_INTERVAL_MS	60000
 /* Pause after an error in a cycle, so a persistent one does not spin. */
@@ -1380,10 +1384,10 @@ wa_worker_main(Datum main_arg)
 
 				/*
 				 * Busy: let commits that arrive close together share one
-				 * claim, instead of one durable claim per commit.  Idle, a
-				 * commit is claimed at once.
+				 * claim, instead of one durable claim per commit.  After a
+				 * quiet spell, a commit is claimed at once.
 				 */
-				if (what.claim && !what.poll && wa_http_running() > 0 &&
+				if (what.claim && !what.poll &&
 					now < TimestampTzPlusMilliseconds(last_claim_at, WA_CLAIM_MIN_INTERVAL_MS))
 				{
 					what.claim = false;
