@@ -270,6 +270,13 @@ SELECT pg_temp.recv(pg_temp.statuses(jsonb_build_array(
 SELECT id - :m1 + 1 AS m, state, delivered_at, read_at, failure_type, error_code
   FROM whatsapp.messages WHERE id BETWEEN :m5 AND :m9 ORDER BY id;
 
+-- A status that names the customer by business-scoped user id alone
+-- (the number withheld) applies like any other.
+SELECT pg_temp.recv(pg_temp.statuses(jsonb_build_array(
+	pg_temp.st('wamid.M10', 'delivered', 1749417050, :'m10') - 'recipient_id'
+	|| '{"recipient_user_id": "MX.1502576394655843"}'))) AS by_user_id;
+SELECT state, delivered_at FROM whatsapp.messages WHERE id = :m10;
+
 -- A status for a message of another account's number never matches.
 SELECT pg_temp.recv(pg_temp.statuses(jsonb_build_array(pg_temp.st('wamid.M10', 'read', 1749417100, :'m10')),
 									 '200200200'), 'app-secret-second') AS other_number;
