@@ -35,6 +35,9 @@ INSERT INTO wa_allowed VALUES
 	('whatsapp_sender', 'wa_receive', false),
 	('whatsapp_reader', 'wa_log', true),
 	('whatsapp_reader', 'normalize_phone', true),
+	-- the keyword folding rule, so readers can see how a reply was matched
+	('whatsapp_reader', 'fold_keyword', false),
+	('whatsapp_admin', 'fold_keyword', false),
 	-- the status view may call it with the reader's rights
 	('whatsapp_reader', '_worker_status', false),
 	('whatsapp_admin', 'wa_account_set', true),
@@ -55,6 +58,7 @@ INSERT INTO wa_allowed_views VALUES
 	('whatsapp_reader', 'inbound', false),
 	('whatsapp_reader', 'windows', false),
 	('whatsapp_reader', 'consents', false),
+	('whatsapp_reader', 'webhooks', false),
 	('whatsapp_admin', 'accounts', true),
 	('whatsapp_admin', 'odoo_rules', false);
 
@@ -142,9 +146,13 @@ SELECT is_empty($$
 				THEN has_sequence_privilege(g.role, r.oid, 'USAGE,SELECT,UPDATE')
 				WHEN r.relkind IN ('r', 'p', 'f', 'm')
 				THEN has_table_privilege(g.role, r.oid,
-						'SELECT,INSERT,UPDATE,DELETE,TRUNCATE,REFERENCES,TRIGGER')
+						'INSERT,UPDATE,DELETE,TRUNCATE,REFERENCES,TRIGGER')
+					 OR (has_table_privilege(g.role, r.oid, 'SELECT')
+						 -- the reader sees the template list and the keywords
+						 AND NOT (g.role = 'whatsapp_reader'
+								  AND r.relname IN ('templates', 'keywords')))
 				ELSE false END$$,
-	'sender and reader have no privilege on any table or sequence');
+	'sender and reader have no privilege on any table or sequence (the reader reads templates and keywords)');
 
 SELECT is_empty($$
 	SELECT r.qname FROM wa_rels r

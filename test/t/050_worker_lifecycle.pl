@@ -621,6 +621,10 @@ if (item(10))
 	# (b) launcher and worker together, while a request is in flight
 	# (the answer takes longer than the postmaster's 5 s before it restarts
 	# the launcher: the new launcher finds the old worker still draining)
+	# a drain longer than the answer (the default shutdown_timeout is 4 s)
+	q1($node, "ALTER SYSTEM SET whatsapp.shutdown_timeout = '15s'");
+	q1($node, 'SELECT pg_reload_conf()');
+	usleep(300_000);
 	$mock->add_rule({ match => { to => rcpt(1002) }, action => { latency_ms => 8000 } });
 	my $seq = $mock->last_seq;
 	$id = send_text($node, rcpt(1002), 'in flight while everything is terminated');
@@ -657,6 +661,8 @@ if (item(10))
 	is(scalar @{ $mock->requests($seq, callback => $id) }, 1,
 		'10. the message reached the mock once');
 	$mock->clear_rules;
+	q1($node, 'ALTER SYSTEM RESET whatsapp.shutdown_timeout');
+	q1($node, 'SELECT pg_reload_conf()');
 	$wpid = $new;
 }
 
