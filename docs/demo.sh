@@ -90,11 +90,13 @@ psql() { "${as_user[@]}" "$PG_BIN/psql" -X -q -h "$dir" -p "$port" -d demo -v ON
 
 say "install the extension and store an account (the token is sealed)"
 token=${WA_TOKEN:-EAAdemo-not-a-real-token}
+app_secret=${WA_APP_SECRET:-demo-app-secret}
 phone_id=${WA_PHONE_NUMBER_ID:-1099887766}
 # The token travels on standard input as a psql variable, not in argv.
 printf '%s\n' "\\set token '$token'" \
 	"CREATE EXTENSION whatsapp CASCADE;" \
-	"SELECT whatsapp.wa_account_set('demo', '$phone_id', :'token');" | psql
+	"\\set secret '$app_secret'" \
+	"SELECT whatsapp.wa_account_set('demo', '$phone_id', :'token', app_secret => :'secret');" | psql
 psql -c "SELECT name, phone_number_id, is_default, has_access_token, key_id FROM whatsapp.accounts"
 
 if ! $real; then
@@ -136,6 +138,30 @@ for i in $(seq 1 20); do
 	[ "$left" = 0 ] && break
 	sleep 1
 done
+
+if ! $real; then
+	say "the webhook round trip: Meta reports delivered and read, the customer answers BAJA"
+	# What Meta would POST to the application's endpoint, signed with the
+	# app secret; the application passes body and header to wa_receive.
+	first=$(psql -At -c "SELECT id || ' ' || wamid FROM whatsapp.messages WHERE wamid IS NOT NULL ORDER BY id LIMIT 1")
+	id=${first%% *}
+	wamid=${first#* }
+	now=$(date +%s)
+	receive() {
+		local body=$1 sig
+		sig=$(printf '%s' "$body" | openssl dgst -sha256 -hmac "$app_secret" | awk '{print $NF}')
+		printf '%s\n' "\\set body '$body'" "\\set sig 'sha256=$sig'" \
+			"SELECT whatsapp.wa_receive(:'body', :'sig') AS events_applied;" | psql
+	}
+	for status in delivered read; do
+		receive '{"object":"whatsapp_business_account","entry":[{"id":"2233445566","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550000000","phone_number_id":"'"$phone_id"'"},"statuses":[{"id":"'"$wamid"'","status":"'"$status"'","timestamp":"'"$now"'","recipient_id":"525512345678","biz_opaque_callback_data":"'"$id"'"}]}}]}]}'
+	done
+	receive '{"object":"whatsapp_business_account","entry":[{"id":"2233445566","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550000000","phone_number_id":"'"$phone_id"'"},"contacts":[{"profile":{"name":"Ana"},"wa_id":"5215512345678"}],"messages":[{"from":"5215512345678","id":"wamid.demo-inbound-1","timestamp":"'"$now"'","type":"text","text":{"body":"¡Baja!"}}]}}]}]}'
+	psql -c "SELECT id, state, sent_at IS NOT NULL AS sent, delivered_at, read_at FROM whatsapp.messages WHERE id = $id"
+	psql -c "SELECT * FROM whatsapp.consents"
+	psql -c "SELECT whatsapp.wa_send('+52 55 1234 5678', 'After the BAJA') AS id"
+	psql -c "SELECT id, recipient, state, failure_type FROM whatsapp.messages ORDER BY id DESC LIMIT 1"
+fi
 
 say "the log of every attempt (whatsapp.wa_log)"
 psql -c "SELECT message_id, attempt, event, http_status, code, message, round(latency_ms::numeric, 1) AS ms

@@ -17,6 +17,7 @@ PACKAGES=(
 	libipc-run-perl
 	nodejs
 	curl
+	openssl
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
