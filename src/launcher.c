@@ -45,7 +45,7 @@
 /* Seconds between a worker's stop and its next start. */
 #define WA_RESTART_DELAY_S	10
 /* Seconds between two checks for a database that is missing. */
-#define WA_MISSING_DB_RETRY_S 30
+#define WA_MISSING_DB_RETRY_S 5
 
 PGDLLEXPORT void wa_launcher_main(Datum main_arg);
 
