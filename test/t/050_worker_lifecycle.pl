@@ -5,7 +5,7 @@
 #      warns once per session.
 #   2. A listed database that is missing: one WARNING, no restart loop, and
 #      a worker once the database is created (the launcher rechecks every
-#      30 s).
+#      5 s).
 #   3. SIGHUP: whatsapp.api_url changes take effect; the setting refuses
 #      plain http to anything but loopback.
 #   4. SIGTERM: a bounded drain; in-doubt messages after a short
