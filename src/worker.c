@@ -57,13 +57,13 @@
 
 /* Record answers when this many wait, or when the oldest waited this long. */
 #define WA_RECORD_BATCH_MIN		64
-#define WA_RECORD_MAX_WAIT_MS	10
+#define WA_RECORD_MAX_WAIT_MS	20
 /*
  * Claims triggered by commits come at most this often: commits that arrive
  * close together share one durable claim.  A commit after a quiet spell is
  * claimed at once.
  */
-#define WA_CLAIM_MIN_INTERVAL_MS 5
+#define WA_CLAIM_MIN_INTERVAL_MS 20
 /* How often old log rows are purged. */
 #define WA_PURGE_INTERVAL_MS	60000
 /* Pause after an error in a cycle, so a persistent one does not spin. */
