@@ -21,6 +21,7 @@
  */
 #include "whatsapp.h"
 #include "cloudapi.h"
+#include "jsonb_access.h"
 
 #include <math.h>
 
@@ -67,76 +68,15 @@ parse_response(WaTransfer *t)
 	return result;
 }
 
-static JsonbValue *
-member(JsonbContainer *c, const char *key)
-{
-	if (c == NULL || !JsonContainerIsObject(c))
-		return NULL;
-	return getKeyJsonValueFromContainer(c, key, strlen(key), NULL);
-}
-
-static JsonbContainer *
-container(JsonbValue *v)
-{
-	if (v == NULL || v->type != jbvBinary)
-		return NULL;
-	return v->val.binary.data;
-}
-
-static char *
-string_member(JsonbContainer *c, const char *key)
-{
-	JsonbValue *v = member(c, key);
-
-	if (v == NULL)
-		return NULL;
-	if (v->type == jbvString)
-		return pnstrdup(v->val.string.val, v->val.string.len);
-	if (v->type == jbvNumeric)
-		return DatumGetCString(DirectFunctionCall1(numeric_out,
-												   NumericGetDatum(v->val.numeric)));
-	return NULL;
-}
-
-static bool
-int_member(JsonbContainer *c, const char *key, int *out)
-{
-	JsonbValue *v = member(c, key);
-
-	if (v == NULL)
-		return false;
-	if (v->type == jbvNumeric)
-	{
-		char	   *s = DatumGetCString(DirectFunctionCall1(numeric_out,
-															NumericGetDatum(v->val.numeric)));
-
-		*out = (int) strtol(s, NULL, 10);
-		return true;
-	}
-	if (v->type == jbvString)
-	{
-		char	   *s = pnstrdup(v->val.string.val, v->val.string.len);
-		char	   *end;
-		long		l = strtol(s, &end, 10);
-
-		if (end != s && *end == '\0')
-		{
-			*out = (int) l;
-			return true;
-		}
-	}
-	return false;
-}
-
-/* The first element of an array member, as a container. */
+/* The first element of an array member, as an object. */
 static JsonbContainer *
 first_of(JsonbContainer *c, const char *key)
 {
-	JsonbContainer *arr = container(member(c, key));
+	JsonbContainer *arr = wa_json_array(c, key);
 
-	if (arr == NULL || !JsonContainerIsArray(arr) || JsonContainerSize(arr) == 0)
+	if (arr == NULL || JsonContainerSize(arr) == 0)
 		return NULL;
-	return container(getIthJsonbValueFromContainer(arr, 0));
+	return wa_json_container(getIthJsonbValueFromContainer(arr, 0), true);
 }
 
 /* Exponential backoff with jitter: about 2^(attempt-1) seconds. */
@@ -201,7 +141,7 @@ wa_classify(WaTransfer *t, int max_attempts, WaOutcome *out)
 	if (doc != NULL && JB_ROOT_IS_OBJECT(doc))
 	{
 		root = &doc->root;
-		err = container(member(root, "error"));
+		err = wa_json_object(root, "error");
 	}
 
 	if (t->http_status == 200)
@@ -210,8 +150,8 @@ wa_classify(WaTransfer *t, int max_attempts, WaOutcome *out)
 		JsonbContainer *contact = first_of(root, "contacts");
 
 		out->kind = WA_OUT_SENT;
-		out->wamid = string_member(msg, "id");
-		out->wa_id = string_member(contact, "wa_id");
+		out->wamid = wa_json_string(msg, "id");
+		out->wa_id = wa_json_string(contact, "wa_id");
 		if (out->wamid == NULL)
 			out->log_message = pstrdup("accepted (HTTP 200) with a malformed answer: no message id");
 		else
@@ -221,12 +161,12 @@ wa_classify(WaTransfer *t, int max_attempts, WaOutcome *out)
 
 	if (err != NULL)
 	{
-		JsonbContainer *data = container(member(err, "error_data"));
+		JsonbContainer *data = wa_json_object(err, "error_data");
 
-		out->has_code = int_member(err, "code", &out->code);
-		out->title = string_member(err, "message");
-		out->details = string_member(data, "details");
-		out->fbtrace_id = string_member(err, "fbtrace_id");
+		out->has_code = wa_json_int(err, "code", &out->code);
+		out->title = wa_json_string(err, "message");
+		out->details = wa_json_string(data, "details");
+		out->fbtrace_id = wa_json_string(err, "fbtrace_id");
 	}
 	if (out->has_code)
 		out->log_message = psprintf("HTTP %ld, code %d: %s", t->http_status,

@@ -58,6 +58,7 @@
  *-------------------------------------------------------------------------
  */
 #include "whatsapp.h"
+#include "jsonb_access.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -286,94 +287,26 @@ spi_check(int rc, int expected, const char *what)
 			 SPI_result_code_string(rc));
 }
 
-/* ----------
- * JSON access.  Every helper accepts NULL and a container of the wrong
- * kind, and answers NULL: the payload is never trusted to have a shape.
- * ----------
- */
-static JsonbValue *
-jmember(JsonbContainer *c, const char *key)
-{
-	if (c == NULL || !JsonContainerIsObject(c))
-		return NULL;
-	return getKeyJsonValueFromContainer(c, key, strlen(key), NULL);
-}
-
-static JsonbContainer *
-jcontainer(JsonbValue *v, bool want_object)
-{
-	if (v == NULL || v->type != jbvBinary)
-		return NULL;
-	if (want_object ? !JsonContainerIsObject(v->val.binary.data) :
-		!JsonContainerIsArray(v->val.binary.data))
-		return NULL;
-	return v->val.binary.data;
-}
-
-static JsonbContainer *
-jobject(JsonbContainer *c, const char *key)
-{
-	return jcontainer(jmember(c, key), true);
-}
-
-static JsonbContainer *
-jarray(JsonbContainer *c, const char *key)
-{
-	return jcontainer(jmember(c, key), false);
-}
-
-/* A string member, or a number written as text; NULL otherwise. */
-static char *
-jstring(JsonbContainer *c, const char *key)
-{
-	JsonbValue *v = jmember(c, key);
-
-	if (v == NULL)
-		return NULL;
-	if (v->type == jbvString)
-		return pnstrdup(v->val.string.val, v->val.string.len);
-	if (v->type == jbvNumeric)
-		return DatumGetCString(DirectFunctionCall1(numeric_out,
-												   NumericGetDatum(v->val.numeric)));
-	return NULL;
-}
+/* JSON access: see jsonb_access.c; these add what only webhooks need. */
 
 /* A member that must be a JSON string (ids, kinds); NULL otherwise. */
 static char *
 jstrict(JsonbContainer *c, const char *key)
 {
-	JsonbValue *v = jmember(c, key);
+	JsonbValue *v = wa_json_member(c, key);
 
 	if (v == NULL || v->type != jbvString)
 		return NULL;
 	return pnstrdup(v->val.string.val, v->val.string.len);
 }
 
-/* An integer member (number or digits in a string) within int32. */
-static bool
-jint(JsonbContainer *c, const char *key, int32 *out)
-{
-	char	   *s = jstring(c, key);
-	char	   *end;
-	long		l;
-
-	if (s == NULL || *s == '\0')
-		return false;
-	errno = 0;
-	l = strtol(s, &end, 10);
-	if (errno != 0 || *end != '\0' || l < PG_INT32_MIN || l > PG_INT32_MAX)
-		return false;
-	*out = (int32) l;
-	return true;
-}
-
 /* The jsonb of an object member, or NULL. */
 static Jsonb *
 jsub(JsonbContainer *c, const char *key)
 {
-	JsonbValue *v = jmember(c, key);
+	JsonbValue *v = wa_json_member(c, key);
 
-	if (jcontainer(v, true) == NULL)
+	if (wa_json_container(v, true) == NULL)
 		return NULL;
 	return JsonbValueToJsonb(v);
 }
@@ -382,14 +315,14 @@ jsub(JsonbContainer *c, const char *key)
 static JsonbContainer *
 jelem_object(JsonbContainer *arr, uint32 i)
 {
-	return jcontainer(getIthJsonbValueFromContainer(arr, i), true);
+	return wa_json_container(getIthJsonbValueFromContainer(arr, i), true);
 }
 
 /* Meta's Unix seconds (string or number) as a timestamptz. */
 static bool
 jtimestamp(JsonbContainer *c, const char *key, TimestampTz *out)
 {
-	char	   *s = jstring(c, key);
+	char	   *s = wa_json_string(c, key);
 	char	   *end;
 	long long	v;
 
@@ -819,20 +752,20 @@ verify_signature(HookCtx *ctx, Jsonb *doc, const char *payload, size_t len,
 	/* The numbers and WABAs the payload names. */
 	if (doc != NULL && JB_ROOT_IS_OBJECT(doc))
 	{
-		JsonbContainer *entries = jarray(&doc->root, "entry");
+		JsonbContainer *entries = wa_json_array(&doc->root, "entry");
 
 		for (uint32 e = 0; entries && e < JsonContainerSize(entries); e++)
 		{
 			JsonbContainer *entry = jelem_object(entries, e);
-			JsonbContainer *changes = jarray(entry, "changes");
-			char	   *id = jstring(entry, "id");
+			JsonbContainer *changes = wa_json_array(entry, "changes");
+			char	   *id = wa_json_string(entry, "id");
 
 			if (id)
 				wabas = lappend(wabas, id);
 			for (uint32 c = 0; changes && c < JsonContainerSize(changes); c++)
 			{
-				JsonbContainer *value = jobject(jelem_object(changes, c), "value");
-				char	   *pnid = jstring(jobject(value, "metadata"), "phone_number_id");
+				JsonbContainer *value = wa_json_object(jelem_object(changes, c), "value");
+				char	   *pnid = wa_json_string(wa_json_object(value, "metadata"), "phone_number_id");
 
 				if (pnid)
 					pnids = lappend(pnids, pnid);
@@ -1348,50 +1281,50 @@ apply_status(HookCtx *ctx, StatusIn *st, const char *phone_number_id,
 static char *
 inbound_text(JsonbContainer *msg, const char *type, char **payload_out)
 {
-	JsonbContainer *o = type ? jobject(msg, type) : NULL;
+	JsonbContainer *o = type ? wa_json_object(msg, type) : NULL;
 
 	*payload_out = NULL;
 	if (type == NULL)
 		return NULL;
 	if (strcmp(type, "text") == 0)
-		return jstring(o, "body");
+		return wa_json_string(o, "body");
 	if (strcmp(type, "button") == 0)
 	{
-		*payload_out = jstring(o, "payload");
-		return jstring(o, "text");
+		*payload_out = wa_json_string(o, "payload");
+		return wa_json_string(o, "text");
 	}
 	if (strcmp(type, "interactive") == 0)
 	{
-		JsonbContainer *r = jobject(o, "button_reply");
+		JsonbContainer *r = wa_json_object(o, "button_reply");
 
 		if (r == NULL)
-			r = jobject(o, "list_reply");
+			r = wa_json_object(o, "list_reply");
 		if (r != NULL)
 		{
-			*payload_out = jstring(r, "id");
-			return jstring(r, "title");
+			*payload_out = wa_json_string(r, "id");
+			return wa_json_string(r, "title");
 		}
-		r = jobject(o, "nfm_reply");
+		r = wa_json_object(o, "nfm_reply");
 		if (r != NULL)
-			return jstring(r, "body");
+			return wa_json_string(r, "body");
 		return NULL;
 	}
 	if (strcmp(type, "reaction") == 0)
-		return jstring(o, "emoji");
+		return wa_json_string(o, "emoji");
 	if (strcmp(type, "image") == 0 || strcmp(type, "video") == 0 ||
 		strcmp(type, "document") == 0 || strcmp(type, "audio") == 0 ||
 		strcmp(type, "sticker") == 0)
 	{
-		char	   *s = jstring(o, "caption");
+		char	   *s = wa_json_string(o, "caption");
 
-		return s ? s : jstring(o, "filename");
+		return s ? s : wa_json_string(o, "filename");
 	}
 	if (strcmp(type, "location") == 0)
 	{
-		char	   *name = jstring(o, "name");
-		char	   *addr = jstring(o, "address");
-		char	   *lat = jstring(o, "latitude");
-		char	   *lon = jstring(o, "longitude");
+		char	   *name = wa_json_string(o, "name");
+		char	   *addr = wa_json_string(o, "address");
+		char	   *lat = wa_json_string(o, "latitude");
+		char	   *lon = wa_json_string(o, "longitude");
 
 		if (name && addr)
 			return psprintf("%s, %s", name, addr);
@@ -1403,13 +1336,13 @@ inbound_text(JsonbContainer *msg, const char *type, char **payload_out)
 	}
 	if (strcmp(type, "contacts") == 0)
 	{
-		JsonbContainer *arr = jarray(msg, "contacts");
+		JsonbContainer *arr = wa_json_array(msg, "contacts");
 		StringInfoData buf;
 
 		initStringInfo(&buf);
 		for (uint32 i = 0; arr && i < JsonContainerSize(arr); i++)
 		{
-			char	   *n = jstring(jobject(jelem_object(arr, i), "name"), "formatted_name");
+			char	   *n = wa_json_string(wa_json_object(jelem_object(arr, i), "name"), "formatted_name");
 
 			if (n)
 				appendStringInfo(&buf, "%s%s", buf.len ? ", " : "", n);
@@ -1417,15 +1350,15 @@ inbound_text(JsonbContainer *msg, const char *type, char **payload_out)
 		return buf.len ? buf.data : NULL;
 	}
 	if (strcmp(type, "order") == 0)
-		return jstring(o, "text");
+		return wa_json_string(o, "text");
 	if (strcmp(type, "system") == 0)
-		return jstring(o, "body");
+		return wa_json_string(o, "body");
 	if (strcmp(type, "unsupported") == 0)
 	{
-		JsonbContainer *errs = jarray(msg, "errors");
+		JsonbContainer *errs = wa_json_array(msg, "errors");
 		JsonbContainer *e = errs && JsonContainerSize(errs) > 0 ? jelem_object(errs, 0) : NULL;
 
-		return jstring(e, "title");
+		return wa_json_string(e, "title");
 	}
 	return NULL;
 }
@@ -1467,7 +1400,7 @@ callback_message_id(const char *s)
 static bool
 extract_status(HookCtx *ctx, JsonbValue *v, StatusIn *st, const char *where)
 {
-	JsonbContainer *o = jcontainer(v, true);
+	JsonbContainer *o = wa_json_container(v, true);
 	char	   *status;
 
 	memset(st, 0, sizeof(*st));
@@ -1504,7 +1437,7 @@ extract_status(HookCtx *ctx, JsonbValue *v, StatusIn *st, const char *where)
 		return false;
 	}
 	st->status = status;
-	st->message_id = callback_message_id(jstring(o, "biz_opaque_callback_data"));
+	st->message_id = callback_message_id(wa_json_string(o, "biz_opaque_callback_data"));
 	if (!jtimestamp(o, "timestamp", &st->ts))
 	{
 		st->ts = ctx->now;
@@ -1512,27 +1445,27 @@ extract_status(HookCtx *ctx, JsonbValue *v, StatusIn *st, const char *where)
 			 where, st->wamid);
 	}
 	st->pricing = jsub(o, "pricing");
-	if (st->pricing == NULL && jmember(o, "pricing") != NULL)
+	if (st->pricing == NULL && wa_json_member(o, "pricing") != NULL)
 		note(ctx, "%s (%s): pricing is not an object", where, st->wamid);
 	st->conversation = jsub(o, "conversation");
-	if (st->conversation == NULL && jmember(o, "conversation") != NULL)
+	if (st->conversation == NULL && wa_json_member(o, "conversation") != NULL)
 		note(ctx, "%s (%s): conversation is not an object", where, st->wamid);
-	st->recipient_id = jstring(o, "recipient_id");
+	st->recipient_id = wa_json_string(o, "recipient_id");
 	if (st->recipient_id && strspn(st->recipient_id, "0123456789") != strlen(st->recipient_id))
 		st->recipient_id = NULL;
-	st->recipient_user_id = jstring(o, "recipient_user_id");
+	st->recipient_user_id = wa_json_string(o, "recipient_user_id");
 	if (!usable_id(st->recipient_user_id))
 		st->recipient_user_id = NULL;
 	if (st->kind == ST_FAILED)
 	{
-		JsonbContainer *errs = jarray(o, "errors");
+		JsonbContainer *errs = wa_json_array(o, "errors");
 		JsonbContainer *e = (errs && JsonContainerSize(errs) > 0) ? jelem_object(errs, 0) : NULL;
 
-		st->has_code = jint(e, "code", &st->code);
-		st->title = jstring(e, "title");
+		st->has_code = wa_json_int(e, "code", &st->code);
+		st->title = wa_json_string(e, "title");
 		if (st->title == NULL)
-			st->title = jstring(e, "message");
-		st->details = jstring(jobject(e, "error_data"), "details");
+			st->title = wa_json_string(e, "message");
+		st->details = wa_json_string(wa_json_object(e, "error_data"), "details");
 		if (e == NULL)
 			note(ctx, "%s (%s): a failed status without errors", where, st->wamid);
 		st->failure_type = webhook_failure_type(st->has_code, st->code);
@@ -1544,8 +1477,8 @@ static void
 apply_statuses(HookCtx *ctx, JsonbContainer *value, const char *pnid,
 			   const char *where)
 {
-	JsonbValue *sv = jmember(value, "statuses");
-	JsonbContainer *arr = jcontainer(sv, false);
+	JsonbValue *sv = wa_json_member(value, "statuses");
+	JsonbContainer *arr = wa_json_container(sv, false);
 	int			naccounts;
 
 	if (sv == NULL)
@@ -1584,8 +1517,8 @@ apply_statuses(HookCtx *ctx, JsonbContainer *value, const char *pnid,
 static void
 apply_errors(HookCtx *ctx, JsonbContainer *value, const char *where)
 {
-	JsonbValue *ev = jmember(value, "errors");
-	JsonbContainer *arr = jcontainer(ev, false);
+	JsonbValue *ev = wa_json_member(value, "errors");
+	JsonbContainer *arr = wa_json_container(ev, false);
 
 	if (ev == NULL)
 		return;
@@ -1607,11 +1540,11 @@ apply_errors(HookCtx *ctx, JsonbContainer *value, const char *where)
 			note(ctx, "%s errors[%u] is not an object", where, i);
 			continue;
 		}
-		has_code = jint(e, "code", &code);
-		title = jstring(e, "title");
+		has_code = wa_json_int(e, "code", &code);
+		title = wa_json_string(e, "title");
 		if (title == NULL)
-			title = jstring(e, "message");
-		details = jstring(jobject(e, "error_data"), "details");
+			title = wa_json_string(e, "message");
+		details = wa_json_string(wa_json_object(e, "error_data"), "details");
 		log_event(0, "webhook", has_code, code,
 				  psprintf("error from Meta%s%s%s%s",
 						   has_code ? psprintf(" %d", code) : "",
@@ -1734,8 +1667,8 @@ contact_for(JsonbContainer *contacts, const char *from, const char *from_user)
 	for (uint32 i = 0; i < n; i++)
 	{
 		JsonbContainer *c = jelem_object(contacts, i);
-		char	   *wa_id = jstring(c, "wa_id");
-		char	   *uid = jstring(c, "user_id");
+		char	   *wa_id = wa_json_string(c, "wa_id");
+		char	   *uid = wa_json_string(c, "user_id");
 
 		if ((from && wa_id && strcmp(from, wa_id) == 0) ||
 			(from_user && uid && strcmp(from_user, uid) == 0))
@@ -1754,7 +1687,7 @@ static void
 apply_inbound(HookCtx *ctx, JsonbValue *v, JsonbContainer *contacts,
 			  const char *pnid, const char *where)
 {
-	JsonbContainer *msg = jcontainer(v, true);
+	JsonbContainer *msg = wa_json_container(v, true);
 	JsonbContainer *contact;
 	HookAccount *account;
 	char	   *wamid;
@@ -1801,11 +1734,11 @@ apply_inbound(HookCtx *ctx, JsonbValue *v, JsonbContainer *contacts,
 		return;
 	}
 
-	from = jstring(msg, "from");
+	from = wa_json_string(msg, "from");
 	from_user = jstrict(msg, "from_user_id");
 	contact = contact_for(contacts, from, from_user);
 	if (from == NULL)
-		from = jstring(contact, "wa_id");
+		from = wa_json_string(contact, "wa_id");
 	if (from != NULL && (!all_digits(from) || strlen(from) > 20))
 	{
 		note(ctx, "%s (%s): from \"%.40s\" is not a wa_id", where, wamid, from);
@@ -1818,7 +1751,7 @@ apply_inbound(HookCtx *ctx, JsonbValue *v, JsonbContainer *contacts,
 		if (wa_normalize_phone(plus, NULL, e164))
 			phone = pstrdup(e164);
 	}
-	user_id = from_user ? from_user : jstring(contact, "user_id");
+	user_id = from_user ? from_user : wa_json_string(contact, "user_id");
 	if (user_id != NULL && !usable_id(user_id))
 		user_id = NULL;
 	if (!jtimestamp(msg, "timestamp", &ts))
@@ -1828,19 +1761,19 @@ apply_inbound(HookCtx *ctx, JsonbValue *v, JsonbContainer *contacts,
 			 where, wamid);
 	}
 	body = inbound_text(msg, type, &button_payload);
-	context_wamid = jstring(jobject(msg, "context"), "id");
+	context_wamid = wa_json_string(wa_json_object(msg, "context"), "id");
 	if (context_wamid == NULL && strcmp(type, "reaction") == 0)
-		context_wamid = jstring(jobject(msg, "reaction"), "message_id");
+		context_wamid = wa_json_string(wa_json_object(msg, "reaction"), "message_id");
 
 	vals[0] = wamid;
 	vals[1] = from;
 	vals[2] = phone;
 	vals[3] = user_id;
-	vals[4] = jstring(contact, "parent_user_id");
-	vals[5] = jstring(contact, "username");
+	vals[4] = wa_json_string(contact, "parent_user_id");
+	vals[5] = wa_json_string(contact, "username");
 	if (vals[5] == NULL)
-		vals[5] = jstring(jobject(contact, "profile"), "username");
-	vals[6] = jstring(jobject(contact, "profile"), "name");
+		vals[5] = wa_json_string(wa_json_object(contact, "profile"), "username");
+	vals[6] = wa_json_string(wa_json_object(contact, "profile"), "name");
 	vals[7] = type;
 	vals[8] = body;
 	vals[9] = context_wamid;
@@ -1884,10 +1817,10 @@ apply_inbound(HookCtx *ctx, JsonbValue *v, JsonbContainer *contacts,
 		link_identities(account->id, phone, user_id, "linked identity", wamid);
 	if (strcmp(type, "system") == 0 && phone != NULL)
 	{
-		char	   *new_wa_id = jstring(jobject(msg, "system"), "new_wa_id");
+		char	   *new_wa_id = wa_json_string(wa_json_object(msg, "system"), "new_wa_id");
 
 		if (new_wa_id == NULL)
-			new_wa_id = jstring(jobject(msg, "system"), "wa_id");
+			new_wa_id = wa_json_string(wa_json_object(msg, "system"), "wa_id");
 		if (all_digits(new_wa_id) && strlen(new_wa_id) <= 20)
 			link_identities(account->id, phone, psprintf("+%s", new_wa_id),
 							"number change", wamid);
@@ -1924,9 +1857,9 @@ static void
 apply_messages(HookCtx *ctx, JsonbContainer *value, const char *pnid,
 			   const char *where)
 {
-	JsonbValue *mv = jmember(value, "messages");
-	JsonbContainer *arr = jcontainer(mv, false);
-	JsonbContainer *contacts = jarray(value, "contacts");
+	JsonbValue *mv = wa_json_member(value, "messages");
+	JsonbContainer *arr = wa_json_container(mv, false);
+	JsonbContainer *contacts = wa_json_array(value, "contacts");
 
 	if (mv == NULL)
 		return;
@@ -1945,8 +1878,8 @@ static void
 apply_user_preferences(HookCtx *ctx, JsonbContainer *value, const char *pnid,
 					   const char *where)
 {
-	JsonbContainer *arr = jarray(value, "user_preferences");
-	JsonbContainer *contacts = jarray(value, "contacts");
+	JsonbContainer *arr = wa_json_array(value, "user_preferences");
+	JsonbContainer *contacts = wa_json_array(value, "contacts");
 	HookAccount *account = active_account(ctx, pnid);
 
 	if (arr == NULL)
@@ -1957,10 +1890,10 @@ apply_user_preferences(HookCtx *ctx, JsonbContainer *value, const char *pnid,
 	for (uint32 i = 0; i < JsonContainerSize(arr); i++)
 	{
 		JsonbContainer *p = jelem_object(arr, i);
-		char	   *wa_id = jstring(p, "wa_id");
-		char	   *user_id = jstring(p, "user_id");
-		char	   *category = jstring(p, "category");
-		char	   *val = jstring(p, "value");
+		char	   *wa_id = wa_json_string(p, "wa_id");
+		char	   *user_id = wa_json_string(p, "user_id");
+		char	   *category = wa_json_string(p, "category");
+		char	   *val = wa_json_string(p, "value");
 		List	   *ids = NIL;
 		JsonbContainer *contact;
 
@@ -1971,9 +1904,9 @@ apply_user_preferences(HookCtx *ctx, JsonbContainer *value, const char *pnid,
 		}
 		contact = contact_for(contacts, wa_id, user_id);
 		if (user_id == NULL)
-			user_id = jstring(contact, "user_id");
+			user_id = wa_json_string(contact, "user_id");
 		if (wa_id == NULL)
-			wa_id = jstring(contact, "wa_id");
+			wa_id = wa_json_string(contact, "wa_id");
 		if (all_digits(wa_id) && strlen(wa_id) <= 20)
 			ids = lappend(ids, psprintf("+%s", wa_id));
 		if (usable_id(user_id))
@@ -1992,7 +1925,7 @@ apply_user_preferences(HookCtx *ctx, JsonbContainer *value, const char *pnid,
 		if (val != NULL && strcmp(val, "stop") == 0)
 		{
 			if (consent_apply(true, account ? account->id : 0, ids, "marketing",
-							  "user_preferences", jstring(p, "detail"), NULL) > 0)
+							  "user_preferences", wa_json_string(p, "detail"), NULL) > 0)
 				ctx->applied++;
 		}
 		else if (val != NULL && strcmp(val, "resume") == 0)
@@ -2012,8 +1945,8 @@ static void
 apply_template_update(HookCtx *ctx, JsonbContainer *value, const char *waba,
 					  bool category, const char *where)
 {
-	char	   *name = jstring(value, "message_template_name");
-	char	   *language = jstring(value, "message_template_language");
+	char	   *name = wa_json_string(value, "message_template_name");
+	char	   *language = wa_json_string(value, "message_template_language");
 	char	   *newval;
 	Oid			types[4] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID};
 	Datum		values[4];
@@ -2022,7 +1955,7 @@ apply_template_update(HookCtx *ctx, JsonbContainer *value, const char *waba,
 
 	if (category)
 	{
-		newval = jstring(value, "new_category");
+		newval = wa_json_string(value, "new_category");
 		if (newval != NULL)
 			for (char *c = newval; *c; c++)
 				*c = pg_toupper((unsigned char) *c);
@@ -2037,7 +1970,7 @@ apply_template_update(HookCtx *ctx, JsonbContainer *value, const char *waba,
 	}
 	else
 	{
-		newval = jstring(value, "event");
+		newval = wa_json_string(value, "event");
 		if (newval == NULL || strlen(newval) > 64)
 		{
 			note(ctx, "%s: template status update without an event", where);
@@ -2100,8 +2033,8 @@ apply_change(HookCtx *ctx, JsonbContainer *change, const char *waba,
 		note(ctx, "%s is not an object", where);
 		return;
 	}
-	field = jstring(change, "field");
-	value = jobject(change, "value");
+	field = wa_json_string(change, "field");
+	value = wa_json_object(change, "value");
 	if (field == NULL)
 	{
 		note(ctx, "%s has no field", where);
@@ -2112,12 +2045,12 @@ apply_change(HookCtx *ctx, JsonbContainer *change, const char *waba,
 		note(ctx, "%s (field %.64s) has no object value", where, field);
 		return;
 	}
-	pnid = jstring(jobject(value, "metadata"), "phone_number_id");
+	pnid = wa_json_string(wa_json_object(value, "metadata"), "phone_number_id");
 
 	if (strcmp(field, "messages") == 0)
 	{
-		if (jmember(value, "statuses") == NULL && jmember(value, "messages") == NULL &&
-			jmember(value, "errors") == NULL)
+		if (wa_json_member(value, "statuses") == NULL && wa_json_member(value, "messages") == NULL &&
+			wa_json_member(value, "errors") == NULL)
 			note(ctx, "%s: field messages without statuses, messages or errors", where);
 		apply_errors(ctx, value, where);
 		apply_statuses(ctx, value, pnid, where);
@@ -2157,14 +2090,14 @@ apply_payload(HookCtx *ctx, Jsonb *doc)
 		note(ctx, "the payload is not a JSON object");
 		return;
 	}
-	object = jstring(root, "object");
+	object = wa_json_string(root, "object");
 	if (object == NULL || strcmp(object, "whatsapp_business_account") != 0)
 	{
 		note(ctx, "object is %s%.64s%s, not \"whatsapp_business_account\": not a WhatsApp Business payload",
 			 object ? "\"" : "", object ? object : "missing", object ? "\"" : "");
 		return;
 	}
-	entries = jarray(root, "entry");
+	entries = wa_json_array(root, "entry");
 	if (entries == NULL)
 	{
 		note(ctx, "entry is missing or not an array");
@@ -2173,22 +2106,22 @@ apply_payload(HookCtx *ctx, Jsonb *doc)
 	/* The common case, one status alone, is applied and stored at once. */
 	if (JsonContainerSize(entries) == 1)
 	{
-		JsonbContainer *changes = jarray(jelem_object(entries, 0), "changes");
+		JsonbContainer *changes = wa_json_array(jelem_object(entries, 0), "changes");
 		JsonbContainer *change = (changes && JsonContainerSize(changes) == 1) ?
 		jelem_object(changes, 0) : NULL;
-		JsonbContainer *value = jobject(change, "value");
-		JsonbContainer *statuses = jarray(value, "statuses");
+		JsonbContainer *value = wa_json_object(change, "value");
+		JsonbContainer *statuses = wa_json_array(value, "statuses");
 		char	   *field = jstrict(change, "field");
 
 		ctx->single_status = field != NULL && strcmp(field, "messages") == 0 &&
 			statuses != NULL && JsonContainerSize(statuses) == 1 &&
-			jmember(value, "messages") == NULL && jmember(value, "errors") == NULL;
+			wa_json_member(value, "messages") == NULL && wa_json_member(value, "errors") == NULL;
 	}
 	for (uint32 e = 0; e < JsonContainerSize(entries); e++)
 	{
 		JsonbContainer *entry = jelem_object(entries, e);
-		JsonbContainer *changes = jarray(entry, "changes");
-		char	   *waba = jstring(entry, "id");
+		JsonbContainer *changes = wa_json_array(entry, "changes");
+		char	   *waba = wa_json_string(entry, "id");
 
 		if (changes == NULL)
 		{
@@ -2882,7 +2815,7 @@ wa_recipient_check(int32 account_id, const char *e164, const char *kind,
 	if (marketing && is_template)
 	{
 		Jsonb	   *j = DatumGetJsonbP(payload);
-		char	   *name = jstring(jobject(&j->root, "template"), "name");
+		char	   *name = wa_json_string(wa_json_object(&j->root, "template"), "name");
 		Oid			t2[2] = {TEXTOID, INT4OID};
 
 		if (name != NULL)
