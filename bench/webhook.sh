@@ -7,27 +7,35 @@
 # preloaded, one account with an app secret, and ROWS messages (default
 # 1,000,000) in whatsapp.message, all "sent" with a wamid, as the worker
 # leaves them.  Payloads are made beforehand: for PAYLOAD_MESSAGES random
-# messages, one "delivered" and one "read" status each, shaped as Meta
-# sends them (metadata, pricing, conversation, biz_opaque_callback_data),
-# signed with pgcrypto's hmac() (never with the code under test), in table
-# bench_payload(n, body, sig).  Then pgbench (-n, CLIENTS clients, THREADS
-# threads, -M prepared, DURATION s) runs, each transaction one
+# messages a "delivered" status (n from 0) and, PAYLOAD_MESSAGES later, its
+# "read", shaped as Meta sends them (metadata, pricing, conversation,
+# biz_opaque_callback_data) and signed with pgcrypto's hmac() (never with
+# the code under test), in table bench_payload(n, body, sig).  Then
+# pgbench (-n, THREADS threads, -M prepared, DURATION s) runs, each
+# transaction one
 #
-#   SELECT whatsapp.wa_receive(body, sig) FROM bench_payload WHERE n = :n
+#   SELECT whatsapp.wa_receive(body, sig) FROM public.bench_payload
+#    WHERE n = (SELECT nextval('public.bench_next'))
 #
-# with n random in a range of its own for each run, so that almost every
-# status moves a message forward (one UPDATE, one log row, one stored
-# payload) and no run replays another's payloads:
+# so every payload is taken once, in order, and every status moves its
+# message forward (one UPDATE, one log row, one stored payload):
 #
-#   receive-rc   at READ COMMITTED (the target: >= 5,000 payloads/s)
-#   receive-rr   at REPEATABLE READ, Odoo's level (reported; pgbench
-#                retries the rare 40001 of two statuses for one message)
+#   receive-rc   at READ COMMITTED, once per client count in CLIENTS (the
+#                target, >= 5,000 payloads/s, is judged on the best count)
+#   receive-rr   at REPEATABLE READ, Odoo's level, with that count
+#                (reported; pgbench retries the rare 40001)
 #   verify-only  whatsapp._verify_signature(body, sig): parsing, the
 #                account lookup and the HMAC check, nothing stored
 #   lookup-only  SELECT length(body) ... : the cost of the harness itself
 #
+# verify-only and lookup-only take random payloads (they write nothing).
 # The difference between receive and verify-only is what applying and
 # storing costs; verify-only minus lookup-only is the signature check.
+#
+# Several client counts, because on 2 cores 32 clients spend much of the
+# machine switching between backends that wait for the WAL flush (and each
+# new connection first faults in the shared buffers it touches), while 8
+# leave group commit half empty.  Every count is printed.
 #
 # The server is set up as one that holds such a table would be:
 # shared_buffers 1GB (table and indexes fit), max_wal_size 8GB and
@@ -39,13 +47,13 @@
 # which in steady state happens once per page per checkpoint_timeout.  The
 # full-page images per payload are printed with each run.
 #
-# Environment: ROWS (1000000), PAYLOAD_MESSAGES (250000), CLIENTS (32),
-# THREADS (2), DURATION (20), WARMUP (10), BENCH_EXTRA_CONF.
+# Environment: ROWS (1000000), PAYLOAD_MESSAGES (400000), CLIENTS ("8 16
+# 32"), THREADS (2), DURATION (20), WARMUP (10), BENCH_EXTRA_CONF.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ROWS=${ROWS:-1000000}
-PAYLOAD_MESSAGES=${PAYLOAD_MESSAGES:-250000}
-CLIENTS=${CLIENTS:-32}
+PAYLOAD_MESSAGES=${PAYLOAD_MESSAGES:-400000}
+CLIENT_COUNTS=${CLIENTS:-8 16 32}
 THREADS=${THREADS:-2}
 DURATION=${DURATION:-20}
 WARMUP=${WARMUP:-10}
@@ -76,15 +84,16 @@ SELECT a.id, '+52155' || lpad(g::text, 8, '0'), '52155' || lpad(g::text, 8, '0')
  WHERE a.name = 'bench';
 CREATE TABLE public.bench_payload (n integer PRIMARY KEY, body text NOT NULL, sig text NOT NULL);
 INSERT INTO public.bench_payload
-SELECT row_number() OVER () - 1, p.body,
+SELECT s.k * :pm + m.r - 1, p.body,
        'sha256=' || encode(public.hmac(p.body, :'secret', 'sha256'), 'hex')
-  FROM (SELECT m.id, s.status,
-               format('{"object":"whatsapp_business_account","entry":[{"id":"2000000001","changes":[{"value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550001111","phone_number_id":"1000000001"},"statuses":[{"id":"%s","status":"%s","timestamp":"%s","recipient_id":"%s","biz_opaque_callback_data":"%s","conversation":{"id":"c0a1b2c3d4e5f60718293a4b5c6d7e8f","origin":{"type":"utility"}},"pricing":{"billable":true,"pricing_model":"PMP","category":"utility","type":"regular"}}]},"field":"messages"}]}]}',
-                      m.wamid, s.status, extract(epoch FROM now())::bigint + s.k,
-                      m.wa_id, m.id) AS body
+  FROM (SELECT id, wamid, wa_id, row_number() OVER () AS r
           FROM (SELECT id, wamid, wa_id FROM whatsapp.message
-                 ORDER BY random() LIMIT :pm) m,
-               (VALUES ('delivered', 1), ('read', 2)) s(status, k)) p;
+                 ORDER BY random() LIMIT :pm) r) m,
+       (VALUES ('delivered', 0), ('read', 1)) s(status, k),
+       LATERAL (SELECT format('{"object":"whatsapp_business_account","entry":[{"id":"2000000001","changes":[{"value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550001111","phone_number_id":"1000000001"},"statuses":[{"id":"%s","status":"%s","timestamp":"%s","recipient_id":"%s","biz_opaque_callback_data":"%s","conversation":{"id":"c0a1b2c3d4e5f60718293a4b5c6d7e8f","origin":{"type":"utility"}},"pricing":{"billable":true,"pricing_model":"PMP","category":"utility","type":"regular"}}]},"field":"messages"}]}]}',
+                              m.wamid, s.status, extract(epoch FROM now())::bigint + s.k + 1,
+                              m.wa_id, m.id) AS body) p;
+CREATE SEQUENCE public.bench_next MINVALUE 0 START 0;
 VACUUM ANALYZE;
 CREATE EXTENSION pg_prewarm;
 SELECT sum(pg_prewarm(c.oid)) AS pages FROM pg_class c
@@ -95,18 +104,10 @@ npayloads=$(bq "SELECT count(*) FROM public.bench_payload")
 say "  ready in $(( $(date +%s) - t0 )) s: $(bq "SELECT count(*) FROM whatsapp.message") messages," \
 	"$npayloads payloads of $(bq "SELECT round(avg(length(body))) FROM public.bench_payload") bytes"
 
-# Payload ranges: a tenth for the warm-up, then half each for the two runs.
-w_end=$((npayloads / 10))
-rc_end=$((w_end + (npayloads - w_end) / 2))
-receive_script() {
-	cat >"$BENCH_DIR/$1.sql" <<EOF
-\set n random($2, $3)
-SELECT whatsapp.wa_receive(body, sig) FROM public.bench_payload WHERE n = :n;
+cat >"$BENCH_DIR/receive.sql" <<EOF
+SELECT whatsapp.wa_receive(body, sig) FROM public.bench_payload
+ WHERE n = (SELECT nextval('public.bench_next'));
 EOF
-}
-receive_script warm 0 $((w_end - 1))
-receive_script receive_rc "$w_end" $((rc_end - 1))
-receive_script receive_rr "$rc_end" $((npayloads - 1))
 cat >"$BENCH_DIR/verify.sql" <<EOF
 \set n random(0, $((npayloads - 1)))
 SELECT whatsapp._verify_signature(body, sig) FROM public.bench_payload WHERE n = :n;
@@ -117,21 +118,26 @@ SELECT length(body) + length(sig) FROM public.bench_payload WHERE n = :n;
 EOF
 chmod 644 "$BENCH_DIR"/*.sql
 
-# run NAME SCRIPT ISOLATION SECONDS: prints a line, sets RUN_TPS, RUN_LAT
+# run NAME SCRIPT ISOLATION SECONDS CLIENTS: prints a line, sets RUN_TPS, RUN_LAT
 run() {
-	local name=$1 script=$2 iso=$3 secs=$4 out c0 c1 busy0 total0 busy1 total1 n failed
+	local name=$1 script=$2 iso=$3 secs=$4 clients=$5 out c0 c1 busy0 total0 busy1 total1 n failed
 	bq "SELECT pg_stat_reset_shared('wal')" >/dev/null
 	sleep 0.2
 	c0=$(children_cpu_ms)
 	read -r busy0 total0 < <(machine_cpu_ms)
 	out=$("${as_user[@]}" env PGOPTIONS="-c default_transaction_isolation=${iso// /\\ }" \
 		"$PG_BIN/pgbench" -n -h "$BENCH_DIR" -p "$PGPORT_B" \
-		-c "$CLIENTS" -j "$THREADS" -T "$secs" -M prepared --max-tries=10 \
+		-c "$clients" -j "$THREADS" -T "$secs" -M prepared --max-tries=10 \
 		-f "$BENCH_DIR/$script.sql" bench 2>&1) || {
 		say "$out"
 		die "pgbench failed"
 	}
 	read -r busy1 total1 < <(machine_cpu_ms)
+	# the backends' CPU time is counted once they have exited
+	for _ in $(seq 50); do
+		[ "$(bq "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench'")" = 0 ] && break
+		sleep 0.1
+	done
 	sleep 0.2
 	c1=$(children_cpu_ms)
 	n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
@@ -142,38 +148,50 @@ run() {
 		say "$out"
 		die "no tps in the pgbench output"
 	}
+	# a receive run past the last payload would count empty transactions
+	[ "$script" != receive ] || [ "$(bq "SELECT last_value < $npayloads FROM public.bench_next")" = t ] ||
+		die "the payloads ran out: raise PAYLOAD_MESSAGES"
 	RUN_WAL=$(bq "SELECT round(wal_fpi::numeric / greatest($n, 1), 2) || ' FPI, ' || round(wal_bytes / greatest($n, 1)) || ' B WAL' FROM pg_stat_wal")
-	printf '  %-12s %-15s %8.0f /s  latency %6.3f ms  backend CPU %4.0f us/call  %s/call  machine busy %3.0f%%  retried %s, failed %s\n' \
-		"$name" "$iso" "$RUN_TPS" "$RUN_LAT" \
+	printf '  %-12s %-15s %3d clients %7.0f /s  latency %6.3f ms  backend CPU %4.0f us/call  %s/call  machine busy %3.0f%%  retried %s, failed %s\n' \
+		"$name" "$iso" "$clients" "$RUN_TPS" "$RUN_LAT" \
 		"$(awk -v d=$((c1 - c0)) -v n="$n" 'BEGIN { print (n > 0) ? d * 1000 / n : 0 }')" \
 		"$RUN_WAL" \
 		"$(awk -v b=$((busy1 - busy0)) -v t=$((total1 - total0)) 'BEGIN { print (t > 0) ? 100 * b / t : 0 }')" \
 		"$(sed -n 's/^number of transactions retried: \([0-9]*\).*/\1/p' <<<"$out")" "${failed:-0}"
 }
 
-step "warm-up: $WARMUP s (not counted; its payloads count as seen)"
-run warm-up warm "read committed" "$WARMUP"
+step "warm-up: $WARMUP s, 16 clients (not counted)"
+run warm-up receive "read committed" "$WARMUP" 16
 
-step "$CLIENTS clients, $THREADS threads, $DURATION s each, -M prepared"
+step "$THREADS pgbench threads, $DURATION s each, -M prepared"
 say "  server: $(bq "SELECT string_agg(name || ' = ' || setting || coalesce(unit, ''), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers', 'max_wal_size', 'checkpoint_timeout', 'synchronous_commit', 'fsync')")"
-run receive-rc receive_rc "read committed" "$DURATION"
-rc_tps=$RUN_TPS
-rc_lat=$RUN_LAT
-run receive-rr receive_rr "repeatable read" "$DURATION"
+rc_tps=0
+rc_all=""
+for c in $CLIENT_COUNTS; do
+	run receive-rc receive "read committed" "$DURATION" "$c"
+	rc_all="$rc_all${rc_all:+ / }$(printf '%.0f' "$RUN_TPS") at $c"
+	if awk -v a="$RUN_TPS" -v b="$rc_tps" 'BEGIN { exit !(a > b) }'; then
+		rc_tps=$RUN_TPS
+		rc_lat=$RUN_LAT
+		best=$c
+	fi
+done
+run receive-rr receive "repeatable read" "$DURATION" "$best"
 rr_tps=$RUN_TPS
-run verify-only verify "read committed" "$DURATION"
+run verify-only verify "read committed" "$DURATION" "$best"
 v_tps=$RUN_TPS
 v_lat=$RUN_LAT
-run lookup-only lookup "read committed" "$DURATION"
+run lookup-only lookup "read committed" "$DURATION" "$best"
 l_tps=$RUN_TPS
 
 bq "SELECT 'messages: ' || string_agg(state || ' ' || n, ', ' ORDER BY state) FROM (SELECT state, count(*) n FROM whatsapp.message GROUP BY state) s"
-bq "SELECT 'stored payloads: ' || count(*) || ', held statuses: ' || (SELECT count(*) FROM whatsapp.status_held) || ', log rows: ' || (SELECT count(*) FROM whatsapp.log) FROM whatsapp.webhook"
+bq "SELECT 'payloads taken: ' || (SELECT last_value + 1 FROM public.bench_next) || ', stored: ' || count(*) || ', held statuses: ' || (SELECT count(*) FROM whatsapp.status_held) || ', log rows: ' || (SELECT count(*) FROM whatsapp.log) FROM whatsapp.webhook"
 
 # per-call time on the whole machine: cores / throughput
 per_call() { awk -v t="$1" -v c="$(nproc)" 'BEGIN { printf "%.0f", (t > 0) ? c * 1e6 / t : 0 }'; }
 say ""
-say "  wa_receive, READ COMMITTED    $(printf '%6.0f' "$rc_tps") payloads/s  ($(per_call "$rc_tps") us of machine time each; target >= $TARGET/s)"
+say "  wa_receive, READ COMMITTED    $(printf '%6.0f' "$rc_tps") payloads/s  with $best clients ($(per_call "$rc_tps") us of machine time each; target >= $TARGET/s)"
+say "                                (per client count: $rc_all)"
 say "  wa_receive, REPEATABLE READ   $(printf '%6.0f' "$rr_tps") payloads/s  ($(per_call "$rr_tps") us each)"
 say "  signature check only          $(printf '%6.0f' "$v_tps") checks/s    ($(per_call "$v_tps") us each, harness included)"
 say "  harness only (payload lookup) $(printf '%6.0f' "$l_tps") lookups/s   ($(per_call "$l_tps") us each)"
@@ -181,8 +199,8 @@ say "  (load average at the end: $(cut -d' ' -f1-3 /proc/loadavg); other work on
 verdict=$(awk -v t="$rc_tps" -v g="$TARGET" 'BEGIN { print (t >= g) ? "meets" : "MISSES" }')
 say "  => $verdict the target of $TARGET payloads/s at READ COMMITTED"
 
-summary "Webhooks: signed single-status payloads/s, READ COMMITTED, $CLIENTS clients, $ROWS messages" \
-	">= $TARGET" "$(printf '%.0f' "$rc_tps") (latency ${rc_lat} ms)" "bash bench/webhook.sh"
-summary "Webhooks: the same at REPEATABLE READ" "reported" "$(printf '%.0f' "$rr_tps")" "bash bench/webhook.sh"
+summary "Webhooks: signed single-status payloads/s, READ COMMITTED, $ROWS messages, best of $CLIENT_COUNTS clients" \
+	">= $TARGET" "$(printf '%.0f' "$rc_tps") with $best clients (latency ${rc_lat} ms; $rc_all)" "bash bench/webhook.sh"
+summary "Webhooks: the same at REPEATABLE READ" "reported" "$(printf '%.0f' "$rr_tps") with $best clients" "bash bench/webhook.sh"
 summary "Webhooks: signature check alone (parse, accounts, HMAC-SHA256)" "reported" \
 	"$(printf '%.0f' "$v_tps") checks/s (latency ${v_lat} ms)" "bash bench/webhook.sh"
