@@ -2725,9 +2725,12 @@ wa_identity_forms_sql(PG_FUNCTION_ARGS)
  * ----------
  */
 
-/* Odoo's public.phone_blacklist(number, active), when it exists and fits. */
-static Oid
-odoo_blacklist_relid(void)
+/*
+ * Odoo's public.phone_blacklist(number, active), when it exists and fits;
+ * else InvalidOid.  Enqueue checks it, and so does the worker's claim.
+ */
+Oid
+wa_odoo_blacklist_relid(void)
 {
 	Oid			nsp = get_namespace_oid("public", true);
 	Oid			rel;
@@ -2755,7 +2758,7 @@ void
 wa_recipient_check(int32 account_id, const char *e164, const char *kind,
 				   Datum payload, WaRecipientVerdict *v)
 {
-	Oid			relid = odoo_blacklist_relid();
+	Oid			relid = wa_odoo_blacklist_relid();
 	Oid			t1[1] = {TEXTOID};
 	Datum		values[2];
 	SPIPlanPtr	plan;

@@ -216,6 +216,9 @@ extern void wa_recipient_check(int32 account_id, const char *e164,
 							   const char *kind, Datum payload,
 							   WaRecipientVerdict *verdict);
 
+/* Odoo's public.phone_blacklist when it exists with number and active. */
+extern Oid	wa_odoo_blacklist_relid(void);
+
 /* ----------
  * Background worker (worker.c).
  * ----------

@@ -126,6 +126,7 @@ static Oid	extension_oid = InvalidOid;
 static bool in_doubt_resolved = false;
 
 static SPIPlanPtr plan_claim = NULL;
+static Oid	plan_claim_blacklist = InvalidOid;	/* what plan_claim checks */
 static SPIPlanPtr plan_record = NULL;
 static SPIPlanPtr plan_next_due = NULL;
 static SPIPlanPtr plan_after_record = NULL;
@@ -320,72 +321,106 @@ free_plans(void)
 	plan_claim = plan_record = plan_next_due = plan_after_record = NULL;
 }
 
+/*
+ * The claim.  OFFSET 0 keeps the NOT EXISTS a correlated subplan, an index
+ * probe of message_pair_idx on (account, recipient, id) per candidate,
+ * whatever the statistics say.  As an anti-join, a fresh outbox or stale
+ * statistics (a burst queued onto a table of sent messages, estimated at
+ * one queued row) got a plan that scans every queued and sending row of
+ * the account for each candidate: quadratic, about 0.4 s per claim of 200
+ * with 10,000 queued.
+ *
+ * A recipient who opted out since enqueue (webhook.c) is blocked, not
+ * sent; with blacklist valid, so is a number active in Odoo's
+ * phone_blacklist.
+ */
+static SPIPlanPtr
+prepare_claim(Oid blacklist)
+{
+	Oid			claim_types[2] = {INT4OID, INT4OID};
+	char	   *sql;
+	SPIPlanPtr	plan;
+
+	sql = psprintf("WITH c AS ("
+				   " SELECT m.id,"
+				   "  (EXISTS (SELECT 1 FROM whatsapp.opt_out o"
+				   "   WHERE o.identifier = m.recipient AND (o.scope = 'all'"
+				   "    OR (m.kind = 'template' AND EXISTS (SELECT 1 FROM whatsapp.templates t"
+				   "     WHERE t.name = m.payload -> 'template' ->> 'name'"
+				   "       AND t.category = 'MARKETING' AND (t.account IS NULL OR t.account ="
+				   "        (SELECT a.name FROM whatsapp.account a WHERE a.id = m.account_id))))))"
+				   "   %s)"
+				   "   AS blocked"
+				   " FROM whatsapp.message m"
+				   "  WHERE m.account_id = $1 AND m.state = 'queued'"
+				   "    AND m.next_attempt_at <= pg_catalog.now()"
+				   "    AND NOT EXISTS (SELECT 1 FROM whatsapp.message p"
+				   "         WHERE p.account_id = m.account_id"
+				   "           AND p.recipient = m.recipient"
+				   "           AND p.state IN ('queued', 'sending')"
+				   "           AND p.id < m.id OFFSET 0)"
+				   "  ORDER BY m.next_attempt_at, m.id"
+				   "  LIMIT $2"
+				   "  FOR UPDATE OF m SKIP LOCKED),"
+				   " b AS (INSERT INTO whatsapp.log (message_id, event, message)"
+				   "  SELECT c.id, 'blocked', 'recipient opted out by the time of the claim; not sent'"
+				   "    FROM c WHERE c.blocked)"
+				   " UPDATE whatsapp.message m"
+				   "    SET state = CASE WHEN c.blocked THEN 'blocked' ELSE 'sending' END,"
+				   "        attempts = m.attempts + CASE WHEN c.blocked THEN 0 ELSE 1 END,"
+				   "        failure_type = CASE WHEN c.blocked THEN 'opted_out'"
+				   "          ELSE m.failure_type END,"
+				   "        error_title = CASE WHEN c.blocked"
+				   "          THEN 'recipient opted out by the time of the claim'"
+				   "          ELSE m.error_title END,"
+				   "        claimed_at = pg_catalog.now()"
+				   "   FROM c WHERE m.id = c.id"
+				   " RETURNING m.id, m.attempts,"
+				   "  (pg_catalog.jsonb_build_object('messaging_product', 'whatsapp',"
+				   "     'recipient_type', 'individual', 'to', m.recipient,"
+				   "     'biz_opaque_callback_data', m.id::text) || m.payload)::text,"
+				   "  c.blocked",
+				   OidIsValid(blacklist) ?
+				   " OR EXISTS (SELECT 1 FROM public.phone_blacklist b"
+				   "   WHERE b.number = m.recipient AND b.active)" : "");
+	plan = prepare_kept(sql, 2, claim_types);
+	pfree(sql);
+	plan_claim_blacklist = blacklist;
+	return plan;
+}
+
+/*
+ * Odoo's phone_blacklist may be created or dropped at any time (installing
+ * or removing Odoo's phone module): claim with or without it, as it is now.
+ */
+static void
+check_claim_blacklist(void)
+{
+	Oid			blacklist = wa_odoo_blacklist_relid();
+	SPIPlanPtr	plan;
+
+	if (blacklist == plan_claim_blacklist)
+		return;
+	/* the old plan stays until the new one is ready */
+	plan = prepare_claim(blacklist);
+	if (plan_claim)
+		SPI_freeplan(plan_claim);
+	plan_claim = plan;
+}
+
 static void
 prepare_plans(void)
 {
-	Oid			claim_types[2] = {INT4OID, INT4OID};
 	Oid			due_types[1] = {INT4OID};
 	Oid			record_types[14] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
 		INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
 	TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, INT4ARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID};
 
-	SPIPlanPtr	claim_plan;
 	SPIPlanPtr	record_plan;
 
 	if (plan_next_due != NULL)
 		return;
 	free_plans();
-
-	/*
-	 * The claim.  OFFSET 0 keeps the NOT EXISTS a correlated subplan, an
-	 * index probe of message_pair_idx on (account, recipient, id) per
-	 * candidate, whatever the statistics say.  As an anti-join, a fresh
-	 * outbox or stale statistics (a burst queued onto a table of sent
-	 * messages, estimated at one queued row) got a plan that scans every
-	 * queued and sending row of the account for each candidate: quadratic,
-	 * about 0.4 s per claim of 200 with 10,000 queued.
-	 */
-	claim_plan = prepare_kept(
-							  "WITH c AS ("
-							  " SELECT m.id,"
-							  /* webhook.c: opted out by now?  Then blocked, not sent. */
-							  "  EXISTS (SELECT 1 FROM whatsapp.opt_out o"
-							  "   WHERE o.identifier = m.recipient AND (o.scope = 'all'"
-							  "    OR (m.kind = 'template' AND EXISTS (SELECT 1 FROM whatsapp.templates t"
-							  "     WHERE t.name = m.payload -> 'template' ->> 'name'"
-							  "       AND t.category = 'MARKETING' AND (t.account IS NULL OR t.account ="
-							  "        (SELECT a.name FROM whatsapp.account a WHERE a.id = m.account_id))))))"
-							  "   AS blocked"
-							  " FROM whatsapp.message m"
-							  "  WHERE m.account_id = $1 AND m.state = 'queued'"
-							  "    AND m.next_attempt_at <= pg_catalog.now()"
-							  "    AND NOT EXISTS (SELECT 1 FROM whatsapp.message p"
-							  "         WHERE p.account_id = m.account_id"
-							  "           AND p.recipient = m.recipient"
-							  "           AND p.state IN ('queued', 'sending')"
-							  "           AND p.id < m.id OFFSET 0)"
-							  "  ORDER BY m.next_attempt_at, m.id"
-							  "  LIMIT $2"
-							  "  FOR UPDATE OF m SKIP LOCKED),"
-							  " b AS (INSERT INTO whatsapp.log (message_id, event, message)"
-							  "  SELECT c.id, 'blocked', 'recipient opted out by the time of the claim; not sent'"
-							  "    FROM c WHERE c.blocked)"
-							  " UPDATE whatsapp.message m"
-							  "    SET state = CASE WHEN c.blocked THEN 'blocked' ELSE 'sending' END,"
-							  "        attempts = m.attempts + CASE WHEN c.blocked THEN 0 ELSE 1 END,"
-							  "        failure_type = CASE WHEN c.blocked THEN 'opted_out'"
-							  "          ELSE m.failure_type END,"
-							  "        error_title = CASE WHEN c.blocked"
-							  "          THEN 'recipient opted out by the time of the claim'"
-							  "          ELSE m.error_title END,"
-							  "        claimed_at = pg_catalog.now()"
-							  "   FROM c WHERE m.id = c.id"
-							  " RETURNING m.id, m.attempts,"
-							  "  (pg_catalog.jsonb_build_object('messaging_product', 'whatsapp',"
-							  "     'recipient_type', 'individual', 'to', m.recipient,"
-							  "     'biz_opaque_callback_data', m.id::text) || m.payload)::text,"
-							  "  c.blocked",
-							  2, claim_types);
 
 	record_plan = prepare_kept(
 							   "WITH r AS ("
@@ -425,7 +460,7 @@ prepare_plans(void)
 		plan_after_record = prepare_kept("SELECT whatsapp._after_record($1, $2)",
 										 2, hook_types);
 	}
-	plan_claim = claim_plan;
+	plan_claim = prepare_claim(InvalidOid);
 	plan_record = record_plan;
 	/* assigned last: it marks the set as complete */
 	plan_next_due = prepare_kept(
@@ -1074,6 +1109,7 @@ run_cycle(WaCycle *what)
 		return;
 	}
 	prepare_plans();
+	check_claim_blacklist();
 	if (!in_doubt_resolved)
 		resolve_in_doubt();
 	if (what->reload || !accounts_loaded ||

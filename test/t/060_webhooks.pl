@@ -5,7 +5,8 @@
 #     with and without biz_opaque_callback_data;
 #   - 131050 from the API fails the message and records a marketing opt-out;
 #   - a recipient opted out after enqueue but before the claim is blocked at
-#     the claim and never sent;
+#     the claim and never sent, and so is one that Odoo's phone_blacklist
+#     (created after enqueue) lists as active;
 #   - an inbound STOP, then wa_send: blocked, never sent;
 #   - the signature is checked against an independent HMAC (pgcrypto, and
 #     one computed by openssl dgst).
@@ -213,6 +214,48 @@ is(state_of($a1), 'sent', 'the first (already in flight) was sent');
 my @req = grep { ($_->{to} // '') eq '+34612000001' } @{ $mock->requests($seq0) };
 is(scalar(@req), 1, 'the mock saw only the first');
 $mock->clear_rules;
+
+# --- 4b. The same with Odoo's phone_blacklist, created after enqueue ------
+# Odoo's phone module may be installed at any time: the worker's claim
+# picks the table up when it appears and lets it go when it is dropped.
+$mock->add_rule({ match => { to => '+34612000002' }, action => { latency_ms => 3000 } });
+$seq0 = $mock->last_seq;
+my ($k1, $k2);
+{
+	my ($rc1, $out, $err) = WaTest::run_psql($node, q{
+		SELECT whatsapp.wa_send('+34 612 000 002', 'first') || ',' ||
+			   whatsapp.wa_send('+34 612 000 002', 'second')});
+	($k1, $k2) = split /,/, $out;
+}
+ok(WaTest::wait_for($node,
+		"SELECT string_agg(state, ',' ORDER BY id) FROM whatsapp.messages WHERE id IN ($k1, $k2)",
+		'sending,queued', 30),
+	'4b. the first is in flight, the second queued behind it');
+WaTest::psql_ok($node, q{
+	CREATE TABLE public.phone_blacklist (id serial PRIMARY KEY, number varchar NOT NULL,
+										 active boolean,
+										 CONSTRAINT phone_blacklist_unique_number UNIQUE (number));
+	INSERT INTO public.phone_blacklist (number, active) VALUES ('+34612000002', true);
+}, '4b. Odoo blacklists the number meanwhile (the table is new)');
+ok(WaTest::wait_for($node, "SELECT state FROM whatsapp.messages WHERE id = $k2", 'blocked', 30),
+	'4b. the second is blocked at the claim');
+WaTest::psql_is($node, "SELECT failure_type FROM whatsapp.messages WHERE id = $k2",
+	'opted_out', '4b. as opted_out');
+ok(WaTest::wait_for($node, "SELECT state FROM whatsapp.messages WHERE id = $k1", 'sent', 30),
+	'4b. the first (already in flight) was sent');
+@req = grep { ($_->{to} // '') eq '+34612000002' } @{ $mock->requests($seq0) };
+is(scalar(@req), 1, '4b. the mock saw only the first');
+$mock->clear_rules;
+# an inactive entry blocks nothing; dropping the table leaves the worker well
+WaTest::psql_ok($node, "UPDATE public.phone_blacklist SET active = false",
+	'4b. the entry is deactivated');
+my $k3 = send_text('+34 612 000 002', 'third');
+ok(WaTest::wait_for($node, "SELECT state FROM whatsapp.messages WHERE id = $k3", 'sent', 30),
+	'4b. an inactive blacklist entry blocks nothing');
+WaTest::psql_ok($node, "DROP TABLE public.phone_blacklist", '4b. Odoo drops the table');
+my $k4 = send_text('+34 612 000 003', 'after the drop');
+ok(WaTest::wait_for($node, "SELECT state FROM whatsapp.messages WHERE id = $k4", 'sent', 30),
+	'4b. the worker claims without the table once it is gone');
 
 # --- 5. An inbound STOP, then wa_send: blocked, never sent ---------------
 is(receive(text_payload('5215512345678', 'wamid.STOP1', 'STOP')), '1', 'an inbound STOP from 521 55 1234 5678');
