@@ -484,6 +484,10 @@ SELECT count(*) AS messages,
 -- Odoo 16: sale_order has 'done', no locked
 -- ---------------------------------------------------------------------
 SELECT whatsapp.wa_odoo_disable(e) FROM unnest(ARRAY['invoice_posted', 'refund_posted', 'invoice_sent']) e;
+-- Every failure recorded so far for Odoo's data or configuration: none
+-- carries a Meta error code, which tells them apart from Meta's 132xxx.
+\set odoo_failures 'SELECT failure_type, count(*) > 0 AS some, bool_and(error_code IS NULL) AS no_meta_code FROM whatsapp.message WHERE state = ''failed'' AND (dedupe_key LIKE ''sale.order:%'' OR dedupe_key LIKE ''account.move:%'') GROUP BY failure_type ORDER BY failure_type;'
+:odoo_failures
 TRUNCATE whatsapp.message;
 \set ECHO none
 \i test/odoo/drop.sql
@@ -588,6 +592,9 @@ INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, p
 VALUES (4, 1, 14, 14, 14, 2, 'S00004', 'sale', now() AT TIME ZONE 'UTC', 1);
 SELECT dedupe_key, state, failure_type, params, error_title FROM m
  WHERE dedupe_key ~ '^sale\.order:[234]:' ORDER BY id;
+
+-- The failures since the last TRUNCATE: none carries a Meta error code.
+:odoo_failures
 
 -- ---------------------------------------------------------------------
 -- Disable, and DROP EXTENSION
