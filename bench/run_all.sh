@@ -2,8 +2,8 @@
 # bench/run_all.sh: run every benchmark, then print a Markdown table of the
 # results for the README's performance table.
 #
-#   bash bench/run_all.sh            # all four, about 5 minutes
-#   bash bench/run_all.sh latency    # only some: throughput enqueue latency memory
+#   bash bench/run_all.sh            # all six, about 15 minutes
+#   bash bench/run_all.sh latency    # only some: throughput enqueue latency memory webhook odoo
 #
 # Each benchmark prints its own details as it goes (also kept in
 # bench-<name>.log in a temporary directory, printed at the end), then
@@ -14,7 +14,7 @@ set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 benches=("$@")
-[ "${#benches[@]}" -gt 0 ] || benches=(throughput enqueue latency memory)
+[ "${#benches[@]}" -gt 0 ] || benches=(throughput enqueue latency memory webhook odoo)
 
 logs=$(mktemp -d /tmp/whatsapp-bench-logs.XXXXXX)
 rows=()
