@@ -1,13 +1,19 @@
 /*-------------------------------------------------------------------------
  *
  * redact.c
- *	  Keep the secrets passed to wa_account_set out of the server log and
- *	  out of pg_stat_activity.
+ *	  Keep the secrets passed to the functions that take one out of the
+ *	  server log and out of pg_stat_activity: wa_account_set (tokens, app
+ *	  secret, verify token) and wa_verify_webhook (the verify token of
+ *	  Meta's handshake, which clients such as Odoo's controller write into
+ *	  the statement text).
  *
- * A statement is "sensitive" when its text (debug_query_string) names
- * wa_account_set, or a word within two typing mistakes of it, so that a
- * misspelled call is covered too; an EXECUTE of a statement prepared with
- * such text counts as well.  While a sensitive statement runs:
+ * A statement is "sensitive" when its text (debug_query_string) names one
+ * of these functions, or a word within two typing mistakes of one (case
+ * ignored), so that a misspelled call is covered too; an EXECUTE of a
+ * statement prepared with such text counts as well.  The redacted call
+ * shown for it names the function that matched, as in
+ * "SELECT whatsapp.wa_verify_webhook(<redacted>)".  While a sensitive
+ * statement runs:
  *
  * - the emit_log_hook hides the STATEMENT line, replaces the statement
  *	 text inside messages (log_statement's "statement: ...", the
@@ -38,8 +44,6 @@
 #include "utils/memutils.h"
 #include "utils/plancache.h"
 
-/* What pg_stat_activity and the log show instead of a sensitive statement. */
-#define WA_REDACTED_CALL	"SELECT whatsapp.wa_account_set(<redacted>)"
 #define WA_REDACTED_VALUE	"***"
 
 /* Literals shorter than this are not searched for: they are no secrets. */
@@ -48,8 +52,26 @@
 /* How deep to look for literals inside dollar-quoted bodies. */
 #define WA_MAX_LITERAL_DEPTH 3
 
-static const char wa_target[] = "wa_account_set";
-#define WA_TARGET_LEN		((int) sizeof(wa_target) - 1)
+/*
+ * The functions whose calls are sensitive, and what pg_stat_activity and
+ * the log show instead of a statement that names one.  Names are lower
+ * case, and shorter than NAMEDATALEN.
+ */
+typedef struct WaTarget
+{
+	const char *name;
+	int			len;
+	const char *redacted_call;
+} WaTarget;
+
+#define WA_TARGET(fn) \
+	{ fn, (int) sizeof(fn) - 1, "SELECT whatsapp." fn "(<redacted>)" }
+
+static const WaTarget wa_targets[] = {
+	WA_TARGET("wa_account_set"),
+	WA_TARGET("wa_verify_webhook"),
+};
+
 #define WA_TARGET_MAX_EDITS 2
 
 static bool hooks_installed = false;
@@ -79,43 +101,64 @@ is_ident_char(unsigned char c)
 
 /*
  * Is the word within WA_TARGET_MAX_EDITS insertions, deletions or
- * substitutions of "wa_account_set", ignoring case?  No allocation.
+ * substitutions of the target's name, ignoring case?  A word whose length
+ * alone rules it out costs two comparisons.  No allocation: the two rows
+ * of the distance table live on the stack.
  */
 static bool
-word_near_target(const char *w, int len)
+word_near_target(const char *w, int len, const WaTarget *target)
 {
-	int			prev[WA_TARGET_LEN + 1];
-	int			cur[WA_TARGET_LEN + 1];
+	const char *t = target->name;
+	int			tlen = target->len;
+	int			rows[2][NAMEDATALEN];
+	int		   *prev = rows[0];
+	int		   *cur = rows[1];
 
-	if (len < WA_TARGET_LEN - WA_TARGET_MAX_EDITS ||
-		len > WA_TARGET_LEN + WA_TARGET_MAX_EDITS)
+	Assert(tlen < NAMEDATALEN);
+	if (len < tlen - WA_TARGET_MAX_EDITS || len > tlen + WA_TARGET_MAX_EDITS)
 		return false;
-	for (int j = 0; j <= WA_TARGET_LEN; j++)
+	for (int j = 0; j <= tlen; j++)
 		prev[j] = j;
 	for (int i = 1; i <= len; i++)
 	{
 		char		c = pg_ascii_tolower((unsigned char) w[i - 1]);
 		int			rowmin;
+		int		   *swap;
 
 		cur[0] = i;
 		rowmin = cur[0];
-		for (int j = 1; j <= WA_TARGET_LEN; j++)
+		for (int j = 1; j <= tlen; j++)
 		{
 			int			best = prev[j] + 1;
+			int			subst = prev[j - 1] + (c == t[j - 1] ? 0 : 1);
 
 			if (cur[j - 1] + 1 < best)
 				best = cur[j - 1] + 1;
-			if (prev[j - 1] + (c == wa_target[j - 1] ? 0 : 1) < best)
-				best = prev[j - 1] + (c == wa_target[j - 1] ? 0 : 1);
+			if (subst < best)
+				best = subst;
 			cur[j] = best;
 			if (best < rowmin)
 				rowmin = best;
 		}
 		if (rowmin > WA_TARGET_MAX_EDITS)
 			return false;
-		memcpy(prev, cur, sizeof(prev));
+		swap = prev;
+		prev = cur;
+		cur = swap;
 	}
-	return prev[WA_TARGET_LEN] <= WA_TARGET_MAX_EDITS;
+	return prev[tlen] <= WA_TARGET_MAX_EDITS;
+}
+
+/* The target the word is, or nearly is; NULL for none. */
+static const WaTarget *
+word_target(const char *w, int len)
+{
+	for (int k = 0; k < (int) lengthof(wa_targets); k++)
+	{
+		if (word_near_target(w, len, &wa_targets[k]))
+			return &wa_targets[k];
+	}
+	return NULL;
 }
 
 /*
@@ -133,12 +176,12 @@ prepared_statement_text(const char *name)
 }
 
 /*
- * Does the text contain a word that is, or nearly is, wa_account_set?
- * With follow_execute, "EXECUTE name" also counts when the statement
- * prepared under that name does.
+ * The first target that the text names, or nearly names, in a word; NULL
+ * for none.  With follow_execute, "EXECUTE name" also counts when the
+ * statement prepared under that name names one.
  */
-static bool
-mentions_account_set(const char *s, bool follow_execute)
+static const WaTarget *
+mentioned_target(const char *s, bool follow_execute)
 {
 	const unsigned char *p = (const unsigned char *) s;
 	bool		after_execute = false;
@@ -152,6 +195,7 @@ mentions_account_set(const char *s, bool follow_execute)
 		if (is_ident_char(*p))
 		{
 			const unsigned char *start = p;
+			const WaTarget *target;
 
 			while (*p && is_ident_char(*p))
 			{
@@ -162,8 +206,9 @@ mentions_account_set(const char *s, bool follow_execute)
 				p++;
 			}
 			name[n] = '\0';
-			if (word_near_target((const char *) start, p - start))
-				return true;
+			target = word_target((const char *) start, p - start);
+			if (target != NULL)
+				return target;
 		}
 		else if (*p == '"' && after_execute)
 		{
@@ -197,16 +242,22 @@ mentions_account_set(const char *s, bool follow_execute)
 		{
 			const char *prepared = prepared_statement_text(name);
 
-			if (prepared != NULL && mentions_account_set(prepared, false))
-				return true;
+			if (prepared != NULL)
+			{
+				const WaTarget *target = mentioned_target(prepared, false);
+
+				if (target != NULL)
+					return target;
+			}
 		}
 		after_execute = follow_execute && !too_long && strcmp(name, "execute") == 0;
 	}
-	return false;
+	return NULL;
 }
 
 /*
- * Does the statement now running carry secrets for wa_account_set?
+ * The target whose secrets the statement now running may carry, or NULL
+ * when it is not sensitive.
  *
  * The answer is kept for the current statement text: a string of many
  * statements is analyzed once per statement, and scanning it each time
@@ -216,22 +267,22 @@ mentions_account_set(const char *s, bool follow_execute)
 static const char *sensitive_query = NULL;
 static TimestampTz sensitive_ts = 0;
 static char sensitive_prefix[256];
-static bool sensitive_result = false;
+static const WaTarget *sensitive_result = NULL;
 
-static bool
-statement_is_sensitive(void)
+static const WaTarget *
+sensitive_statement_target(void)
 {
 	const char *q = debug_query_string;
 	TimestampTz ts;
 
 	if (q == NULL || q[0] == '\0')
-		return false;
+		return NULL;
 	ts = GetCurrentStatementStartTimestamp();
 	if (q == sensitive_query && ts == sensitive_ts &&
 		strncmp(q, sensitive_prefix, sizeof(sensitive_prefix) - 1) == 0)
 		return sensitive_result;
 
-	sensitive_result = mentions_account_set(q, true);
+	sensitive_result = mentioned_target(q, true);
 	sensitive_query = q;
 	sensitive_ts = ts;
 	strlcpy(sensitive_prefix, q, sizeof(sensitive_prefix));
@@ -414,11 +465,12 @@ append_redacted(StringInfo buf, const char *in, int len,
 
 /*
  * The redacted form of a message: the statement text, wherever it
- * appears whole, becomes the redacted call; the rest is redacted piece by
- * piece.  Returns a new string, or NULL for NULL.
+ * appears whole, becomes the redacted call "call"; the rest is redacted
+ * piece by piece.  Returns a new string, or NULL for NULL.
  */
 static char *
-redact_message(const char *in, const SpanList *lits, bool quoted_values)
+redact_message(const char *in, const char *call, const SpanList *lits,
+			   bool quoted_values)
 {
 	StringInfoData buf;
 	const char *q = debug_query_string;
@@ -438,7 +490,7 @@ redact_message(const char *in, const SpanList *lits, bool quoted_values)
 			break;
 		}
 		append_redacted(&buf, p, hit - p, lits, quoted_values);
-		appendStringInfoString(&buf, WA_REDACTED_CALL);
+		appendStringInfoString(&buf, call);
 		p = hit + qlen;
 	}
 	return buf.data;
@@ -457,7 +509,7 @@ lists_parameters(const char *s)
  * bind parameters cut where the list starts.
  */
 static char *
-redact_context(const char *in, const SpanList *lits)
+redact_context(const char *in, const char *call, const SpanList *lits)
 {
 	StringInfoData buf;
 	const char *p = in;
@@ -475,7 +527,7 @@ redact_context(const char *in, const SpanList *lits)
 
 		if (params != NULL)
 			*params = '\0';
-		redacted = redact_message(line, lits, true);
+		redacted = redact_message(line, call, lits, true);
 		appendStringInfoString(&buf, redacted);
 		if (params != NULL)
 			appendStringInfoString(&buf, "<redacted>");
@@ -524,9 +576,12 @@ replace_field(char **field, char *newval)
 static void
 wa_emit_log_hook(ErrorData *edata)
 {
-	if (statement_is_sensitive())
+	const WaTarget *target = sensitive_statement_target();
+
+	if (target != NULL)
 	{
 		MemoryContext oldcontext = MemoryContextSwitchTo(ErrorContext);
+		const char *call = target->redacted_call;
 		SpanList	lits = {NULL, 0, 0};
 		bool		trusted = raised_by_account_code(edata);
 
@@ -540,33 +595,35 @@ wa_emit_log_hook(ErrorData *edata)
 		if (!trusted)
 		{
 			replace_field(&edata->message,
-						  redact_message(edata->message, &lits, true));
+						  redact_message(edata->message, call, &lits, true));
 			replace_field(&edata->hint,
-						  redact_message(edata->hint, &lits, true));
+						  redact_message(edata->hint, call, &lits, true));
 		}
 		else if (edata->message != NULL &&
 				 strstr(edata->message, debug_query_string) != NULL)
 			replace_field(&edata->message,
-						  redact_message(edata->message, &lits, false));
+						  redact_message(edata->message, call, &lits, false));
 
 		if (lists_parameters(edata->detail))
 			replace_field(&edata->detail, NULL);
 		else if (!trusted)
 			replace_field(&edata->detail,
-						  redact_message(edata->detail, &lits, true));
+						  redact_message(edata->detail, call, &lits, true));
 		if (lists_parameters(edata->detail_log))
 			replace_field(&edata->detail_log, NULL);
 		else if (!trusted)
 			replace_field(&edata->detail_log,
-						  redact_message(edata->detail_log, &lits, true));
-		replace_field(&edata->context, redact_context(edata->context, &lits));
+						  redact_message(edata->detail_log, call, &lits,
+										 true));
+		replace_field(&edata->context,
+					  redact_context(edata->context, call, &lits));
 
 		if (lits.items != NULL)
 			pfree(lits.items);
 
 		/* An idle backend keeps showing its last query: not this one. */
 		if (edata->elevel == ERROR)
-			pgstat_report_activity(STATE_RUNNING, WA_REDACTED_CALL);
+			pgstat_report_activity(STATE_RUNNING, call);
 
 		MemoryContextSwitchTo(oldcontext);
 	}
@@ -578,10 +635,13 @@ wa_emit_log_hook(ErrorData *edata)
 static void
 wa_post_parse_analyze(ParseState *pstate, Query *query, JumbleState *jstate)
 {
+	const WaTarget *target;
+
 	if (prev_post_parse_analyze_hook)
 		prev_post_parse_analyze_hook(pstate, query, jstate);
-	if (statement_is_sensitive())
-		pgstat_report_activity(STATE_RUNNING, WA_REDACTED_CALL);
+	target = sensitive_statement_target();
+	if (target != NULL)
+		pgstat_report_activity(STATE_RUNNING, target->redacted_call);
 }
 
 void

@@ -37,6 +37,20 @@ sub contains
 	return index(lc($haystack // ''), lc($needle)) >= 0;
 }
 
+# like(), but a failure shows the text with the secret masked.
+sub like_masked
+{
+	my ($text, $re, $secret, $name) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my $ok = ok(($text // '') =~ $re, $name);
+	if (!$ok)
+	{
+		(my $shown = $text // '') =~ s/\Q$secret\E/<secret>/gi;
+		diag("got: $shown\nexpected to match: $re");
+	}
+	return $ok;
+}
+
 sub file_mode
 {
 	my ($path) = @_;
@@ -523,6 +537,160 @@ ok(!grep({ contains($dump, $_) } @secrets), 'pg_dump holds no secret in clear');
 ok(!grep({ contains($dump, unpack('H*', $_)) } @secrets),
 	'pg_dump holds no secret in hex');
 ok(!grep({ contains($dump, $_) } key_lines($keyfile)), 'pg_dump holds no key');
+
+# ---------------------------------------------------------------------------
+# d. The verify token of the webhook handshake
+# ---------------------------------------------------------------------------
+
+# Odoo's controller sends the handshake as a simple query with the token
+# inlined: "SELECT whatsapp.wa_verify_webhook(%s, %s, %s)".  The token is a
+# fixed value that no other text of the test contains.
+my $vt = 'vt-SECRET-7f3a9c';
+my $vt_call = qr/SELECT whatsapp\.wa_verify_webhook\(<redacted>\)/;
+$log_start = -s $node->logfile;
+
+($ret, $out, $err) = run_sql($node,
+	"SELECT whatsapp.wa_account_set('hook', '4001', 'EAAhandshake1', verify_token => '$vt')");
+is($ret, 0, 'handshake: an account with a verify token is set');
+
+$node->safe_psql(
+	'postgres', q{
+ALTER SYSTEM SET log_statement = 'all';
+SELECT pg_reload_conf();
+});
+$node->poll_query_until('postgres',
+	"SELECT current_setting('log_statement') = 'all'")
+  or die 'log_statement did not take effect';
+
+# A simple query, as Odoo sends it; the answer proves the token matched.
+($ret, $out, $err) = run_sql($node,
+	"SELECT whatsapp.wa_verify_webhook('subscribe', '$vt', 'challenge-simple')");
+is($out, 'challenge-simple', 'handshake, logged: a simple query answers the challenge');
+
+# A misspelled, mixed-case name is caught too (and fails).
+($ret, $out, $err) = run_sql($node,
+	"SELECT whatsapp.WA_Verify_Webhok('subscribe', '$vt', 'challenge-typo')");
+isnt($ret, 0, 'handshake, logged: a misspelled call fails');
+ok(!contains($err, $vt), 'handshake, logged: its error shows no token');
+
+# An error raised at the token itself: type input errors quote it.
+($ret, $out, $err) = run_sql($node,
+	"SELECT whatsapp.wa_verify_webhook('subscribe', '$vt'::int::text, 'challenge-type')");
+isnt($ret, 0, 'handshake, logged: a type input error at the token fails');
+ok(!contains($err, $vt), 'handshake, logged: the type input error shows no token');
+
+# PREPARE, then EXECUTE with the token: the EXECUTE text does not name the
+# function.
+($ret, $out, $err) = run_sql($node,
+	"PREPARE handshake(text, text, text) AS SELECT whatsapp.wa_verify_webhook(\$1, \$2, \$3);
+	 EXECUTE handshake('subscribe', '$vt', 'challenge-execute');");
+is($ret, 0, 'handshake, logged: EXECUTE of a prepared call runs');
+like($out, qr/^challenge-execute$/m,
+	'handshake, logged: EXECUTE of a prepared call answers the challenge');
+
+# auto_explain logs the query text of what it explains.
+($ret, $out, $err) = run_sql($node,
+	"LOAD 'auto_explain';
+	 SET auto_explain.log_min_duration = 0;
+	 SELECT whatsapp.wa_verify_webhook('subscribe', '$vt', 'challenge-explain');");
+like($out, qr/^challenge-explain$/m,
+	'handshake, logged: a call under auto_explain answers the challenge');
+
+# The extended protocol: the token as a bind parameter.
+foreach my $mode ('extended', 'prepared')
+{
+	run_pgbench($node, "handshake, logged, protocol $mode", $mode, $vt,
+		"SELECT whatsapp.wa_verify_webhook('subscribe', :tok, 'challenge-bind');",
+		0);
+}
+
+# log_min_duration_statement alone.
+$node->safe_psql(
+	'postgres', q{
+ALTER SYSTEM SET log_statement = 'none';
+SELECT pg_reload_conf();
+});
+$node->poll_query_until('postgres',
+	"SELECT current_setting('log_statement') = 'none'")
+  or die 'log_statement did not take effect';
+($ret, $out, $err) = run_sql($node,
+	"SELECT whatsapp.wa_verify_webhook('subscribe', '$vt', 'challenge-duration')");
+is($out, 'challenge-duration',
+	'handshake, duration logged: a simple query answers the challenge');
+run_pgbench($node, 'handshake, duration logged, protocol extended',
+	'extended', $vt,
+	"SELECT whatsapp.wa_verify_webhook('subscribe', :tok, 'challenge-bind');", 0);
+
+# pg_stat_activity while a call runs (its lookup waits for a lock on the
+# account table) and after the session goes idle.
+$locker = start_session($node);
+$caller = start_session($node);
+session_send($caller, 'SELECT pg_backend_pid();', 1);
+$caller_pid = session_wait($caller);
+$caller_pid =~ s/\s+//g;
+like($caller_pid, qr/^\d+$/, 'handshake, pg_stat_activity: the calling session has a pid');
+
+session_send($locker,
+	'BEGIN; LOCK TABLE whatsapp.account IN ACCESS EXCLUSIVE MODE;');
+session_send($caller,
+	"SELECT whatsapp.wa_verify_webhook('subscribe', '$vt', 'challenge-activity');",
+	1);
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $caller_pid"
+	),
+	'handshake, pg_stat_activity: the call waits for the table lock');
+$running = $node->safe_psql('postgres',
+	"SELECT state || ' ' || query FROM pg_stat_activity WHERE pid = $caller_pid");
+like_masked($running, qr/^active $vt_call$/, $vt,
+	'handshake, pg_stat_activity: the running call shows a redacted text');
+$all_queries = $node->safe_psql('postgres',
+	'SELECT string_agg(query, E\'\n\') FROM pg_stat_activity WHERE pid <> pg_backend_pid()');
+ok(!contains($all_queries, $vt),
+	'handshake, pg_stat_activity: no session shows the token while the call runs');
+
+session_send($locker, 'COMMIT;');
+like(session_wait($caller), qr/^challenge-activity$/m,
+	'handshake, pg_stat_activity: the call answers the challenge');
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT state = 'idle' FROM pg_stat_activity WHERE pid = $caller_pid"),
+	'handshake, pg_stat_activity: the session goes idle after the call');
+$idle = $node->safe_psql('postgres',
+	"SELECT state || ' ' || query FROM pg_stat_activity WHERE pid = $caller_pid");
+like_masked($idle, qr/^idle $vt_call$/, $vt,
+	'handshake, pg_stat_activity: the idle session shows a redacted text');
+ok(!contains($idle, $vt),
+	'handshake, pg_stat_activity: the idle session shows no token');
+
+$caller->{err} = '';
+session_send($caller,
+	"SELECT whatsapp.wa_verify_webhook('subscribe', '$vt'::int::text, 'challenge-failed');");
+like_masked($caller->{err}, qr/ERROR:/, $vt,
+	'handshake, pg_stat_activity: a failing call raised an error');
+my $last = $node->safe_psql('postgres',
+	"SELECT state || ' ' || query FROM pg_stat_activity WHERE pid = $caller_pid");
+like_masked($last, qr/^idle $vt_call$/, $vt,
+	'handshake, pg_stat_activity: after a failed call the idle session shows a redacted text');
+ok(!contains($last, $vt),
+	'handshake, pg_stat_activity: after a failed call the idle session shows no token');
+session_quit($caller);
+session_quit($locker);
+
+# The server log of all of the above.
+$log = slurp_file($node->logfile, $log_start);
+like_masked($log, qr/statement: $vt_call/, $vt,
+	'handshake, log: log_statement lines are redacted, not dropped');
+like_masked($log, qr/duration: [\d.]+ ms\s+statement: $vt_call/, $vt,
+	'handshake, log: log_min_duration_statement lines are redacted');
+like_masked($log, qr/execute \S+: $vt_call/, $vt,
+	'handshake, log: extended protocol execute lines are redacted');
+like_masked($log, qr/Query Text: $vt_call/, $vt,
+	'handshake, log: auto_explain query texts are redacted');
+like_masked($log, qr/invalid input syntax for type integer: "\*\*\*"/, $vt,
+	'handshake, log: a type input error shows *** for the token');
+ok(!contains(slurp_file($node->logfile), $vt),
+	'handshake, log: the verify token is nowhere in the server log');
 
 $node->stop;
 done_testing();
