@@ -2302,6 +2302,12 @@ wa_verify_webhook(PG_FUNCTION_ARGS)
 	int			rc;
 	SPITupleTable *tt;
 
+	/*
+	 * pg_stat_activity must not show the token, even in a backend that
+	 * loaded the library only for this call (redact.c's hooks come later).
+	 */
+	wa_report_redacted_activity("wa_verify_webhook");
+
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		PG_RETURN_NULL();
 	mode = PG_GETARG_TEXT_PP(0);
