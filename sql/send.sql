@@ -166,3 +166,22 @@ SELECT whatsapp.wa_send('+525512345678', 'hola', account => 'second') > 0 AS nam
 -- the dropped account's queued messages failed with "account"
 SELECT state, failure_type, count(*) FROM whatsapp.messages
  WHERE account IS NOT DISTINCT FROM 'main' GROUP BY 1, 2 ORDER BY 1, 2;
+
+-- The outbox's CHECK constraints (C functions since 0.2) still hold: every
+-- state and failure type of the states table passes, others and the empty
+-- string do not, NULL failure_type passes.
+SELECT s, whatsapp._message_state_valid(s) AS state_ok
+  FROM unnest(ARRAY['queued', 'sending', 'sent', 'delivered', 'read', 'failed',
+                    'cancelled', 'blocked', 'Queued', 'queue', 'queued ', '', 'pending']) s;
+SELECT f, whatsapp._failure_type_valid(f) AS failure_type_ok
+  FROM unnest(ARRAY['phone_invalid', 'opted_out', 'account', 'template',
+                    'whatsapp_recoverable', 'whatsapp_unrecoverable', 'network',
+                    'Network', 'other', NULL]) f;
+\set VERBOSITY terse
+UPDATE whatsapp.message SET state = 'pending'
+ WHERE id = (SELECT min(id) FROM whatsapp.message);
+UPDATE whatsapp.message SET failure_type = 'other'
+ WHERE id = (SELECT min(id) FROM whatsapp.message);
+\set VERBOSITY default
+SELECT pg_get_constraintdef(oid) FROM pg_constraint
+ WHERE conrelid = 'whatsapp.message'::regclass AND contype = 'c' ORDER BY conname;

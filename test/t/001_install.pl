@@ -195,6 +195,14 @@ WaTest::psql_is($node,
 WaTest::psql_is($node,
 	q{SELECT whatsapp.normalize_phone('+52 55 1234 5678')},
 	'+525512345678', 'the updated extension works', dbname => 'upgrade');
+# what 0.2 changed: the outbox's CHECK constraints call C functions
+WaTest::psql_is($node,
+	q{SELECT string_agg(pg_get_constraintdef(oid), '; ' ORDER BY conname)
+	    FROM pg_constraint
+	   WHERE conrelid = 'whatsapp.message'::regclass AND contype = 'c' AND convalidated},
+	'CHECK (whatsapp._failure_type_valid(failure_type)); CHECK (whatsapp._message_state_valid(state))',
+	'after the update the CHECK constraints are the validated C-function ones',
+	dbname => 'upgrade');
 
 # ---------------------------------------------------------------------
 # The whatsapp.* prefix is reserved when the library is preloaded
