@@ -22,6 +22,18 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
+# ALTER SYSTEM SET log_statement, and wait until the server uses it.
+sub set_log_statement
+{
+	my ($node, $value) = @_;
+	$node->safe_psql('postgres',
+		"ALTER SYSTEM SET log_statement = '$value'; SELECT pg_reload_conf();");
+	$node->poll_query_until('postgres',
+		"SELECT current_setting('log_statement') = '$value'")
+	  or die 'log_statement did not take effect';
+	return;
+}
+
 # A random value that no other text of the test contains.
 sub random_secret
 {
@@ -418,14 +430,7 @@ foreach my $mode ('extended', 'prepared')
 
 # log_min_duration_statement alone writes the statement on its duration
 # line.
-$node->safe_psql(
-	'postgres', q{
-ALTER SYSTEM SET log_statement = 'none';
-SELECT pg_reload_conf();
-});
-$node->poll_query_until('postgres',
-	"SELECT current_setting('log_statement') = 'none'")
-  or die 'log_statement did not take effect';
+set_log_statement($node, 'none');
 ($ret, $out, $err) = run_sql($node,
 	"SELECT whatsapp.wa_account_set('leak', '2001', '$token')");
 is($ret, 0, 'duration logged: wa_account_set succeeds');
@@ -553,14 +558,7 @@ $log_start = -s $node->logfile;
 	"SELECT whatsapp.wa_account_set('hook', '4001', 'EAAhandshake1', verify_token => '$vt')");
 is($ret, 0, 'handshake: an account with a verify token is set');
 
-$node->safe_psql(
-	'postgres', q{
-ALTER SYSTEM SET log_statement = 'all';
-SELECT pg_reload_conf();
-});
-$node->poll_query_until('postgres',
-	"SELECT current_setting('log_statement') = 'all'")
-  or die 'log_statement did not take effect';
+set_log_statement($node, 'all');
 
 # A simple query, as Odoo sends it; the answer proves the token matched.
 ($ret, $out, $err) = run_sql($node,
@@ -605,14 +603,7 @@ foreach my $mode ('extended', 'prepared')
 }
 
 # log_min_duration_statement alone.
-$node->safe_psql(
-	'postgres', q{
-ALTER SYSTEM SET log_statement = 'none';
-SELECT pg_reload_conf();
-});
-$node->poll_query_until('postgres',
-	"SELECT current_setting('log_statement') = 'none'")
-  or die 'log_statement did not take effect';
+set_log_statement($node, 'none');
 ($ret, $out, $err) = run_sql($node,
 	"SELECT whatsapp.wa_verify_webhook('subscribe', '$vt', 'challenge-duration')");
 is($out, 'challenge-duration',
