@@ -160,6 +160,15 @@ UPDATE public.sale_order SET state = 'cancel' WHERE id = 2;
 UPDATE public.sale_order SET state = 'draft' WHERE id = 2;
 UPDATE public.sale_order SET state = 'sale' WHERE id = 2;
 SELECT count(*) AS messages_for_s00002 FROM whatsapp.message WHERE dedupe_key = 'sale.order:2:sale_order_confirmed';
+-- The same after the rule moved to another account between the two
+-- confirmations: at most once per document and event, whatever account.
+SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', account => 'es');
+UPDATE public.sale_order SET state = 'cancel' WHERE id = 2;
+UPDATE public.sale_order SET state = 'draft' WHERE id = 2;
+UPDATE public.sale_order SET state = 'sale' WHERE id = 2;
+SELECT account, count(*) AS messages_for_s00002_after_the_move FROM m
+ WHERE dedupe_key = 'sale.order:2:sale_order_confirmed' GROUP BY account;
+SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed');
 
 -- A rolled-back confirmation and a rolled-back savepoint send nothing.
 BEGIN;
