@@ -2372,17 +2372,19 @@ record(OdooRender *r)
 		 * Once per document and event whatever the account: the rule may
 		 * have moved to another account since the first confirmation, and
 		 * message_dedupe_key is unique per account only.  One probe of
-		 * that index per account; the confirming transaction still holds
-		 * the document's row lock, so two of them cannot race here.
+		 * that index per account (= ANY on its leading column: a join
+		 * gets a generic plan that scans the outbox); the confirming
+		 * transaction still holds the document's row lock, so two of them
+		 * cannot race here.
 		 */
 		p = SPI_prepare_cursor("INSERT INTO whatsapp.message (account_id, recipient, kind,"
 							   " payload, state, failure_type, error_title, error_details,"
 							   " error_code, dedupe_key, context, failed_at)"
 							   " SELECT $1, $2, 'template', $3, $4, $5, $6, $7, $8, $9, $10,"
 							   "  CASE WHEN $4 = 'failed' THEN now() END"
-							   "  WHERE NOT EXISTS (SELECT 1 FROM whatsapp.account a"
-							   "   JOIN whatsapp.message d ON d.account_id = a.id"
-							   "    AND d.dedupe_key = $9)"
+							   "  WHERE NOT EXISTS (SELECT 1 FROM whatsapp.message d"
+							   "   WHERE d.account_id = ANY (ARRAY(SELECT a.id FROM whatsapp.account a))"
+							   "     AND d.dedupe_key = $9)"
 							   " ON CONFLICT (account_id, dedupe_key) WHERE dedupe_key IS NOT NULL"
 							   " DO NOTHING",
 							   10, types, CURSOR_OPT_GENERIC_PLAN);
