@@ -382,7 +382,7 @@ prepare_claim(Oid blacklist)
 				   "  c.blocked",
 				   OidIsValid(blacklist) ?
 				   " OR EXISTS (SELECT 1 FROM public.phone_blacklist b"
-				   "   WHERE b.number = m.recipient AND b.active)" : "");
+				   "   WHERE b.number::text = m.recipient AND b.active)" : "");
 	plan = prepare_kept(sql, 2, claim_types);
 	pfree(sql);
 	plan_claim_blacklist = blacklist;
@@ -1332,6 +1332,16 @@ wa_worker_main(Datum main_arg)
 	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/*
+	 * The worker runs as the bootstrap superuser.  Its names are all
+	 * schema-qualified, but an operator or function that pg_catalog lacks
+	 * for the exact argument types would be looked up along the search
+	 * path, where the owner of the database's public schema (Odoo's role,
+	 * say) could have put one of its own.  So: pg_catalog only, whatever
+	 * the database or role settings say.
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
 	/*
 	 * The worker prepares its plans once, often while the outbox is empty
