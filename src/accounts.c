@@ -13,6 +13,7 @@
  *-------------------------------------------------------------------------
  */
 #include "whatsapp.h"
+#include "spi_plans.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -73,36 +74,11 @@ static SPIPlanPtr plan_lock_secrets = NULL;
 static SPIPlanPtr plan_reseal = NULL;
 static SPIPlanPtr plan_unpause_binding = NULL;
 
-static SPIPlanPtr
-prepare_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
-{
-	if (*cache == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-		if (plan == NULL)
-			elog(ERROR, "whatsapp could not prepare an account query: %s",
-				 SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(plan) != 0)
-			elog(ERROR, "whatsapp could not keep an account query plan");
-		*cache = plan;
-	}
-	return *cache;
-}
-
 static void
 connect_spi(void)
 {
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "whatsapp could not connect to SPI");
-}
-
-static void
-check_spi(int rc, int expected, const char *what)
-{
-	if (rc != expected)
-		elog(ERROR, "whatsapp could not %s: %s", what,
-			 SPI_result_code_string(rc));
 }
 
 /* Are all bytes of the text ASCII digits (and is there at least one)? */
@@ -240,14 +216,14 @@ store_account(AccountArgs *args)
 
 	/* An existing live account of that name, locked. */
 	lock_values[0] = PointerGetDatum(name_t);
-	rc = SPI_execute_plan(prepare_plan(&plan_lock_account,
+	rc = SPI_execute_plan(wa_plan(&plan_lock_account,
 									   "SELECT a.id FROM whatsapp.account a"
 									   " WHERE a.name OPERATOR(pg_catalog.=) $1"
 									   " AND a.dropped_at IS NULL"
 									   " FOR UPDATE",
 									   1, lock_types),
 						  lock_values, NULL, false, 1);
-	check_spi(rc, SPI_OK_SELECT, "look up the account");
+	wa_spi_check(rc, SPI_OK_SELECT, "look up the account");
 	if (SPI_processed > 0)
 	{
 		bool		isnull;
@@ -272,11 +248,11 @@ store_account(AccountArgs *args)
 					 errhidestmt(true)));
 
 		/* The id comes first: the sealed secrets are bound to it. */
-		rc = SPI_execute_plan(prepare_plan(&plan_next_id,
+		rc = SPI_execute_plan(wa_plan(&plan_next_id,
 										   "SELECT pg_catalog.nextval('whatsapp.account_id_seq'::pg_catalog.regclass)::pg_catalog.int4",
 										   0, NULL),
 							  NULL, NULL, false, 1);
-		check_spi(rc, SPI_OK_SELECT, "allocate an account id");
+		wa_spi_check(rc, SPI_OK_SELECT, "allocate an account id");
 		account_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
 												 SPI_tuptable->tupdesc,
 												 1, &isnull));
@@ -330,7 +306,7 @@ store_account(AccountArgs *args)
 		 */
 		for (int attempt = 0; attempt < 2; attempt++)
 		{
-			rc = SPI_execute_plan(prepare_plan(&plan_insert,
+			rc = SPI_execute_plan(wa_plan(&plan_insert,
 											   "INSERT INTO whatsapp.account AS a"
 											   " (id, name, phone_number_id, waba_id, max_mps, is_default,"
 											   "  access_token, access_token_key, app_secret, app_secret_key,"
@@ -342,7 +318,7 @@ store_account(AccountArgs *args)
 											   " ON CONFLICT DO NOTHING",
 											   11, types),
 								  values, nulls, false, 0);
-			check_spi(rc, SPI_OK_INSERT, "create the account");
+			wa_spi_check(rc, SPI_OK_INSERT, "create the account");
 			if (SPI_processed == 1)
 				break;
 			if (attempt == 1 || IsolationUsesXactSnapshot())
@@ -389,7 +365,7 @@ store_account(AccountArgs *args)
 				nulls[base + 2] = 'n';
 			}
 		}
-		rc = SPI_execute_plan(prepare_plan(&plan_update,
+		rc = SPI_execute_plan(wa_plan(&plan_update,
 										   "UPDATE whatsapp.account a SET"
 										   " phone_number_id = $2, waba_id = $3, max_mps = $4,"
 										   " access_token = CASE WHEN $5 THEN $6 ELSE a.access_token END,"
@@ -403,7 +379,7 @@ store_account(AccountArgs *args)
 										   " WHERE a.id OPERATOR(pg_catalog.=) $1",
 										   13, types),
 							  values, nulls, false, 0);
-		check_spi(rc, SPI_OK_UPDATE, "update the account");
+		wa_spi_check(rc, SPI_OK_UPDATE, "update the account");
 	}
 
 	wa_accounts_changed_at_commit();
@@ -544,7 +520,7 @@ wa_account_drop(PG_FUNCTION_ARGS)
 
 	connect_spi();
 	values[0] = PointerGetDatum(name_t);
-	rc = SPI_execute_plan(prepare_plan(&plan_drop,
+	rc = SPI_execute_plan(wa_plan(&plan_drop,
 									   "UPDATE whatsapp.account a SET"
 									   " dropped_at = pg_catalog.now(), updated_at = pg_catalog.now(),"
 									   " is_default = false,"
@@ -556,7 +532,7 @@ wa_account_drop(PG_FUNCTION_ARGS)
 									   " RETURNING a.id",
 									   1, drop_types),
 						  values, NULL, false, 0);
-	check_spi(rc, SPI_OK_UPDATE_RETURNING, "drop the account");
+	wa_spi_check(rc, SPI_OK_UPDATE_RETURNING, "drop the account");
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -567,7 +543,7 @@ wa_account_drop(PG_FUNCTION_ARGS)
 											 SPI_tuptable->tupdesc, 1, &isnull));
 
 	values[0] = Int32GetDatum(account_id);
-	rc = SPI_execute_plan(prepare_plan(&plan_fail_messages,
+	rc = SPI_execute_plan(wa_plan(&plan_fail_messages,
 									   "WITH f AS ("
 									   " UPDATE whatsapp.message m SET"
 									   "  state = 'failed', failure_type = 'account',"
@@ -579,7 +555,7 @@ wa_account_drop(PG_FUNCTION_ARGS)
 									   " SELECT f.id, 'account', 'account dropped' FROM f",
 									   1, fail_types),
 						  values, NULL, false, 0);
-	check_spi(rc, SPI_OK_INSERT, "fail the account's messages");
+	wa_spi_check(rc, SPI_OK_INSERT, "fail the account's messages");
 
 	wa_accounts_changed_at_commit();
 	SPI_finish();
@@ -624,7 +600,7 @@ lock_accounts_with_secrets(uint64 *nrows)
 {
 	int			rc;
 
-	rc = SPI_execute_plan(prepare_plan(&plan_lock_secrets,
+	rc = SPI_execute_plan(wa_plan(&plan_lock_secrets,
 									   "SELECT a.id, a.name,"
 									   " a.access_token, a.access_token_key,"
 									   " a.app_secret, a.app_secret_key,"
@@ -635,7 +611,7 @@ lock_accounts_with_secrets(uint64 *nrows)
 									   " FOR UPDATE",
 									   0, NULL),
 						  NULL, NULL, false, 0);
-	check_spi(rc, SPI_OK_SELECT, "lock the accounts");
+	wa_spi_check(rc, SPI_OK_SELECT, "lock the accounts");
 	*nrows = SPI_processed;
 	return SPI_tuptable;
 }
@@ -724,7 +700,7 @@ reseal_all(SPITupleTable *rows, uint64 nrows, bool check_database,
 		if (!any)
 			continue;
 
-		rc = SPI_execute_plan(prepare_plan(&plan_reseal,
+		rc = SPI_execute_plan(wa_plan(&plan_reseal,
 										   "UPDATE whatsapp.account a SET"
 										   " access_token = $2, access_token_key = $3,"
 										   " app_secret = $4, app_secret_key = $5,"
@@ -732,7 +708,7 @@ reseal_all(SPITupleTable *rows, uint64 nrows, bool check_database,
 										   " WHERE a.id OPERATOR(pg_catalog.=) $1",
 										   7, types),
 							  values, nulls, false, 0);
-		check_spi(rc, SPI_OK_UPDATE, "store the sealed secrets");
+		wa_spi_check(rc, SPI_OK_UPDATE, "store the sealed secrets");
 	}
 	return count;
 }
@@ -804,14 +780,14 @@ wa_rebind(PG_FUNCTION_ARGS)
 	connect_spi();
 	rows = lock_accounts_with_secrets(&nrows);
 	count = reseal_all(rows, nrows, false, true);
-	rc = SPI_execute_plan(prepare_plan(&plan_unpause_binding,
+	rc = SPI_execute_plan(wa_plan(&plan_unpause_binding,
 									   "UPDATE whatsapp.account a SET"
 									   " paused_kind = NULL, paused_reason = NULL, paused_at = NULL"
 									   " WHERE a.paused_kind OPERATOR(pg_catalog.=) 'binding'"
 									   " AND a.dropped_at IS NULL",
 									   0, NULL),
 						  NULL, NULL, false, 0);
-	check_spi(rc, SPI_OK_UPDATE, "resume the accounts");
+	wa_spi_check(rc, SPI_OK_UPDATE, "resume the accounts");
 	wa_accounts_changed_at_commit();
 	SPI_finish();
 	PG_RETURN_INT32(count);

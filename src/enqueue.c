@@ -15,6 +15,7 @@
  *-------------------------------------------------------------------------
  */
 #include "whatsapp.h"
+#include "spi_plans.h"
 
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
@@ -38,19 +39,6 @@ static SPIPlanPtr plan_find_dedupe = NULL;
 
 static bool warned_no_worker = false;
 
-static SPIPlanPtr
-prepare_kept(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for whatsapp enqueue: %s",
-			 SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "SPI_keepplan failed for whatsapp enqueue");
-	return plan;
-}
-
 static void
 prepare_plans(void)
 {
@@ -62,11 +50,11 @@ prepare_plans(void)
 	if (plan_insert != NULL)
 		return;
 
-	plan_account_by_name = prepare_kept(
+	plan_account_by_name = wa_keep_plan(
 										"SELECT id FROM whatsapp.account"
 										" WHERE name OPERATOR(pg_catalog.=) $1 AND dropped_at IS NULL",
 										1, text1);
-	plan_account_default = prepare_kept(
+	plan_account_default = wa_keep_plan(
 										"SELECT id FROM whatsapp.account"
 										" WHERE is_default AND dropped_at IS NULL",
 										0, NULL);
@@ -76,17 +64,17 @@ prepare_plans(void)
 	" error_code)" \
 	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9," \
 	" CASE WHEN $5 OPERATOR(pg_catalog.=) 'failed' THEN pg_catalog.now() END, $10)"
-	plan_insert_dedupe = prepare_kept(INSERT_SQL
+	plan_insert_dedupe = wa_keep_plan(INSERT_SQL
 									  " ON CONFLICT (account_id, dedupe_key)"
 									  " WHERE dedupe_key IS NOT NULL DO NOTHING"
 									  " RETURNING id", 10, ins);
-	plan_find_dedupe = prepare_kept(
+	plan_find_dedupe = wa_keep_plan(
 									"SELECT id FROM whatsapp.message"
 									" WHERE account_id OPERATOR(pg_catalog.=) $1"
 									" AND dedupe_key OPERATOR(pg_catalog.=) $2",
 									2, find);
 	/* assigned last: it marks the set as ready */
-	plan_insert = prepare_kept(INSERT_SQL " RETURNING id", 10, ins);
+	plan_insert = wa_keep_plan(INSERT_SQL " RETURNING id", 10, ins);
 #undef INSERT_SQL
 }
 

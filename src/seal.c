@@ -184,6 +184,21 @@ hex_value(char c)
 	return -1;
 }
 
+bool
+wa_hex_decode(const char *hex, int nbytes, uint8 *out)
+{
+	for (int i = 0; i < nbytes; i++)
+	{
+		int			hi = hex_value(hex[2 * i]);
+		int			lo = hex_value(hex[2 * i + 1]);
+
+		if (hi < 0 || lo < 0)
+			return false;
+		out[i] = (uint8) ((hi << 4) | lo);
+	}
+	return true;
+}
+
 static void
 hex_encode_lower(const uint8 *in, int len, char *out)
 {
@@ -286,17 +301,8 @@ parse_key_file(char *buf, size_t len, WaKey **keys_out, int *nkeys_out,
 		if (s == e || *s == '#')
 			continue;
 
-		if (e - s != WA_KEY_HEX_LEN)
+		if (e - s != WA_KEY_HEX_LEN || !wa_hex_decode(s, WA_KEY_BYTES, keys[nkeys].raw))
 			goto malformed;
-		for (int i = 0; i < WA_KEY_BYTES; i++)
-		{
-			int			hi = hex_value(s[2 * i]);
-			int			lo = hex_value(s[2 * i + 1]);
-
-			if (hi < 0 || lo < 0)
-				goto malformed;
-			keys[nkeys].raw[i] = (uint8) ((hi << 4) | lo);
-		}
 		hex_encode_lower(keys[nkeys].raw, WA_KEY_BYTES, keys[nkeys].hex);
 		if (!compute_key_id(keys[nkeys].raw, keys[nkeys].id))
 		{

@@ -58,6 +58,7 @@
  *-------------------------------------------------------------------------
  */
 #include "whatsapp.h"
+#include "spi_plans.h"
 #include "jsonb_access.h"
 
 #include <openssl/crypto.h>
@@ -254,39 +255,6 @@ spi_run(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only,
 	return rc;
 }
 
-static SPIPlanPtr
-keep_plan(const char *sql, int nargs, Oid *argtypes)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	MemoryContextSwitchTo(cxt);
-
-	if (plan == NULL)
-		elog(ERROR, "whatsapp webhook could not prepare a query: %s",
-			 SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "whatsapp webhook could not keep a query plan");
-	return plan;
-}
-
-/* Prepare on first use; *slot keeps it. */
-static SPIPlanPtr
-plan_for(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
-{
-	if (*slot == NULL)
-		*slot = keep_plan(sql, nargs, argtypes);
-	return *slot;
-}
-
-static void
-spi_check(int rc, int expected, const char *what)
-{
-	if (rc != expected)
-		elog(ERROR, "whatsapp webhook: %s failed: %s", what,
-			 SPI_result_code_string(rc));
-}
-
 /* JSON access: see jsonb_access.c; these add what only webhooks need. */
 
 /* A member that must be a JSON string (ids, kinds); NULL otherwise. */
@@ -394,7 +362,7 @@ log_event(int64 message_id, const char *event, bool has_code, int32 code,
 	if (!has_code)
 		nulls[2] = 'n';
 	values[3] = CStringGetTextDatum(message);
-	spi_check(spi_run(plan_for(&plan_log,
+	wa_spi_check(spi_run(wa_plan(&plan_log,
 										"INSERT INTO whatsapp.log (message_id, event, code, message)"
 										" VALUES ($1, $2, $3, $4)", 4, types),
 							   values, nulls, false, 0),
@@ -564,12 +532,12 @@ load_accounts(HookCtx *ctx)
 	/* valid from now on, unless an invalidation arrives while we read */
 	accounts_valid = true;
 
-	rc = spi_run(plan_for(&plan_accounts,
+	rc = spi_run(wa_plan(&plan_accounts,
 								   "SELECT id, name, phone_number_id, waba_id, dropped_at IS NOT NULL,"
 								   "  app_secret, app_secret_key"
 								   " FROM whatsapp.account ORDER BY id", 0, NULL),
 						  NULL, NULL, true, 0);
-	spi_check(rc, SPI_OK_SELECT, "account lookup");
+	wa_spi_check(rc, SPI_OK_SELECT, "account lookup");
 	tt = SPI_tuptable;
 	old = MemoryContextSwitchTo(accounts_cxt);
 	ctx->naccounts = (int) SPI_processed;
@@ -627,18 +595,6 @@ account_ids_for(HookCtx *ctx, const char *phone_number_id, int *n)
  * The signature
  * ----------
  */
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static void
 parse_signature(text *sig, uint8 *digest)
 {
@@ -666,20 +622,12 @@ parse_signature(text *sig, uint8 *digest)
 				 errdetail("After \"sha256=\" a signature has 64 hexadecimal digits, not %d characters.",
 						   len - WA_SIG_PREFIX_LEN),
 				 errhint("Pass the request's X-Hub-Signature-256 header unchanged, without surrounding spaces.")));
-	p += WA_SIG_PREFIX_LEN;
-	for (int i = 0; i < WA_SHA256_LEN; i++)
-	{
-		int			hi = hexval(p[2 * i]);
-		int			lo = hexval(p[2 * i + 1]);
-
-		if (hi < 0 || lo < 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
-					 errmsg("webhook signature is malformed"),
-					 errdetail("A signature is \"sha256=\" followed by 64 hexadecimal digits."),
-					 errhint("Pass the request's X-Hub-Signature-256 header unchanged.")));
-		digest[i] = (uint8) ((hi << 4) | lo);
-	}
+	if (!wa_hex_decode(p + WA_SIG_PREFIX_LEN, WA_SHA256_LEN, digest))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				 errmsg("webhook signature is malformed"),
+				 errdetail("A signature is \"sha256=\" followed by 64 hexadecimal digits."),
+				 errhint("Pass the request's X-Hub-Signature-256 header unchanged.")));
 }
 
 static void
@@ -980,7 +928,7 @@ status_plan(StatusKind kind, MatchBy by, bool store)
 								   "  INSERT INTO whatsapp.webhook (account_id, payload, applied)"
 								   "  SELECT $12, $13, 1 FROM u)" : "");
 
-		plan_status[kind][by][store] = keep_plan(sql, store ? 13 : 11, status_types);
+		plan_status[kind][by][store] = wa_keep_plan(sql, store ? 13 : 11, status_types);
 		pfree(sql);
 	}
 	return plan_status[kind][by][store];
@@ -997,7 +945,7 @@ find_plan(MatchBy by)
 		" AND m.account_id = ANY ($3) LIMIT 1",
 	};
 
-	return plan_for(&plan_find[by], sql[by], 3, status_types);
+	return wa_plan(&plan_find[by], sql[by], 3, status_types);
 }
 
 static void
@@ -1053,7 +1001,7 @@ run_status(HookCtx *ctx, StatusIn *st, MatchBy by, Datum *values, char *nulls,
 		ctx->payload != NULL;
 
 	memset(res, 0, sizeof(*res));
-	spi_check(spi_run(status_plan(st->kind, by, store), values, nulls, false, 0),
+	wa_spi_check(spi_run(status_plan(st->kind, by, store), values, nulls, false, 0),
 			  SPI_OK_INSERT_RETURNING, "status update");
 	if (SPI_processed > 0)
 	{
@@ -1065,7 +1013,7 @@ run_status(HookCtx *ctx, StatusIn *st, MatchBy by, Datum *values, char *nulls,
 	}
 	SPI_freetuptable(SPI_tuptable);
 
-	spi_check(spi_run(find_plan(by), values, nulls, false, 1), SPI_OK_SELECT,
+	wa_spi_check(spi_run(find_plan(by), values, nulls, false, 1), SPI_OK_SELECT,
 			  "message lookup");
 	if (SPI_processed == 0)
 	{
@@ -1083,7 +1031,7 @@ run_status(HookCtx *ctx, StatusIn *st, MatchBy by, Datum *values, char *nulls,
 		return;
 
 	/* At READ COMMITTED the lookup may have seen a newer state: once more. */
-	spi_check(spi_run(status_plan(st->kind, by, false), values, nulls, false, 0),
+	wa_spi_check(spi_run(status_plan(st->kind, by, false), values, nulls, false, 0),
 			  SPI_OK_INSERT_RETURNING, "status update");
 	res->changed = SPI_processed > 0;
 	SPI_freetuptable(SPI_tuptable);
@@ -1136,11 +1084,11 @@ recorded_since_snapshot(StatusIn *st, Datum accounts)
 
 		MemoryContext cxt = CurrentMemoryContext;
 
-		rc = SPI_execute_snapshot(plan_for(&plan_find_latest[by], sql[by], 3, types),
+		rc = SPI_execute_snapshot(wa_plan(&plan_find_latest[by], sql[by], 3, types),
 								  values, nulls, GetLatestSnapshot(),
 								  InvalidSnapshot, true, false, 1);
 		MemoryContextSwitchTo(cxt);
-		spi_check(rc, SPI_OK_SELECT, "message lookup");
+		wa_spi_check(rc, SPI_OK_SELECT, "message lookup");
 		found = SPI_processed > 0;
 		SPI_freetuptable(SPI_tuptable);
 	}
@@ -1168,7 +1116,7 @@ record_131050(int64 message_id, StatusIn *st)
 	nulls[1] = st->recipient_id ? ' ' : 'n';
 	values[2] = st->recipient_user_id ? CStringGetTextDatum(st->recipient_user_id) : (Datum) 0;
 	nulls[2] = st->recipient_user_id ? ' ' : 'n';
-	spi_check(spi_run(plan_for(&plan_msg_identities,
+	wa_spi_check(spi_run(wa_plan(&plan_msg_identities,
 										"SELECT whatsapp._opt_out_apply(m.account_id,"
 										"  ARRAY[m.recipient, '+' || m.wa_id, $2, $3],"
 										"  'marketing', 'error 131050', m.error_title, m.wamid)"
@@ -1253,7 +1201,7 @@ apply_status(HookCtx *ctx, StatusIn *st, const char *phone_number_id,
 		hn[1] = mid ? ' ' : 'n';
 		hv[2] = CStringGetTextDatum(st->wamid);
 		hv[3] = JsonbPGetDatum(JsonbValueToJsonb(st->raw));
-		spi_check(spi_run(plan_for(&plan_hold,
+		wa_spi_check(spi_run(wa_plan(&plan_hold,
 											"INSERT INTO whatsapp.status_held"
 											" (phone_number_id, message_id, wamid, status)"
 											" VALUES ($1, $2, $3, $4)", 4, types),
@@ -1262,7 +1210,7 @@ apply_status(HookCtx *ctx, StatusIn *st, const char *phone_number_id,
 		log_event(mid, "webhook", st->kind == ST_FAILED && st->has_code, st->code,
 				  psprintf("%s; held until the worker records the message", logmsg));
 		/* statuses nobody claimed: for messages this database never sent */
-		spi_check(spi_run(plan_for(&plan_purge_held,
+		wa_spi_check(spi_run(wa_plan(&plan_purge_held,
 											"DELETE FROM whatsapp.status_held"
 											" WHERE held_at < pg_catalog.now() - interval '" WA_HELD_MAX_AGE "'",
 											0, NULL),
@@ -1584,7 +1532,7 @@ consent_apply(bool out, int32 account_id, List *ids, const char *scope,
 		nulls[4] = reason ? ' ' : 'n';
 		values[5] = wamid ? CStringGetTextDatum(wamid) : (Datum) 0;
 		nulls[5] = wamid ? ' ' : 'n';
-		rc = spi_run(plan_for(&plan_opt_out,
+		rc = spi_run(wa_plan(&plan_opt_out,
 							  "SELECT whatsapp._opt_out_apply($1, $2, $3, $4, $5, $6)",
 							  6, types),
 					 values, nulls, false, 1);
@@ -1593,12 +1541,12 @@ consent_apply(bool out, int32 account_id, List *ids, const char *scope,
 	{
 		values[4] = wamid ? CStringGetTextDatum(wamid) : (Datum) 0;
 		nulls[4] = wamid ? ' ' : 'n';
-		rc = spi_run(plan_for(&plan_opt_in,
+		rc = spi_run(wa_plan(&plan_opt_in,
 							  "SELECT whatsapp._opt_in_apply($1, $2, $3, $4, $5)",
 							  5, types),
 					 values, nulls, false, 1);
 	}
-	spi_check(rc, SPI_OK_SELECT, out ? "opt-out" : "opt-in");
+	wa_spi_check(rc, SPI_OK_SELECT, out ? "opt-out" : "opt-in");
 	changed = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_freetuptable(SPI_tuptable);
 	return isnull ? 0 : changed;
@@ -1618,7 +1566,7 @@ link_identities(int32 account_id, const char *a, const char *b,
 	values[1] = PointerGetDatum(construct_array(elems, 2, TEXTOID, -1, false, TYPALIGN_INT));
 	values[2] = CStringGetTextDatum(source);
 	values[3] = CStringGetTextDatum(wamid);
-	spi_check(spi_run(plan_for(&plan_link,
+	wa_spi_check(spi_run(wa_plan(&plan_link,
 							   "SELECT whatsapp._link_identities($1, $2, $3, $4)",
 							   4, types),
 					  values, nulls, false, 1),
@@ -1641,7 +1589,7 @@ find_keyword(const char *text, char **action, char **scope, char **folded)
 	if (f[0] == '\0' || strlen(f) > 200)
 		return false;
 	values[0] = CStringGetTextDatum(f);
-	spi_check(spi_run(plan_for(&plan_keyword,
+	wa_spi_check(spi_run(wa_plan(&plan_keyword,
 							   "SELECT action, scope FROM whatsapp.keywords"
 							   " WHERE keyword = $1 ORDER BY builtin LIMIT 1",
 							   1, types),
@@ -1790,7 +1738,7 @@ apply_inbound(HookCtx *ctx, JsonbValue *v, JsonbContainer *contacts,
 	values[12] = JsonbPGetDatum(JsonbValueToJsonb(v));
 	values[13] = CStringGetTextDatum(psprintf("inbound %s %s", type, wamid));
 
-	spi_check(spi_run(plan_for(&plan_inbound,
+	wa_spi_check(spi_run(wa_plan(&plan_inbound,
 							   "WITH i AS ("
 							   "  INSERT INTO whatsapp.inbound_message (account_id, wamid, wa_id, phone,"
 							   "    user_id, parent_user_id, username, profile_name, type, body,"
@@ -2002,11 +1950,11 @@ apply_template_update(HookCtx *ctx, JsonbContainer *value, const char *waba,
 	"     OR t.account IN (SELECT a.name FROM whatsapp.account a" \
 	"                       WHERE a.waba_id = $4 AND a.dropped_at IS NULL))"
 	if (category)
-		spi_check(spi_run(plan_for(&plan_tpl_category, TEMPLATE_UPDATE("category"), 4, types),
+		wa_spi_check(spi_run(wa_plan(&plan_tpl_category, TEMPLATE_UPDATE("category"), 4, types),
 						  values, nulls, false, 0),
 				  SPI_OK_UPDATE, "template category update");
 	else
-		spi_check(spi_run(plan_for(&plan_tpl_status, TEMPLATE_UPDATE("status"), 4, types),
+		wa_spi_check(spi_run(wa_plan(&plan_tpl_status, TEMPLATE_UPDATE("status"), 4, types),
 						  values, nulls, false, 0),
 				  SPI_OK_UPDATE, "template status update");
 #undef TEMPLATE_UPDATE
@@ -2162,7 +2110,7 @@ store_payload(HookCtx *ctx, text *payload)
 	if (i == 0)
 	{
 		nulls[3] = 'n';
-		spi_check(spi_run(plan_for(&plan_store_plain,
+		wa_spi_check(spi_run(wa_plan(&plan_store_plain,
 								   "INSERT INTO whatsapp.webhook (account_id, payload, applied, ignored)"
 								   " VALUES ($1, $2, $3, $4)", 4, types),
 						  values, nulls, false, 0),
@@ -2171,7 +2119,7 @@ store_payload(HookCtx *ctx, text *payload)
 	}
 	/* with notes: each is a whatsapp.log row too */
 	values[3] = PointerGetDatum(construct_array(elems, i, TEXTOID, -1, false, TYPALIGN_INT));
-	spi_check(spi_run(plan_for(&plan_store,
+	wa_spi_check(spi_run(wa_plan(&plan_store,
 							   "WITH w AS ("
 							   "  INSERT INTO whatsapp.webhook (account_id, payload, applied, ignored)"
 							   "  VALUES ($1, $2, $3, $4) RETURNING id)"
@@ -2191,7 +2139,7 @@ purge_payloads(void)
 
 	if (++payloads_stored % WA_PURGE_EVERY != 0 || wa_log_retention <= 0)
 		return;
-	spi_check(spi_run(plan_for(&plan_purge_payloads,
+	wa_spi_check(spi_run(wa_plan(&plan_purge_payloads,
 							   "DELETE FROM whatsapp.webhook"
 							   " WHERE id IN (SELECT id FROM whatsapp.webhook"
 							   "               ORDER BY id LIMIT " CppAsString2(WA_PURGE_BATCH) ")"
@@ -2322,7 +2270,7 @@ wa_verify_webhook(PG_FUNCTION_ARGS)
 	rc = SPI_execute("SELECT id, name, verify_token, verify_token_key FROM whatsapp.account"
 					 " WHERE dropped_at IS NULL AND verify_token IS NOT NULL ORDER BY id",
 					 true, 0);
-	spi_check(rc, SPI_OK_SELECT, "verify token lookup");
+	wa_spi_check(rc, SPI_OK_SELECT, "verify token lookup");
 	tt = SPI_tuptable;
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -2410,7 +2358,7 @@ wa_after_record(PG_FUNCTION_ARGS)
 	{
 		values[0] = PointerGetDatum(construct_array(stopped, nstopped, INT8OID, 8,
 													FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		spi_check(SPI_execute_with_args("SELECT whatsapp._opt_out_apply(m.account_id,"
+		wa_spi_check(SPI_execute_with_args("SELECT whatsapp._opt_out_apply(m.account_id,"
 										"  ARRAY[m.recipient, '+' || m.wa_id], 'marketing',"
 										"  'error 131050', m.error_title, m.wamid)"
 										" FROM whatsapp.message m"
@@ -2422,7 +2370,7 @@ wa_after_record(PG_FUNCTION_ARGS)
 
 	/* Statuses held for these messages: see the header comment. */
 	lock_hold(ShareLock);
-	spi_check(spi_run(plan_for(&plan_held_any,
+	wa_spi_check(spi_run(wa_plan(&plan_held_any,
 							   "SELECT EXISTS (SELECT 1 FROM whatsapp.status_held)", 0, NULL),
 					  NULL, NULL, false, 1),
 			  SPI_OK_SELECT, "held status lookup");
@@ -2439,7 +2387,7 @@ wa_after_record(PG_FUNCTION_ARGS)
 		hook_begin(&ctx);
 		load_accounts(&ctx);
 		values[0] = PointerGetDatum(ids_a);
-		spi_check(spi_run(plan_for(&plan_held_for,
+		wa_spi_check(spi_run(wa_plan(&plan_held_for,
 								   "SELECT h.id, h.phone_number_id, h.status FROM whatsapp.status_held h"
 								   " WHERE h.id IN ("
 								   "   SELECT h1.id FROM whatsapp.status_held h1"
@@ -2484,7 +2432,7 @@ wa_after_record(PG_FUNCTION_ARGS)
 		{
 			values[0] = PointerGetDatum(construct_array(done, ndone, INT8OID, 8,
 														FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-			spi_check(spi_run(plan_for(&plan_held_delete,
+			wa_spi_check(spi_run(wa_plan(&plan_held_delete,
 									   "DELETE FROM whatsapp.status_held WHERE id = ANY ($1)",
 									   1, types),
 							  values, NULL, false, 0),
@@ -2783,7 +2731,7 @@ wa_recipient_check(int32 account_id, const char *e164, const char *kind,
 			SPI_freeplan(plan_recipient_bl);
 			plan_recipient_bl = NULL;
 		}
-		plan = plan_for(&plan_recipient_bl,
+		plan = wa_plan(&plan_recipient_bl,
 						"SELECT o.scope, o.source FROM whatsapp.opt_out o WHERE o.identifier = $1"
 						" UNION ALL"
 						" SELECT 'all', 'Odoo phone_blacklist' FROM public.phone_blacklist b"
@@ -2792,11 +2740,11 @@ wa_recipient_check(int32 account_id, const char *e164, const char *kind,
 		plan_recipient_bl_relid = relid;
 	}
 	else
-		plan = plan_for(&plan_recipient,
+		plan = wa_plan(&plan_recipient,
 						"SELECT o.scope, o.source FROM whatsapp.opt_out o WHERE o.identifier = $1",
 						1, t1);
 	values[0] = CStringGetTextDatum(e164);
-	spi_check(spi_run(plan, values, NULL, true, 0), SPI_OK_SELECT, "opt-out lookup");
+	wa_spi_check(spi_run(plan, values, NULL, true, 0), SPI_OK_SELECT, "opt-out lookup");
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		char	   *scope = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
@@ -2831,7 +2779,7 @@ wa_recipient_check(int32 account_id, const char *e164, const char *kind,
 		{
 			values[0] = CStringGetTextDatum(name);
 			values[1] = Int32GetDatum(account_id);
-			spi_check(spi_run(plan_for(&plan_marketing,
+			wa_spi_check(spi_run(wa_plan(&plan_marketing,
 									   "SELECT 1 FROM whatsapp.templates t"
 									   " WHERE t.name = $1 AND t.category = 'MARKETING'"
 									   "   AND (t.account IS NULL OR t.account ="
@@ -2867,7 +2815,7 @@ wa_recipient_check(int32 account_id, const char *e164, const char *kind,
 			elems[i] = CStringGetTextDatum(forms[i]);
 		values[0] = PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
 		values[1] = Int32GetDatum(account_id);
-		spi_check(spi_run(plan_for(&plan_window,
+		wa_spi_check(spi_run(wa_plan(&plan_window,
 								   "SELECT pg_catalog.max(i.sent_at) FROM whatsapp.inbound_message i"
 								   " WHERE i.phone = ANY ($1) AND i.account_id = $2", 2, t3),
 						  values, NULL, true, 1),

@@ -169,6 +169,12 @@ extern const char *wa_unseal_result_hint(WaUnsealResult r);
 extern void wa_wipe(char *secret);
 
 /*
+ * Decode 2 * nbytes hexadecimal digits (either case) into out; false when
+ * one is not a hexadecimal digit.
+ */
+extern bool wa_hex_decode(const char *hex, int nbytes, uint8 *out);
+
+/*
  * Write a new key file whose first key is new and which keeps every older
  * key, for wa_rotate_key().  Holds a cluster-wide lock until the end of
  * the transaction.  Returns the new key id (palloc'd).

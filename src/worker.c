@@ -32,6 +32,7 @@
  *-------------------------------------------------------------------------
  */
 #include "whatsapp.h"
+#include "spi_plans.h"
 #include "cloudapi.h"
 #include "http.h"
 
@@ -296,17 +297,6 @@ end_work(void)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
-static SPIPlanPtr
-prepare_kept(const char *sql, int nargs, Oid *types)
-{
-	SPIPlanPtr	p = SPI_prepare(sql, nargs, types);
-
-	if (p == NULL || SPI_keepplan(p) != 0)
-		elog(ERROR, "whatsapp worker could not prepare a query: %s",
-			 SPI_result_code_string(SPI_result));
-	return p;
-}
-
 static void
 free_plans(void)
 {
@@ -383,7 +373,7 @@ prepare_claim(Oid blacklist)
 				   OidIsValid(blacklist) ?
 				   " OR EXISTS (SELECT 1 FROM public.phone_blacklist b"
 				   "   WHERE b.number::text = m.recipient AND b.active)" : "");
-	plan = prepare_kept(sql, 2, claim_types);
+	plan = wa_keep_plan(sql, 2, claim_types);
 	pfree(sql);
 	plan_claim_blacklist = blacklist;
 	return plan;
@@ -422,7 +412,7 @@ prepare_plans(void)
 		return;
 	free_plans();
 
-	record_plan = prepare_kept(
+	record_plan = wa_keep_plan(
 							   "WITH r AS ("
 							   " SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
 							   "   pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),"
@@ -457,13 +447,13 @@ prepare_plans(void)
 	{
 		Oid			hook_types[2] = {INT8ARRAYOID, INT4ARRAYOID};
 
-		plan_after_record = prepare_kept("SELECT whatsapp._after_record($1, $2)",
+		plan_after_record = wa_keep_plan("SELECT whatsapp._after_record($1, $2)",
 										 2, hook_types);
 	}
 	plan_claim = prepare_claim(InvalidOid);
 	plan_record = record_plan;
 	/* assigned last: it marks the set as complete */
-	plan_next_due = prepare_kept(
+	plan_next_due = wa_keep_plan(
 								 "SELECT pg_catalog.min(next_attempt_at) FROM whatsapp.message"
 								 " WHERE account_id = $1 AND state = 'queued'"
 								 "   AND next_attempt_at > pg_catalog.now()",
