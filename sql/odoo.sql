@@ -168,6 +168,12 @@ UPDATE public.sale_order SET state = 'draft' WHERE id = 2;
 UPDATE public.sale_order SET state = 'sale' WHERE id = 2;
 SELECT account, count(*) AS messages_for_s00002_after_the_move FROM m
  WHERE dedupe_key = 'sale.order:2:sale_order_confirmed' GROUP BY account;
+-- and the preview names that message, recorded under the other account
+SELECT p ->> 'account' AS rule_account,
+	   (p #>> '{already_recorded,id}')::bigint =
+	   (SELECT id FROM whatsapp.message WHERE dedupe_key = 'sale.order:2:sale_order_confirmed')
+	   AS preview_names_the_message
+  FROM whatsapp.wa_odoo_preview('sale_order_confirmed', 2) p;
 SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed');
 
 -- A rolled-back confirmation and a rolled-back savepoint send nothing.

@@ -43,6 +43,7 @@
  *-------------------------------------------------------------------------
  */
 #include "whatsapp.h"
+#include "spi_plans.h"
 
 #include <math.h>
 
@@ -2592,21 +2593,16 @@ wa_odoo_preview(PG_FUNCTION_ARGS)
 	appendStringInfo(&b, ", \"fires\": %s", r.fires ? "true" : "false");
 	json_kv_str(&b, "why_not", r.fires ? NULL : r.note);
 
-	/* already recorded under this dedupe key? */
+	/* already recorded under this dedupe key, in any account (see record)? */
 	if (r.account_id != 0)
 	{
-		Oid			types[2] = {INT4OID, TEXTOID};
-		Datum		args[2] = {Int32GetDatum(r.account_id), CStringGetTextDatum(r.dedupe_key)};
+		Oid			types[1] = {TEXTOID};
+		Datum		args[1] = {CStringGetTextDatum(r.dedupe_key)};
 
-		if (plan_existing == NULL)
-		{
-			SPIPlanPtr	p = SPI_prepare("SELECT id, state FROM whatsapp.message"
-										" WHERE account_id = $1 AND dedupe_key = $2", 2, types);
-
-			if (p == NULL || SPI_keepplan(p) != 0)
-				elog(ERROR, "whatsapp: could not prepare the dedupe lookup");
-			plan_existing = p;
-		}
+		wa_plan(&plan_existing,
+				"SELECT id, state FROM whatsapp.message"
+				" WHERE account_id = ANY (ARRAY(SELECT a.id FROM whatsapp.account a))"
+				"   AND dedupe_key = $1 ORDER BY id LIMIT 1", 1, types);
 		if (SPI_execute_plan(plan_existing, args, NULL, false, 1) == SPI_OK_SELECT &&
 			SPI_processed == 1)
 			appendStringInfo(&b, ", \"already_recorded\": {\"id\": %s, \"state\": \"%s\"}",
