@@ -27,9 +27,10 @@
 
 set -uo pipefail
 
-PG_BIN=/usr/lib/postgresql/15/bin
+# WA_PG_BIN points the whole run at another installation of PostgreSQL (for
+# example a private copy, so that two runs do not install over each other).
+PG_BIN=${WA_PG_BIN:-/usr/lib/postgresql/15/bin}
 PG_CONFIG=$PG_BIN/pg_config
-PGXS_DIR=/usr/lib/postgresql/15/lib/pgxs
 TEST_USER=wa_test
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -143,10 +144,12 @@ stage_tap() {
 		say "no test/t/*.pl files"
 		return 0
 	fi
+	local pgxs_dir
+	pgxs_dir=$("$PG_CONFIG" --pkglibdir)/pgxs
 	mkdir -p test/tmp/tap
 	export TESTDIR=$PWD/test/tmp/tap
-	export PERL5LIB=$PGXS_DIR/src/test/perl:$PWD/test/perl${PERL5LIB:+:$PERL5LIB}
-	export PG_REGRESS=$PGXS_DIR/src/test/regress/pg_regress
+	export PERL5LIB=$pgxs_dir/src/test/perl:$PWD/test/perl${PERL5LIB:+:$PERL5LIB}
+	export PG_REGRESS=$pgxs_dir/src/test/regress/pg_regress
 	export WA_MOCK_DIR=$PWD/test/mock
 	out=$TESTDIR/prove.out
 	prove --timer "${files[@]}" 2>&1 | tee "$out"

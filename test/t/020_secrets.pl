@@ -13,7 +13,7 @@
 use strict;
 use warnings;
 
-use lib '/usr/lib/postgresql/15/lib/pgxs/src/test/perl';
+use lib ($ENV{PERL5LIB} ? () : '/usr/lib/postgresql/15/lib/pgxs/src/test/perl');
 
 use Digest::SHA qw(sha256_hex);
 use File::Copy qw(move);
