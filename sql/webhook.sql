@@ -584,7 +584,9 @@ INSERT INTO bad_case (what, body) VALUES
 	 pg_temp.inbound('[]', '[{"from": "5215512349999", "type": "text", "text": {"body": "x"}},
 						   {"from": "not digits", "id": "wamid.BAD-TYPE", "timestamp": "soon", "type": "hologram"}]')),
 	('an unknown field', pg_temp.env('{"x": 1}', 'phone_number_quality_update')),
-	('errors at the top of value', pg_temp.env(pg_temp.meta() || '{"errors": [{"code": 131008, "title": "Required parameter is missing", "error_data": {"details": "x is required"}}, "not an error"]}'));
+	('errors at the top of value', pg_temp.env(pg_temp.meta() || '{"errors": [{"code": 131008, "title": "Required parameter is missing", "error_data": {"details": "x is required"}}, "not an error"]}')),
+	('JSON nested deeper than the server''s stack allows (found by test/fuzz)',
+	 '{"object": "whatsapp_business_account", "x": ' || repeat('[', 200000) || repeat(']', 200000) || '}');
 DO $$
 DECLARE
 	b record;

@@ -812,9 +812,11 @@ verify_signature(HookCtx *ctx, Jsonb *doc, const char *payload, size_t len,
 
 /*
  * Parse the payload.  Not JSON raises 22P02.  JSON that jsonb cannot hold
- * (a \u0000, a number out of range) returns NULL with *why set: it is
+ * (a \u0000, a number out of range, nesting deeper than the server's stack
+ * allows, a size over jsonb's limits) returns NULL with *why set: it is
  * stored and applies nothing.  jsonb_in is pure computation, so its data
- * errors can be caught without a subtransaction; others are raised again.
+ * errors and its program limit errors (class 54) can be caught without a
+ * subtransaction; others are raised again.
  */
 static Jsonb *
 parse_payload(text *payload, char **why)
@@ -833,7 +835,8 @@ parse_payload(text *payload, char **why)
 	{
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
-		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
+		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_DATA_EXCEPTION &&
+			ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_PROGRAM_LIMIT_EXCEEDED)
 			PG_RE_THROW();
 		FlushErrorState();
 		doc = NULL;
