@@ -642,6 +642,45 @@ SELECT count(*) - :payloads_before AS new_payloads, (SELECT count(*) FROM whatsa
   FROM whatsapp.webhook;
 
 -- ---------------------------------------------------------------------
+-- 9b. A payload changes only the accounts whose app secret signed it
+--     (found by test/fuzz): main's secret does not reach the messages,
+--     inbound, held statuses or templates of second, another Meta app.
+-- ---------------------------------------------------------------------
+SELECT whatsapp.wa_send('+52 55 7777 0001', 'de main', 'main') AS x1 \gset
+SELECT whatsapp.wa_send('+52 55 7777 0002', 'de second', 'second') AS x2 \gset
+SELECT pg_temp.sent(:x1, 'wamid.X1') AND pg_temp.sent(:x2, 'wamid.X2') AS recorded;
+INSERT INTO whatsapp.templates (account, name, language, category) VALUES
+	('main', 'aviso_envio', 'es', 'UTILITY'),
+	('second', 'aviso_envio', 'es', 'UTILITY');
+-- Signed by main: a change for main's number, one for second's number
+-- (statuses, an inbound STOP), and a template update for second's WABA.
+SELECT pg_temp.recv(jsonb_build_object('object', 'whatsapp_business_account', 'entry', jsonb_build_array(
+	jsonb_build_object('id', '102290129340398', 'changes', jsonb_build_array(
+		jsonb_build_object('field', 'messages', 'value', pg_temp.meta() || jsonb_build_object('statuses',
+			jsonb_build_array(pg_temp.st('wamid.X1', 'delivered', 1749426000, :'x1')))),
+		jsonb_build_object('field', 'messages', 'value', pg_temp.meta('200200200') || jsonb_build_object(
+			'statuses', jsonb_build_array(pg_temp.st('wamid.X2', 'delivered', 1749426000, :'x2'),
+										  pg_temp.st('wamid.X-UNSENT', 'delivered', 1749426000)),
+			'contacts', '[{"profile": {"name": "Intruso"}, "wa_id": "5215577770003"}]'::jsonb,
+			'messages', '[{"from": "5215577770003", "id": "wamid.X-IN", "timestamp": "1749426000",
+						   "type": "text", "text": {"body": "STOP"}}]'::jsonb)))),
+	jsonb_build_object('id', '300300300', 'changes', jsonb_build_array(
+		jsonb_build_object('field', 'message_template_status_update', 'value',
+			'{"event": "PAUSED", "message_template_name": "aviso_envio", "message_template_language": "es"}'::jsonb)))
+	))::text) AS mixed;
+SELECT id = :x1 AS is_mains, state FROM whatsapp.messages WHERE id IN (:x1, :x2) ORDER BY id;
+SELECT (SELECT count(*) FROM whatsapp.inbound WHERE wamid = 'wamid.X-IN') AS inbound,
+	   (SELECT count(*) FROM whatsapp.status_held WHERE phone_number_id = '200200200') AS held,
+	   (SELECT count(*) FROM whatsapp.opt_out WHERE identifier = '+525577770003') AS opted_out;
+SELECT applied, ignored FROM whatsapp.webhooks ORDER BY id DESC LIMIT 1;
+-- Signed by main for a WABA no account has: not second's row.
+SELECT pg_temp.recv(pg_temp.env('{"event": "REJECTED", "message_template_name": "aviso_envio",
+	"message_template_language": "es", "reason": "INVALID_FORMAT"}', 'message_template_status_update',
+	'999000999')) AS unknown_waba;
+SELECT account, status FROM whatsapp.templates WHERE name = 'aviso_envio' ORDER BY account;
+DELETE FROM whatsapp.templates WHERE name = 'aviso_envio';
+
+-- ---------------------------------------------------------------------
 -- 10. Privileges
 -- ---------------------------------------------------------------------
 SELECT r.rolname,

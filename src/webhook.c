@@ -151,6 +151,8 @@ typedef struct HookCtx
 	HookAccount *accounts;
 	int			naccounts;
 	int32		verified_by;	/* account whose secret verified, or 0 */
+	bool	   *signer;			/* per account: its app secret is the one that
+								 * verified (the signing Meta app's accounts) */
 	int			applied;
 	List	   *notes;			/* char *, in the call's context */
 	int			nnotes;
@@ -694,6 +696,8 @@ verify_signature(HookCtx *ctx, Jsonb *doc, const char *payload, size_t len,
 	size_t	   *tried_len = palloc0(sizeof(size_t) * Max(ctx->naccounts, 1));
 	int			ntried = 0;
 	int32		match = 0;
+	char	   *matched = NULL;
+	size_t		matched_len = 0;
 
 	initStringInfo(&unsealed_problems);
 
@@ -795,7 +799,13 @@ verify_signature(HookCtx *ctx, Jsonb *doc, const char *payload, size_t len,
 
 		hmac_sha256(secret, slen, payload, len, mac);
 		if (CRYPTO_memcmp(mac, expected, WA_SHA256_LEN) == 0)
+		{
 			match = a->id;
+			/* a copy: unsealing more secrets below may move the cache */
+			matched = palloc(slen + 1);
+			memcpy(matched, secret, slen);
+			matched_len = slen;
+		}
 		explicit_bzero(mac, sizeof(mac));
 	}
 
@@ -807,7 +817,66 @@ verify_signature(HookCtx *ctx, Jsonb *doc, const char *payload, size_t len,
 						   unsealed_problems.data),
 				 problem_hint ? errhint("%s", problem_hint) :
 				 errhint("Check that the account's app secret is the Meta app's secret, and that the request body is passed byte for byte, before any parsing.")));
+
+	/*
+	 * The accounts of the Meta app that signed: those whose app secret is
+	 * the one that verified.  Only they are changed (apply_change).
+	 */
+	ctx->signer = palloc0(sizeof(bool) * Max(ctx->naccounts, 1));
+	for (int i = 0; i < ctx->naccounts; i++)
+	{
+		HookAccount *a = &ctx->accounts[i];
+		const char *secret;
+		size_t		slen;
+
+		if (a->id == match)
+			ctx->signer[i] = true;
+		else if (!a->dropped && a->sealed != NULL &&
+				 account_secret(a, &secret, &slen) == WA_UNSEAL_OK &&
+				 slen == matched_len && CRYPTO_memcmp(secret, matched, slen) == 0)
+			ctx->signer[i] = true;
+	}
+	explicit_bzero(matched, matched_len);
+	pfree(matched);
 	return match;
+}
+
+/*
+ * Is account i another Meta app's: active, with an app secret that is not
+ * the one that verified?  (An account without a secret belongs to no known
+ * app; the payload's routing decided, as for unknown numbers.)
+ */
+static bool
+other_app(HookCtx *ctx, int i)
+{
+	return ctx->signer != NULL && !ctx->signer[i] &&
+		!ctx->accounts[i].dropped && ctx->accounts[i].sealed != NULL;
+}
+
+/*
+ * Is id (a phone_number_id, or with waba a WABA id) another Meta app's: an
+ * account of another app has it, and no active account of the signing app
+ * does?
+ */
+static bool
+foreign_id(HookCtx *ctx, const char *id, bool waba)
+{
+	bool		other = false;
+
+	if (id == NULL || ctx->signer == NULL)
+		return false;
+	for (int i = 0; i < ctx->naccounts; i++)
+	{
+		HookAccount *a = &ctx->accounts[i];
+		const char *aid = waba ? a->waba_id : a->phone_number_id;
+
+		if (a->dropped || aid == NULL || strcmp(aid, id) != 0)
+			continue;
+		if (ctx->signer[i])
+			return false;
+		other |= other_app(ctx, i);
+	}
+	return other;
 }
 
 /*
@@ -1899,9 +1968,11 @@ apply_template_update(HookCtx *ctx, JsonbContainer *value, const char *waba,
 	char	   *name = wa_json_string(value, "message_template_name");
 	char	   *language = wa_json_string(value, "message_template_language");
 	char	   *newval;
-	Oid			types[4] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
+	Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	Datum	   *others = palloc(sizeof(Datum) * Max(ctx->naccounts, 1));
+	int			nothers = 0;
 	int			n;
 
 	if (category)
@@ -1944,20 +2015,27 @@ apply_template_update(HookCtx *ctx, JsonbContainer *value, const char *waba,
 	values[2] = CStringGetTextDatum(newval);
 	values[3] = waba ? CStringGetTextDatum(waba) : (Datum) 0;
 	nulls[3] = waba ? ' ' : 'n';
+	/* never the rows of another Meta app's accounts */
+	for (int i = 0; i < ctx->naccounts; i++)
+		if (other_app(ctx, i))
+			others[nothers++] = CStringGetTextDatum(ctx->accounts[i].name);
+	values[4] = PointerGetDatum(construct_array(others, nothers, TEXTOID, -1, false,
+												TYPALIGN_INT));
 #define TEMPLATE_UPDATE(col) \
 	"UPDATE whatsapp.templates t SET " col " = $3" \
 	" WHERE t.name = $1 AND ($2 IS NULL OR t.language = $2)" \
 	"   AND t." col " IS DISTINCT FROM $3" \
+	"   AND (t.account IS NULL OR t.account <> ALL ($5))" \
 	"   AND (t.account IS NULL" \
 	"     OR NOT EXISTS (SELECT 1 FROM whatsapp.account a WHERE a.waba_id = $4)" \
 	"     OR t.account IN (SELECT a.name FROM whatsapp.account a" \
 	"                       WHERE a.waba_id = $4 AND a.dropped_at IS NULL))"
 	if (category)
-		wa_spi_check(spi_run(wa_plan(&plan_tpl_category, TEMPLATE_UPDATE("category"), 4, types),
+		wa_spi_check(spi_run(wa_plan(&plan_tpl_category, TEMPLATE_UPDATE("category"), 5, types),
 						  values, nulls, false, 0),
 				  SPI_OK_UPDATE, "template category update");
 	else
-		wa_spi_check(spi_run(wa_plan(&plan_tpl_status, TEMPLATE_UPDATE("status"), 4, types),
+		wa_spi_check(spi_run(wa_plan(&plan_tpl_status, TEMPLATE_UPDATE("status"), 5, types),
 						  values, nulls, false, 0),
 				  SPI_OK_UPDATE, "template status update");
 #undef TEMPLATE_UPDATE
@@ -1997,6 +2075,21 @@ apply_change(HookCtx *ctx, JsonbContainer *change, const char *waba,
 		return;
 	}
 	pnid = wa_json_string(wa_json_object(value, "metadata"), "phone_number_id");
+
+	/* A payload changes only the accounts whose app secret signed it. */
+	if (foreign_id(ctx, pnid, false))
+	{
+		note(ctx, "%s (field %.64s): phone_number_id %.64s is the number of another Meta app, whose secret did not sign the payload; not applied",
+			 where, field, pnid);
+		return;
+	}
+	if ((strcmp(field, "message_template_status_update") == 0 ||
+		 strcmp(field, "template_category_update") == 0) && foreign_id(ctx, waba, true))
+	{
+		note(ctx, "%s (field %s): WABA %.64s is another Meta app's, whose secret did not sign the payload; not applied",
+			 where, field, waba);
+		return;
+	}
 
 	if (strcmp(field, "messages") == 0)
 	{
