@@ -681,6 +681,21 @@ SELECT account, status FROM whatsapp.templates WHERE name = 'aviso_envio' ORDER 
 DELETE FROM whatsapp.templates WHERE name = 'aviso_envio';
 
 -- ---------------------------------------------------------------------
+-- 9c. A read arriving after a later read (a voice message's "played"),
+--     or after a delivered without a usable timestamp (the time of receipt
+--     stands in): delivered_at is never later than read_at (found by
+--     test/fuzz).
+-- ---------------------------------------------------------------------
+SELECT whatsapp.wa_send('+52 55 7777 0004', 'nota de voz') AS v1 \gset
+SELECT whatsapp.wa_send('+52 55 7777 0005', 'sin hora') AS v2 \gset
+SELECT pg_temp.sent(:v1, 'wamid.V1') AND pg_temp.sent(:v2, 'wamid.V2') AS recorded;
+SELECT pg_temp.recv(pg_temp.statuses(jsonb_build_array(pg_temp.st('wamid.V1', 'played', 1749427000, :'v1')))) AS played;
+SELECT pg_temp.recv(pg_temp.statuses(jsonb_build_array(pg_temp.st('wamid.V1', 'read', 1749426900, :'v1')))) AS earlier_read;
+SELECT pg_temp.recv(pg_temp.statuses('[{"id": "wamid.V2", "status": "delivered", "timestamp": "soon"}]')) AS delivered_no_time;
+SELECT pg_temp.recv(pg_temp.statuses(jsonb_build_array(pg_temp.st('wamid.V2', 'read', 1749426900, :'v2')))) AS read;
+SELECT id = :v1 AS voice, state, delivered_at, read_at FROM whatsapp.messages WHERE id IN (:v1, :v2) ORDER BY id;
+
+-- ---------------------------------------------------------------------
 -- 10. Privileges
 -- ---------------------------------------------------------------------
 SELECT r.rolname,

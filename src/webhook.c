@@ -33,8 +33,8 @@
  *
  *	  sent		logged; pricing and conversation recorded
  *	  delivered sent -> delivered; delivered_at is Meta's time (the earliest)
- *	  read		sent, delivered -> read; read_at set, an empty delivered_at
- *				filled with the read time
+ *	  read		sent, delivered -> read; read_at set (the earliest), and
+ *				delivered_at set to the read time when empty or later
  *	  played	as read (voice messages)
  *	  failed	sent -> failed with Meta's error; after delivered or read
  *				only logged
@@ -935,10 +935,10 @@ static const char *const status_set[ST_NKINDS] = {
 	"state = CASE WHEN m.state = 'sent' THEN 'delivered' ELSE m.state END,"
 	" delivered_at = CASE WHEN m.state IN ('sent', 'delivered', 'read')"
 	"   THEN LEAST(COALESCE(m.delivered_at, $4), $4) ELSE m.delivered_at END,",
-	/* read (and played) */
+	/* read (and played): delivered no later than read */
 	"state = CASE WHEN m.state IN ('sent', 'delivered') THEN 'read' ELSE m.state END,"
 	" delivered_at = CASE WHEN m.state IN ('sent', 'delivered', 'read')"
-	"   THEN COALESCE(m.delivered_at, $4) ELSE m.delivered_at END,"
+	"   THEN LEAST(COALESCE(m.delivered_at, $4), $4) ELSE m.delivered_at END,"
 	" read_at = CASE WHEN m.state IN ('sent', 'delivered', 'read')"
 	"   THEN LEAST(COALESCE(m.read_at, $4), $4) ELSE m.read_at END,",
 	/* failed: from sent only; after delivered or read it is only logged */
@@ -956,7 +956,8 @@ static const char *const status_change[ST_NKINDS] = {
 	"m.state = 'sent' OR (m.state IN ('delivered', 'read')"
 	"  AND (m.delivered_at IS NULL OR m.delivered_at > $4))",
 	"m.state IN ('sent', 'delivered') OR (m.state = 'read'"
-	"  AND (m.delivered_at IS NULL OR m.read_at IS NULL OR m.read_at > $4))",
+	"  AND (m.delivered_at IS NULL OR m.read_at IS NULL OR m.read_at > $4"
+	"       OR m.delivered_at > $4))",
 	"m.state = 'sent'",
 };
 
