@@ -696,6 +696,20 @@ SELECT pg_temp.recv(pg_temp.statuses(jsonb_build_array(pg_temp.st('wamid.V2', 'r
 SELECT id = :v1 AS voice, state, delivered_at, read_at FROM whatsapp.messages WHERE id IN (:v1, :v2) ORDER BY id;
 
 -- ---------------------------------------------------------------------
+-- 9d. At REPEATABLE READ, a status whose callback data names a message
+--     still queued and whose wamid names another, recorded one is held as
+--     at READ COMMITTED, not refused with 40001 (found by test/fuzz).
+-- ---------------------------------------------------------------------
+SELECT whatsapp.wa_send('+52 55 7777 0006', 'en camino') AS q1 \gset
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT pg_temp.try(format('SELECT pg_temp.recv(%L)', pg_temp.statuses(
+	jsonb_build_array(pg_temp.st('wamid.V1', 'read', 1749427100, :'q1'))))) AS repeatable_read;
+COMMIT;
+SELECT count(*) AS held FROM whatsapp.status_held WHERE message_id = :q1;
+DELETE FROM whatsapp.status_held WHERE message_id = :q1;
+SELECT whatsapp.wa_cancel(:q1) AS cancelled;
+
+-- ---------------------------------------------------------------------
 -- 10. Privileges
 -- ---------------------------------------------------------------------
 SELECT r.rolname,

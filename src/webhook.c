@@ -1131,22 +1131,24 @@ run_status_both(HookCtx *ctx, StatusIn *st, Datum *values, char *nulls,
 /*
  * At REPEATABLE READ: does the newest committed state of the message
  * differ from what this transaction's snapshot showed?  Then the worker
- * recorded it meanwhile, and holding the status would lose it.
+ * recorded it meanwhile, and holding the status would lose it.  The
+ * message is looked up as run_status_both does: a message found by the
+ * callback data decides, and the wamid is tried only when there is none.
  */
 static bool
 recorded_since_snapshot(StatusIn *st, Datum accounts)
 {
 	static const char *const sql[MATCH_NKINDS] = {
-		"SELECT 1 FROM whatsapp.message m WHERE m.id = $1"
-		" AND (m.wamid IS NULL OR m.wamid = $2) AND m.account_id = ANY ($3)"
-		" AND m.state NOT IN ('queued', 'sending')",
-		"SELECT 1 FROM whatsapp.message m WHERE m.wamid = $2"
-		" AND m.account_id = ANY ($3) AND m.state NOT IN ('queued', 'sending')",
+		"SELECT m.state NOT IN ('queued', 'sending') FROM whatsapp.message m WHERE m.id = $1"
+		" AND (m.wamid IS NULL OR m.wamid = $2) AND m.account_id = ANY ($3)",
+		"SELECT m.state NOT IN ('queued', 'sending') FROM whatsapp.message m WHERE m.wamid = $2"
+		" AND m.account_id = ANY ($3)",
 	};
 	Oid			types[3] = {INT8OID, TEXTOID, INT4ARRAYOID};
 	Datum		values[3];
 	char		nulls[3] = {' ', ' ', ' '};
 	bool		found = false;
+	bool		recorded = false;
 
 	values[0] = Int64GetDatum(st->message_id);
 	values[1] = CStringGetTextDatum(st->wamid);
@@ -1154,6 +1156,7 @@ recorded_since_snapshot(StatusIn *st, Datum accounts)
 	for (int by = (st->message_id != 0 ? MATCH_ID : MATCH_WAMID); by < MATCH_NKINDS && !found; by++)
 	{
 		int			rc;
+		bool		isnull;
 
 		MemoryContext cxt = CurrentMemoryContext;
 
@@ -1163,9 +1166,12 @@ recorded_since_snapshot(StatusIn *st, Datum accounts)
 		MemoryContextSwitchTo(cxt);
 		wa_spi_check(rc, SPI_OK_SELECT, "message lookup");
 		found = SPI_processed > 0;
+		if (found)
+			recorded = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+												  SPI_tuptable->tupdesc, 1, &isnull));
 		SPI_freetuptable(SPI_tuptable);
 	}
-	return found;
+	return recorded;
 }
 
 static void
