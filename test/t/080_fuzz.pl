@@ -1,0 +1,125 @@
+# 080_fuzz.pl: a short fuzz run of the three input parsers (test/fuzz).
+#
+#   - webhook:   mutated Meta payloads, each signed with the account's app
+#                secret, through wa_receive();
+#   - signature: mutated X-Hub-Signature-256 headers through wa_receive();
+#   - phone:     mutated numbers and country codes through
+#                normalize_phone(), _identity_forms() and wa_send();
+#
+# WA_FUZZ_N inputs each (20,000 by default), then: no backend lost, no
+# assertion failure (TRAP, on a --enable-cassert build), no PANIC, the
+# same postmaster, and test/fuzz/check.sql's consistency checks.  Last, a
+# backend killed by SIGSEGV in the middle of a run must be reported as a
+# crash, by the driver and by the server log check: the test can fail.
+#
+# The seed is random and printed; WA_FUZZ_SEED=N repeats a run.  The long
+# run (1,000,000 inputs each) is test/fuzz/run.sh; see test/fuzz/README.md.
+use strict;
+use warnings;
+
+use IPC::Run;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+use WaTest;
+
+my $fuzz = WaTest::repo() . '/test/fuzz';
+my $n = $ENV{WA_FUZZ_N} // 20000;
+my $seed = $ENV{WA_FUZZ_SEED} // int(rand(1_000_000_000));
+my $outdir = "$PostgreSQL::Test::Utils::tmp_check/fuzz-out";
+diag("fuzz seed $seed (WA_FUZZ_SEED=$seed repeats this run), $n inputs per parser");
+
+# The driver, against this installation's libpq headers.
+my ($out, $err) = ('', '');
+IPC::Run::run([ 'make', '-s', '-C', $fuzz, 'wafuzz' ], '>', \$out, '2>', \$err)
+  or BAIL_OUT("cannot build test/fuzz/wafuzz: $out$err");
+my $wafuzz = "$fuzz/wafuzz";
+
+# No worker: it would move the messages that the payloads' statuses name.
+my $node = WaTest::node('fuzz', database => '', restart_after_crash => 'on');
+my %secret = map { $_ => join('', map { sprintf '%02x', int(rand(256)) } 1 .. 24) } qw(main outlet gone);
+
+my ($rc, $setup_out, $setup_err) = ('', '', '');
+$rc = $node->psql('postgres', PostgreSQL::Test::Utils::slurp_file("$fuzz/setup.sql"),
+	stdout => \$setup_out, stderr => \$setup_err, on_error_stop => 1,
+	extra_params => [ '-v', "secret=$secret{main}", '-v', "secret2=$secret{outlet}",
+		'-v', "secret3=$secret{gone}" ]);
+is($rc, 0, 'test/fuzz/setup.sql: accounts, messages, batch functions') or BAIL_OUT($setup_err);
+
+my $postmaster_pid = $node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()');
+my $connstr = $node->connstr('postgres');
+local $ENV{WAFUZZ_SECRET} = $secret{main};
+local $ENV{WAFUZZ_OTHER_SECRETS} = "$secret{outlet},$secret{gone}";
+
+# Run one mode; returns (exit status, stdout, stderr).
+sub fuzz
+{
+	my ($mode, @args) = @_;
+	my ($o, $e) = ('', '');
+	IPC::Run::run([ $wafuzz, $mode, '-d', $connstr, '-c', "$fuzz/corpus", '-o', $outdir,
+			'-q', @args ], '>', \$o, '2>', \$e);
+	return ($? >> 8, $o, $e);
+}
+
+my $stored = 0;
+my $k = 0;
+for my $mode (qw(webhook signature phone))
+{
+	my ($status, $o, $e) = fuzz($mode, '-n', $n, '-s', $seed + $k++);
+	note($o);
+	my ($inputs) = $o =~ /^inputs: (\d+)$/m;
+	my ($crashes) = $o =~ /^crashes: (\d+)$/m;
+	my ($failures) = $o =~ /^failures: (\d+)$/m;
+	my ($rate) = $o =~ /^inputs per second: (\d+)$/m;
+	is($inputs, $n, "$mode: $n inputs" . (defined $rate ? " ($rate/s)" : ''));
+	is($crashes, 0, "$mode: no crash");
+	is($failures, 0, "$mode: every outcome expected, every property held")
+	  or diag("$e\n$o\nfindings in $outdir");
+	is($status, 0, "$mode: wafuzz exit status 0");
+	$stored += $1 if $o =~ /^payloads stored by committed batches: (\d+)$/m;
+}
+
+# The server afterwards.
+is($node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()'), $postmaster_pid,
+	'the same postmaster still runs');
+my $log = PostgreSQL::Test::Utils::slurp_file($node->logfile);
+my @bad = $log =~ /^.*(?:TRAP:|terminated by signal|exited with exit code [1-9]|PANIC:).*$/mg;
+is(scalar(@bad), 0, 'no assertion failure, no backend lost, no PANIC in the server log')
+  or diag(join("\n", @bad[ 0 .. ($#bad < 9 ? $#bad : 9) ]));
+ok(index($log, $secret{main}) < 0 && index($log, $secret{outlet}) < 0,
+	'no app secret in the server log');
+
+my ($crc, $checks, $cerr) = ('', '', '');
+$crc = $node->psql('postgres', PostgreSQL::Test::Utils::slurp_file("$fuzz/check.sql"),
+	stdout => \$checks, stderr => \$cerr, on_error_stop => 1,
+	extra_params => [ '-A', '-t', '-q', '-v', "stored=$stored", '-v', "secret=$secret{main}",
+		'-v', "secret2=$secret{outlet}" ]);
+is($crc, 0, 'check.sql ran (amcheck raised nothing)') or diag($cerr);
+ok($checks =~ /^checks failed: 0$/m, 'the database is consistent afterwards')
+  or diag(join("\n", grep { /^FAIL/ } split /\n/, $checks));
+
+# The checks can fail: a backend that dies in the middle of a run.
+my ($o, $e) = ('', '');
+my $h = IPC::Run::start([ $wafuzz, 'phone', '-d', $connstr, '-c', "$fuzz/corpus",
+		'-o', "$outdir/selftest", '-n', 100_000_000, '-m', 1, '-q', '-s', $seed ],
+	'>', \$o, '2>', \$e);
+my $pid = '';
+for (1 .. 300)
+{
+	$pid = $node->safe_psql('postgres',
+		"SELECT pid FROM pg_stat_activity WHERE application_name = 'wafuzz' AND state = 'active'");
+	last if $pid ne '';
+	usleep(100_000);
+}
+ok($pid ne '', 'a fuzz run in progress');
+kill 'SEGV', $pid if $pid ne '';
+$h->finish;
+is($h->result(0), 2, 'wafuzz exits with 2 when its backend dies');
+like($o, qr/^crashes: 1$/m, 'and counts the crash') or diag("$e\n$o");
+$log = PostgreSQL::Test::Utils::slurp_file($node->logfile);
+like($log, qr/terminated by signal 11/, 'the server log check sees it');
+ok(WaTest::wait_until(sub { ($node->psql('postgres', 'SELECT 1'))[0] == 0 }, 60, 'recovery'),
+	'the server recovered');
+
+$node->stop('fast');
+done_testing();
