@@ -710,6 +710,21 @@ DELETE FROM whatsapp.status_held WHERE message_id = :q1;
 SELECT whatsapp.wa_cancel(:q1) AS cancelled;
 
 -- ---------------------------------------------------------------------
+-- 9e. A user id that is not a business-scoped user id (the form
+--     wa_opt_in and _identity_forms take) is no identifier of a person:
+--     neither opted out nor stored (found by test/fuzz).
+-- ---------------------------------------------------------------------
+SELECT pg_temp.recv(pg_temp.env(pg_temp.meta() || '{"user_preferences": [
+	{"user_id": "Sofía", "category": "marketing_messages", "value": "stop", "timestamp": 1749428000},
+	{"user_id": "\u3000", "category": "marketing_messages", "value": "stop", "timestamp": 1749428000}]}',
+	'user_preferences')) AS preferences;
+SELECT pg_temp.recv(pg_temp.text_from(NULL, 'wamid.UID-BAD', 'STOP', user_id => 'MX 77770007')) AS keyword;
+SELECT pg_temp.recv(pg_temp.text_from('5215577770008', 'wamid.UID-BAD2', 'STOP', user_id => '%s%n')) AS keyword_with_number;
+SELECT identifier, scope, source FROM whatsapp.consents
+ WHERE identifier IN ('Sofía', E'\u3000', 'MX 77770007', '%s%n', '+525577770008') ORDER BY identifier;
+SELECT wamid, wa_id, user_id FROM whatsapp.inbound WHERE wamid LIKE 'wamid.UID-BAD%' ORDER BY wamid;
+
+-- ---------------------------------------------------------------------
 -- 10. Privileges
 -- ---------------------------------------------------------------------
 SELECT r.rolname,

@@ -313,6 +313,19 @@ usable_id(const char *s)
 	return s != NULL && s[0] != '\0' && strlen(s) <= WA_MAX_ID_LEN;
 }
 
+static bool looks_like_bsuid(const char *s);
+
+/*
+ * A business-scoped user id in the form _identity_forms (and so wa_opt_in,
+ * wa_subject_export and the identity links) takes; anything else is no
+ * identifier of a person.
+ */
+static bool
+usable_user_id(const char *s)
+{
+	return s != NULL && looks_like_bsuid(s);
+}
+
 /* ----------
  * Notes: the parts of a payload that were not applied
  * ----------
@@ -1481,7 +1494,7 @@ extract_status(HookCtx *ctx, JsonbValue *v, StatusIn *st, const char *where)
 	if (st->recipient_id && strspn(st->recipient_id, "0123456789") != strlen(st->recipient_id))
 		st->recipient_id = NULL;
 	st->recipient_user_id = wa_json_string(o, "recipient_user_id");
-	if (!usable_id(st->recipient_user_id))
+	if (!usable_user_id(st->recipient_user_id))
 		st->recipient_user_id = NULL;
 	if (st->kind == ST_FAILED)
 	{
@@ -1779,7 +1792,7 @@ apply_inbound(HookCtx *ctx, JsonbValue *v, JsonbContainer *contacts,
 			phone = pstrdup(e164);
 	}
 	user_id = from_user ? from_user : wa_json_string(contact, "user_id");
-	if (user_id != NULL && !usable_id(user_id))
+	if (!usable_user_id(user_id))
 		user_id = NULL;
 	if (!jtimestamp(msg, "timestamp", &ts))
 	{
@@ -1936,7 +1949,7 @@ apply_user_preferences(HookCtx *ctx, JsonbContainer *value, const char *pnid,
 			wa_id = wa_json_string(contact, "wa_id");
 		if (all_digits(wa_id) && strlen(wa_id) <= 20)
 			ids = lappend(ids, psprintf("+%s", wa_id));
-		if (usable_id(user_id))
+		if (usable_user_id(user_id))
 			ids = lappend(ids, user_id);
 		if (ids == NIL)
 		{
