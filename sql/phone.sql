@@ -163,3 +163,18 @@ SELECT whatsapp.normalize_phone('55 1234 5678', '+');
 SELECT whatsapp.normalize_phone('55 1234 5678', '28');
 -- Inputs over 256 bytes are not read.
 SELECT whatsapp.normalize_phone(repeat(' ', 300) || '+52 55 1234 5678') IS NULL AS long_input;
+-- In a database that is not UTF-8, any non-ASCII character makes a number
+-- invalid; only UTF-8 spaces and dashes are separators (found by test/fuzz:
+-- in LATIN1, 'Â' and a no-break space, the bytes of a UTF-8 no-break space,
+-- passed as one).
+\set regress_db :DBNAME
+CREATE DATABASE wa_phone_latin1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0;
+\c wa_phone_latin1
+SET client_min_messages = warning;
+CREATE EXTENSION whatsapp CASCADE;
+SELECT whatsapp.normalize_phone('+52 55 1234 5678') AS ascii,
+	   whatsapp.normalize_phone(E'+52\u00c2\u00a055 1234 5678') AS utf8_nbsp_bytes,
+	   whatsapp.normalize_phone(E'+52\u00a055 1234 5678') AS latin1_nbsp,
+	   whatsapp.normalize_phone(E'+52 55 1234 5678\u00e9') AS letter;
+\c :regress_db
+DROP DATABASE wa_phone_latin1;

@@ -104,6 +104,7 @@
  */
 #include "whatsapp.h"
 
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 
 /* Longer inputs are not phone numbers and are rejected unread (bytes). */
@@ -544,6 +545,7 @@ scan_phone(const char *input, PhoneScan *s)
 	bool		in_group = false;
 	int			group_start = 0;
 	bool		punct_seen = false; /* '.', '-', '/' or a dash so far */
+	bool		utf8 = GetDatabaseEncoding() == PG_UTF8;
 
 	s->ndigits = 0;
 	s->plus = false;
@@ -597,7 +599,7 @@ scan_phone(const char *input, PhoneScan *s)
 			in_group = false;
 			p++;
 		}
-		else if (c >= 0x80)
+		else if (c >= 0x80 && utf8)
 		{
 			bool		dash;
 			int			n = utf8_separator(p, &dash);
