@@ -15,6 +15,9 @@
 # Environment:
 #   FUZZ_N          inputs per parser (1000000)
 #   FUZZ_MODES      which parsers ("webhook signature phone")
+#   FUZZ_LATIN1_N   inputs of the webhook and phone parsers in a LATIN1
+#                   database as well, where they get arbitrary bytes
+#                   (FUZZ_N / 10; 0: none)
 #   FUZZ_SEED       random seed of the first mode, +1 for each next one
 #                   (default: from the clock; printed)
 #   PG_BIN          PostgreSQL's binaries (/usr/lib/postgresql/15/bin), e.g.
@@ -36,6 +39,7 @@ repo=$(cd "$here/../.." && pwd)
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 FUZZ_N=${FUZZ_N:-1000000}
 FUZZ_MODES=${FUZZ_MODES:-webhook signature phone}
+FUZZ_LATIN1_N=${FUZZ_LATIN1_N:-$((FUZZ_N / 10))}
 FUZZ_SEED=${FUZZ_SEED:-$(( $(date +%s) % 1000000007 ))}
 VALGRIND=${VALGRIND:-0}
 run_id=$(date +%Y%m%d-%H%M%S)
@@ -124,15 +128,28 @@ fi
 "$PG_BIN/pg_isready" -q -h "$dir" -p "$port" || { cat "$log"; die "the server did not start"; }
 postmaster_pid=$(head -1 "$dir/data/postmaster.pid")
 
-conninfo="host=$dir port=$port dbname=fuzz user=$([ "${#as_user[@]}" -gt 0 ] && echo "$TEST_USER" || id -un)"
+db_user=$([ "${#as_user[@]}" -gt 0 ] && echo "$TEST_USER" || id -un)
+conn_for() { echo "host=$dir port=$port dbname=$1 user=$db_user"; }
+conninfo=$(conn_for fuzz)
 secret=$(openssl rand -hex 24)
 secret2=$(openssl rand -hex 24)
 secret3=$(openssl rand -hex 24)
 psql_() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 "$conninfo" "$@"; }
 
-"$PG_BIN/createdb" -h "$dir" -p "$port" -U "${conninfo##*user=}" fuzz || die "createdb failed"
-psql_ -v secret="$secret" -v secret2="$secret2" -v secret3="$secret3" \
-	-f "$here/setup.sql" >"$dir/setup.log" 2>&1 || { cat "$dir/setup.log"; die "setup.sql failed"; }
+# fuzz (UTF-8) for every parser; fuzz_latin1 for the webhook and phone
+# parsers with arbitrary bytes
+dbs=(fuzz)
+"$PG_BIN/createdb" -h "$dir" -p "$port" -U "$db_user" fuzz || die "createdb failed"
+if [ "$FUZZ_LATIN1_N" -gt 0 ]; then
+	"$PG_BIN/createdb" -h "$dir" -p "$port" -U "$db_user" -E LATIN1 --locale=C -T template0 \
+		fuzz_latin1 || die "createdb failed"
+	dbs+=(fuzz_latin1)
+fi
+for db in "${dbs[@]}"; do
+	PGCLIENTENCODING=UTF8 "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 "$(conn_for "$db")" \
+		-v secret="$secret" -v secret2="$secret2" -v secret3="$secret3" \
+		-f "$here/setup.sql" >"$dir/setup.log" 2>&1 || { cat "$dir/setup.log"; die "setup.sql failed in $db"; }
+done
 
 say "cluster $dir (PostgreSQL $("$PG_BIN/postgres" -V | awk '{print $3}'), " \
 	"$("$PG_BIN/pg_config" --configure | grep -q enable-cassert && echo 'assertions on' || echo 'no assertions')" \
@@ -140,30 +157,41 @@ say "cluster $dir (PostgreSQL $("$PG_BIN/postgres" -V | awk '{print $3}'), " \
 say "findings, if any, go to $FUZZ_OUT"
 
 # ---- the runs
-declare -A m_inputs m_secs m_rate m_crashes m_hangs m_failures m_rc
-stored=0
+declare -A m_inputs m_secs m_rate m_crashes m_hangs m_failures m_rc stored
+labels=()
 seed=$FUZZ_SEED
-for mode in $FUZZ_MODES; do
+# run_mode LABEL DATABASE MODE INPUTS ENCODING
+run_mode() {
+	local label=$1 db=$2 mode=$3 n=$4 enc=$5 out rc s extra=()
 	say ""
-	say "==== $mode: $FUZZ_N inputs, seed $seed"
-	extra=()
+	say "==== $label: $n inputs, seed $seed"
 	[ "$VALGRIND" = 1 ] && extra=(-t 3600 -b 20)
 	out=$(WAFUZZ_SECRET=$secret WAFUZZ_OTHER_SECRETS="$secret2,$secret3" \
-		"$here/wafuzz" "$mode" -d "$conninfo" -n "$FUZZ_N" -s "$seed" \
+		"$here/wafuzz" "$mode" -d "$(conn_for "$db")" -n "$n" -s "$seed" -E "$enc" \
 		-c "$here/corpus" -o "$FUZZ_OUT" "${extra[@]}")
 	rc=$?
 	say "$out"
-	m_rc[$mode]=$rc
-	m_inputs[$mode]=$(sed -n 's/^inputs: //p' <<<"$out")
-	m_secs[$mode]=$(sed -n 's/^seconds: //p' <<<"$out")
-	m_rate[$mode]=$(sed -n 's/^inputs per second: //p' <<<"$out")
-	m_crashes[$mode]=$(sed -n 's/^crashes: //p' <<<"$out")
-	m_hangs[$mode]=$(sed -n 's/^hangs: //p' <<<"$out")
-	m_failures[$mode]=$(sed -n 's/^failures: //p' <<<"$out")
+	labels+=("$label")
+	m_rc[$label]=$rc
+	m_inputs[$label]=$(sed -n 's/^inputs: //p' <<<"$out")
+	m_secs[$label]=$(sed -n 's/^seconds: //p' <<<"$out")
+	m_rate[$label]=$(sed -n 's/^inputs per second: //p' <<<"$out")
+	m_crashes[$label]=$(sed -n 's/^crashes: //p' <<<"$out")
+	m_hangs[$label]=$(sed -n 's/^hangs: //p' <<<"$out")
+	m_failures[$label]=$(sed -n 's/^failures: //p' <<<"$out")
 	s=$(sed -n 's/^payloads stored by committed batches: //p' <<<"$out")
-	stored=$((stored + ${s:-0}))
+	stored[$db]=$(( ${stored[$db]:-0} + ${s:-0} ))
 	seed=$((seed + 1))
+}
+for mode in $FUZZ_MODES; do
+	run_mode "$mode" fuzz "$mode" "$FUZZ_N" UTF8
 done
+if [ "$FUZZ_LATIN1_N" -gt 0 ]; then
+	for mode in $FUZZ_MODES; do
+		[ "$mode" = signature ] && continue
+		run_mode "$mode/LATIN1" fuzz_latin1 "$mode" "$FUZZ_LATIN1_N" LATIN1
+	done
+fi
 
 # ---- the server afterwards
 say ""
@@ -211,31 +239,36 @@ if [ "$VALGRIND" = 1 ]; then
 	problems=$((problems + vg_errors))
 fi
 
-say ""
-say "==== consistency"
-checks=$(psql_ -A -t -v stored="$stored" -v secret="$secret" -v secret2="$secret2" \
-	-f "$here/check.sql" 2>&1)
-crc=$?
-say "$checks"
-failed_checks=$(sed -n 's/^checks failed: //p' <<<"$checks")
-if [ "$crc" -ne 0 ] || [ "${failed_checks:-x}" != 0 ]; then
-	problems=$((problems + 1))
-fi
+failed_checks=0
+for db in "${dbs[@]}"; do
+	say ""
+	say "==== consistency of $db"
+	checks=$("$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 "$(conn_for "$db")" -A -t \
+		-v stored="${stored[$db]:-0}" -v secret="$secret" -v secret2="$secret2" \
+		-f "$here/check.sql" 2>&1)
+	crc=$?
+	say "$checks"
+	f=$(sed -n 's/^checks failed: //p' <<<"$checks")
+	if [ "$crc" -ne 0 ] || [ "${f:-x}" != 0 ]; then
+		problems=$((problems + 1))
+		failed_checks=$((failed_checks + ${f:-1}))
+	fi
+done
 
 # ---- summary
 say ""
 say "==== summary (seed $FUZZ_SEED, PG_BIN $PG_BIN)"
-printf '| %-9s | %9s | %7s | %8s | %7s | %5s | %8s |\n' parser inputs seconds inputs/s crashes hangs failures
-printf '|%s|%s|%s|%s|%s|%s|%s|\n' ----------- ----------- --------- ---------- --------- ------- ----------
-for mode in $FUZZ_MODES; do
-	printf '| %-9s | %9s | %7s | %8s | %7s | %5s | %8s |\n' "$mode" "${m_inputs[$mode]:-?}" \
-		"${m_secs[$mode]:-?}" "${m_rate[$mode]:-?}" "${m_crashes[$mode]:-?}" \
-		"${m_hangs[$mode]:-?}" "${m_failures[$mode]:-?}"
-	[ "${m_rc[$mode]}" -ne 0 ] && problems=$((problems + 1))
+printf '| %-16s | %9s | %7s | %8s | %7s | %5s | %8s |\n' parser inputs seconds inputs/s crashes hangs failures
+printf '|%s|%s|%s|%s|%s|%s|%s|\n' ------------------ ----------- --------- ---------- --------- ------- ----------
+for label in "${labels[@]}"; do
+	printf '| %-16s | %9s | %7s | %8s | %7s | %5s | %8s |\n' "$label" "${m_inputs[$label]:-?}" \
+		"${m_secs[$label]:-?}" "${m_rate[$label]:-?}" "${m_crashes[$label]:-?}" \
+		"${m_hangs[$label]:-?}" "${m_failures[$label]:-?}"
+	[ "${m_rc[$label]}" -ne 0 ] && problems=$((problems + 1))
 done
 say "assertion failures: $traps; backends lost: $((signals + exits)); server up afterwards:" \
 	"$([ "$now_pid" = "$postmaster_pid" ] && echo yes || echo no);" \
-	"consistency checks failed: ${failed_checks:-?}${vg_errors:+; valgrind errors: $vg_errors}"
+	"consistency checks failed: $failed_checks${vg_errors:+; valgrind errors: $vg_errors}"
 status=$([ "$problems" -eq 0 ] && echo 0 || echo 1)
 if [ "$status" -eq 0 ]; then
 	say "RESULT: pass"

@@ -141,6 +141,8 @@ $$;
  *   P_SEND      wa_send recorded something else than normalize_phone says:
  *               an invalid number not failed/phone_invalid with the raw
  *               input, or a valid one not queued/blocked as its E.164 form
+ *   P_ENCODING  in a database that is not UTF-8, a number with a non-ASCII
+ *               character was accepted (only UTF-8 spaces and dashes are)
  */
 CREATE FUNCTION fuzz.phone(phones text[], ccs text[], send_every integer)
 RETURNS TABLE (outcome text, detail text)
@@ -186,6 +188,8 @@ BEGIN
 		IF outcome = 'ok' AND e IS NOT NULL THEN
 			IF e !~ '^\+[1-9][0-9]{7,14}$' THEN
 				outcome := 'P_FORMAT';
+			ELSIF pg_catalog.getdatabaseencoding() <> 'UTF8' AND p ~ '[^\x01-\x7f]' THEN
+				outcome := 'P_ENCODING';
 			ELSIF whatsapp.normalize_phone(e, NULL) IS DISTINCT FROM e THEN
 				outcome := 'P_STABLE';
 				detail := format('%L -> %L -> %L', p, e, whatsapp.normalize_phone(e, NULL));

@@ -51,6 +51,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -273,9 +274,12 @@ put32(Buf *b, uint32_t v)
 }
 
 /* ----------------------------------------------------------------------
- * UTF-8: the server accepts text only as valid UTF-8 without NUL, so
- * every input is made valid before it is sent (invalid bytes are replaced;
- * the parsers never see them, whatever the harness did).
+ * Encodings: the server accepts text only as valid in the client encoding,
+ * without NUL, so every input is made valid before it is sent (invalid
+ * bytes are replaced; the parsers would never see them).  In UTF-8 that is
+ * PostgreSQL's UTF-8 rules; in a single-byte encoding (-E LATIN1, for a
+ * LATIN1 database) every byte but NUL is a character, so the parsers get
+ * arbitrary bytes.
  * ---------------------------------------------------------------------- */
 
 /* Length of the valid UTF-8 sequence at p (PostgreSQL's rules), or 0. */
@@ -321,11 +325,21 @@ utf8_valid_len(const unsigned char *p, size_t avail)
 	return n;
 }
 
+static bool client_utf8 = true;	/* false: -E names a single-byte encoding */
+
 static void
 utf8_sanitize(Buf *b)
 {
 	size_t		i = 0;
 
+	if (!client_utf8)
+	{
+		/* every byte but NUL is a character of a single-byte encoding */
+		for (i = 0; i < b->len; i++)
+			if (b->data[i] == '\0')
+				b->data[i] = "?x 9\"{}"[rnd(7)];
+		return;
+	}
 	while (i < b->len)
 	{
 		int			n = utf8_valid_len((unsigned char *) b->data + i, b->len - i);
@@ -1543,6 +1557,7 @@ save_input(const char *kind, long n, const Buf *input, const Buf *extra,
  * ---------------------------------------------------------------------- */
 
 static const char *conninfo = "";
+static const char *client_encoding = "UTF8";
 static int	stmt_timeout_s = 120;
 static PGconn *conn;
 
@@ -1581,6 +1596,8 @@ connect_server(int wait_s)
 			 "SET client_min_messages = error; SET statement_timeout = '%ds'",
 			 stmt_timeout_s);
 	PQclear(PQexec(conn, sql));
+	if (PQsetClientEncoding(conn, client_encoding) != 0)
+		die("cannot set client_encoding to %s", client_encoding);
 	return true;
 }
 
@@ -1742,6 +1759,8 @@ usage(void)
 			"                (default 4; 0: roll back all; phone always rolls back)\n"
 			"  -t SECONDS    statement timeout of a batch (default 120)\n"
 			"  -m N          stop after N crashes or hangs (default 3)\n"
+			"  -E ENCODING   client_encoding (default UTF8); with a single-byte one\n"
+			"                such as LATIN1, inputs keep every byte but NUL\n"
 			"  -q            no progress lines\n"
 			"The app secrets come from the environment: WAFUZZ_SECRET (the main\n"
 			"account's, which signs every payload) and WAFUZZ_OTHER_SECRETS\n"
@@ -1792,7 +1811,7 @@ main(int argc, char **argv)
 	if (!is_webhook && !is_sig && !is_phone)
 		usage();
 	optind = 2;
-	while ((opt = getopt(argc, argv, "d:n:b:s:c:o:C:t:m:q")) != -1)
+	while ((opt = getopt(argc, argv, "d:n:b:s:c:o:C:t:m:E:q")) != -1)
 	{
 		switch (opt)
 		{
@@ -1823,6 +1842,11 @@ main(int argc, char **argv)
 				break;
 			case 'm':
 				max_crashes = atoi(optarg);
+				break;
+			case 'E':
+				client_encoding = optarg;
+				client_utf8 = strcasecmp(optarg, "UTF8") == 0 ||
+					strcasecmp(optarg, "UTF-8") == 0;
 				break;
 			case 'q':
 				quiet = true;
@@ -1883,8 +1907,8 @@ main(int argc, char **argv)
 	if (!connect_server(10))
 		exit(3);
 
-	printf("wafuzz %s: %ld inputs, seed %llu, batches of %d\n", mode, ninputs,
-		   (unsigned long long) seed, batch);
+	printf("wafuzz %s: %ld inputs, seed %llu, batches of %d, client_encoding %s\n", mode,
+		   ninputs, (unsigned long long) seed, batch, client_encoding);
 	fflush(stdout);
 	t0 = last_report = now_seconds();
 

@@ -6,7 +6,9 @@
 #   - phone:     mutated numbers and country codes through
 #                normalize_phone(), _identity_forms() and wa_send();
 #
-# WA_FUZZ_N inputs each (20,000 by default), then: no backend lost, no
+# WA_FUZZ_N inputs each (20,000 by default), and a quarter of that for the
+# webhook and phone parsers in a LATIN1 database, where inputs are arbitrary
+# bytes; then: no backend lost, no
 # assertion failure (TRAP, on a --enable-cassert build), no PANIC, the
 # same postmaster, and test/fuzz/check.sql's consistency checks.  Last, a
 # backend killed by SIGSEGV in the middle of a run must be reported as a
@@ -39,44 +41,56 @@ my $wafuzz = "$fuzz/wafuzz";
 my $node = WaTest::node('fuzz', database => '', restart_after_crash => 'on');
 my %secret = map { $_ => join('', map { sprintf '%02x', int(rand(256)) } 1 .. 24) } qw(main outlet gone);
 
-my ($rc, $setup_out, $setup_err) = ('', '', '');
-$rc = $node->psql('postgres', PostgreSQL::Test::Utils::slurp_file("$fuzz/setup.sql"),
-	stdout => \$setup_out, stderr => \$setup_err, on_error_stop => 1,
-	extra_params => [ '-v', "secret=$secret{main}", '-v', "secret2=$secret{outlet}",
-		'-v', "secret3=$secret{gone}" ]);
-is($rc, 0, 'test/fuzz/setup.sql: accounts, messages, batch functions') or BAIL_OUT($setup_err);
+$node->safe_psql('postgres',
+	"CREATE DATABASE fuzz_latin1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0");
+for my $db (qw(postgres fuzz_latin1))
+{
+	my ($rc, $setup_out, $setup_err) = ('', '', '');
+	local $ENV{PGCLIENTENCODING} = 'UTF8';
+	$rc = $node->psql($db, PostgreSQL::Test::Utils::slurp_file("$fuzz/setup.sql"),
+		stdout => \$setup_out, stderr => \$setup_err, on_error_stop => 1,
+		extra_params => [ '-v', "secret=$secret{main}", '-v', "secret2=$secret{outlet}",
+			'-v', "secret3=$secret{gone}" ]);
+	is($rc, 0, "test/fuzz/setup.sql in $db: accounts, messages, batch functions")
+	  or BAIL_OUT($setup_err);
+}
 
 my $postmaster_pid = $node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()');
-my $connstr = $node->connstr('postgres');
+my %connstr = map { $_ => $node->connstr($_) } qw(postgres fuzz_latin1);
+my $connstr = $connstr{postgres};
 local $ENV{WAFUZZ_SECRET} = $secret{main};
 local $ENV{WAFUZZ_OTHER_SECRETS} = "$secret{outlet},$secret{gone}";
 
 # Run one mode; returns (exit status, stdout, stderr).
 sub fuzz
 {
-	my ($mode, @args) = @_;
+	my ($db, $mode, @args) = @_;
 	my ($o, $e) = ('', '');
-	IPC::Run::run([ $wafuzz, $mode, '-d', $connstr, '-c', "$fuzz/corpus", '-o', $outdir,
+	IPC::Run::run([ $wafuzz, $mode, '-d', $connstr{$db}, '-c', "$fuzz/corpus", '-o', $outdir,
 			'-q', @args ], '>', \$o, '2>', \$e);
 	return ($? >> 8, $o, $e);
 }
 
-my $stored = 0;
+my %stored = (postgres => 0, fuzz_latin1 => 0);
 my $k = 0;
-for my $mode (qw(webhook signature phone))
+for my $run ([ 'postgres', 'webhook', $n, 'UTF8' ], [ 'postgres', 'signature', $n, 'UTF8' ],
+	[ 'postgres', 'phone', $n, 'UTF8' ], [ 'fuzz_latin1', 'webhook', int($n / 4), 'LATIN1' ],
+	[ 'fuzz_latin1', 'phone', int($n / 4), 'LATIN1' ])
 {
-	my ($status, $o, $e) = fuzz($mode, '-n', $n, '-s', $seed + $k++);
+	my ($db, $mode, $count, $enc) = @$run;
+	my $what = $enc eq 'UTF8' ? $mode : "$mode in LATIN1";
+	my ($status, $o, $e) = fuzz($db, $mode, '-n', $count, '-s', $seed + $k++, '-E', $enc);
 	note($o);
 	my ($inputs) = $o =~ /^inputs: (\d+)$/m;
 	my ($crashes) = $o =~ /^crashes: (\d+)$/m;
 	my ($failures) = $o =~ /^failures: (\d+)$/m;
 	my ($rate) = $o =~ /^inputs per second: (\d+)$/m;
-	is($inputs, $n, "$mode: $n inputs" . (defined $rate ? " ($rate/s)" : ''));
-	is($crashes, 0, "$mode: no crash");
-	is($failures, 0, "$mode: every outcome expected, every property held")
+	is($inputs, $count, "$what: $count inputs" . (defined $rate ? " ($rate/s)" : ''));
+	is($crashes, 0, "$what: no crash");
+	is($failures, 0, "$what: every outcome expected, every property held")
 	  or diag("$e\n$o\nfindings in $outdir");
-	is($status, 0, "$mode: wafuzz exit status 0");
-	$stored += $1 if $o =~ /^payloads stored by committed batches: (\d+)$/m;
+	is($status, 0, "$what: wafuzz exit status 0");
+	$stored{$db} += $1 if $o =~ /^payloads stored by committed batches: (\d+)$/m;
 }
 
 # The server afterwards.
@@ -89,14 +103,17 @@ is(scalar(@bad), 0, 'no assertion failure, no backend lost, no PANIC in the serv
 ok(index($log, $secret{main}) < 0 && index($log, $secret{outlet}) < 0,
 	'no app secret in the server log');
 
-my ($crc, $checks, $cerr) = ('', '', '');
-$crc = $node->psql('postgres', PostgreSQL::Test::Utils::slurp_file("$fuzz/check.sql"),
-	stdout => \$checks, stderr => \$cerr, on_error_stop => 1,
-	extra_params => [ '-A', '-t', '-q', '-v', "stored=$stored", '-v', "secret=$secret{main}",
-		'-v', "secret2=$secret{outlet}" ]);
-is($crc, 0, 'check.sql ran (amcheck raised nothing)') or diag($cerr);
-ok($checks =~ /^checks failed: 0$/m, 'the database is consistent afterwards')
-  or diag(join("\n", grep { /^FAIL/ } split /\n/, $checks));
+for my $db (qw(postgres fuzz_latin1))
+{
+	my ($crc, $checks, $cerr) = ('', '', '');
+	$crc = $node->psql($db, PostgreSQL::Test::Utils::slurp_file("$fuzz/check.sql"),
+		stdout => \$checks, stderr => \$cerr, on_error_stop => 1,
+		extra_params => [ '-A', '-t', '-q', '-v', "stored=$stored{$db}",
+			'-v', "secret=$secret{main}", '-v', "secret2=$secret{outlet}" ]);
+	is($crc, 0, "check.sql ran in $db (amcheck raised nothing)") or diag($cerr);
+	ok($checks =~ /^checks failed: 0$/m, "$db is consistent afterwards")
+	  or diag(join("\n", grep { /^FAIL/ } split /\n/, $checks));
+}
 
 # The checks can fail: a backend that dies in the middle of a run.
 my ($o, $e) = ('', '');
