@@ -814,7 +814,7 @@ verify_signature(HookCtx *ctx, Jsonb *doc, const char *payload, size_t len,
 		if (CRYPTO_memcmp(mac, expected, WA_SHA256_LEN) == 0)
 		{
 			match = a->id;
-			/* a copy: unsealing more secrets below may move the cache */
+			/* a copy for the comparisons below, wiped after them */
 			matched = palloc(slen + 1);
 			memcpy(matched, secret, slen);
 			matched_len = slen;
