@@ -76,12 +76,12 @@ port=$((20000 + RANDOM % 30000))
 log=$dir/server.log
 vg_pid=
 cleanup() {
-	if [ -n "$vg_pid" ]; then
-		kill -INT "$vg_pid" 2>/dev/null
-		for _ in $(seq 120); do kill -0 "$vg_pid" 2>/dev/null || break; sleep 1; done
-	elif [ -f "$dir/data/postmaster.pid" ]; then
-		"${as_user[@]}" "$PG_BIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1
+	if [ -f "$dir/data/postmaster.pid" ]; then
+		# under valgrind a fast stop, so that every process writes its report
+		"${as_user[@]}" "$PG_BIN/pg_ctl" -D "$dir/data" -t 600 -w \
+			-m "$([ -n "$vg_pid" ] && echo fast || echo immediate)" stop >/dev/null 2>&1
 	fi
+	[ -n "$vg_pid" ] && wait "$vg_pid" 2>/dev/null
 	if [ -n "${KEEP_FUZZ_TMP:-}" ] || [ "${status:-1}" -ne 0 ]; then
 		say "kept $dir"
 	else
@@ -151,9 +151,8 @@ for db in "${dbs[@]}"; do
 		-f "$here/setup.sql" >"$dir/setup.log" 2>&1 || { cat "$dir/setup.log"; die "setup.sql failed in $db"; }
 done
 
-say "cluster $dir (PostgreSQL $("$PG_BIN/postgres" -V | awk '{print $3}'), " \
-	"$("$PG_BIN/pg_config" --configure | grep -q enable-cassert && echo 'assertions on' || echo 'no assertions')" \
-	"$([ "$VALGRIND" = 1 ] && echo ', under valgrind'))"
+say "cluster $dir (PostgreSQL $("$PG_BIN/postgres" -V | awk '{print $3}')," \
+	"$("$PG_BIN/pg_config" --configure | grep -q enable-cassert && echo 'assertions on' || echo 'no assertions')$([ "$VALGRIND" = 1 ] && echo ', under valgrind'))"
 say "findings, if any, go to $FUZZ_OUT"
 
 # ---- the runs
