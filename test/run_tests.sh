@@ -467,7 +467,8 @@ run_in_chroot() { # run_in_chroot VERSION
 		record "$v:run" FAIL 0
 	fi
 	if $failed_any || [ -n "${KEEP_TEST_TMP:-}" ]; then
-		say "kept the chroot's copy of the tree: $run"
+		say "kept the chroot's copy of the tree: $run (paths that the run" \
+			"in the chroot printed are under $c)"
 	else
 		rm -rf "$run"
 	fi
@@ -509,7 +510,12 @@ for v in "${versions[@]}"; do
 	fi
 done
 
-# ---- summary
+# ---- summary (inside a chroot, the run outside prints it)
+if [ -n "${WA_RESULTS_FILE:-}" ]; then
+	say "stage results handed to the run outside the chroot"
+	[ "$failed_any" = false ]
+	exit
+fi
 banner "summary"
 npass=0
 nfail=0
