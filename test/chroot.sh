@@ -190,7 +190,7 @@ cmd_create() {
 }
 
 cmd_run() {
-	local v=$1 c rc
+	local v=$1 c rc pid
 	shift
 	suite_of "$v" >/dev/null || exit 1
 	c=$CHROOT_DIR/pg$v
@@ -198,10 +198,18 @@ cmd_run() {
 	[ -f "$c/$MARKER" ] || die "$c is not complete: bash test/chroot.sh create $v"
 	lock "$c"
 	trap 'unmount_all "'"$c"'"' EXIT
-	trap 'exit 130' INT TERM
 	mount_all "$c" || die "cannot mount /proc, /dev/pts, /dev/shm in $c"
-	chroot "$c" "$@"
+	# In the background, so that INT and TERM are passed on at once; the
+	# mounts go once the command has ended.
+	chroot "$c" "$@" &
+	pid=$!
+	trap 'kill -TERM "$pid" 2>/dev/null' INT TERM
+	wait "$pid"
 	rc=$?
+	while kill -0 "$pid" 2>/dev/null; do
+		wait "$pid"
+		rc=$?
+	done
 	unmount_all "$c"
 	trap - EXIT
 	return "$rc"
