@@ -47,8 +47,7 @@ parse_response(WaTransfer *t)
 		return NULL;
 	if (pg_verify_mbstr(PG_UTF8, t->response.data, t->response.len, true) == false)
 		return NULL;
-	lex = makeJsonLexContextCstringLen(t->response.data, t->response.len,
-									   PG_UTF8, true);
+	lex = WA_MAKE_JSON_LEX(t->response.data, t->response.len, PG_UTF8, true);
 	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
 		return NULL;
 

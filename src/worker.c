@@ -1381,7 +1381,7 @@ wa_worker_main(Datum main_arg)
 	Async_Listen("whatsapp");
 	CommitTransactionCommand();
 
-	set = CreateWaitEventSet(TopMemoryContext, 3);
+	set = WA_CREATE_PROCESS_WAIT_EVENT_SET(3);
 	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(set, WL_SOCKET_READABLE, wa_http_event_socket(), NULL, NULL);

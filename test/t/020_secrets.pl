@@ -2,9 +2,9 @@
 # never show up in clear: not in pg_dump, the server log, pg_stat_activity
 # or whatsapp.log.
 #
-# Run with PERL5LIB=/usr/lib/postgresql/15/lib/pgxs/src/test/perl and the
-# PostgreSQL 15 binaries first in PATH:
-#   prove -v test/t/020_secrets.pl
+# Run through "make prove_installcheck PROVE_TESTS=test/t/020_secrets.pl",
+# or with the binaries of the PostgreSQL under test first in PATH:
+#   prove -I test/perl -v test/t/020_secrets.pl
 #
 # The secrets used here are random test values.  Checks for their absence
 # use index() rather than unlike(), so that a failure never prints the text
@@ -13,7 +13,16 @@
 use strict;
 use warnings;
 
-use lib ($ENV{PERL5LIB} ? () : '/usr/lib/postgresql/15/lib/pgxs/src/test/perl');
+# PostgreSQL's test modules and pg_regress, unless PERL5LIB and PG_REGRESS
+# name them: those of the pg_config first in PATH.
+my $pgxs;
+BEGIN
+{
+	$pgxs = `pg_config --pkglibdir`;
+	chomp $pgxs;
+	$pgxs .= '/pgxs';
+}
+use lib ($ENV{PERL5LIB} ? () : "$pgxs/src/test/perl");
 
 use Digest::SHA qw(sha256_hex);
 use File::Copy qw(move);
@@ -164,8 +173,7 @@ sub session_quit
 }
 
 # PostgreSQL::Test::Cluster runs pg_regress --config-auth at init.
-$ENV{PG_REGRESS} //=
-  '/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress';
+$ENV{PG_REGRESS} //= "$pgxs/src/test/regress/pg_regress";
 
 # Run one pgbench transaction of a script with :tok bound to $token.
 sub run_pgbench

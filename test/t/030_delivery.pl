@@ -100,6 +100,13 @@ like($req[0]{body}, qr/"kept"/, 'and it is the committed one');
 	$bg->query_safe('COMMIT');
 	ok($mock->wait_requests(1, 10), 'the request leaves after COMMIT');
 	$bg->quit;
+	# Recording an answer makes the worker claim once more (the
+	# recipient's next message may go): let that claim pass before 4.
+	chomp $out;
+	ok(WaTest::wait_for($node,
+			"SELECT state FROM whatsapp.messages WHERE id = $out", 'sent', 10),
+		'and is recorded as sent');
+	usleep(200_000);
 }
 
 # --- 4. NOTIFY whatsapp is a doorbell: rows inserted behind the API -------
