@@ -78,6 +78,10 @@ static int	ndead = 0;			/* pooled sockets the server hung up on */
 static char *endpoint_seen = NULL;
 static bool endpoint_changed = false;
 
+/* whatsapp.test_fail_start: value last armed, starts left until the fault */
+static int	fault_armed_value = 0;
+static int	fault_countdown = 0;
+
 static MemoryContext http_context = NULL;
 static dlist_head running = DLIST_STATIC_INIT(running);
 static dlist_head done = DLIST_STATIC_INIT(done);
@@ -501,6 +505,17 @@ wa_http_apply_settings(void)
 	}
 	pfree(endpoint);
 
+	if (wa_test_fail_start != fault_armed_value)
+	{
+		fault_armed_value = wa_test_fail_start;
+		fault_countdown = wa_test_fail_start;
+		if (fault_countdown > 0)
+			ereport(LOG,
+					(errmsg("whatsapp worker: whatsapp.test_fail_start = %d: the request start number %d from now will fail",
+							fault_countdown, fault_countdown),
+					 errhint("This setting exists for tests only; set it to 0.")));
+	}
+
 	apply_limits(multi);
 	if (endpoint_changed && nrunning == 0)
 		reset_pool("the API endpoint changed");
@@ -703,6 +718,16 @@ wa_http_start(WaTransfer *t, const char *url, struct curl_slist *headers)
 	CURL_CHECK(curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, closesocket_cb), "CURLOPT_CLOSESOCKETFUNCTION");
 	CURL_CHECK(curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf), "CURLOPT_ERRORBUFFER");
 	CURL_CHECK(curl_easy_setopt(e, CURLOPT_PRIVATE, t), "CURLOPT_PRIVATE");
+
+	/* whatsapp.test_fail_start: a failure where libcurl's own would be */
+	if (fault_countdown > 0 && --fault_countdown == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("could not start the request of whatsapp message " INT64_FORMAT,
+						t->message_id),
+				 errdetail("The failure was injected by whatsapp.test_fail_start = %d.",
+						   fault_armed_value),
+				 errhint("Set whatsapp.test_fail_start to 0; it exists for tests only.")));
 
 	INSTR_TIME_SET_CURRENT(t->started);
 	CURLM_CHECK(curl_multi_add_handle(multi, e), "curl_multi_add_handle");
