@@ -1673,6 +1673,8 @@ wa_worker_main(Datum main_arg)
 			edata = CopyErrorData();
 			FlushErrorState();
 			AbortCurrentTransaction();
+			/* an error outside a transaction may have left a lock held */
+			LWLockReleaseAll();
 			set_last_error(edata->message ? edata->message : "error");
 			FreeErrorData(edata);
 			RESUME_INTERRUPTS();
