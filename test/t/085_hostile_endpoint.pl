@@ -1,4 +1,4 @@
-# 080_hostile_endpoint.pl: a hostile or broken Cloud API endpoint costs the
+# 085_hostile_endpoint.pl: a hostile or broken Cloud API endpoint costs the
 # worker bounded resources.
 #
 #   1. An answer body over 64 kB aborts the transfer; the mock sees the
