@@ -48,6 +48,7 @@ extern int	wa_log_retention;		/* sighup, minutes */
 extern int	wa_poll_interval;		/* sighup, milliseconds */
 extern int	wa_shutdown_timeout;	/* sighup, milliseconds */
 extern int	wa_batch_size;			/* sighup */
+extern int	wa_test_fail_start;		/* sighup, superuser only; tests only */
 extern char *wa_default_country_code;	/* user */
 extern int	wa_window_check;		/* user, WA_WINDOW_* */
 extern bool wa_odoo_events;			/* user */
