@@ -10,7 +10,8 @@
 --     INSERT (and so COPY FROM) into the write-only view account_input,
 --     which nobody reads.
 -- Tables and sequences are reached only through views and functions.
--- Every SECURITY DEFINER function pins its search_path.
+-- Every SECURITY DEFINER function pins its search_path, and so do the
+-- SECURITY INVOKER functions that act with their owner's rights.
 --
 -- Checks that look at "every function" list the offenders on failure.
 -- Functions named in the SPEC but not written yet only narrow what a role
@@ -78,7 +79,7 @@ CREATE TEMP VIEW wa_rels AS
 
 GRANT SELECT ON wa_allowed, wa_allowed_views, wa_fns, wa_rels TO PUBLIC;
 
-SELECT plan(83);
+SELECT plan(84);
 
 -- ---------------------------------------------------------------------
 -- PUBLIC and a role with no grants
@@ -296,6 +297,18 @@ SELECT is_empty($$
 
 SELECT ok(EXISTS (SELECT 1 FROM wa_fns WHERE prosecdef),
 	'the schema has SECURITY DEFINER functions (the checks above saw some)');
+
+-- The sending functions, wa_cancel and wa_retry are SECURITY INVOKER, so
+-- that they see their caller (the role a message belongs to), and take
+-- their owner's rights in C: they pin search_path as well.
+SELECT is_empty($$
+	SELECT sig FROM wa_fns
+	 WHERE proname IN ('wa_send', 'wa_send_template', 'wa_send_message',
+					   'wa_cancel', 'wa_retry')
+	   AND (prosecdef
+			OR NOT EXISTS (SELECT 1 FROM unnest(proconfig) c
+							WHERE c = 'search_path=pg_catalog, pg_temp'))$$,
+	'wa_send*, wa_cancel and wa_retry are SECURITY INVOKER with search_path pinned');
 
 -- ---------------------------------------------------------------------
 -- Acting as whatsapp_sender
