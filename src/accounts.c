@@ -618,7 +618,8 @@ account_input_error_context(void *arg)
  * seal.c, SPI or anything they call) carries either.  Errors that COPY
  * raises itself before the trigger runs (a line with too many or too few
  * fields) are out of this function's reach; the log hook of redact.c
- * trims them when the library is preloaded.
+ * trims them in a backend that has loaded the library (every backend,
+ * when it is preloaded).
  */
 Datum
 wa_account_input_trigger(PG_FUNCTION_ARGS)
