@@ -279,6 +279,7 @@ static OdooModelState model_state[N_MODELS];
 static bool callbacks_registered = false;
 
 static SPIPlanPtr plan_insert = NULL;
+static bool plan_insert_writes_owner = false;
 static SPIPlanPtr plan_existing = NULL;
 
 /* whatsapp.opt_out and its index on identifier (see maybe_opted_out) */
@@ -332,68 +333,6 @@ key_type_ok(int col, Oid type)
 	return type == TEXTOID || type == VARCHAROID;
 }
 
-/*
- * A valid btree index whose first column is plainly column att, of an
- * operator class for the column's type (integers; text for text and
- * varchar), without predicate or expressions.  InvalidOid when none.
- */
-static Oid
-find_key_index(Oid relid, AttrNumber att, Oid atttype, Oid *collation)
-{
-	Relation	rel = relation_open(relid, NoLock);
-	List	   *indexes = RelationGetIndexList(rel);
-	ListCell   *lc;
-	Oid			found = InvalidOid;
-
-	foreach(lc, indexes)
-	{
-		Oid			indexoid = lfirst_oid(lc);
-		HeapTuple	itup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(indexoid));
-		HeapTuple	ctup;
-		Form_pg_index ind;
-		bool		ok;
-
-		if (!HeapTupleIsValid(itup))
-			continue;
-		ind = (Form_pg_index) GETSTRUCT(itup);
-		ok = ind->indisvalid && ind->indisready && ind->indislive &&
-			ind->indnkeyatts >= 1 && ind->indkey.values[0] == att &&
-			heap_attisnull(itup, Anum_pg_index_indexprs, NULL) &&
-			heap_attisnull(itup, Anum_pg_index_indpred, NULL);
-		if (ok)
-		{
-			bool		isnull;
-			Datum		d = SysCacheGetAttr(INDEXRELID, itup, Anum_pg_index_indclass, &isnull);
-			oidvector  *indclass = (oidvector *) DatumGetPointer(d);
-			Oid			opcin = isnull ? InvalidOid : get_opclass_input_type(indclass->values[0]);
-
-			ok = atttype == TEXTOID || atttype == VARCHAROID ? opcin == TEXTOID : opcin == atttype;
-			if (ok)
-			{
-				d = SysCacheGetAttr(INDEXRELID, itup, Anum_pg_index_indcollation, &isnull);
-				*collation = isnull ? InvalidOid :
-					((oidvector *) DatumGetPointer(d))->values[0];
-			}
-		}
-		ReleaseSysCache(itup);
-		if (!ok)
-			continue;
-		ctup = SearchSysCache1(RELOID, ObjectIdGetDatum(indexoid));
-		if (!HeapTupleIsValid(ctup))
-			continue;
-		ok = ((Form_pg_class) GETSTRUCT(ctup))->relam == BTREE_AM_OID;
-		ReleaseSysCache(ctup);
-		if (ok)
-		{
-			found = indexoid;
-			break;
-		}
-	}
-	list_free(indexes);
-	relation_close(rel, NoLock);
-	return found;
-}
-
 static void
 catalog_compute(OdooModel m, OdooCatalog *c)
 {
@@ -402,14 +341,10 @@ catalog_compute(OdooModel m, OdooCatalog *c)
 	{
 		const char *name = t == T_DOC ? model_table[m] : table_names[t];
 		Oid			relid;
-		char		kind;
 
-		relid = RangeVarGetRelidExtended(makeRangeVar("public", (char *) name, -1),
-										 AccessShareLock, RVR_MISSING_OK, NULL, NULL);
+		/* only an ordinary table is read (odoo_read.c says why) */
+		relid = wa_odoo_table(name, LOG);
 		if (!OidIsValid(relid))
-			continue;
-		kind = get_rel_relkind(relid);
-		if (kind != RELKIND_RELATION)
 			continue;
 		c->relid[t] = relid;
 	}
@@ -446,7 +381,7 @@ catalog_compute(OdooModel m, OdooCatalog *c)
 			continue;
 		}
 		if (OidIsValid(c->relid[t]))
-			c->keyindex[t] = find_key_index(c->relid[t], c->attnum[k], c->atttype[k],
+			c->keyindex[t] = wa_key_index(c->relid[t], c->attnum[k], c->atttype[k],
 											&c->keycoll[t]);
 	}
 	for (int t = 0; t < T_COUNT; t++)
@@ -924,41 +859,16 @@ static HeapTuple
 fetch_row(OdooRow *r, int t, int64 ikey, const char *tkey)
 {
 	const OdooCatalog *c = r->cat;
-	Relation	rel = row_rel(r, t);
 	int			k = table_key_col[t];
-	Oid			type = c->atttype[k];
-	ScanKeyData skey;
 	SysScanDesc scan;
-	HeapTuple	tup;
-	Oid			indexid = c->keyindex[t];
+	HeapTuple	tup = NULL;
 
-	if (type == INT4OID)
-	{
-		if (ikey < PG_INT32_MIN || ikey > PG_INT32_MAX)
-			return NULL;
-		ScanKeyInit(&skey, c->attnum[k], BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum((int32) ikey));
-	}
-	else if (type == INT8OID)
-		ScanKeyInit(&skey, c->attnum[k], BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(ikey));
-	else if (type == INT2OID)
-	{
-		if (ikey < PG_INT16_MIN || ikey > PG_INT16_MAX)
-			return NULL;
-		ScanKeyInit(&skey, c->attnum[k], BTEqualStrategyNumber, F_INT2EQ, Int16GetDatum((int16) ikey));
-	}
-	else
-	{
-		ScanKeyInit(&skey, c->attnum[k], BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(tkey));
-		/* an index is searched in its own collation; a scan compares bytes */
-		if (OidIsValid(indexid) && OidIsValid(c->keycoll[t]))
-			skey.sk_collation = c->keycoll[t];
-	}
-	scan = systable_beginscan(rel, indexid, OidIsValid(indexid), r->snap, 1, &skey);
+	scan = wa_key_scan(row_rel(r, t), c->attnum[k], c->atttype[k], c->keyindex[t],
+					   c->keycoll[t], ikey, tkey, r->snap);
+	if (scan == NULL)
+		return NULL;
 	tup = systable_getnext(scan);
-	if (HeapTupleIsValid(tup))
-		tup = heap_copytuple(tup);
-	else
-		tup = NULL;
+	tup = HeapTupleIsValid(tup) ? heap_copytuple(tup) : NULL;
 	systable_endscan(scan);
 	return tup;
 }
@@ -1408,7 +1318,7 @@ maybe_opted_out(OdooRow *r, const char *e164)
 	a_identifier = own_attnum(rel, "identifier");
 	if (RelationGetRelid(rel) != opt_out_relid)
 	{
-		opt_out_index = find_key_index(RelationGetRelid(rel), a_identifier, TEXTOID,
+		opt_out_index = wa_key_index(RelationGetRelid(rel), a_identifier, TEXTOID,
 									   &opt_out_coll);
 		opt_out_relid = RelationGetRelid(rel);
 	}
@@ -2345,15 +2255,24 @@ render_rows(const OdooEvent *ev, OdooModelState *s, OdooRow *rowp, bool for_prev
 							  model_table[m], ev->name, (long) res_id);
 }
 
-/* Record what render decided, once per dedupe key.  Inside SPI. */
+/*
+ * Record what render decided, once per dedupe key.  Inside SPI.
+ *
+ * The message belongs (queued_by, see ownership.c) to the role the session
+ * acts as: the trigger fires at commit, outside any function of the
+ * caller's.  The once-per-document probe looks at every role's messages:
+ * nothing of them reaches the caller.
+ */
 static void
 record(OdooRender *r)
 {
-	Oid			types[10] = {INT4OID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID,
-	TEXTOID, INT4OID, TEXTOID, JSONBOID};
-	Datum		values[10];
-	char		nulls[10];
+	Oid			types[11] = {INT4OID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID,
+	TEXTOID, INT4OID, TEXTOID, JSONBOID, TEXTOID};
+	Datum		values[11];
+	char		nulls[11];
 	int			rc;
+	bool		write_owner;
+	char	   *owner;
 
 	if (r->account_id == 0)
 	{
@@ -2364,6 +2283,13 @@ record(OdooRender *r)
 						model_name[r->ev->model], (long) r->res_id),
 				 errhint("Run whatsapp.wa_odoo_enable again with an account that exists.")));
 		return;
+	}
+	/* Until ALTER EXTENSION UPDATE adds queued_by, write without it. */
+	write_owner = wa_message_has_queued_by();
+	if (plan_insert != NULL && write_owner != plan_insert_writes_owner)
+	{
+		SPI_freeplan(plan_insert);
+		plan_insert = NULL;
 	}
 	if (plan_insert == NULL)
 	{
@@ -2378,21 +2304,24 @@ record(OdooRender *r)
 		 * transaction still holds the document's row lock, so two of them
 		 * cannot race here.
 		 */
-		p = SPI_prepare_cursor("INSERT INTO whatsapp.message (account_id, recipient, kind,"
-							   " payload, state, failure_type, error_title, error_details,"
-							   " error_code, dedupe_key, context, failed_at)"
-							   " SELECT $1, $2, 'template', $3, $4, $5, $6, $7, $8, $9, $10,"
-							   "  CASE WHEN $4 = 'failed' THEN now() END"
-							   "  WHERE NOT EXISTS (SELECT 1 FROM whatsapp.message d"
-							   "   WHERE d.account_id = ANY (ARRAY(SELECT a.id FROM whatsapp.account a))"
-							   "     AND d.dedupe_key = $9)"
-							   " ON CONFLICT (account_id, dedupe_key) WHERE dedupe_key IS NOT NULL"
-							   " DO NOTHING",
-							   10, types, CURSOR_OPT_GENERIC_PLAN);
+		p = SPI_prepare_cursor(psprintf("INSERT INTO whatsapp.message (account_id, recipient, kind,"
+										" payload, state, failure_type, error_title, error_details,"
+										" error_code, dedupe_key, context, failed_at%s)"
+										" SELECT $1, $2, 'template', $3, $4, $5, $6, $7, $8, $9, $10,"
+										"  CASE WHEN $4 = 'failed' THEN now() END%s"
+										"  WHERE NOT EXISTS (SELECT 1 FROM whatsapp.message d"
+										"   WHERE d.account_id = ANY (ARRAY(SELECT a.id FROM whatsapp.account a))"
+										"     AND d.dedupe_key = $9)"
+										" ON CONFLICT (account_id, dedupe_key) WHERE dedupe_key IS NOT NULL"
+										" DO NOTHING",
+										write_owner ? ", queued_by" : "",
+										write_owner ? ", $11" : ""),
+							   11, types, CURSOR_OPT_GENERIC_PLAN);
 
 		if (p == NULL || SPI_keepplan(p) != 0)
 			elog(ERROR, "whatsapp: could not prepare the Odoo insert");
 		plan_insert = p;
+		plan_insert_writes_owner = write_owner;
 	}
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = Int32GetDatum(r->account_id);
@@ -2419,6 +2348,11 @@ record(OdooRender *r)
 		nulls[7] = 'n';
 	values[8] = CStringGetTextDatum(r->dedupe_key);
 	values[9] = DirectFunctionCall1(jsonb_in, CStringGetDatum(r->context.data));
+	owner = GetUserNameFromId(GetOuterUserId(), true);
+	if (owner != NULL)
+		values[10] = CStringGetTextDatum(owner);
+	else
+		nulls[10] = 'n';
 	rc = SPI_execute_plan(plan_insert, values, nulls, false, 1);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "whatsapp: could not record the Odoo message: %s",

@@ -14,10 +14,13 @@
 
 #include "compat.h"
 
+#include "access/attnum.h"
 #include "fmgr.h"
 #include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "utils/relcache.h"
+#include "utils/snapshot.h"
 #include "utils/timestamp.h"
 
 #ifndef WHATSAPP_VERSION
@@ -45,6 +48,7 @@ extern int	wa_log_retention;		/* sighup, minutes */
 extern int	wa_poll_interval;		/* sighup, milliseconds */
 extern int	wa_shutdown_timeout;	/* sighup, milliseconds */
 extern int	wa_batch_size;			/* sighup */
+extern int	wa_test_fail_start;		/* sighup, superuser only; tests only */
 extern char *wa_default_country_code;	/* user */
 extern int	wa_window_check;		/* user, WA_WINDOW_* */
 extern bool wa_odoo_events;			/* user */
@@ -189,6 +193,43 @@ extern void wa_redact_install_hooks(void);
 extern void wa_report_redacted_activity(const char *funcname);
 
 /* ----------
+ * Message ownership (ownership.c).
+ * ----------
+ */
+
+/*
+ * The caller of a SECURITY INVOKER function that does its work with its
+ * owner's rights, and what to restore.
+ */
+typedef struct WaActingAs
+{
+	Oid			caller;			/* GetUserId() on entry: the calling role */
+	Oid			saved_user;
+	int			saved_context;
+} WaActingAs;
+
+/* Take the rights of the function's owner; record the caller. */
+extern void wa_act_as_owner(FunctionCallInfo fcinfo, WaActingAs *acting);
+
+/* Give them back (also on the way out of a PG_TRY). */
+extern void wa_act_as_caller_again(const WaActingAs *acting);
+
+/*
+ * May "caller" cancel or retry a message that queued_by (a role name, or
+ * NULL for none recorded) queued?  Superusers and members of
+ * whatsapp_admin may act on every message, other roles on those of the
+ * roles whose privileges they have.
+ */
+extern bool wa_may_act_on(Oid caller, const char *queued_by);
+
+/*
+ * Does whatsapp.message have the queued_by column (version 0.3 on)?  A
+ * library newer than the installed SQL objects runs until ALTER EXTENSION
+ * UPDATE, and must not fail meanwhile.
+ */
+extern bool wa_message_has_queued_by(void);
+
+/* ----------
  * Webhooks, opt-out and the 24-hour window (webhook.c).
  * ----------
  */
@@ -222,8 +263,23 @@ extern void wa_recipient_check(int32 account_id, const char *e164,
 							   const char *kind, Datum payload,
 							   WaRecipientVerdict *verdict);
 
-/* Odoo's public.phone_blacklist when it exists with number and active. */
-extern Oid	wa_odoo_blacklist_relid(void);
+/* ----------
+ * Reading Odoo's tables without running their owner's code (odoo_read.c).
+ * ----------
+ */
+/* public.relname when it is an ordinary table (locked); else InvalidOid. */
+extern Oid	wa_odoo_table(const char *relname, int elevel);
+extern AttrNumber wa_odoo_column(Oid relid, const char *colname,
+								 const Oid *types, Oid *type, int elevel);
+extern Oid	wa_key_index(Oid relid, AttrNumber att, Oid atttype, Oid *collation);
+extern struct SysScanDescData *wa_key_scan(Relation rel, AttrNumber att,
+										   Oid atttype, Oid index, Oid coll,
+										   int64 ikey, const char *tkey,
+										   Snapshot snap);
+/* Is the number active on Odoo's phone_blacklist?  snap NULL: active one. */
+extern bool wa_odoo_blacklisted(const char *number, Snapshot snap);
+/* A value of Odoo's ir_config_parameter, or NULL. */
+extern char *wa_odoo_config_param(const char *key);
 
 /* ----------
  * Background worker (worker.c).
