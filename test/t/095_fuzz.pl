@@ -1,4 +1,4 @@
-# 090_fuzz.pl: a short fuzz run of the three input parsers (test/fuzz).
+# 095_fuzz.pl: a short fuzz run of the three input parsers (test/fuzz).
 #
 #   - webhook:   mutated Meta payloads, each signed with the account's app
 #                secret, through wa_receive();
