@@ -110,7 +110,19 @@ SELECT label, pg_temp.vis(whatsapp._odoo_format_amount(amount, decimals, roundin
 	('no res_lang', 1234.5, 2, 0.01, NULL, NULL, NULL, 'US$', 'before'),
 	('no symbol', 1234.5, 2, 0.01, '.', ',', '[3,0]', NULL, 'before'),
 	('position NULL', 1234.5, 2, 0.01, '.', ',', '[3,0]', 'X', NULL),
-	('small', 0.5, 2, 0.01, '.', ',', '[3,0]', '$', 'before')
+	('small', 0.5, 2, 0.01, '.', ',', '[3,0]', '$', 'before'),
+	-- odoo/addons/base/data/res.lang.csv: en_IN is [3,2,0] (lakhs, crores), de_CH [3,3]
+	('en_IN [3,2,0]', 123456789.5, 2, 0.01, '.', ',', '[3,2,0]', '₹', 'before'),
+	('en_IN [3,2,0], short', 12345, 2, 0.01, '.', ',', '[3,2,0]', '₹', 'before'),
+	('en_IN [3,2,0], negative', -1234567, 2, 0.01, '.', ',', '[3,2,0]', '₹', 'before'),
+	('de_CH [3,3]', 1234567890, 2, 0.01, '.', '''', '[3,3]', 'CHF', 'after'),
+	-- a negative amount that rounds to zero: odoo/tools/float_utils.py's
+	-- round() keeps the sign, "%.2f" prints -0.0 as "-0.00"
+	('minus zero, rounding 0.05', -0.02, 2, 0.05, '.', ',', '[3,0]', '$', 'before'),
+	('exactly zero', 0, 2, 0.01, '.', ',', '[3,0]', '$', 'before'),
+	-- odoo/tools/misc.py format_amount: the no-break space stays without a symbol
+	('empty symbol, before', 1234.5, 2, 0.01, '.', ',', '[3,0]', '', 'before'),
+	('empty symbol, after', 1234.5, 2, 0.01, ',', '.', '[3,0]', '', 'after')
   ) AS c(label, amount, decimals, rounding, dp, ts, grp, symbol, pos);
 SELECT whatsapp._odoo_format_amount('NaN', 2, 0.01, '.', ',', '[3,0]', '$', 'before') AS nan;
 
@@ -568,6 +580,67 @@ INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, p
 							   currency_id, name, state, date_order, amount_total)
 VALUES (3, 1, 13, 13, 13, 4, 'S00003', 'sale', now() AT TIME ZONE 'UTC', 3);
 SELECT dedupe_key, recipient, state, params FROM m WHERE dedupe_key LIKE 'sale.order:3:%';
+
+-- ---------------------------------------------------------------------
+-- Odoo 18 migrated to 19 with OpenUpgrade: res_partner keeps a stale
+-- mobile, ir_module_module says 19
+-- ---------------------------------------------------------------------
+TRUNCATE whatsapp.message;
+\set ECHO none
+\i test/odoo/drop.sql
+\i test/odoo/odoo19_migrated.sql
+\o /dev/null
+\i test/odoo/data.sql
+\o
+\set ECHO all
+SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'es_MX', 'mx');
+-- 19 reads phone only (addons/phone_validation/models/res_partner.py has no
+-- mobile from 19 on): the number frozen in mobile is never used, not even
+-- when phone_sanitized is empty or phone is missing.
+UPDATE public.res_partner SET phone = '+52 55 3333 4444', mobile = '+52 55 1111 2222',
+	   phone_sanitized = NULL WHERE id = 10;
+UPDATE public.res_partner SET mobile = '+52 55 1111 2222' WHERE id = 15;
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (1, 1, 10, 10, 10, 3, 'S00001', 'sale', now() AT TIME ZONE 'UTC', 1),
+	   (2, 1, 15, 15, 15, 3, 'S00002', 'sale', now() AT TIME ZONE 'UTC', 2);
+SELECT dedupe_key, recipient, state, error_title FROM m ORDER BY id;
+SELECT p ->> 'odoo_version' AS odoo_version, p ->> 'odoo_version_source' AS source,
+	   p ->> 'odoo_schema' AS odoo_schema, p ->> 'recipient' AS recipient
+  FROM whatsapp.wa_odoo_preview('sale_order_confirmed', 1) p;
+-- The same tables as an 18 database (base 18.0): mobile comes before phone.
+UPDATE public.ir_module_module SET latest_version = '18.0.1.3' WHERE name = 'base';
+SELECT p ->> 'odoo_version' AS odoo_version, p ->> 'recipient' AS recipient
+  FROM whatsapp.wa_odoo_preview('sale_order_confirmed', 1) p;
+UPDATE public.ir_module_module SET latest_version = 'saas~18.4.1.3' WHERE name = 'base';
+SELECT p ->> 'odoo_version' AS odoo_version FROM whatsapp.wa_odoo_preview('sale_order_confirmed', 1) p;
+UPDATE public.ir_module_module SET latest_version = '19.0.1.3' WHERE name = 'base';
+
+-- The language amounts and dates are written in, when the partner's is
+-- not an active res_lang row: Odoo's get_lang (odoo/tools/misc.py) takes
+-- the company's partner's language, then en_US, then the first active
+-- language by name (res.lang get_installed sorts by name).
+SELECT whatsapp.wa_odoo_enable('invoice_posted', 'invoice_posted', 'es_MX', 'mx',
+							   '["partner_name", "amount_residual", "invoice_date_due"]');
+INSERT INTO public.account_move (id, journal_id, company_id, partner_id, commercial_partner_id, currency_id,
+								 name, state, move_type, date, invoice_date, invoice_date_due,
+								 amount_total, amount_residual)
+VALUES (1, 1, 1, 13, 13, 4, 'INV/2025/00001', 'draft', 'out_invoice', current_date, current_date,
+		'2031-03-31', 1234.5, 1234.5);
+CREATE TEMP VIEW lang_steps AS
+SELECT p ->> 'format_language' AS format_language, pg_temp.vis(p #>> '{values,amount_residual}') AS amount,
+	   p #>> '{values,invoice_date_due}' AS due
+  FROM whatsapp.wa_odoo_preview('invoice_posted', 1) p;
+SELECT 'pt_BR active' AS step, * FROM lang_steps;
+UPDATE public.res_lang SET active = false WHERE code = 'pt_BR';
+SELECT 'pt_BR inactive: the company''s es_MX' AS step, * FROM lang_steps;
+UPDATE public.res_lang SET active = false WHERE code = 'es_MX';
+SELECT 'es_MX inactive too: en_US' AS step, * FROM lang_steps;
+UPDATE public.res_lang SET active = false WHERE code = 'en_US';
+SELECT 'en_US inactive too: first by name' AS step, * FROM lang_steps;
+DELETE FROM public.res_lang WHERE code = 'pt_BR';
+SELECT 'pt_BR not in res_lang at all' AS step, * FROM lang_steps;
+DROP VIEW lang_steps;
 
 -- ---------------------------------------------------------------------
 -- Odoo 19

@@ -118,19 +118,19 @@ static const char *const model_portal[N_MODELS] = {"/my/orders/", "/my/invoices/
 enum
 {
 	T_DOC, T_PARTNER, T_COMPANY, T_COUNTRY, T_CURRENCY, T_LANG, T_CONFIG,
-	T_BLACKLIST,
+	T_BLACKLIST, T_MODULE,
 	T_COUNT
 };
 
 static const char *const table_names[T_COUNT] = {
 	NULL,						/* the model's table */
 	"res_partner", "res_company", "res_country", "res_currency", "res_lang",
-	"ir_config_parameter", "phone_blacklist"
+	"ir_config_parameter", "phone_blacklist", "ir_module_module"
 };
 
 /* Tables without which no message can be rendered at all. */
 static const bool table_required[T_COUNT] = {
-	true, true, true, true, true, false, false, false
+	true, true, true, true, true, false, false, false, false
 };
 
 typedef enum ColKind
@@ -153,8 +153,10 @@ typedef enum OdooCol
 	NC_ID, NC_PHONE_CODE,
 	YC_ID, YC_NAME, YC_SYMBOL, YC_POSITION, YC_DECIMALS, YC_ROUNDING,
 	LC_CODE, LC_DECIMAL_POINT, LC_THOUSANDS_SEP, LC_GROUPING, LC_DATE_FORMAT,
+	LC_ISACTIVE, LC_LABEL,
 	GC_KEY, GC_VALUE,
 	BC_NUMBER,
+	MC_NAME, MC_VERSION, MC_STATE,
 	NCOLS
 } OdooCol;
 
@@ -206,9 +208,14 @@ static const ColDef coldefs[NCOLS] = {
 	[LC_THOUSANDS_SEP] = {T_LANG, BOTH("thousands_sep"), K_TEXT},
 	[LC_GROUPING] = {T_LANG, BOTH("grouping"), K_TEXT},
 	[LC_DATE_FORMAT] = {T_LANG, BOTH("date_format"), K_TEXT},
+	[LC_ISACTIVE] = {T_LANG, BOTH("active"), K_BOOL},
+	[LC_LABEL] = {T_LANG, BOTH("name"), K_TEXT},
 	[GC_KEY] = {T_CONFIG, BOTH("key"), K_TEXT},
 	[GC_VALUE] = {T_CONFIG, BOTH("value"), K_TEXT},
 	[BC_NUMBER] = {T_BLACKLIST, BOTH("number"), K_TEXT},
+	[MC_NAME] = {T_MODULE, BOTH("name"), K_TEXT},
+	[MC_VERSION] = {T_MODULE, BOTH("latest_version"), K_TEXT},
+	[MC_STATE] = {T_MODULE, BOTH("state"), K_TEXT},
 };
 #undef BOTH
 
@@ -218,12 +225,15 @@ static const ColDef coldefs[NCOLS] = {
  * (p) and its country (pc), the currency, the partner's language (l); and,
  * only when something asks for them, the commercial partner (cp) and its
  * country, the company (co) with its partner (cop) and country, and the
- * commercial partner's language (l2, when the partner has none).
+ * commercial partner's language (l2, when the partner has none).  When
+ * that language is not an active res_lang row, Odoo's get_lang falls back
+ * (odoo/tools/misc.py): to the company's partner's language (l3), then
+ * en_US, then the first active language by name (lx, read specially).
  */
 enum
 {
 	A_D, A_P, A_PC, A_CUR, A_L,
-	A_CP, A_CPC, A_CO, A_COP, A_COC, A_L2,
+	A_CP, A_CPC, A_CO, A_COP, A_COC, A_L2, A_L3, A_LX,
 	N_ALIAS
 };
 
@@ -247,11 +257,13 @@ static const AliasDef alias_defs[N_ALIAS] = {
 	[A_COP] = {T_PARTNER, PC_ID, A_CO, CC_PARTNER},
 	[A_COC] = {T_COUNTRY, NC_ID, A_COP, PC_COUNTRY},
 	[A_L2] = {T_LANG, LC_CODE, A_CP, PC_LANG},
+	[A_L3] = {T_LANG, LC_CODE, A_COP, PC_LANG},
+	[A_LX] = {T_LANG, LC_CODE, -1, -1},
 };
 
 /* The column each table's rows are looked up by. */
 static const int table_key_col[T_COUNT] = {
-	DC_ID, PC_ID, CC_ID, NC_ID, YC_ID, LC_CODE, GC_KEY, BC_NUMBER
+	DC_ID, PC_ID, CC_ID, NC_ID, YC_ID, LC_CODE, GC_KEY, BC_NUMBER, MC_NAME
 };
 
 /*
@@ -621,13 +633,18 @@ format_amount(Numeric amount, int decimals, Numeric rounding,
 	v = DirectFunctionCall2(numeric_round, v, Int32GetDatum(decimals));
 	txt = numeric_text(DatumGetNumeric(v));
 	if (txt[0] == '-')
-	{
-		negative = true;
 		txt++;
-	}
-	/* "-0.00" reads as 0 */
-	if (negative && strspn(txt, "0.") == strlen(txt))
-		negative = false;
+
+	/*
+	 * The sign is the amount's, not the rounded one's: Odoo rounds a float
+	 * with float_round, whose round() keeps the sign of a negative amount
+	 * that rounds to zero (odoo/tools/float_utils.py), and "%.2f" prints
+	 * that -0.0 as "-0.00".  Numeric has no negative zero, so an amount
+	 * stored as exactly 0 prints "0.00" in both.
+	 */
+	negative = DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(amount),
+												 DirectFunctionCall1(int4_numeric,
+																	 Int32GetDatum(0)))) < 0;
 	dot = strchr(txt, '.');
 	if (dot)
 		*dot = '\0';
@@ -647,22 +664,24 @@ format_amount(Numeric amount, int decimals, Numeric rounding,
 			appendStringInfoChar(&num, '0');
 	}
 
+	/*
+	 * format_amount (odoo/tools/misc.py) writes the no-break space whatever
+	 * the symbol: "symbol + U+00A0" before, "U+00A0 + symbol" after, with
+	 * an empty symbol ("currency.symbol or ''") too.  Any position but
+	 * "before" puts it after.
+	 */
 	initStringInfo(&out);
-	if (symbol != NULL && symbol[0] != '\0' && position != NULL &&
-		strcmp(position, "before") == 0)
+	if (position != NULL && strcmp(position, "before") == 0)
 	{
-		appendStringInfoString(&out, symbol);
+		appendStringInfoString(&out, symbol ? symbol : "");
 		appendStringInfoString(&out, nbsp());
 		append_nbsp(&out, num.data);
 	}
 	else
 	{
 		append_nbsp(&out, num.data);
-		if (symbol != NULL && symbol[0] != '\0')
-		{
-			appendStringInfoString(&out, nbsp());
-			appendStringInfoString(&out, symbol);
-		}
+		appendStringInfoString(&out, nbsp());
+		appendStringInfoString(&out, symbol ? symbol : "");
 	}
 	return out.data;
 }
@@ -819,7 +838,9 @@ typedef struct OdooRow
 	Datum	   *vals[N_ALIAS];	/* its columns, deformed once */
 	bool	   *nulls[N_ALIAS];
 	bool		loaded[N_ALIAS];
-	int			lang_from_cp;	/* -1: not known yet */
+	int			lang_alias;		/* the row A_L stands for; -1: not known yet */
+	int			version;		/* Odoo's major version; -1: not read yet, 0: unknown */
+	char	   *version_text;	/* ir_module_module.latest_version of base */
 } OdooRow;
 
 static Relation
@@ -875,6 +896,62 @@ fetch_row(OdooRow *r, int t, int64 ikey, const char *tkey)
 
 static char *row_text(OdooRow *r, int alias, int col);
 static int64 row_int(OdooRow *r, int alias, int col, bool *isnull);
+static char *datum_text(OdooRow *r, int col, Datum d);
+
+/*
+ * get_lang's last resort (odoo/tools/misc.py): en_US when it is active,
+ * else the first active language by name (res_lang.get_installed sorts by
+ * name).  A heap scan of res_lang, a table of a few dozen rows, and only
+ * for a partner whose language and company's language are both inactive.
+ */
+static HeapTuple
+fallback_lang(OdooRow *r)
+{
+	const OdooCatalog *c = r->cat;
+	Relation	rel = row_rel(r, T_LANG);
+	TupleDesc	desc = RelationGetDescr(rel);
+	HeapTuple	tup;
+	HeapTuple	best = NULL;
+	char	   *best_name = NULL;
+	SysScanDesc scan;
+
+	tup = fetch_row(r, T_LANG, 0, "en_US");
+	if (tup != NULL)
+	{
+		bool		isnull = true;
+		Datum		d = col_ok(c, LC_ISACTIVE) ?
+			heap_getattr(tup, c->attnum[LC_ISACTIVE], desc, &isnull) : BoolGetDatum(true);
+
+		if (!col_ok(c, LC_ISACTIVE) || (!isnull && DatumGetBool(d)))
+			return tup;
+		heap_freetuple(tup);
+	}
+	if (!col_ok(c, LC_ISACTIVE) || !col_ok(c, LC_LABEL))
+		return NULL;
+	scan = systable_beginscan(rel, InvalidOid, false, r->snap, 0, NULL);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, c->attnum[LC_ISACTIVE], desc, &isnull);
+		char	   *name;
+
+		if (isnull || !DatumGetBool(d))
+			continue;
+		d = heap_getattr(tup, c->attnum[LC_LABEL], desc, &isnull);
+		if (isnull)
+			continue;
+		name = datum_text(r, LC_LABEL, d);
+		if (best_name == NULL || strcmp(name, best_name) < 0)
+		{
+			if (best)
+				heap_freetuple(best);
+			best = heap_copytuple(tup);
+			best_name = name;
+		}
+	}
+	systable_endscan(scan);
+	return best;
+}
 
 static HeapTuple
 row_load(OdooRow *r, int a)
@@ -890,6 +967,8 @@ row_load(OdooRow *r, int a)
 		return NULL;
 	if (a == A_D)
 		r->tup[a] = fetch_row(r, t, r->res_id, NULL);
+	else if (a == A_LX)
+		r->tup[a] = fallback_lang(r);
 	else if (coldefs[def->key_col].kind == K_ID)
 	{
 		bool		isnull;
@@ -916,25 +995,12 @@ row_load(OdooRow *r, int a)
 	return r->tup[a];
 }
 
-/* The stored value of column col of alias a (false: no row, NULL, missing). */
+/* Column col of the row of alias a as loaded (false: no row, NULL, missing). */
 static bool
-row_get(OdooRow *r, int alias, int col, Datum *value)
+row_get_loaded(OdooRow *r, int alias, int col, Datum *value)
 {
 	AttrNumber	att;
 
-	if (alias == A_L)
-	{
-		if (r->lang_from_cp < 0)
-		{
-			Datum		d;
-
-			r->lang_from_cp = !row_get(r, A_P, PC_LANG, &d) ||
-				r->cat->atttype[PC_LANG] == JSONBOID ||
-				VARSIZE_ANY_EXHDR(DatumGetPointer(d)) == 0;
-		}
-		if (r->lang_from_cp)
-			alias = A_L2;
-	}
 	if (row_load(r, alias) == NULL || !col_ok(r->cat, col))
 		return false;
 	att = r->cat->attnum[col];
@@ -942,6 +1008,52 @@ row_get(OdooRow *r, int alias, int col, Datum *value)
 		return false;
 	*value = r->vals[alias][att - 1];
 	return true;
+}
+
+/* Is the language row of alias a there and active, as get_lang wants it? */
+static bool
+lang_usable(OdooRow *r, int alias)
+{
+	Datum		d;
+
+	if (row_load(r, alias) == NULL)
+		return false;
+	if (!col_ok(r->cat, LC_ISACTIVE))
+		return true;			/* no active column: every row counts */
+	return row_get_loaded(r, alias, LC_ISACTIVE, &d) && DatumGetBool(d);
+}
+
+/*
+ * The stored value of column col of alias a (false: no row, NULL,
+ * missing).  A_L is the language amounts and dates are written in: the
+ * partner's (the commercial partner's when the partner has none), or when
+ * that is no active res_lang row, what Odoo's get_lang falls back to.
+ */
+static bool
+row_get(OdooRow *r, int alias, int col, Datum *value)
+{
+	if (alias == A_L)
+	{
+		if (r->lang_alias < 0)
+		{
+			Datum		d;
+			int			first;
+
+			first = !row_get_loaded(r, A_P, PC_LANG, &d) ||
+				r->cat->atttype[PC_LANG] == JSONBOID ||
+				VARSIZE_ANY_EXHDR(DatumGetPointer(d)) == 0 ? A_L2 : A_L;
+			if (lang_usable(r, first))
+				r->lang_alias = first;
+			else if (lang_usable(r, A_L3))
+				r->lang_alias = A_L3;
+			else if (lang_usable(r, A_LX))
+				r->lang_alias = A_LX;
+			else
+				r->lang_alias = first;
+		}
+		alias = r->lang_alias;
+	}
+	return row_get_loaded(r, alias, col, value);
 }
 
 /* A translated (jsonb) field's text: en_US, else the first language. */
@@ -1078,6 +1190,59 @@ row_bool(OdooRow *r, int alias, int col)
 	Datum		d;
 
 	return row_get(r, alias, col, &d) && DatumGetBool(d);
+}
+
+/*
+ * "19.0.1.3" or "saas~18.2.1.0" (ir_module_module.latest_version) -> 19,
+ * 18; 0 when it is not a version.
+ */
+static int
+parse_odoo_version(const char *v)
+{
+	long		major;
+	char	   *end;
+
+	if (v == NULL)
+		return 0;
+	if (strncmp(v, "saas~", 5) == 0)
+		v += 5;
+	major = strtol(v, &end, 10);
+	if (end == v || *end != '.' || major < 8 || major > 99)
+		return 0;
+	return (int) major;
+}
+
+/*
+ * The major version of the Odoo that owns the database: the
+ * latest_version of module base in ir_module_module, which Odoo (and
+ * OpenUpgrade) write when the module is installed or upgraded.  It is the
+ * only sure sign of a migrated 19, whose res_partner keeps the column
+ * mobile that 19 no longer has (OpenUpgrade drops no column).  0 when the
+ * table or the row is missing.  One index probe, read once per rendering.
+ */
+static int
+odoo_version(OdooRow *r)
+{
+	HeapTuple	tup;
+
+	if (r->version >= 0)
+		return r->version;
+	r->version = 0;
+	if (!OidIsValid(r->cat->relid[T_MODULE]) || !col_ok(r->cat, MC_VERSION))
+		return 0;
+	tup = fetch_row(r, T_MODULE, 0, "base");
+	if (tup != NULL)
+	{
+		char	   *state = tuple_text(r, tup, MC_STATE);
+
+		if (state == NULL || strcmp(state, "uninstalled") != 0)
+		{
+			r->version_text = tuple_text(r, tup, MC_VERSION);
+			r->version = parse_odoo_version(r->version_text);
+		}
+		heap_freetuple(tup);
+	}
+	return r->version;
 }
 
 /* ----------
@@ -1386,6 +1551,12 @@ typedef struct OdooRender
 	int64		company_id;
 	bool		rule_company_null;
 	int64		rule_company;
+	/* for the preview */
+	int			odoo_version;	/* 0: not known from ir_module_module */
+	char	   *odoo_version_text;
+	char	   *format_lang;	/* the res_lang row amounts and dates follow */
+	char	   *link_page;		/* the links as the customer gets them */
+	char	   *link_pdf;
 } OdooRender;
 
 static void fail(OdooRender *r, const char *failure_type, const char *fmt,...)
@@ -1488,8 +1659,7 @@ amount_param(OdooCtx *x, int col, const char *vocab)
 					  row_text(row, A_L, LC_DECIMAL_POINT),
 					  row_text(row, A_L, LC_THOUSANDS_SEP),
 					  row_text(row, A_L, LC_GROUPING),
-					  nonempty(row_text(row, A_CUR, YC_SYMBOL)) ?
-					  row_text(row, A_CUR, YC_SYMBOL) : row_text(row, A_CUR, YC_NAME),
+					  row_text(row, A_CUR, YC_SYMBOL),
 					  row_text(row, A_CUR, YC_POSITION));
 	if (s == NULL)
 		fail(x->r, "template", "parameter %s: %s is not a finite number", vocab,
@@ -1550,7 +1720,12 @@ portal_link(OdooCtx *x, const char *what, bool pdf)
 			appendStringInfo(&b, "%%%02X", *p);
 	}
 	if (pdf)
+	{
 		appendStringInfoString(&b, "&report_type=pdf&download=true");
+		x->r->link_pdf = b.data;
+	}
+	else
+		x->r->link_page = b.data;
 	return b.data;
 }
 
@@ -1842,7 +2017,10 @@ append_components(OdooCtx *x, Jsonb *params, StringInfo out)
 
 /*
  * The first number of the partner at alias that makes E.164:
- * phone_sanitized, mobile, then each part of phone split on "|".  The
+ * phone_sanitized, mobile (up to Odoo 18), then each part of phone split
+ * on "|".  From 19 on mobile is not read even where the column is still
+ * there: Odoo 19 has no such field (phone_validation reads phone only), so
+ * a migrated database keeps in it a number nobody sees or updates.  The
  * country code is the partner's country's, then the company's country's,
  * then whatsapp.default_country_code.  Appends what it tried to tried.
  */
@@ -1867,10 +2045,13 @@ partner_number(OdooCtx *x, int alias, int country_alias, char *e164, StringInfo 
 
 	for (int i = 0; i < 3; i++)
 	{
-		char	   *v = row_text(row, alias, cols[i]);
+		char	   *v;
 		char	   *part;
 		char	   *save = NULL;
 
+		if (cols[i] == PC_MOBILE && (!col_ok(x->cat, PC_MOBILE) || odoo_version(row) >= 19))
+			continue;
+		v = row_text(row, alias, cols[i]);
 		if (v == NULL)
 			continue;
 		for (part = strtok_r(v, "|", &save); part; part = strtok_r(NULL, "|", &save))
@@ -2062,7 +2243,8 @@ render(const OdooEvent *ev, int64 res_id, bool for_preview, OdooRender *r)
 	row.cat = &s->cat;
 	row.snap = GetActiveSnapshot();
 	row.res_id = res_id;
-	row.lang_from_cp = -1;
+	row.lang_alias = -1;
+	row.version = -1;
 	render_rows(ev, s, &row, for_preview, r);
 	row_close(&row);
 	PopActiveSnapshot();
@@ -2253,6 +2435,12 @@ render_rows(const OdooEvent *ev, OdooModelState *s, OdooRow *rowp, bool for_prev
 	if (r->state != NULL && strcmp(r->state, "failed") == 0 && r->details == NULL)
 		r->details = psprintf("Recorded by the whatsapp trigger on %s at commit; the document was saved. wa_odoo_preview('%s', %ld) shows the message as it would be now.",
 							  model_table[m], ev->name, (long) res_id);
+	if (for_preview)
+	{
+		r->odoo_version = odoo_version(row);
+		r->odoo_version_text = row->version_text;
+		r->format_lang = row_text(row, A_L, LC_CODE);
+	}
 }
 
 /*
@@ -2560,6 +2748,25 @@ wa_odoo_preview(PG_FUNCTION_ARGS)
 	appendStringInfoString(&b, ", \"context\": ");
 	appendStringInfoString(&b, r.context.len ? r.context.data : "null");
 	json_kv_str(&b, "odoo_schema", odoo_schema_guess(&model_state[ev->model].cat));
+	if (r.odoo_version > 0)
+		appendStringInfo(&b, ", \"odoo_version\": %d", r.odoo_version);
+	else
+		appendStringInfoString(&b, ", \"odoo_version\": null");
+	json_kv_str(&b, "odoo_version_source", r.odoo_version > 0 ?
+				psprintf("ir_module_module: base %s", r.odoo_version_text) :
+				"unknown: ir_module_module has no installed base module; see odoo_schema");
+	json_kv_str(&b, "format_language", r.format_lang);
+	appendStringInfoString(&b, ", \"links\": {\"page\": ");
+	if (r.link_page)
+		escape_json(&b, r.link_page);
+	else
+		appendStringInfoString(&b, "null");
+	appendStringInfoString(&b, ", \"pdf\": ");
+	if (r.link_pdf)
+		escape_json(&b, r.link_pdf);
+	else
+		appendStringInfoString(&b, "null");
+	appendStringInfoChar(&b, '}');
 	appendStringInfoChar(&b, '}');
 
 	old = MemoryContextSwitchTo(outer);
