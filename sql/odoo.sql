@@ -643,6 +643,100 @@ SELECT 'pt_BR not in res_lang at all' AS step, * FROM lang_steps;
 DROP VIEW lang_steps;
 
 -- ---------------------------------------------------------------------
+-- Odoo's upgrades under enabled events: no trigger depends on a column,
+-- and wa_odoo_pause() silences bulk UPDATEs
+-- ---------------------------------------------------------------------
+TRUNCATE whatsapp.message;
+\set ECHO none
+\i test/odoo/drop.sql
+\i test/odoo/odoo18.sql
+\o /dev/null
+\i test/odoo/data.sql
+\o
+\set ECHO all
+SELECT whatsapp.wa_odoo_enable(e, 'odoo_event', 'es_MX', 'mx')
+  FROM unnest(ARRAY['sale_order_confirmed', 'invoice_posted', 'refund_posted', 'invoice_sent']) e;
+-- The triggers' definitions: no UPDATE OF, no column in WHEN.
+SELECT tgname, regexp_replace(pg_get_triggerdef(oid), '^.* (AFTER .*) ON .*(WHEN .*)$', '\1 ... \2') AS def
+  FROM pg_trigger WHERE tgname LIKE 'whatsapp\_%' ORDER BY tgname;
+SELECT count(*) AS column_dependencies FROM pg_depend d JOIN pg_trigger t ON d.objid = t.oid
+ WHERE d.classid = 'pg_trigger'::regclass AND t.tgname LIKE 'whatsapp\_%' AND d.refobjsubid <> 0;
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (1, 1, 10, 10, 10, 3, 'S00001', 'draft', now() AT TIME ZONE 'UTC', 10);
+INSERT INTO public.account_move (id, journal_id, company_id, partner_id, commercial_partner_id, currency_id,
+								 name, state, move_type, date, invoice_date, amount_total, amount_residual)
+VALUES (1, 1, 1, 10, 10, 3, 'INV/2025/00001', 'draft', 'out_invoice', current_date, current_date, 5, 5);
+-- Writes that do not enter a state record nothing (the check is in C now).
+UPDATE public.sale_order SET amount_total = 11 WHERE id = 1;
+UPDATE public.account_move SET amount_total = 6 WHERE id = 1;
+SELECT count(*) AS after_other_writes FROM whatsapp.message;
+-- Every column the extension reads, of every table it reads: ALTER COLUMN
+-- TYPE, then DROP COLUMN, with the events enabled (key columns that
+-- Odoo's own constraints need are only retyped).
+CREATE TEMP TABLE odoo_cols (n serial, tbl text, col text, newtype text, drop_it boolean);
+INSERT INTO odoo_cols (tbl, col, newtype, drop_it) VALUES
+	('sale_order', 'state', 'text', true), ('sale_order', 'name', 'text', true),
+	('sale_order', 'client_order_ref', 'text', true), ('sale_order', 'access_token', 'text', true),
+	('sale_order', 'amount_total', 'double precision', true), ('sale_order', 'date_order', 'timestamptz', true),
+	('sale_order', 'currency_id', 'bigint', true), ('sale_order', 'company_id', 'bigint', false),
+	('sale_order', 'partner_id', 'bigint', false), ('sale_order', 'id', 'bigint', false),
+	('account_move', 'state', 'text', true), ('account_move', 'move_type', 'text', true),
+	('account_move', 'is_move_sent', 'text', true), ('account_move', 'name', 'text', true),
+	('account_move', 'ref', 'text', true), ('account_move', 'access_token', 'text', true),
+	('account_move', 'amount_total', 'double precision', true), ('account_move', 'amount_residual', 'double precision', true),
+	('account_move', 'invoice_date', 'timestamp', true), ('account_move', 'invoice_date_due', 'timestamp', true),
+	('account_move', 'date', 'timestamp', true), ('account_move', 'partner_id', 'bigint', false),
+	('account_move', 'company_id', 'bigint', false), ('account_move', 'currency_id', 'bigint', false),
+	('account_move', 'id', 'bigint', false),
+	('res_partner', 'name', 'text', true), ('res_partner', 'lang', 'text', true),
+	('res_partner', 'phone', 'text', true), ('res_partner', 'mobile', 'text', true),
+	('res_partner', 'phone_sanitized', 'text', true), ('res_partner', 'country_id', 'bigint', false),
+	('res_partner', 'commercial_partner_id', 'bigint', false),
+	('res_company', 'name', 'text', false), ('res_country', 'phone_code', 'bigint', true),
+	('res_currency', 'symbol', 'text', true), ('res_currency', 'position', 'text', true),
+	('res_currency', 'decimal_places', 'bigint', true), ('res_currency', 'rounding', 'double precision', true),
+	('res_lang', 'decimal_point', 'text', true), ('res_lang', 'thousands_sep', 'text', true),
+	('res_lang', 'grouping', 'text', true), ('res_lang', 'date_format', 'text', true),
+	('res_lang', 'active', 'text', true),
+	('ir_config_parameter', 'value', 'varchar', true), ('ir_module_module', 'latest_version', 'text', true),
+	('phone_blacklist', 'active', 'text', true);
+SELECT n, tbl, col,
+	   pg_temp.try(format('ALTER TABLE public.%I ALTER COLUMN %I TYPE %s USING %I::%s', tbl, col, newtype, col, newtype)) AS retype,
+	   CASE WHEN drop_it THEN pg_temp.try(format('ALTER TABLE public.%I DROP COLUMN %I', tbl, col)) END AS dropped
+  FROM odoo_cols ORDER BY n;
+DROP TABLE odoo_cols;
+SELECT event, triggers_installed FROM whatsapp.odoo_rules ORDER BY event;
+-- Odoo's writes go on; with its state gone, no order enters a state.
+UPDATE public.sale_order SET partner_id = 13 WHERE id = 1;
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id)
+VALUES (2, 1, 10, 10, 10);
+SELECT count(*) AS messages FROM whatsapp.message;
+
+-- wa_odoo_pause: documents committed while paused record nothing, then or
+-- later.
+\set ECHO none
+\i test/odoo/drop.sql
+\i test/odoo/odoo18.sql
+\o /dev/null
+\i test/odoo/data.sql
+\o
+\set ECHO all
+SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'es_MX', 'mx');
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+SELECT g, 1, 10, 10, 10, 3, 'S0000' || g, 'draft', now() AT TIME ZONE 'UTC', g FROM generate_series(1, 4) g;
+SELECT whatsapp.wa_odoo_pause('odoo -u sale');
+SELECT paused_by = session_user AS by_me, reason FROM whatsapp.odoo_paused;
+UPDATE public.sale_order SET state = 'sale' WHERE id IN (1, 2);
+SELECT p ->> 'fires' AS fires, p ->> 'why_not' AS why_not
+  FROM whatsapp.wa_odoo_preview('sale_order_confirmed', 1) p;
+SELECT whatsapp.wa_odoo_resume();
+SELECT whatsapp.wa_odoo_resume();
+UPDATE public.sale_order SET state = 'sale' WHERE id = 3;
+SELECT dedupe_key, state FROM m ORDER BY id;
+
+-- ---------------------------------------------------------------------
 -- Odoo 19
 -- ---------------------------------------------------------------------
 TRUNCATE whatsapp.message;

@@ -321,3 +321,255 @@ SELECT m.id,
 	   m.queued_by
   FROM whatsapp.message m
   LEFT JOIN whatsapp.account a ON a.id OPERATOR(pg_catalog.=) m.account_id;
+
+/* ========================================================================
+ * Issue 12, item 4: Odoo's upgrades are never blocked by the extension.
+ *
+ * Until 0.3 the UPDATE trigger was "UPDATE OF state, move_type, ..." and
+ * both triggers had a WHEN clause on those columns: PostgreSQL records a
+ * dependency of the trigger on each column, so Odoo's own ALTER COLUMN
+ * TYPE or DROP COLUMN of state, move_type or is_move_sent (an upgrade, a
+ * migration script) failed because of us.  Now no trigger names a column:
+ * the WHEN clause reads only the setting whatsapp.odoo_events, and the
+ * trigger function checks in C, from the old and new rows it is handed,
+ * whether the row entered the event's state (a comparison of two column
+ * values per event queued; no SQL).
+ *
+ * wa_odoo_pause() and wa_odoo_resume() silence every event of the
+ * database for "odoo -u" and migrations, whose bulk UPDATEs would
+ * otherwise fire events for recent documents.
+ *
+ * Existing triggers are made again in the new form, below.
+ * ======================================================================== */
+
+/*
+ * Put the two triggers of an event on its table; with recreate, drop and
+ * make again the ones that are there (the 0.3 update).
+ */
+CREATE FUNCTION whatsapp._odoo_install_triggers(event text, recreate boolean)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	ev text := _odoo_install_triggers.event;
+	tbl text := whatsapp._odoo_table(ev);
+	rel regclass := to_regclass(format('public.%I', tbl));
+	op text;
+	trg text;
+	there boolean;
+BEGIN
+	IF rel IS NULL THEN
+		RETURN;
+	END IF;
+	FOREACH op IN ARRAY ARRAY['insert', 'update']
+	LOOP
+		trg := format('whatsapp_%s_%s', ev, op);
+		there := EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = rel AND t.tgname = trg);
+		IF there AND recreate THEN
+			EXECUTE format('DROP TRIGGER %I ON public.%I', trg, tbl);
+			there := false;
+		END IF;
+		IF NOT there THEN
+			EXECUTE format('CREATE CONSTRAINT TRIGGER %I AFTER %s ON public.%I'
+						   ' DEFERRABLE INITIALLY DEFERRED FOR EACH ROW'
+						   ' WHEN (pg_catalog.current_setting(''whatsapp.odoo_events'', true) IS DISTINCT FROM ''off'')'
+						   ' EXECUTE FUNCTION whatsapp._odoo_trigger(%L)',
+						   trg, upper(op), tbl, ev);
+		END IF;
+	END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION whatsapp._odoo_install_triggers(text, boolean) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION whatsapp.wa_odoo_enable(
+	event text, template text, language text DEFAULT NULL,
+	account text DEFAULT NULL, params jsonb DEFAULT NULL,
+	company_id integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	ev text := wa_odoo_enable.event;
+	tbl text := whatsapp._odoo_table(ev);
+	lang text := replace(btrim(wa_odoo_enable.language), '-', '_');
+	acct text;
+	k text;
+	v jsonb;
+	has_body boolean := false;
+	has_named boolean := false;
+	op text;
+	trg text;
+	found_company boolean;
+BEGIN
+	PERFORM whatsapp._odoo_check_schema(ev);
+
+	IF wa_odoo_enable.template IS NULL OR wa_odoo_enable.template !~ '^[a-z0-9_]+$'
+	   OR length(wa_odoo_enable.template) > 512 THEN
+		RAISE EXCEPTION 'template % is not a Cloud API template name',
+				coalesce(quote_literal(wa_odoo_enable.template), 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Template names use only lower case letters, digits and underscores, as in "order_confirmation".';
+	END IF;
+	IF lang IS NOT NULL AND lang !~ '^[A-Za-z]{2,3}(_[A-Za-z0-9]{2,4})?$' THEN
+		RAISE EXCEPTION 'language % is not a template language code', quote_literal(wa_odoo_enable.language)
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use a code such as ''es'', ''es_MX'' or ''pt_BR'', or NULL for each partner''s language.';
+	END IF;
+
+	IF wa_odoo_enable.account IS NULL THEN
+		SELECT a.name INTO acct FROM whatsapp.account a
+		 WHERE a.is_default AND a.dropped_at IS NULL;
+		IF acct IS NULL THEN
+			RAISE EXCEPTION 'there is no default whatsapp account'
+				USING ERRCODE = 'object_not_in_prerequisite_state',
+					  HINT = 'Pass the account argument, or create an account with whatsapp.wa_account_set().';
+		END IF;
+	ELSE
+		SELECT a.name INTO acct FROM whatsapp.account a
+		 WHERE a.name = wa_odoo_enable.account AND a.dropped_at IS NULL;
+		IF acct IS NULL THEN
+			RAISE EXCEPTION 'whatsapp account "%" does not exist', wa_odoo_enable.account
+				USING ERRCODE = 'undefined_object',
+					  HINT = 'Create it with whatsapp.wa_account_set(), or see whatsapp.accounts for the names.';
+		END IF;
+	END IF;
+
+	IF wa_odoo_enable.params IS NOT NULL THEN
+		CASE jsonb_typeof(wa_odoo_enable.params)
+		WHEN 'array' THEN
+			PERFORM whatsapp._odoo_check_words(ev, wa_odoo_enable.params, 'an element');
+		WHEN 'object' THEN
+			FOR k, v IN SELECT * FROM jsonb_each(wa_odoo_enable.params)
+			LOOP
+				IF k = 'header' THEN
+					IF v IS DISTINCT FROM '"portal_pdf"'::jsonb THEN
+						RAISE EXCEPTION 'header % of params is not supported', v::text
+							USING ERRCODE = 'invalid_parameter_value',
+								  HINT = '"header": "portal_pdf" adds the document''s PDF from Odoo''s portal as a document header.';
+					END IF;
+				ELSIF k = 'body' THEN
+					IF jsonb_typeof(v) <> 'array' THEN
+						RAISE EXCEPTION '"body" of params must be an array of parameter words'
+							USING ERRCODE = 'invalid_parameter_value';
+					END IF;
+					PERFORM whatsapp._odoo_check_words(ev, v, 'an element of "body"');
+					has_body := true;
+				ELSE
+					IF k !~ '^[a-z0-9_]+$' OR length(k) > 128 THEN
+						RAISE EXCEPTION '% is not a template parameter name', quote_literal(k)
+							USING ERRCODE = 'invalid_parameter_value',
+								  HINT = 'Named template parameters use lower case letters, digits and underscores.';
+					END IF;
+					PERFORM whatsapp._odoo_check_words(ev, v, format('parameter %s', k));
+					has_named := true;
+				END IF;
+			END LOOP;
+			IF has_body AND has_named THEN
+				RAISE EXCEPTION 'params mixes "body" (positional) with named parameters'
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'A template has either positional or named parameters.';
+			END IF;
+		ELSE
+			RAISE EXCEPTION 'params of whatsapp.wa_odoo_enable has an unsupported form'
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Pass an array of parameter words (positional), an object mapping template parameter names to words (named), optionally with "header": "portal_pdf" (then "body": [...] holds positional words), or NULL.';
+		END CASE;
+	END IF;
+
+	IF wa_odoo_enable.company_id IS NOT NULL THEN
+		/* read in C, never by SQL: Odoo's role owns res_company */
+		found_company := whatsapp._odoo_company_exists(wa_odoo_enable.company_id);
+		IF NOT found_company THEN
+			RAISE EXCEPTION 'Odoo company % does not exist', wa_odoo_enable.company_id
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Pass an id of res_company, or NULL for every company without a rule of its own.';
+		END IF;
+	END IF;
+
+	UPDATE whatsapp.odoo_rule r
+	   SET template = wa_odoo_enable.template, language = lang, account = acct,
+		   params = wa_odoo_enable.params, updated_at = now(), updated_by = session_user
+	 WHERE r.event = ev AND r.company_id IS NOT DISTINCT FROM wa_odoo_enable.company_id;
+	IF NOT FOUND THEN
+		INSERT INTO whatsapp.odoo_rule (event, company_id, template, language, account, params)
+		VALUES (ev, wa_odoo_enable.company_id, wa_odoo_enable.template, lang, acct,
+				wa_odoo_enable.params);
+	END IF;
+
+	/* The triggers, when they are not there yet (no column in them). */
+	PERFORM whatsapp._odoo_install_triggers(ev, false);
+END
+$$;
+
+/* The triggers of 0.2 and before, made again without their columns. */
+DO $$
+DECLARE
+	ev text;
+BEGIN
+	FOR ev IN SELECT DISTINCT substring(t.tgname FROM '^whatsapp_(.*)_(insert|update)$')
+				FROM pg_trigger t
+			   WHERE t.tgfoid = 'whatsapp._odoo_trigger()'::regprocedure
+				 AND t.tgrelid IN (SELECT c.oid FROM pg_class c
+									WHERE c.relnamespace = 'public'::regnamespace
+									  AND c.relname IN ('sale_order', 'account_move'))
+	LOOP
+		IF ev IN ('sale_order_confirmed', 'invoice_posted', 'refund_posted', 'invoice_sent') THEN
+			PERFORM whatsapp._odoo_install_triggers(ev, true);
+		END IF;
+	END LOOP;
+END
+$$;
+
+/*
+ * A pause of every Odoo event of this database: at most one row, while
+ * paused.  The trigger function reads it (in C, with a fresh snapshot, so
+ * that a long transaction started before the pause sees it) for each row
+ * that entered an event's state; a document committed while paused
+ * records nothing, then or later.
+ */
+CREATE TABLE whatsapp.odoo_pause (
+	paused			boolean NOT NULL DEFAULT true PRIMARY KEY CHECK (paused),
+	paused_at		timestamptz NOT NULL DEFAULT now(),
+	paused_by		text NOT NULL DEFAULT session_user,
+	reason			text
+);
+SELECT pg_catalog.pg_extension_config_dump('whatsapp.odoo_pause', '');
+REVOKE ALL ON whatsapp.odoo_pause FROM PUBLIC;
+
+CREATE FUNCTION whatsapp.wa_odoo_pause(reason text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	INSERT INTO whatsapp.odoo_pause (reason) VALUES (wa_odoo_pause.reason)
+	ON CONFLICT (paused) DO UPDATE SET reason = coalesce(EXCLUDED.reason, whatsapp.odoo_pause.reason);
+	RAISE NOTICE 'Odoo events are paused in database %: documents committed from now on send nothing, until whatsapp.wa_odoo_resume()',
+		current_database();
+END
+$$;
+
+CREATE FUNCTION whatsapp.wa_odoo_resume()
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	DELETE FROM whatsapp.odoo_pause;
+	IF NOT FOUND THEN
+		RAISE NOTICE 'Odoo events were not paused in database %', current_database();
+	END IF;
+END
+$$;
+
+/* Whether and since when the events are paused (whatsapp_admin). */
+CREATE VIEW whatsapp.odoo_paused AS
+SELECT p.paused_at, p.paused_by, p.reason FROM whatsapp.odoo_pause p;
+
+REVOKE ALL ON FUNCTION whatsapp.wa_odoo_pause(text), whatsapp.wa_odoo_resume() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION whatsapp.wa_odoo_pause(text), whatsapp.wa_odoo_resume()
+	TO whatsapp_admin;
+REVOKE ALL ON whatsapp.odoo_paused FROM PUBLIC;
+GRANT SELECT ON whatsapp.odoo_paused TO whatsapp_admin;

@@ -1283,6 +1283,35 @@ open_own_table(int which)
 	return table_open(own_relids[which], NoLock);
 }
 
+/*
+ * Are the Odoo events of this database paused (a row in
+ * whatsapp.odoo_pause, see wa_odoo_pause)?  Read with a fresh snapshot: an
+ * upgrade's long transaction that started before the pause must see it.
+ * Before ALTER EXTENSION UPDATE makes the table, nothing is paused.
+ */
+static bool
+odoo_paused(void)
+{
+	Oid			relid;
+	Relation	rel;
+	Snapshot	snap;
+	SysScanDesc scan;
+	bool		paused;
+
+	relid = RangeVarGetRelidExtended(makeRangeVar("whatsapp", "odoo_pause", -1),
+									 AccessShareLock, RVR_MISSING_OK, NULL, NULL);
+	if (!OidIsValid(relid))
+		return false;
+	rel = table_open(relid, NoLock);
+	snap = RegisterSnapshot(GetLatestSnapshot());
+	scan = systable_beginscan(rel, InvalidOid, false, snap, 0, NULL);
+	paused = HeapTupleIsValid(systable_getnext(scan));
+	systable_endscan(scan);
+	UnregisterSnapshot(snap);
+	table_close(rel, NoLock);
+	return paused;
+}
+
 static AttrNumber
 own_attnum(Relation rel, const char *name)
 {
@@ -2326,6 +2355,11 @@ render_rows(const OdooEvent *ev, OdooModelState *s, OdooRow *rowp, bool for_prev
 		r->fires = false;
 		r->note = pstrdup("whatsapp.odoo_events is off");
 	}
+	if (r->fires && odoo_paused())
+	{
+		r->fires = false;
+		r->note = pstrdup("the Odoo events of this database are paused (whatsapp.wa_odoo_pause); whatsapp.wa_odoo_resume() ends the pause");
+	}
 	/* Too old?  The document's own date: date_order, invoice_date, date. */
 	if (r->fires && wa_odoo_max_age > 0)
 	{
@@ -2551,8 +2585,121 @@ record(OdooRender *r)
 
 /* ----------
  * The trigger
+ *
+ * Since 0.3 the triggers name no column (so that Odoo's own ALTER TABLE
+ * of state, move_type or is_move_sent never fails because of them): every
+ * INSERT and UPDATE of the table queues an event, and the check that the
+ * row entered the event's state, which a WHEN clause made before, is
+ * made here first, from the two row versions the trigger is handed, with
+ * column numbers cached until the table's next relcache invalidation.
  * ----------
  */
+typedef struct TrigCols
+{
+	Oid			relid;			/* InvalidOid: not computed */
+	AttrNumber	state;			/* 0: missing or not text */
+	AttrNumber	move_type;
+	AttrNumber	sent;			/* 0: missing or not boolean */
+} TrigCols;
+
+static TrigCols trig_cols[N_MODELS];
+static bool trig_callback_registered = false;
+
+static void
+trig_cols_changed(Datum arg, Oid relid)
+{
+	for (int m = 0; m < N_MODELS; m++)
+		if (!OidIsValid(relid) || trig_cols[m].relid == relid)
+			trig_cols[m].relid = InvalidOid;
+}
+
+static AttrNumber
+trig_attnum(TupleDesc desc, const char *name, bool text)
+{
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute a = TupleDescAttr(desc, i);
+
+		if (!a->attisdropped && strcmp(NameStr(a->attname), name) == 0)
+		{
+			if (text ? (a->atttypid == TEXTOID || a->atttypid == VARCHAROID) :
+				a->atttypid == BOOLOID)
+				return a->attnum;
+			return 0;
+		}
+	}
+	return 0;
+}
+
+static const TrigCols *
+trig_columns(OdooModel m, Relation rel)
+{
+	TrigCols   *tc = &trig_cols[m];
+
+	if (!trig_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(trig_cols_changed, (Datum) 0);
+		trig_callback_registered = true;
+	}
+	if (tc->relid != RelationGetRelid(rel))
+	{
+		TupleDesc	desc = RelationGetDescr(rel);
+
+		tc->state = trig_attnum(desc, "state", true);
+		tc->move_type = trig_attnum(desc, "move_type", true);
+		tc->sent = trig_attnum(desc, "is_move_sent", false);
+		tc->relid = RelationGetRelid(rel);
+	}
+	return tc;
+}
+
+/* Is text column att of tup one of the words (NULL-terminated)? */
+static bool
+trig_text_in(HeapTuple tup, TupleDesc desc, AttrNumber att, const char *const *words)
+{
+	bool		isnull;
+	Datum		d;
+	text	   *t;
+	int			len;
+
+	if (att == 0)
+		return false;
+	d = heap_getattr(tup, att, desc, &isnull);
+	if (isnull)
+		return false;
+	t = (text *) PG_DETOAST_DATUM_PACKED(d);
+	len = VARSIZE_ANY_EXHDR(t);
+	for (; *words; words++)
+		if ((int) strlen(*words) == len && memcmp(VARDATA_ANY(t), *words, len) == 0)
+			return true;
+	return false;
+}
+
+/* Does the row hold the event's state (the condition at commit, again)? */
+static bool
+trig_row_holds(const OdooEvent *ev, const TrigCols *tc, TupleDesc desc, HeapTuple tup)
+{
+	static const char *const sale_states[] = {"sale", "done", NULL};
+	static const char *const posted[] = {"posted", NULL};
+	const char *mt[2] = {ev->move_type, NULL};
+	bool		isnull;
+	Datum		d;
+
+	if (tup == NULL)
+		return false;
+	if (ev->model == M_SALE_ORDER)
+		return trig_text_in(tup, desc, tc->state, sale_states);
+	if (!trig_text_in(tup, desc, tc->state, posted) ||
+		!trig_text_in(tup, desc, tc->move_type, mt))
+		return false;
+	if (!ev->needs_sent)
+		return true;
+	if (tc->sent == 0)
+		return false;
+	d = heap_getattr(tup, tc->sent, desc, &isnull);
+	return !isnull && DatumGetBool(d);
+}
+
 PG_FUNCTION_INFO_V1(wa_odoo_trigger);
 
 Datum
@@ -2594,6 +2741,21 @@ wa_odoo_trigger(PG_FUNCTION_ARGS)
 	}
 	if (!wa_odoo_events)
 		return PointerGetDatum(NULL);
+
+	/* Did the row enter the event's state?  Most firings end here. */
+	{
+		const TrigCols *tc = trig_columns(ev->model, rel);
+		TupleDesc	desc = RelationGetDescr(rel);
+
+		if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+		{
+			if (!trig_row_holds(ev, tc, desc, td->tg_newtuple) ||
+				trig_row_holds(ev, tc, desc, td->tg_trigtuple))
+				return PointerGetDatum(NULL);
+		}
+		else if (!trig_row_holds(ev, tc, desc, td->tg_trigtuple))
+			return PointerGetDatum(NULL);
+	}
 
 	tup = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
 	attno = SPI_fnumber(RelationGetDescr(rel), "id");
