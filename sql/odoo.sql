@@ -314,14 +314,59 @@ INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, p
 VALUES (220, 1, 10, 10, 10, 3, 'S00220', 'sale', now() AT TIME ZONE 'UTC', 1234.5);
 UPDATE public.res_partner SET lang = 'es_MX' WHERE id = 10;
 SELECT dedupe_key, state, lang, params FROM m WHERE dedupe_key ~ '^sale\.order:2(19|20):' ORDER BY id;
--- No access_token: failed with the reason; the extension never writes one.
+-- No access_token: the extension creates one as Odoo's portal.mixin
+-- _portal_ensure_token does (addons/portal/models/portal_mixin.py: a
+-- uuid4 written to the document), in the confirming transaction, as the
+-- table's owner; the link carries it.
 SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'es_MX', 'mx',
 							   '{"header": "portal_pdf", "body": ["partner_name", "document_name"]}');
 INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
 							   currency_id, name, state, date_order, amount_total)
-VALUES (221, 1, 10, 10, 10, 3, 'S00221', 'sale', now() AT TIME ZONE 'UTC', 1);
+VALUES (221, 1, 10, 10, 10, 3, 'S00221', 'draft', now() AT TIME ZONE 'UTC', 1);
+SELECT p ->> 'access_token_created_at_commit' AS created_at_commit, p #>> '{links,pdf}' AS pdf,
+	   p ->> 'link_warning' AS link_warning
+  FROM whatsapp.wa_odoo_preview('sale_order_confirmed', 221) p;
+SELECT access_token IS NULL AS preview_wrote_nothing FROM public.sale_order WHERE id = 221;
+UPDATE public.sale_order SET state = 'sale' WHERE id = 221;
 SELECT state, failure_type, error_title FROM m WHERE dedupe_key LIKE 'sale.order:221:%';
-SELECT access_token IS NULL AS still_no_token FROM public.sale_order WHERE id = 221;
+SELECT o.access_token ~ '^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$' AS uuid4,
+	   mm.payload #>> '{template,components,0,parameters,0,document,link}'
+		 = 'https://erp.example.com/my/orders/221?access_token=' || o.access_token
+		   || '&report_type=pdf&download=true' AS link_has_it
+  FROM public.sale_order o, whatsapp.message mm
+ WHERE o.id = 221 AND mm.dedupe_key = 'sale.order:221:sale_order_confirmed';
+-- The write cannot be caught if it fails, so what the catalog shows is
+-- checked first (the owner's privileges, forced row security): then the
+-- message fails with the reason and nothing is written.
+ALTER TABLE public.sale_order ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+CREATE POLICY everything ON public.sale_order USING (true);
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (224, 1, 10, 10, 10, 3, 'S00224', 'sale', now() AT TIME ZONE 'UTC', 1);
+DROP POLICY everything ON public.sale_order;
+ALTER TABLE public.sale_order DISABLE ROW LEVEL SECURITY, NO FORCE ROW LEVEL SECURITY;
+SELECT state, failure_type, error_title FROM m WHERE dedupe_key ~ '^sale\.order:224:' ORDER BY id;
+SELECT count(*) AS tokens_written FROM public.sale_order WHERE id = 224 AND access_token IS NOT NULL;
+-- The rule's own public address wins over web.base.url; links on a URL
+-- that customers and Meta cannot reach, or an unfrozen web.base.url, get
+-- a warning from wa_odoo_enable and wa_odoo_preview.
+SELECT pg_temp.try($$SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'es_MX', 'mx',
+							   '{"header": "portal_pdf", "base_url": "http://shop.example.com"}')$$);
+SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'es_MX', 'mx',
+							   '{"header": "portal_pdf", "body": ["partner_name"], "base_url": "https://tienda.example.com.mx/"}');
+SELECT regexp_replace(p #>> '{links,pdf}', 'access_token=[0-9a-f-]{36}&', 'access_token=<its token>&') AS pdf,
+	   p ->> 'link_warning' AS link_warning
+  FROM whatsapp.wa_odoo_preview('sale_order_confirmed', 221) p;
+SELECT whatsapp._odoo_link_warning(u) AS warning
+  FROM unnest(ARRAY['https://erp.example.com', 'http://erp.example.com', 'https://localhost:8069',
+					'https://192.168.1.20', 'http://10.0.0.5:8069/', 'https://odoo', 'https://erp.local']) u;
+UPDATE public.ir_config_parameter SET value = 'http://localhost:8069' WHERE key = 'web.base.url';
+DELETE FROM public.ir_config_parameter WHERE key = 'web.base.url.freeze';
+SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'es_MX', 'mx',
+							   '{"header": "portal_pdf", "body": ["partner_name", "document_name"]}');
+SELECT p ->> 'link_warning' AS link_warning FROM whatsapp.wa_odoo_preview('sale_order_confirmed', 221) p;
+UPDATE public.ir_config_parameter SET value = 'https://erp.example.com/' WHERE key = 'web.base.url';
+INSERT INTO public.ir_config_parameter (key, value) VALUES ('web.base.url.freeze', 'True');
 -- No web.base.url either.
 DELETE FROM public.ir_config_parameter WHERE key = 'web.base.url';
 INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,

@@ -391,6 +391,7 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+	link_warning text;
 	ev text := wa_odoo_enable.event;
 	tbl text := whatsapp._odoo_table(ev);
 	lang text := replace(btrim(wa_odoo_enable.language), '-', '_');
@@ -449,6 +450,13 @@ BEGIN
 							USING ERRCODE = 'invalid_parameter_value',
 								  HINT = '"header": "portal_pdf" adds the document''s PDF from Odoo''s portal as a document header.';
 					END IF;
+				ELSIF k = 'base_url' THEN
+					IF jsonb_typeof(v) <> 'string'
+					   OR (v #>> '{}') !~ '^https://[A-Za-z0-9.-]+(:[0-9]+)?(/[^?#[:space:]]*)?$' THEN
+						RAISE EXCEPTION '"base_url" of params must be an https URL such as "https://erp.example.com"'
+							USING ERRCODE = 'invalid_parameter_value',
+								  HINT = 'It is the public address of Odoo for this rule''s links; without it the links use web.base.url.';
+					END IF;
 				ELSIF k = 'body' THEN
 					IF jsonb_typeof(v) <> 'array' THEN
 						RAISE EXCEPTION '"body" of params must be an array of parameter words'
@@ -498,10 +506,31 @@ BEGIN
 				wa_odoo_enable.params);
 	END IF;
 
+	/* Links: will customers and Meta reach them? */
+	IF wa_odoo_enable.params::text ~ '"(portal_url|portal_pdf)"' THEN
+		link_warning := whatsapp._odoo_link_warning(wa_odoo_enable.params ->> 'base_url');
+		IF link_warning IS NOT NULL THEN
+			RAISE WARNING 'the links of event % may not work: %', ev, link_warning
+				USING HINT = 'Set web.base.url to Odoo''s public https address and web.base.url.freeze to True in Odoo''s system parameters, or give the rule "base_url" in params.';
+		END IF;
+	END IF;
+
 	/* The triggers, when they are not there yet (no column in them). */
 	PERFORM whatsapp._odoo_install_triggers(ev, false);
 END
 $$;
+
+/*
+ * Issue 12, item 3 (links): why links on base_url (NULL: web.base.url,
+ * and then also web.base.url.freeze) may not reach customers and Meta;
+ * NULL when they look public.  Reads ir_config_parameter in C
+ * (odoo_read.c), never by SQL.
+ */
+CREATE FUNCTION whatsapp._odoo_link_warning(base_url text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'wa_odoo_link_warnings'
+LANGUAGE C STABLE;
+REVOKE ALL ON FUNCTION whatsapp._odoo_link_warning(text) FROM PUBLIC;
 
 /* The triggers of 0.2 and before, made again without their columns. */
 DO $$

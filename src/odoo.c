@@ -20,7 +20,9 @@
  *	 after an Odoo upgrade, a partner without a name or a usable phone, no
  *	 portal token) is checked before it could fail and becomes a message in
  *	 state "failed" whose error_title says why.  No subtransactions.
- * - Never write to Odoo's tables.
+ * - Never write to Odoo's tables, but for a document's missing
+ *	 access_token, which Odoo's own portal.mixin would create on sharing:
+ *	 written at commit as the table's owner (write_token, odoo_read.c).
  * - Never assume Odoo's version: which tables and columns exist, and with
  *	 what types, is read from the catalog.  A column that is missing or has
  *	 a type we cannot read counts as missing.  Odoo's tables live in schema
@@ -66,10 +68,12 @@
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "storage/lmgr.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/datetime.h"
 #include "utils/fmgroids.h"
+#include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -1586,6 +1590,11 @@ typedef struct OdooRender
 	char	   *format_lang;	/* the res_lang row amounts and dates follow */
 	char	   *link_page;		/* the links as the customer gets them */
 	char	   *link_pdf;
+	bool		base_url_from_rule;
+	char	   *base_url_used;
+	/* an access_token the extension creates for the document (see portal_link) */
+	char	   *token_new;
+	Oid			doc_relid;
 } OdooRender;
 
 static void fail(OdooRender *r, const char *failure_type, const char *fmt,...)
@@ -1650,7 +1659,8 @@ typedef struct OdooCtx
 	const OdooCatalog *cat;
 	OdooRow	   *row;
 	OdooRender *r;
-	char	   *base_url;		/* web.base.url without its last "/", once read */
+	char	   *base_url;		/* the rule's base_url, else web.base.url, without its last "/" */
+	bool		for_preview;
 } OdooCtx;
 
 static char *
@@ -1696,6 +1706,75 @@ amount_param(OdooCtx *x, int col, const char *vocab)
 	return s;
 }
 
+/* A random (version 4) UUID in its text form, as Python's str(uuid.uuid4()). */
+static char *
+new_uuid4(void)
+{
+	uint8		u[16];
+
+	if (!pg_strong_random(u, sizeof(u)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("whatsapp: could not generate random bytes for an Odoo access_token")));
+	u[6] = (u[6] & 0x0f) | 0x40;
+	u[8] = (u[8] & 0x3f) | 0x80;
+	return psprintf("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+					u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9],
+					u[10], u[11], u[12], u[13], u[14], u[15]);
+}
+
+/*
+ * Why the extension cannot write a new access_token to the document, or
+ * NULL.  The write cannot be caught if it fails (that would take a
+ * subtransaction per row), so whatever would make it fail for a reason
+ * the catalog shows is checked first: the column's type, the owner's
+ * privileges on the columns the UPDATE touches, and forced row security
+ * (whose policies apply to the owner too).
+ */
+static char *
+token_write_problem(OdooCtx *x)
+{
+	const OdooCatalog *c = x->cat;
+	Oid			relid = c->relid[T_DOC];
+	Oid			type = c->atttype[DC_TOKEN];
+	HeapTuple	tup;
+	Form_pg_class form;
+	Oid			owner;
+	bool		forced;
+	int32		typmod;
+
+	if (type != TEXTOID && type != VARCHAROID)
+		return psprintf("column %s is of type %s", qcol(x->m, DC_TOKEN), format_type_be(type));
+	{
+		Oid			t;
+		Oid			coll;
+
+		get_atttypetypmodcoll(relid, c->attnum[DC_TOKEN], &t, &typmod, &coll);
+	}
+	if (type == VARCHAROID && typmod >= 0 && typmod - VARHDRSZ < 36)
+		return psprintf("column %s is too short for a token", qcol(x->m, DC_TOKEN));
+	if (!col_ok(c, DC_ID))
+		return col_problem(c, x->m, DC_ID);
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tup))
+		return pstrdup("the table is gone");
+	form = (Form_pg_class) GETSTRUCT(tup);
+	owner = form->relowner;
+	forced = form->relrowsecurity && form->relforcerowsecurity;
+	ReleaseSysCache(tup);
+	if (forced)
+		return psprintf("public.%s forces row level security", model_table[x->m]);
+	/* table privileges, else column ones (an owner has them unless revoked) */
+	if ((pg_class_aclcheck(relid, owner, ACL_UPDATE) != ACLCHECK_OK &&
+		 pg_attribute_aclcheck(relid, c->attnum[DC_TOKEN], owner, ACL_UPDATE) != ACLCHECK_OK) ||
+		(pg_class_aclcheck(relid, owner, ACL_SELECT) != ACLCHECK_OK &&
+		 (pg_attribute_aclcheck(relid, c->attnum[DC_TOKEN], owner, ACL_SELECT) != ACLCHECK_OK ||
+		  pg_attribute_aclcheck(relid, c->attnum[DC_ID], owner, ACL_SELECT) != ACLCHECK_OK)))
+		return psprintf("its owner %s may not update %s", GetUserNameFromId(owner, false),
+						qcol(x->m, DC_TOKEN));
+	return NULL;
+}
+
 /* portal link of the document, or NULL (failing) */
 static char *
 portal_link(OdooCtx *x, const char *what, bool pdf)
@@ -1709,16 +1788,31 @@ portal_link(OdooCtx *x, const char *what, bool pdf)
 		return NULL;
 	}
 	token = nonempty(row_text(x->row, A_D, DC_TOKEN));
-	if (token == NULL)
+	if (token == NULL && x->r->token_new == NULL)
 	{
-		fail(x->r, "template",
-			 "%s: %s %ld has no access_token yet; Odoo creates one when the document is first shared from its portal, and the whatsapp extension never writes one",
-			 what, model_name[x->m], (long) x->r->res_id);
-		return NULL;
+		/*
+		 * Create it the way portal.mixin's _portal_ensure_token does (a
+		 * uuid4 written to the document), at commit, in the confirming
+		 * transaction (record() writes it), so that the link works the
+		 * first time.  The preview only says so.
+		 */
+		char	   *why = token_write_problem(x);
+
+		if (why != NULL)
+		{
+			fail(x->r, "template",
+				 "%s: %s %ld has no access_token yet, and the whatsapp extension cannot create one: %s",
+				 what, model_name[x->m], (long) x->r->res_id, why);
+			return NULL;
+		}
+		x->r->token_new = x->for_preview ? pstrdup("NEW-ACCESS-TOKEN-CREATED-AT-COMMIT") : new_uuid4();
+		x->r->doc_relid = x->cat->relid[T_DOC];
 	}
+	if (token == NULL)
+		token = x->r->token_new;
 	if (x->base_url == NULL)
-	{
 		x->base_url = nonempty(config_value(x->row, "web.base.url"));
+	{
 		if (x->base_url != NULL)
 		{
 			size_t		len = strlen(x->base_url);
@@ -1737,6 +1831,7 @@ portal_link(OdooCtx *x, const char *what, bool pdf)
 			 "table public.ir_config_parameter is missing, so there is no web.base.url");
 		return NULL;
 	}
+	x->r->base_url_used = x->base_url;
 	initStringInfo(&b);
 	appendStringInfo(&b, "%s%s%ld?access_token=", x->base_url, model_portal[x->m],
 					 (long) x->r->res_id);
@@ -2405,6 +2500,17 @@ render_rows(const OdooEvent *ev, OdooModelState *s, OdooRow *rowp, bool for_prev
 	x.row = row;
 	x.r = r;
 	x.base_url = NULL;			/* read when a portal link needs it */
+	x.for_preview = for_preview;
+	if (rule.params != NULL && JB_ROOT_IS_OBJECT(rule.params))
+	{
+		JsonbValue *bu = getKeyJsonValueFromContainer(&rule.params->root, "base_url", 8, NULL);
+
+		if (bu != NULL && bu->type == jbvString)
+		{
+			x.base_url = pnstrdup(bu->val.string.val, bu->val.string.len);
+			r->base_url_from_rule = true;
+		}
+	}
 
 	r->document = nonempty(row_text(row, A_D, DC_NAME));
 	r->dedupe_key = psprintf("%s:%ld:%s", model_name[m], (long) res_id, ev->name);
@@ -2478,6 +2584,61 @@ render_rows(const OdooEvent *ev, OdooModelState *s, OdooRow *rowp, bool for_prev
 }
 
 /*
+ * Write the access_token render created to the document, as the table's
+ * owner (odoo_read.c: wa_odoo_as_owner_begin): planned and run with that
+ * role's rights, so that its own triggers and rules on the table run as
+ * it, as for Odoo's own writes.  The confirming transaction holds the
+ * row's lock already.  True when one row was updated.
+ */
+static SPIPlanPtr token_plan[N_MODELS];
+static Oid	token_plan_rel[N_MODELS];
+
+static bool
+write_token(OdooRender *r)
+{
+	OdooModel	m = r->ev->model;
+	WaOwnerContext oc;
+	Oid			types[2] = {TEXTOID, INT8OID};
+	Datum		values[2];
+	int			rc;
+	uint64		n;
+
+	wa_odoo_as_owner_begin(r->doc_relid, &oc);
+
+	/*
+	 * Our own triggers on the table must not queue events for this write:
+	 * PostgreSQL refuses to queue a deferred trigger inside a
+	 * security-restricted operation, and the write enters no state anyway.
+	 * Their WHEN clause reads this setting, reverted with the nest level.
+	 */
+	(void) set_config_option("whatsapp.odoo_events", "off", PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	if (token_plan[m] != NULL && token_plan_rel[m] != r->doc_relid)
+	{
+		SPI_freeplan(token_plan[m]);
+		token_plan[m] = NULL;
+	}
+	if (token_plan[m] == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(psprintf("UPDATE public.%s SET access_token = $1"
+											 " WHERE id = $2 AND (access_token IS NULL OR access_token = '')",
+											 model_table[m]), 2, types);
+
+		if (p == NULL || SPI_keepplan(p) != 0)
+			elog(ERROR, "whatsapp: could not prepare the access_token write: %s",
+				 SPI_result_code_string(SPI_result));
+		token_plan[m] = p;
+		token_plan_rel[m] = r->doc_relid;
+	}
+	values[0] = CStringGetTextDatum(r->token_new);
+	values[1] = Int64GetDatum(r->res_id);
+	rc = SPI_execute_plan(token_plan[m], values, NULL, false, 0);
+	n = SPI_processed;
+	wa_odoo_as_owner_end(&oc);
+	return rc == SPI_OK_UPDATE && n == 1;
+}
+
+/*
  * Record what render decided, once per dedupe key.  Inside SPI.
  *
  * The message belongs (queued_by, see ownership.c) to the role the session
@@ -2506,6 +2667,19 @@ record(OdooRender *r)
 				 errhint("Run whatsapp.wa_odoo_enable again with an account that exists.")));
 		return;
 	}
+	/*
+	 * The access_token the rendering created, written first: a message
+	 * whose link would not work is recorded as failed instead.
+	 */
+	if (r->token_new != NULL && strcmp(r->state, "queued") == 0 && !write_token(r))
+	{
+		r->state = NULL;
+		fail(r, "template",
+			 "%s %ld has no access_token, and writing the new one changed no row (a rule or trigger of the table's owner)",
+			 model_name[r->ev->model], (long) r->res_id);
+		r->payload_jsonb = DirectFunctionCall1(jsonb_in, CStringGetDatum(r->payload.data));
+	}
+
 	/* Until ALTER EXTENSION UPDATE adds queued_by, write without it. */
 	write_owner = wa_message_has_queued_by();
 	if (plan_insert != NULL && write_owner != plan_insert_writes_owner)
@@ -2918,6 +3092,10 @@ wa_odoo_preview(PG_FUNCTION_ARGS)
 				psprintf("ir_module_module: base %s", r.odoo_version_text) :
 				"unknown: ir_module_module has no installed base module; see odoo_schema");
 	json_kv_str(&b, "format_language", r.format_lang);
+	json_kv_str(&b, "link_warning", (r.link_page || r.link_pdf) ?
+				wa_odoo_link_warning(r.base_url_used, !r.base_url_from_rule) : NULL);
+	appendStringInfo(&b, ", \"access_token_created_at_commit\": %s",
+					 r.token_new ? "true" : "false");
 	appendStringInfoString(&b, ", \"links\": {\"page\": ");
 	if (r.link_page)
 		escape_json(&b, r.link_page);

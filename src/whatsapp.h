@@ -281,6 +281,22 @@ extern bool wa_odoo_blacklisted(const char *number, Snapshot snap);
 /* A value of Odoo's ir_config_parameter, or NULL. */
 extern char *wa_odoo_config_param(const char *key);
 
+/*
+ * Acting as the owner of an Odoo table, for the one write the extension
+ * makes there (odoo_read.c).  Ended by wa_odoo_as_owner_end, or by the
+ * (sub)transaction's abort, which restores both.
+ */
+typedef struct WaOwnerContext
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+} WaOwnerContext;
+
+extern void wa_odoo_as_owner_begin(Oid relid, WaOwnerContext *ctx);
+extern void wa_odoo_as_owner_end(WaOwnerContext *ctx);
+extern char *wa_odoo_link_warning(const char *base_url, bool check_freeze);
+
 /* ----------
  * Background worker (worker.c).
  * ----------
