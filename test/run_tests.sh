@@ -174,6 +174,33 @@ stage_mock() {
 	bash test/mock/selftest.sh
 }
 
+# The Debian package (test/deb_test.sh): built with dpkg-buildpackage in a
+# bookworm chroot, installed with apt-get in a clean one, the demo run there
+# against it.  Run by the main script as root, not as a --stage: it makes
+# chroots.  About 2 minutes once the chroot base and the packages are
+# cached (3 the first time); WA_TIMEOUT_DEB (seconds) bounds it.  As
+# another user, or with WA_DEB_TEST=0, only the versions and generated files
+# are checked (--check); a run inside one of the version chroots leaves it
+# to the run outside.
+stage_deb() {
+	local t0=$SECONDS
+	banner "deb"
+	if [ -n "${WA_IN_CHROOT:-}" ]; then
+		say "not run inside a chroot"
+		record deb skipped 0
+		return
+	fi
+	if ! $is_root || [ "${WA_DEB_TEST:-1}" = 0 ]; then
+		say "only bash test/deb_test.sh --check (the package is built as root, unless WA_DEB_TEST=0)"
+		set -- --check
+	fi
+	if run_child timeout -k 30 "${WA_TIMEOUT_DEB:-1200}" bash "$repo/test/deb_test.sh" "$@"; then
+		record deb pass $((SECONDS - t0))
+	else
+		record deb FAIL $((SECONDS - t0))
+	fi
+}
+
 if [ "${1:-}" = "--stage" ]; then
 	cd "$repo" || exit 1
 	drop_proxies
@@ -344,6 +371,8 @@ else
 	say "no test/mock/selftest.sh"
 	record mock skipped 0
 fi
+
+stage_deb
 
 cleanup
 
