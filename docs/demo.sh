@@ -130,6 +130,13 @@ if ! $real; then
 	]'
 fi
 
+# The launcher starts the database's worker a moment after the extension
+# appears: wait for it, so that the first send finds it serving.
+for _ in $(seq 1 100); do
+	[ "$(psql -Atc "SELECT worker_running FROM whatsapp.status" 2>/dev/null)" = t ] && break
+	sleep 0.2
+done
+
 say "send, inside one transaction"
 if $real; then
 	psql <<EOF
