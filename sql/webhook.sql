@@ -148,7 +148,10 @@ SELECT what, whatsapp.wa_verify_webhook(mode, token, challenge) AS answer
 	('NULL challenge', 'subscribe', 'verify-main', NULL)) v(what, mode, token, challenge);
 
 -- ---------------------------------------------------------------------
--- 2. Signatures: every wrong one is class 28 and changes nothing
+-- 2. Signatures: every wrong one is class 28 and changes nothing.  The
+-- signature is checked on the raw bytes before anything is parsed, against
+-- each app secret on file; another account's secret verifies, but what the
+-- payload says about accounts of other secrets is refused (below).
 -- ---------------------------------------------------------------------
 SELECT pg_temp.text_from('5215512340000', 'wamid.SIG', 'signed?') AS body \gset
 SELECT encode(hmac(:'body', 'app-secret-main', 'sha256'), 'hex') AS hex \gset
@@ -171,7 +174,8 @@ INSERT INTO sig_case (what, signature) VALUES
 	('correct', 'sha256=' || :'hex');
 SELECT n, what, pg_temp.try(format('SELECT whatsapp.wa_receive(%L, %L)', :'body', signature)) AS result
   FROM sig_case ORDER BY n;
--- two payloads stored (the last two cases), one message
+-- three payloads stored (another account's secret, and the last two
+-- cases), one message
 SELECT count(*) AS payloads FROM whatsapp.webhook;
 SELECT wamid, text FROM whatsapp.inbound;
 
@@ -179,7 +183,9 @@ SELECT wamid, text FROM whatsapp.inbound;
 SELECT whatsapp.wa_receive('{"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550783881","phone_number_id":"106540352242922"},"contacts":[{"profile":{"name":"Sheena Nelson"},"wa_id":"16505551234"}],"messages":[{"from":"16505551234","id":"wamid.OPENSSL1","timestamp":"1749416383","type":"text","text":{"body":"¿Viene en otro color?"}}]}}]}]}',
 	'sha256=7f88cd7aea5379240fa8dcb52b8610d592c045cf9f61f754818b42941bab5588') AS openssl_vector;
 
--- Which secret: the account the payload names, else the WABA, else each.
+-- Which secret verifies does not depend on what the payload names; which
+-- changes apply does: only those of accounts that share that secret.  An
+-- account without an app secret shares none.
 CREATE TEMP TABLE route_case (n serial, what text, body text, secret text);
 INSERT INTO route_case (what, body, secret) VALUES
 	('names second, second''s secret',
@@ -203,6 +209,72 @@ INSERT INTO route_case (what, body, secret) VALUES
 SELECT n, what, pg_temp.try(format('SELECT pg_temp.recv(%L, %L)', body, secret)) AS result
   FROM route_case ORDER BY n;
 SELECT w.id, w.account, w.applied, w.ignored FROM whatsapp.webhooks w ORDER BY w.id;
+
+
+-- Unsigned or wrongly signed input is 28000 whatever its shape or size:
+-- nothing is parsed before the signature is checked.
+SELECT what, pg_temp.try(format('SELECT whatsapp.wa_receive(%L, %L)', body, 'sha256=' || repeat('ab', 32))) AS result
+  FROM (VALUES ('not JSON', 'object=whatsapp_business_account'),
+			   ('empty', ''),
+			   ('nested 100000 deep', repeat('[', 100000)),
+			   ('16 MB', '{"object": "whatsapp_business_account", "padding": "' || repeat('x', 16 * 1024 * 1024) || '"}'),
+			   ('a \u0000', '{"object": "whatsapp_business_account", "x": "\u0000"}')) v(what, body);
+-- Correctly signed: not JSON is 22P02; JSON nested deeper than jsonb can
+-- parse is stored and applies nothing.
+SELECT pg_temp.try($$SELECT pg_temp.recv('object=whatsapp_business_account')$$) AS signed_not_json,
+	   pg_temp.try(format('SELECT pg_temp.recv(%L)', repeat('[', 100000))) AS signed_nested;
+SELECT length(payload), applied, ignored FROM whatsapp.webhooks ORDER BY id DESC LIMIT 1;
+
+-- One payload signed with main's secret that also carries changes of
+-- account second (another secret): main's part is applied; second's
+-- status, opt-out and template update are refused and noted.
+WITH s AS (SELECT whatsapp.wa_send('+52 55 2222 0001', 'de second', account => 'second') AS id)
+SELECT id AS sec1 FROM s \gset
+UPDATE whatsapp.message SET state = 'sent', wamid = 'wamid.SEC1', attempts = 1, sent_at = now() WHERE id = :sec1;
+INSERT INTO whatsapp.templates (account, name, language, category) VALUES ('second', 'promo_second', 'es', 'MARKETING');
+SELECT pg_temp.recv(jsonb_build_object('object', 'whatsapp_business_account', 'entry', jsonb_build_array(
+	jsonb_build_object('id', '102290129340398', 'changes', jsonb_build_array(
+		jsonb_build_object('field', 'messages', 'value', pg_temp.inbound(
+			'[{"profile": {"name": "Mixta"}, "wa_id": "5215522220002"}]',
+			'[{"from": "5215522220002", "id": "wamid.MIXED-main", "timestamp": "1749416390", "type": "text", "text": {"body": "hola main"}}]')::jsonb
+			-> 'entry' -> 0 -> 'changes' -> 0 -> 'value'),
+		jsonb_build_object('field', 'messages', 'value', pg_temp.meta('200200200') || jsonb_build_object('statuses',
+			jsonb_build_array(pg_temp.st('wamid.SEC1', 'read', 1749416391, :'sec1')))),
+		jsonb_build_object('field', 'user_preferences', 'value', pg_temp.meta('200200200') ||
+			'{"user_preferences": [{"wa_id": "5215522220001", "detail": "User requested to stop marketing messages",
+			  "category": "marketing_messages", "value": "stop", "timestamp": 1749416392}]}'::jsonb))),
+	jsonb_build_object('id', '300300300', 'changes', jsonb_build_array(
+		jsonb_build_object('field', 'message_template_status_update', 'value',
+			'{"event": "DISABLED", "message_template_id": 77, "message_template_name": "promo_second",
+			  "message_template_language": "es", "reason": "INCORRECT_CATEGORY"}'::jsonb),
+		jsonb_build_object('field', 'template_category_update', 'value',
+			'{"message_template_id": 77, "message_template_name": "promo_second",
+			  "message_template_language": "es", "previous_category": "MARKETING", "new_category": "UTILITY"}'::jsonb)))))::text)
+	AS mixed_applied;
+SELECT account, applied, unnest(ignored) AS note FROM whatsapp.webhooks WHERE id = (SELECT max(id) FROM whatsapp.webhook);
+SELECT wamid, text FROM whatsapp.inbound WHERE wamid = 'wamid.MIXED-main';
+SELECT state, read_at FROM whatsapp.messages WHERE id = :sec1;
+SELECT count(*) AS opted_out FROM whatsapp.opt_out WHERE identifier = '+525522220001';
+SELECT account, name, category, status FROM whatsapp.templates WHERE name = 'promo_second';
+-- ... and the same changes signed with second's own secret apply.
+SELECT pg_temp.recv(pg_temp.statuses(jsonb_build_array(pg_temp.st('wamid.SEC1', 'read', 1749416391, :'sec1')), '200200200'),
+					'app-secret-second') AS second_signs;
+SELECT state FROM whatsapp.messages WHERE id = :sec1;
+
+-- A template update whose WABA is unknown, or missing, reaches no account.
+INSERT INTO whatsapp.templates (account, name, language, category) VALUES (NULL, 'shared_tpl', 'es', 'UTILITY');
+SELECT pg_temp.recv(pg_temp.env('{"event": "PAUSED", "message_template_id": 78, "message_template_name": "shared_tpl",
+	"message_template_language": "es", "reason": "LOW_QUALITY"}', 'message_template_status_update', '999000999')) AS unknown_waba,
+	   pg_temp.recv(pg_temp.env('{"event": "PAUSED", "message_template_id": 78, "message_template_name": "shared_tpl",
+	"message_template_language": "es", "reason": "LOW_QUALITY"}', 'message_template_status_update', NULL)) AS no_waba;
+SELECT account, name, status FROM whatsapp.templates WHERE name = 'shared_tpl';
+SELECT applied, ignored FROM whatsapp.webhooks ORDER BY id DESC LIMIT 2;
+-- A template listed for every account (account NULL), paused in main's
+-- WABA: main gets a row of its own, second keeps the shared one.
+SELECT pg_temp.recv(pg_temp.env('{"event": "PAUSED", "message_template_id": 78, "message_template_name": "shared_tpl",
+	"message_template_language": "es", "reason": "LOW_QUALITY"}', 'message_template_status_update')) AS main_waba;
+SELECT account, name, category, status FROM whatsapp.templates WHERE name = 'shared_tpl' ORDER BY account NULLS FIRST;
+DELETE FROM whatsapp.templates;
 
 -- ---------------------------------------------------------------------
 -- 3. Statuses: by callback data, then wamid; never backwards
@@ -375,12 +447,15 @@ SELECT wamid, type, wa_id, phone, user_id, username, name, text, context_wamid,
 SELECT wamid, referral ->> 'source_type' AS referral, raw -> 'errors' -> 0 ->> 'code' AS error_code
   FROM whatsapp.inbound WHERE referral IS NOT NULL OR type = 'unsupported' ORDER BY id;
 
--- For a dropped or unknown account: logged, not stored.
+-- For a dropped or unknown account: not stored, and noted on the stored
+-- payload (and logged as webhook_ignored).
 SELECT pg_temp.recv(pg_temp.text_from('5215533334444', 'wamid.DROPPED', 'hola', pnid => '500500500')) AS dropped_account;
 SELECT pg_temp.recv(pg_temp.text_from('5215533334444', 'wamid.UNKNOWN', 'hola', pnid => '999999')) AS unknown_account;
 SELECT count(*) AS stored FROM whatsapp.inbound WHERE wamid IN ('wamid.DROPPED', 'wamid.UNKNOWN');
-SELECT event, message FROM whatsapp.log WHERE event = 'inbound' AND message_id IS NULL
-   AND message LIKE '%not stored' ORDER BY message;
+SELECT applied, ignored FROM whatsapp.webhooks ORDER BY id DESC LIMIT 2;
+SELECT event, regexp_replace(message, '^payload \d+: ', '') AS message FROM whatsapp.log
+ WHERE event = 'webhook_ignored' AND message LIKE '%no active account has phone_number_id%'
+ ORDER BY at DESC, message LIMIT 2;
 
 -- ---------------------------------------------------------------------
 -- 6. Opt-out and opt-in

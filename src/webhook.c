@@ -8,15 +8,16 @@
  *
  * wa_receive, step by step:
  *
- *	  1. The payload must be JSON (22P02 otherwise, nothing stored).
- *	  2. The signature, "sha256=" and 64 hexadecimal digits, must be the
- *		 HMAC-SHA256 of the exact payload bytes under the app secret of the
- *		 account the payload names: the accounts whose phone_number_id is a
- *		 change's metadata.phone_number_id; failing that, those whose waba_id
- *		 is an entry's id; failing that (account-level events name no
- *		 number), every distinct app secret on file.  The comparison is
- *		 constant-time (CRYPTO_memcmp).  Anything else raises SQLSTATE 28000
- *		 before anything is written.
+ *	  1. The signature, "sha256=" and 64 hexadecimal digits, must be the
+ *		 HMAC-SHA256 of the exact payload bytes under one of the app secrets
+ *		 on file, checked before anything is parsed: each distinct secret
+ *		 of the active accounts is tried once, compared in constant time
+ *		 (CRYPTO_memcmp).  Anything else raises SQLSTATE 28000 before
+ *		 anything is parsed or written, whatever the payload's size or shape.
+ *	  2. The payload must be JSON (22P02 otherwise, nothing stored).
+ *		 The accounts that share the verifying secret are the only ones
+ *		 whose changes are applied; a change of any other account is
+ *		 refused, and noted.
  *	  3. Each part is applied; unknown or malformed parts become notes,
  *		 logged in whatsapp.log as "webhook_ignored".  Data never raises: a
  *		 bad field is a note, so a payload is applied as far as it can be,
@@ -151,6 +152,7 @@ typedef struct HookCtx
 	HookAccount *accounts;
 	int			naccounts;
 	int32		verified_by;	/* account whose secret verified, or 0 */
+	bool	   *signer;			/* per account: shares the verifying secret */
 	int			applied;
 	List	   *notes;			/* char *, in the call's context */
 	int			nnotes;
@@ -229,8 +231,7 @@ static SPIPlanPtr plan_opt_out = NULL;
 static SPIPlanPtr plan_opt_in = NULL;
 static SPIPlanPtr plan_link = NULL;
 static SPIPlanPtr plan_msg_identities = NULL;
-static SPIPlanPtr plan_tpl_status = NULL;
-static SPIPlanPtr plan_tpl_category = NULL;
+static SPIPlanPtr plan_tpl_update = NULL;
 static SPIPlanPtr plan_held_any = NULL;
 static SPIPlanPtr plan_held_for = NULL;
 static SPIPlanPtr plan_held_delete = NULL;
@@ -565,20 +566,35 @@ load_accounts(HookCtx *ctx)
 	ncached_accounts = ctx->naccounts;
 }
 
-/* The active account with this phone_number_id, or NULL. */
+/*
+ * May this payload touch the account at index i?  Only when the account
+ * shares the secret that verified it.  Held statuses (no signer list) were
+ * checked when they were held.
+ */
+static bool
+signed_for(HookCtx *ctx, int i)
+{
+	return ctx->signer == NULL || ctx->signer[i];
+}
+
+/* The active account with this phone_number_id that signed, or NULL. */
 static HookAccount *
 active_account(HookCtx *ctx, const char *phone_number_id)
 {
 	if (phone_number_id == NULL)
 		return NULL;
 	for (int i = 0; i < ctx->naccounts; i++)
-		if (!ctx->accounts[i].dropped &&
+		if (!ctx->accounts[i].dropped && signed_for(ctx, i) &&
 			strcmp(ctx->accounts[i].phone_number_id, phone_number_id) == 0)
 			return &ctx->accounts[i];
 	return NULL;
 }
 
-/* int4[] of every account (dropped too) with this phone_number_id. */
+/*
+ * int4[] of the accounts whose messages a status with this phone_number_id
+ * may match: the active ones that signed, and the dropped ones with that
+ * number (their messages are that number's too).
+ */
 static Datum
 account_ids_for(HookCtx *ctx, const char *phone_number_id, int *n)
 {
@@ -586,7 +602,8 @@ account_ids_for(HookCtx *ctx, const char *phone_number_id, int *n)
 
 	*n = 0;
 	for (int i = 0; phone_number_id && i < ctx->naccounts; i++)
-		if (strcmp(ctx->accounts[i].phone_number_id, phone_number_id) == 0)
+		if (strcmp(ctx->accounts[i].phone_number_id, phone_number_id) == 0 &&
+			(ctx->accounts[i].dropped || signed_for(ctx, i)))
 			ids[(*n)++] = Int32GetDatum(ctx->accounts[i].id);
 	return PointerGetDatum(construct_array(ids, *n, INT4OID, 4, true, TYPALIGN_INT));
 }
@@ -660,103 +677,39 @@ sha256(const char *data, size_t len, uint8 *out)
 				 errhint("Check the OpenSSL library the server uses.")));
 }
 
-/* Does any string of list equal s? */
-static bool
-in_list(List *list, const char *s)
-{
-	ListCell   *lc;
-
-	if (s == NULL)
-		return false;
-	foreach(lc, list)
-		if (strcmp((char *) lfirst(lc), s) == 0)
-		return true;
-	return false;
-}
-
 /*
- * Check the signature against the app secrets of the accounts the payload
- * names (doc may be NULL: then every secret is tried).  Returns the id of
- * the account whose secret verified; raises 28000 otherwise.
+ * Check the signature on the exact bytes, before anything is parsed: each
+ * distinct app secret of the active accounts is tried, one HMAC-SHA256 of
+ * the payload each, compared in constant time.  The cost is bounded by the
+ * number of distinct secrets on file (one per Meta app, usually one),
+ * whatever the payload's size or shape, and nothing is allocated in
+ * proportion to it.  Sets ctx->signer[i] for every active account whose
+ * app secret is the one that verified (the accounts whose changes the
+ * payload may carry) and returns the first of them; raises 28000 when no
+ * secret verifies.
  */
 static int32
-verify_signature(HookCtx *ctx, Jsonb *doc, const char *payload, size_t len,
+verify_signature(HookCtx *ctx, const char *payload, size_t len,
 				 const uint8 *expected)
 {
-	List	   *pnids = NIL;
-	List	   *wabas = NIL;
-	bool	   *candidate = palloc0(sizeof(bool) * Max(ctx->naccounts, 1));
-	int			ncandidates = 0;
 	int			with_secret = 0;
 	StringInfoData unsealed_problems;
 	const char *problem_hint = NULL;
+	const char **secrets = palloc0(sizeof(char *) * Max(ctx->naccounts, 1));
+	size_t	   *secret_len = palloc0(sizeof(size_t) * Max(ctx->naccounts, 1));
 	const char **tried = palloc0(sizeof(char *) * Max(ctx->naccounts, 1));
 	size_t	   *tried_len = palloc0(sizeof(size_t) * Max(ctx->naccounts, 1));
 	int			ntried = 0;
-	int32		match = 0;
+	const char *match = NULL;
+	size_t		match_len = 0;
+	int32		first = 0;
 
 	initStringInfo(&unsealed_problems);
-
-	/* The numbers and WABAs the payload names. */
-	if (doc != NULL && JB_ROOT_IS_OBJECT(doc))
-	{
-		JsonbContainer *entries = wa_json_array(&doc->root, "entry");
-
-		for (uint32 e = 0; entries && e < JsonContainerSize(entries); e++)
-		{
-			JsonbContainer *entry = jelem_object(entries, e);
-			JsonbContainer *changes = wa_json_array(entry, "changes");
-			char	   *id = wa_json_string(entry, "id");
-
-			if (id)
-				wabas = lappend(wabas, id);
-			for (uint32 c = 0; changes && c < JsonContainerSize(changes); c++)
-			{
-				JsonbContainer *value = wa_json_object(jelem_object(changes, c), "value");
-				char	   *pnid = wa_json_string(wa_json_object(value, "metadata"), "phone_number_id");
-
-				if (pnid)
-					pnids = lappend(pnids, pnid);
-			}
-		}
-	}
+	ctx->signer = palloc0(sizeof(bool) * Max(ctx->naccounts, 1));
 
 	for (int i = 0; i < ctx->naccounts; i++)
-	{
-		HookAccount *a = &ctx->accounts[i];
-
-		if (a->dropped || a->sealed == NULL)
-			continue;
-		with_secret++;
-		if (in_list(pnids, a->phone_number_id))
-		{
-			candidate[i] = true;
-			ncandidates++;
-		}
-	}
-	if (ncandidates == 0)
-		for (int i = 0; i < ctx->naccounts; i++)
-		{
-			HookAccount *a = &ctx->accounts[i];
-
-			if (!a->dropped && a->sealed != NULL && in_list(wabas, a->waba_id))
-			{
-				candidate[i] = true;
-				ncandidates++;
-			}
-		}
-	if (ncandidates == 0)
-		for (int i = 0; i < ctx->naccounts; i++)
-		{
-			HookAccount *a = &ctx->accounts[i];
-
-			if (!a->dropped && a->sealed != NULL)
-			{
-				candidate[i] = true;
-				ncandidates++;
-			}
-		}
-
+		if (!ctx->accounts[i].dropped && ctx->accounts[i].sealed != NULL)
+			with_secret++;
 	if (with_secret == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
@@ -764,7 +717,7 @@ verify_signature(HookCtx *ctx, Jsonb *doc, const char *payload, size_t len,
 				 errdetail("No whatsapp account has an app secret, so no payload can be verified, and none is accepted unverified."),
 				 errhint("Store the Meta app's secret with whatsapp.wa_account_set(name, phone_number_id, NULL, app_secret => '...').")));
 
-	for (int i = 0; i < ctx->naccounts && match == 0; i++)
+	for (int i = 0; i < ctx->naccounts; i++)
 	{
 		HookAccount *a = &ctx->accounts[i];
 		const char *secret;
@@ -773,7 +726,7 @@ verify_signature(HookCtx *ctx, Jsonb *doc, const char *payload, size_t len,
 		bool		seen = false;
 		WaUnsealResult r;
 
-		if (!candidate[i])
+		if (a->dropped || a->sealed == NULL)
 			continue;
 		r = account_secret(a, &secret, &slen);
 		if (r != WA_UNSEAL_OK)
@@ -783,6 +736,10 @@ verify_signature(HookCtx *ctx, Jsonb *doc, const char *payload, size_t len,
 			problem_hint = wa_unseal_result_hint(r);
 			continue;
 		}
+		secrets[i] = secret;
+		secret_len[i] = slen;
+		if (match != NULL)
+			continue;
 		/* each distinct secret once */
 		for (int j = 0; j < ntried; j++)
 			if (tried_len[j] == slen && memcmp(tried[j], secret, slen) == 0)
@@ -795,26 +752,45 @@ verify_signature(HookCtx *ctx, Jsonb *doc, const char *payload, size_t len,
 
 		hmac_sha256(secret, slen, payload, len, mac);
 		if (CRYPTO_memcmp(mac, expected, WA_SHA256_LEN) == 0)
-			match = a->id;
+		{
+			match = secret;
+			match_len = slen;
+		}
 		explicit_bzero(mac, sizeof(mac));
 	}
 
-	if (match == 0)
+	if (match == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 				 errmsg("webhook signature does not match the payload"),
-				 errdetail("No app secret on file for the accounts this payload names verifies it.%s",
+				 errdetail("No app secret on file verifies it.%s",
 						   unsealed_problems.data),
 				 problem_hint ? errhint("%s", problem_hint) :
 				 errhint("Check that the account's app secret is the Meta app's secret, and that the request body is passed byte for byte, before any parsing.")));
-	return match;
+
+	/* The accounts that share the verifying secret. */
+	for (int i = 0; i < ctx->naccounts; i++)
+		if (secrets[i] != NULL && secret_len[i] == match_len &&
+			CRYPTO_memcmp(secrets[i], match, match_len) == 0)
+		{
+			ctx->signer[i] = true;
+			if (first == 0)
+				first = ctx->accounts[i].id;
+		}
+	pfree(secrets);
+	pfree(secret_len);
+	pfree(tried);
+	pfree(tried_len);
+	return first;
 }
 
 /*
- * Parse the payload.  Not JSON raises 22P02.  JSON that jsonb cannot hold
- * (a \u0000, a number out of range) returns NULL with *why set: it is
+ * Parse the payload, once its signature has been verified.  Not JSON
+ * raises 22P02.  JSON that jsonb cannot hold (a number out of range,
+ * nesting deeper than the stack allows) returns NULL with *why set: it is
  * stored and applies nothing.  jsonb_in is pure computation, so its data
- * errors can be caught without a subtransaction; others are raised again.
+ * and limit errors can be caught without a subtransaction; others are
+ * raised again.
  */
 static Jsonb *
 parse_payload(text *payload, char **why)
@@ -833,7 +809,9 @@ parse_payload(text *payload, char **why)
 	{
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
-		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
+		/* data errors, and the limits of nesting depth and size */
+		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_DATA_EXCEPTION &&
+			ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_PROGRAM_LIMIT_EXCEEDED)
 			PG_RE_THROW();
 		FlushErrorState();
 		doc = NULL;
@@ -1427,19 +1405,12 @@ apply_statuses(HookCtx *ctx, JsonbContainer *value, const char *pnid,
 {
 	JsonbValue *sv = wa_json_member(value, "statuses");
 	JsonbContainer *arr = wa_json_container(sv, false);
-	int			naccounts;
 
 	if (sv == NULL)
 		return;
 	if (arr == NULL)
 	{
 		note(ctx, "%s: statuses is not an array", where);
-		return;
-	}
-	if (pnid == NULL || (account_ids_for(ctx, pnid, &naccounts), naccounts == 0))
-	{
-		note(ctx, "%s: %u statuses for phone_number_id %s, which no account has",
-			 where, JsonContainerSize(arr), pnid ? pnid : "(missing)");
 		return;
 	}
 	for (uint32 i = 0; i < JsonContainerSize(arr); i++)
@@ -1676,9 +1647,9 @@ apply_inbound(HookCtx *ctx, JsonbValue *v, JsonbContainer *contacts,
 	account = active_account(ctx, pnid);
 	if (account == NULL)
 	{
-		log_event(0, "inbound", false, 0,
-				  psprintf("%s message %s to phone_number_id %s: no such account, or it was dropped; not stored",
-						   type, wamid, pnid ? pnid : "(missing)"));
+		/* change_allowed() refused the change already */
+		note(ctx, "%s (%s): no account of this payload's secret has phone_number_id %s; not stored",
+			 where, wamid, pnid ? pnid : "(missing)");
 		return;
 	}
 
@@ -1888,17 +1859,131 @@ apply_user_preferences(HookCtx *ctx, JsonbContainer *value, const char *pnid,
 	}
 }
 
-/* message_template_status_update and template_category_update */
+/* What a change carries, for the note that refuses it. */
+static char *
+change_contents(JsonbContainer *value)
+{
+	static const char *const parts[] = {"statuses", "messages", "user_preferences", "errors"};
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int i = 0; i < (int) lengthof(parts); i++)
+	{
+		JsonbContainer *arr = wa_json_array(value, parts[i]);
+
+		if (arr != NULL)
+			appendStringInfo(&buf, "%s%u %s", buf.len ? ", " : "",
+							 JsonContainerSize(arr), parts[i]);
+	}
+	return buf.len ? buf.data : "nothing";
+}
+
+/*
+ * A change of field messages or user_preferences names its account by
+ * metadata.phone_number_id.  It is applied only when an active account with
+ * that number shares the secret that verified the payload; otherwise it is
+ * refused, with a note that says why.
+ */
+static bool
+change_allowed(HookCtx *ctx, JsonbContainer *value, const char *pnid,
+			   const char *field, const char *where)
+{
+	HookAccount *other = NULL;
+
+	for (int i = 0; pnid && i < ctx->naccounts; i++)
+	{
+		if (ctx->accounts[i].dropped ||
+			strcmp(ctx->accounts[i].phone_number_id, pnid) != 0)
+			continue;
+		if (signed_for(ctx, i))
+			return true;
+		other = &ctx->accounts[i];
+	}
+	if (pnid == NULL)
+		note(ctx, "%s (field %s): no metadata.phone_number_id names the account; refused (%s)",
+			 where, field, change_contents(value));
+	else if (other != NULL)
+		note(ctx, "%s (field %s): phone_number_id %s is account \"%s\"'s, whose app secret did not sign this payload; refused (%s)",
+			 where, field, pnid, other->name, change_contents(value));
+	else
+		note(ctx, "%s (field %s): no active account has phone_number_id %.64s; refused (%s)",
+			 where, field, pnid, change_contents(value));
+	return false;
+}
+
+/*
+ * The accounts a change of a WABA-level field (templates, account events)
+ * applies to: the active accounts whose waba_id is the entry's id and that
+ * share the verifying secret.  NULL, with a note, when there are none.
+ * *every is set when they are all the active accounts.
+ */
+static List *
+waba_accounts(HookCtx *ctx, const char *waba, const char *field,
+			  const char *where, bool *every)
+{
+	List	   *list = NIL;
+	HookAccount *other = NULL;
+	int			active = 0;
+
+	for (int i = 0; i < ctx->naccounts; i++)
+	{
+		HookAccount *a = &ctx->accounts[i];
+
+		if (a->dropped)
+			continue;
+		active++;
+		if (waba == NULL || a->waba_id == NULL || strcmp(a->waba_id, waba) != 0)
+			continue;
+		if (signed_for(ctx, i))
+			list = lappend(list, a);
+		else
+			other = a;
+	}
+	*every = list != NIL && list_length(list) == active;
+	if (list != NIL)
+		return list;
+	if (waba == NULL)
+		note(ctx, "%s (field %s): the entry has no id (WABA); refused", where, field);
+	else if (other != NULL)
+		note(ctx, "%s (field %s): WABA %s is account \"%s\"'s, whose app secret did not sign this payload; refused",
+			 where, field, waba, other->name);
+	else
+		note(ctx, "%s (field %s): no active account has WABA id %.64s; refused",
+			 where, field, waba);
+	return NIL;
+}
+
+/* text[] of the names of a list of accounts */
+static Datum
+account_names(List *accounts)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(list_length(accounts), 1));
+	int			n = 0;
+	ListCell   *lc;
+
+	foreach(lc, accounts)
+		elems[n++] = CStringGetTextDatum(((HookAccount *) lfirst(lc))->name);
+	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/*
+ * message_template_status_update and template_category_update: applied
+ * to the templates of the accounts of the entry's WABA only (see
+ * whatsapp._template_update for the rows listed for every account).
+ */
 static void
 apply_template_update(HookCtx *ctx, JsonbContainer *value, const char *waba,
-					  bool category, const char *where)
+					  const char *field, bool category, const char *where)
 {
 	char	   *name = wa_json_string(value, "message_template_name");
 	char	   *language = wa_json_string(value, "message_template_language");
 	char	   *newval;
-	Oid			types[4] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
+	Oid			types[6] = {TEXTARRAYOID, BOOLOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	List	   *accounts;
+	bool		every;
+	bool		isnull;
 	int			n;
 
 	if (category)
@@ -1930,38 +2015,31 @@ apply_template_update(HookCtx *ctx, JsonbContainer *value, const char *waba,
 		note(ctx, "%s: template update without message_template_name", where);
 		return;
 	}
+	accounts = waba_accounts(ctx, waba, field, where, &every);
+	if (accounts == NIL)
+		return;
 	if (language != NULL)
 		for (char *c = language; *c; c++)
 			if (*c == '-')
 				*c = '_';
 
-	values[0] = CStringGetTextDatum(name);
-	values[1] = language ? CStringGetTextDatum(language) : (Datum) 0;
-	nulls[1] = language ? ' ' : 'n';
-	values[2] = CStringGetTextDatum(newval);
-	values[3] = waba ? CStringGetTextDatum(waba) : (Datum) 0;
-	nulls[3] = waba ? ' ' : 'n';
-#define TEMPLATE_UPDATE(col) \
-	"UPDATE whatsapp.templates t SET " col " = $3" \
-	" WHERE t.name = $1 AND ($2 IS NULL OR t.language = $2)" \
-	"   AND t." col " IS DISTINCT FROM $3" \
-	"   AND (t.account IS NULL" \
-	"     OR NOT EXISTS (SELECT 1 FROM whatsapp.account a WHERE a.waba_id = $4)" \
-	"     OR t.account IN (SELECT a.name FROM whatsapp.account a" \
-	"                       WHERE a.waba_id = $4 AND a.dropped_at IS NULL))"
-	if (category)
-		wa_spi_check(spi_run(wa_plan(&plan_tpl_category, TEMPLATE_UPDATE("category"), 4, types),
-						  values, nulls, false, 0),
-				  SPI_OK_UPDATE, "template category update");
-	else
-		wa_spi_check(spi_run(wa_plan(&plan_tpl_status, TEMPLATE_UPDATE("status"), 4, types),
-						  values, nulls, false, 0),
-				  SPI_OK_UPDATE, "template status update");
-#undef TEMPLATE_UPDATE
-	n = (int) SPI_processed;
+	values[0] = account_names(accounts);
+	values[1] = BoolGetDatum(every);
+	values[2] = CStringGetTextDatum(name);
+	values[3] = language ? CStringGetTextDatum(language) : (Datum) 0;
+	nulls[3] = language ? ' ' : 'n';
+	values[4] = CStringGetTextDatum(category ? "category" : "status");
+	values[5] = CStringGetTextDatum(newval);
+	wa_spi_check(spi_run(wa_plan(&plan_tpl_update,
+								 "SELECT whatsapp._template_update($1, $2, $3, $4, $5, $6)",
+								 6, types),
+						 values, nulls, false, 1),
+				 SPI_OK_SELECT, "template update");
+	n = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_freetuptable(SPI_tuptable);
 	log_event(0, "webhook", false, 0,
-			  psprintf("template %s%s%s: %s %s%s", name,
-					   language ? " " : "", language ? language : "",
+			  psprintf("template %s%s%s of WABA %s: %s %s%s", name,
+					   language ? " " : "", language ? language : "", waba,
 					   category ? "category" : "status", newval,
 					   n > 0 ? "" : " (no such row in whatsapp.templates)"));
 	if (n > 0)
@@ -1995,6 +2073,9 @@ apply_change(HookCtx *ctx, JsonbContainer *change, const char *waba,
 	}
 	pnid = wa_json_string(wa_json_object(value, "metadata"), "phone_number_id");
 
+	if ((strcmp(field, "messages") == 0 || strcmp(field, "user_preferences") == 0) &&
+		!change_allowed(ctx, value, pnid, field, where))
+		return;
 	if (strcmp(field, "messages") == 0)
 	{
 		if (wa_json_member(value, "statuses") == NULL && wa_json_member(value, "messages") == NULL &&
@@ -2010,9 +2091,9 @@ apply_change(HookCtx *ctx, JsonbContainer *change, const char *waba,
 		apply_user_preferences(ctx, value, pnid, where);
 	}
 	else if (strcmp(field, "message_template_status_update") == 0)
-		apply_template_update(ctx, value, waba, false, where);
+		apply_template_update(ctx, value, waba, field, false, where);
 	else if (strcmp(field, "template_category_update") == 0)
-		apply_template_update(ctx, value, waba, true, where);
+		apply_template_update(ctx, value, waba, field, true, where);
 	else if (strcmp(field, "smb_message_echoes") == 0 ||
 			 strcmp(field, "history") == 0 ||
 			 strcmp(field, "smb_app_state_sync") == 0)
@@ -2149,6 +2230,41 @@ purge_payloads(void)
 			  SPI_OK_DELETE, "purging old payloads");
 }
 
+/*
+ * The account recorded as the payload's verifier: among the accounts that
+ * share the verifying secret, the one a change names by phone_number_id,
+ * else by WABA id, else the first.
+ */
+static int32
+named_signer(HookCtx *ctx, Jsonb *doc)
+{
+	JsonbContainer *entries = JB_ROOT_IS_OBJECT(doc) ?
+	wa_json_array(&doc->root, "entry") : NULL;
+	int32		by_waba = 0;
+
+	for (uint32 e = 0; entries && e < JsonContainerSize(entries); e++)
+	{
+		JsonbContainer *entry = jelem_object(entries, e);
+		JsonbContainer *changes = wa_json_array(entry, "changes");
+		char	   *waba = wa_json_string(entry, "id");
+
+		for (uint32 c = 0; changes && c < JsonContainerSize(changes); c++)
+		{
+			JsonbContainer *value = wa_json_object(jelem_object(changes, c), "value");
+			char	   *pnid = wa_json_string(wa_json_object(value, "metadata"), "phone_number_id");
+
+			for (int i = 0; pnid && i < ctx->naccounts; i++)
+				if (ctx->signer[i] && strcmp(ctx->accounts[i].phone_number_id, pnid) == 0)
+					return ctx->accounts[i].id;
+		}
+		for (int i = 0; waba && by_waba == 0 && i < ctx->naccounts; i++)
+			if (ctx->signer[i] && ctx->accounts[i].waba_id != NULL &&
+				strcmp(ctx->accounts[i].waba_id, waba) == 0)
+				by_waba = ctx->accounts[i].id;
+	}
+	return by_waba ? by_waba : ctx->verified_by;
+}
+
 static void
 hook_begin(HookCtx *ctx)
 {
@@ -2172,14 +2288,17 @@ wa_receive(PG_FUNCTION_ARGS)
 	HookCtx		ctx;
 	MemoryContext call_cxt = CurrentMemoryContext;
 
+	/*
+	 * The signature first, on the raw bytes: nothing is parsed or copied
+	 * before it is verified.
+	 */
+	parse_signature(sig, expected);
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
 				 errmsg("webhook payload is NULL, not JSON"),
 				 errhint("Pass the request body exactly as received.")));
 	payload = PG_GETARG_TEXT_PP(0);
-	doc = parse_payload(payload, &why);
-	parse_signature(sig, expected);
 
 	hook_begin(&ctx);
 	ctx.payload = payload;
@@ -2187,10 +2306,15 @@ wa_receive(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 	MemoryContextSwitchTo(call_cxt);
 	load_accounts(&ctx);
-	ctx.verified_by = verify_signature(&ctx, doc, VARDATA_ANY(payload),
+	ctx.verified_by = verify_signature(&ctx, VARDATA_ANY(payload),
 									   VARSIZE_ANY_EXHDR(payload), expected);
+
+	doc = parse_payload(payload, &why);
 	if (doc != NULL)
+	{
+		ctx.verified_by = named_signer(&ctx, doc);
 		apply_payload(&ctx, doc);
+	}
 	else
 		note(&ctx, "the payload is JSON that PostgreSQL's jsonb cannot hold (%s); nothing applied", why);
 	if (!ctx.stored)
@@ -2209,27 +2333,24 @@ wa_verify_signature_sql(PG_FUNCTION_ARGS)
 {
 	text	   *payload;
 	text	   *sig = PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1);
-	Jsonb	   *doc;
-	char	   *why;
 	uint8		expected[WA_SHA256_LEN];
 	HookCtx		ctx;
 	int32		id;
 	MemoryContext call_cxt = CurrentMemoryContext;
 
+	parse_signature(sig, expected);
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
 				 errmsg("webhook payload is NULL, not JSON")));
 	payload = PG_GETARG_TEXT_PP(0);
-	doc = parse_payload(payload, &why);
-	parse_signature(sig, expected);
 	hook_begin(&ctx);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	MemoryContextSwitchTo(call_cxt);
 	load_accounts(&ctx);
-	id = verify_signature(&ctx, doc, VARDATA_ANY(payload),
-						  VARSIZE_ANY_EXHDR(payload), expected);
+	id = verify_signature(&ctx, VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload),
+						  expected);
 	SPI_finish();
 	PG_RETURN_INT32(id);
 }
