@@ -638,7 +638,7 @@ INSERT INTO bad_case (what, body) VALUES
 	('malformed JSON', '{"object": "whatsapp_business_account", "entry": ['),
 	('not JSON at all', 'object=whatsapp_business_account'),
 	('empty body', ''),
-	('JSON that jsonb cannot hold (\u0000)', '{"object": "whatsapp_business_account", "x": "\u0000"}'),
+	('a \u0000 (replaced by U+FFFD; nothing else to apply)', '{"object": "whatsapp_business_account", "x": "\u0000"}'),
 	('a JSON array', '[1, 2, 3]'),
 	('a JSON string', '"hello"'),
 	('another object type', '{"object": "page", "entry": [{"id": "1", "changes": []}]}'),
@@ -674,6 +674,38 @@ $$;
 SELECT w.id - :before AS n, w.applied, w.ignored FROM whatsapp.webhooks w WHERE w.id > :before ORDER BY w.id;
 SELECT state, delivered_at IS NOT NULL AS has_delivered_at, pricing FROM whatsapp.messages WHERE id = :p1;
 SELECT wamid, type, wa_id, sent_at = received_at AS receipt_time FROM whatsapp.inbound WHERE wamid = 'wamid.BAD-TYPE';
+
+-- A text with \u0000 (a NUL, which PostgreSQL's text cannot hold): the
+-- NUL becomes U+FFFD and the payload is applied, with a note; the stored
+-- payload keeps the exact bytes.
+SELECT pg_temp.recv(replace(pg_temp.text_from('5215512348888', 'wamid.NUL1', 'hola'), 'hola', 'ho\u0000la')) AS with_nul;
+SELECT text, text = 'ho' || U&'\FFFD' || 'la' AS replacement_character FROM whatsapp.inbound WHERE wamid = 'wamid.NUL1';
+SELECT applied, ignored, strpos(payload, 'ho\u0000la') > 0 AS verbatim FROM whatsapp.webhooks ORDER BY id DESC LIMIT 1;
+-- an escaped backslash before "u0000" is text, not a NUL
+SELECT pg_temp.recv(replace(pg_temp.text_from('5215512348888', 'wamid.NUL2', 'hola'), 'hola', 'C:\\u0000')) AS escaped_backslash;
+SELECT text FROM whatsapp.inbound WHERE wamid = 'wamid.NUL2';
+
+-- Redelivery: the same bytes again change nothing and add no held row and
+-- no log row; the copy is stored once more, marked as a redelivery.
+SELECT whatsapp.wa_send('+52 55 4444 7777', 'redelivery') AS rd1 \gset
+UPDATE whatsapp.message SET state = 'sending', attempts = 1 WHERE id = :rd1;
+SELECT pg_temp.env(pg_temp.meta() || jsonb_build_object(
+	'statuses', jsonb_build_array(pg_temp.st('wamid.RD1', 'delivered', 1749423200, :'rd1')),
+	'errors', '[{"code": 131008, "title": "Required parameter is missing", "error_data": {"details": "x is required"}}]'::jsonb)) AS redelivered \gset
+SELECT count(*) AS log_before, (SELECT max(id) FROM whatsapp.webhook) AS first_id FROM whatsapp.log \gset
+SELECT pg_temp.recv(:'redelivered') AS first, pg_temp.recv(:'redelivered') AS second, pg_temp.recv(:'redelivered') AS third;
+SELECT count(*) AS held FROM whatsapp.status_held WHERE wamid = 'wamid.RD1';
+SELECT count(*) - :log_before AS new_log_rows FROM whatsapp.log;
+SELECT id - :first_id AS n, applied, duplicate_of - :first_id AS duplicate_of,
+	   regexp_replace(ignored::text, 'payload \d+', 'payload N') AS ignored
+  FROM whatsapp.webhooks WHERE id > :first_id ORDER BY id;
+-- the same status in other bytes (another order of its keys) is held once
+SELECT pg_temp.recv(pg_temp.statuses(jsonb_build_array(jsonb_build_object('timestamp', '1749423200',
+	'status', 'delivered', 'id', 'wamid.RD1', 'biz_opaque_callback_data', :'rd1')))) AS other_bytes;
+SELECT count(*) AS held FROM whatsapp.status_held WHERE wamid = 'wamid.RD1';
+SELECT pg_temp.sent(:rd1, 'wamid.RD1');
+SELECT state, (SELECT count(*) FROM whatsapp.status_held WHERE wamid = 'wamid.RD1') AS held_left
+  FROM whatsapp.messages WHERE id = :rd1;
 
 -- A 3 MB payload.
 SELECT pg_temp.recv(pg_temp.env(pg_temp.meta() || jsonb_build_object('statuses',

@@ -61,3 +61,34 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION whatsapp._template_update(text[], boolean, text, text, text, text) FROM PUBLIC;
+
+/*
+ * Redeliveries.  Meta retries a payload for days; one of the same bytes as
+ * a payload stored before is stored again, marked duplicate_of that one,
+ * and applies nothing.  digest is the SHA-256 of the exact bytes.
+ */
+ALTER TABLE whatsapp.webhook
+	ADD COLUMN digest bytea,
+	ADD COLUMN duplicate_of bigint;
+CREATE INDEX webhook_digest_idx ON whatsapp.webhook (digest)
+	WHERE digest IS NOT NULL;
+
+CREATE OR REPLACE VIEW whatsapp.webhooks AS
+SELECT w.id,
+	   w.received_at,
+	   a.name AS account,
+	   w.applied,
+	   w.ignored,
+	   w.payload,
+	   w.duplicate_of
+  FROM whatsapp.webhook w
+  LEFT JOIN whatsapp.account a ON a.id = w.account_id;
+
+/* A status is held once per number, wamid and kind, however often it comes. */
+DELETE FROM whatsapp.status_held h
+ USING whatsapp.status_held k
+ WHERE k.phone_number_id = h.phone_number_id AND k.wamid = h.wamid
+   AND k.status ->> 'status' IS NOT DISTINCT FROM h.status ->> 'status'
+   AND k.id < h.id;
+CREATE UNIQUE INDEX status_held_once ON whatsapp.status_held
+	(phone_number_id, wamid, (status ->> 'status'));

@@ -159,6 +159,9 @@ typedef struct HookCtx
 	TimestampTz now;
 	MemoryContext item_cxt;		/* reset after each item */
 	text	   *payload;		/* as received */
+	bytea	   *digest;			/* its SHA-256, for redeliveries */
+	int			nulls_replaced; /* \u0000 escapes replaced by U+FFFD */
+	int64		duplicate_of;	/* an earlier payload of the same bytes */
 	bool		single_status;	/* the payload is one status and nothing else */
 	bool		stored;			/* the status statement stored the payload */
 } HookCtx;
@@ -223,6 +226,7 @@ static SPIPlanPtr plan_purge_held = NULL;
 static SPIPlanPtr plan_log = NULL;
 static SPIPlanPtr plan_store = NULL;
 static SPIPlanPtr plan_store_plain = NULL;
+static SPIPlanPtr plan_find_digest = NULL;
 static uint32 payloads_stored = 0;	/* by this backend, for the purge */
 static SPIPlanPtr plan_purge_payloads = NULL;
 static SPIPlanPtr plan_inbound = NULL;
@@ -785,22 +789,40 @@ verify_signature(HookCtx *ctx, const char *payload, size_t len,
 }
 
 /*
- * Parse the payload, once its signature has been verified.  Not JSON
- * raises 22P02.  JSON that jsonb cannot hold (a number out of range,
- * nesting deeper than the stack allows) returns NULL with *why set: it is
- * stored and applies nothing.  jsonb_in is pure computation, so its data
- * and limit errors can be caught without a subtransaction; others are
- * raised again.
+ * Replace each \u0000 escape of a JSON text (in place, same length) by
+ * \ufffd: PostgreSQL's text cannot hold a NUL, so jsonb refuses the whole
+ * payload for it, and Meta would not send it again.  An escaped backslash
+ * ("\\u0000", the six characters) is left alone.  Returns how many.
  */
-static Jsonb *
-parse_payload(text *payload, char **why)
+static int
+replace_nul_escapes(char *s)
 {
-	char	   *cstr = text_to_cstring(payload);
+	int			n = 0;
+
+	for (char *p = s; *p; p++)
+	{
+		if (*p != '\\')
+			continue;
+		if (p[1] == 'u' && strncmp(p + 2, "0000", 4) == 0)
+		{
+			memcpy(p + 2, "fffd", 4);
+			n++;
+			p += 5;
+		}
+		else if (p[1] != '\0')
+			p++;			/* skip the escaped character */
+	}
+	return n;
+}
+
+/* jsonb_in, with its data and limit errors returned instead of raised. */
+static Jsonb *
+try_jsonb_in(char *cstr, ErrorData **edata_out)
+{
 	MemoryContext cxt = CurrentMemoryContext;
 	Jsonb	   *volatile doc = NULL;
 	ErrorData  *volatile edata = NULL;
 
-	*why = NULL;
 	PG_TRY();
 	{
 		doc = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(cstr)));
@@ -817,15 +839,41 @@ parse_payload(text *payload, char **why)
 		doc = NULL;
 	}
 	PG_END_TRY();
+	*edata_out = edata;
+	return doc;
+}
+
+/*
+ * Parse the payload, once its signature has been verified.  Not JSON
+ * raises 22P02.  A \u0000 in a string is replaced by U+FFFD (counted in
+ * *nuls) and the payload parsed again.  JSON that jsonb cannot hold
+ * otherwise (a number out of range, nesting deeper than the stack allows)
+ * returns NULL with *why set: it is stored and applies nothing.  jsonb_in
+ * is pure computation, so its data and limit errors can be caught without
+ * a subtransaction; others are raised again.
+ */
+static Jsonb *
+parse_payload(text *payload, char **why, int *nuls)
+{
+	char	   *cstr = text_to_cstring(payload);
+	Jsonb	   *doc;
+	ErrorData  *edata = NULL;
+
+	*why = NULL;
+	*nuls = 0;
+	doc = try_jsonb_in(cstr, &edata);
+	if (doc == NULL && edata->sqlerrcode == ERRCODE_UNTRANSLATABLE_CHARACTER &&
+		(*nuls = replace_nul_escapes(cstr)) > 0)
+		doc = try_jsonb_in(cstr, &edata);
 	pfree(cstr);
 
-	if (edata != NULL && edata->sqlerrcode == ERRCODE_INVALID_TEXT_REPRESENTATION)
+	if (doc == NULL && edata->sqlerrcode == ERRCODE_INVALID_TEXT_REPRESENTATION)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
 				 errmsg("webhook payload is not JSON"),
 				 edata->detail ? errdetail("%s", edata->detail) : 0,
 				 errhint("Pass the request body exactly as received; Meta posts JSON.")));
-	if (edata != NULL)
+	if (doc == NULL)
 		*why = pstrdup(edata->message);
 	return doc;
 }
@@ -871,8 +919,9 @@ static const char *const match_sql[MATCH_NKINDS] = {
 	"m.wamid = $2",
 };
 
-static Oid	status_types[13] = {INT8OID, TEXTOID, INT4ARRAYOID, TIMESTAMPTZOID,
-	JSONBOID, JSONBOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID};
+static Oid	status_types[14] = {INT8OID, TEXTOID, INT4ARRAYOID, TIMESTAMPTZOID,
+	JSONBOID, JSONBOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID,
+BYTEAOID};
 
 /*
  * The statement that applies one status: move the message if the status
@@ -903,10 +952,10 @@ status_plan(StatusKind kind, MatchBy by, bool store)
 								   status_set[kind], match_sql[by], status_change[kind],
 								   store ? ","
 								   " w AS ("
-								   "  INSERT INTO whatsapp.webhook (account_id, payload, applied)"
-								   "  SELECT $12, $13, 1 FROM u)" : "");
+								   "  INSERT INTO whatsapp.webhook (account_id, payload, applied, digest)"
+								   "  SELECT $12, $13, 1, $14 FROM u)" : "");
 
-		plan_status[kind][by][store] = wa_keep_plan(sql, store ? 13 : 11, status_types);
+		plan_status[kind][by][store] = wa_keep_plan(sql, store ? 14 : 11, status_types);
 		pfree(sql);
 	}
 	return plan_status[kind][by][store];
@@ -930,7 +979,7 @@ static void
 status_args(HookCtx *ctx, StatusIn *st, Datum accounts, const char *logmsg,
 			Datum *values, char *nulls)
 {
-	memset(nulls, ' ', 13);
+	memset(nulls, ' ', 14);
 	values[0] = Int64GetDatum(st->message_id);
 	if (st->message_id == 0)
 		nulls[0] = 'n';
@@ -953,6 +1002,8 @@ status_args(HookCtx *ctx, StatusIn *st, Datum accounts, const char *logmsg,
 	values[11] = Int32GetDatum(ctx->verified_by);
 	values[12] = ctx->payload ? PointerGetDatum(ctx->payload) : (Datum) 0;
 	nulls[12] = ctx->payload ? ' ' : 'n';
+	values[13] = ctx->digest ? PointerGetDatum(ctx->digest) : (Datum) 0;
+	nulls[13] = ctx->digest ? ' ' : 'n';
 }
 
 typedef struct RunResult
@@ -1124,8 +1175,8 @@ static StatusOutcome
 apply_status(HookCtx *ctx, StatusIn *st, const char *phone_number_id,
 			 bool from_held)
 {
-	Datum		values[13];
-	char		nulls[13];
+	Datum		values[14];
+	char		nulls[14];
 	int			naccounts;
 	Datum		accounts = account_ids_for(ctx, phone_number_id, &naccounts);
 	char	   *logmsg = status_logmsg(st);
@@ -1167,7 +1218,10 @@ apply_status(HookCtx *ctx, StatusIn *st, const char *phone_number_id,
 		}
 	}
 
-	/* Hold it for the worker. */
+	/*
+	 * Hold it for the worker, once: a redelivered status of the same kind
+	 * for the same wamid adds no second row (status_held_once).
+	 */
 	{
 		Oid			types[4] = {TEXTOID, INT8OID, TEXTOID, JSONBOID};
 		Datum		hv[4];
@@ -1180,20 +1234,24 @@ apply_status(HookCtx *ctx, StatusIn *st, const char *phone_number_id,
 		hv[2] = CStringGetTextDatum(st->wamid);
 		hv[3] = JsonbPGetDatum(JsonbValueToJsonb(st->raw));
 		wa_spi_check(spi_run(wa_plan(&plan_hold,
-											"INSERT INTO whatsapp.status_held"
-											" (phone_number_id, message_id, wamid, status)"
-											" VALUES ($1, $2, $3, $4)", 4, types),
-								   hv, hn, false, 0),
-				  SPI_OK_INSERT, "holding a status");
+									 "INSERT INTO whatsapp.status_held"
+									 " (phone_number_id, message_id, wamid, status)"
+									 " VALUES ($1, $2, $3, $4)"
+									 " ON CONFLICT (phone_number_id, wamid, (status OPERATOR(pg_catalog.->>) 'status'))"
+									 " DO NOTHING", 4, types),
+							 hv, hn, false, 0),
+					 SPI_OK_INSERT, "holding a status");
+		if (SPI_processed == 0)
+			return SO_NO_CHANGE;	/* held already */
 		log_event(mid, "webhook", st->kind == ST_FAILED && st->has_code, st->code,
 				  psprintf("%s; held until the worker records the message", logmsg));
 		/* statuses nobody claimed: for messages this database never sent */
 		wa_spi_check(spi_run(wa_plan(&plan_purge_held,
-											"DELETE FROM whatsapp.status_held"
-											" WHERE held_at < pg_catalog.now() - interval '" WA_HELD_MAX_AGE "'",
-											0, NULL),
-								   NULL, NULL, false, 0),
-				  SPI_OK_DELETE, "purging held statuses");
+									 "DELETE FROM whatsapp.status_held"
+									 " WHERE held_at < pg_catalog.now() - interval '" WA_HELD_MAX_AGE "'",
+									 0, NULL),
+							 NULL, NULL, false, 0),
+					 SPI_OK_DELETE, "purging held statuses");
 	}
 	return SO_HELD;
 }
@@ -2172,9 +2230,9 @@ apply_payload(HookCtx *ctx, Jsonb *doc)
 static void
 store_payload(HookCtx *ctx, text *payload)
 {
-	Oid			types[4] = {INT4OID, TEXTOID, INT4OID, TEXTARRAYOID};
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
+	Oid			types[6] = {INT4OID, TEXTOID, INT4OID, TEXTARRAYOID, BYTEAOID, INT8OID};
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	int			n = list_length(ctx->notes);
 	Datum	   *elems = palloc(sizeof(Datum) * (n + 1));
 	int			i = 0;
@@ -2188,27 +2246,67 @@ store_payload(HookCtx *ctx, text *payload)
 	values[0] = Int32GetDatum(ctx->verified_by);
 	values[1] = PointerGetDatum(payload);
 	values[2] = Int32GetDatum(ctx->applied);
-	if (i == 0)
-	{
+	values[4] = ctx->digest ? PointerGetDatum(ctx->digest) : (Datum) 0;
+	nulls[4] = ctx->digest ? ' ' : 'n';
+	values[5] = Int64GetDatum(ctx->duplicate_of);
+	nulls[5] = ctx->duplicate_of ? ' ' : 'n';
+	if (i > 0)
+		values[3] = PointerGetDatum(construct_array(elems, i, TEXTOID, -1, false, TYPALIGN_INT));
+	else
 		nulls[3] = 'n';
+	/* a redelivery is marked once, on its own row, and logs nothing */
+	if (i == 0 || ctx->duplicate_of != 0)
+	{
 		wa_spi_check(spi_run(wa_plan(&plan_store_plain,
-								   "INSERT INTO whatsapp.webhook (account_id, payload, applied, ignored)"
-								   " VALUES ($1, $2, $3, $4)", 4, types),
-						  values, nulls, false, 0),
-				  SPI_OK_INSERT, "storing the payload");
+									 "INSERT INTO whatsapp.webhook (account_id, payload, applied, ignored,"
+									 "  digest, duplicate_of)"
+									 " VALUES ($1, $2, $3, $4, $5, $6)", 6, types),
+							 values, nulls, false, 0),
+					 SPI_OK_INSERT, "storing the payload");
 		return;
 	}
 	/* with notes: each is a whatsapp.log row too */
-	values[3] = PointerGetDatum(construct_array(elems, i, TEXTOID, -1, false, TYPALIGN_INT));
 	wa_spi_check(spi_run(wa_plan(&plan_store,
-							   "WITH w AS ("
-							   "  INSERT INTO whatsapp.webhook (account_id, payload, applied, ignored)"
-							   "  VALUES ($1, $2, $3, $4) RETURNING id)"
-							   " INSERT INTO whatsapp.log (event, message)"
-							   " SELECT 'webhook_ignored', 'payload ' || w.id || ': ' || n"
-							   "   FROM w, pg_catalog.unnest($4) n", 4, types),
-					  values, nulls, false, 0),
-			  SPI_OK_INSERT, "storing the payload");
+								 "WITH w AS ("
+								 "  INSERT INTO whatsapp.webhook (account_id, payload, applied, ignored,"
+								 "    digest, duplicate_of)"
+								 "  VALUES ($1, $2, $3, $4, $5, $6) RETURNING id)"
+								 " INSERT INTO whatsapp.log (event, message)"
+								 " SELECT 'webhook_ignored', 'payload ' || w.id || ': ' || n"
+								 "   FROM w, pg_catalog.unnest($4) n", 6, types),
+						 values, nulls, false, 0),
+				 SPI_OK_INSERT, "storing the payload");
+}
+
+/*
+ * Has a payload of these exact bytes, verified by the same secret, been
+ * stored before (a redelivery)?  Returns its id, or 0.  (The same bytes
+ * under another secret had their changes refused: not a redelivery.)
+ */
+static int64
+earlier_delivery(HookCtx *ctx)
+{
+	Oid			types[2] = {BYTEAOID, INT4ARRAYOID};
+	Datum		values[2];
+	Datum	   *ids = palloc(sizeof(Datum) * Max(ctx->naccounts, 1));
+	int			n = 0;
+	bool		isnull;
+	int64		id = 0;
+
+	for (int i = 0; i < ctx->naccounts; i++)
+		if (ctx->signer[i])
+			ids[n++] = Int32GetDatum(ctx->accounts[i].id);
+	values[0] = PointerGetDatum(ctx->digest);
+	values[1] = PointerGetDatum(construct_array(ids, n, INT4OID, 4, true, TYPALIGN_INT));
+	wa_spi_check(spi_run(wa_plan(&plan_find_digest,
+								 "SELECT id FROM whatsapp.webhook WHERE digest = $1"
+								 " AND account_id = ANY ($2) ORDER BY id LIMIT 1", 2, types),
+						 values, NULL, false, 1),
+				 SPI_OK_SELECT, "looking for an earlier delivery");
+	if (SPI_processed > 0)
+		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_freetuptable(SPI_tuptable);
+	return id;
 }
 
 /* Payloads older than whatsapp.log_retention go, a batch at a time. */
@@ -2309,14 +2407,31 @@ wa_receive(PG_FUNCTION_ARGS)
 	ctx.verified_by = verify_signature(&ctx, VARDATA_ANY(payload),
 									   VARSIZE_ANY_EXHDR(payload), expected);
 
-	doc = parse_payload(payload, &why);
+	doc = parse_payload(payload, &why, &ctx.nulls_replaced);
 	if (doc != NULL)
-	{
 		ctx.verified_by = named_signer(&ctx, doc);
+
+	/*
+	 * A redelivery (the same bytes again: Meta retries for days) is stored
+	 * once more, marked as such, and applies nothing.
+	 */
+	ctx.digest = (bytea *) palloc(VARHDRSZ + WA_SHA256_LEN);
+	SET_VARSIZE(ctx.digest, VARHDRSZ + WA_SHA256_LEN);
+	sha256(VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload),
+		   (uint8 *) VARDATA(ctx.digest));
+	ctx.duplicate_of = earlier_delivery(&ctx);
+	if (ctx.duplicate_of != 0)
+		note(&ctx, "a redelivery of payload " INT64_FORMAT " (the same bytes): nothing applied again",
+			 ctx.duplicate_of);
+	else if (doc == NULL)
+		note(&ctx, "the payload is JSON that PostgreSQL's jsonb cannot hold (%s); nothing applied", why);
+	else
+	{
+		if (ctx.nulls_replaced > 0)
+			note(&ctx, "%d \\u0000 escape%s (a NUL, which PostgreSQL's text cannot hold) replaced by U+FFFD before applying",
+				 ctx.nulls_replaced, ctx.nulls_replaced == 1 ? "" : "s");
 		apply_payload(&ctx, doc);
 	}
-	else
-		note(&ctx, "the payload is JSON that PostgreSQL's jsonb cannot hold (%s); nothing applied", why);
 	if (!ctx.stored)
 		store_payload(&ctx, payload);
 	purge_payloads();

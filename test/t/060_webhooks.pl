@@ -114,8 +114,12 @@ sub state_of
 		'28000', 'one byte more in the body: 28000');
 	WaTest::psql_fails($node, "SELECT whatsapp.wa_receive(\$p\$$p\$p\$, NULL)",
 		'28000', 'no signature: 28000');
-	$e = WaTest::psql_fails($node, "SELECT whatsapp.wa_receive('{\"object\": ', '$sig')",
-		'22P02', 'not JSON: 22P02');
+	WaTest::psql_fails($node, "SELECT whatsapp.wa_receive('{\"object\": ', '$sig')",
+		'28000', 'not JSON and signed for other bytes: 28000 (checked before parsing)');
+	my $junk = '{"object": ';
+	$e = WaTest::psql_fails($node,
+		"SELECT whatsapp.wa_receive('$junk', '" . sign($junk) . "')",
+		'22P02', 'not JSON, correctly signed: 22P02');
 	WaTest::psql_is($node, "SELECT count(*) FROM whatsapp.webhook", '1',
 		'only the correctly signed payload was stored');
 }
