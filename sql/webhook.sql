@@ -80,7 +80,7 @@ RETURNS text LANGUAGE sql AS $$
 			'profile', jsonb_build_object('name', 'Cliente ' || coalesce(wa_id, user_id)),
 			'wa_id', wa_id, 'user_id', user_id))),
 		jsonb_build_array(jsonb_strip_nulls(jsonb_build_object(
-			'from', wa_id, 'id', wamid, 'timestamp', ts::text, 'type', 'text',
+			'from', wa_id, 'from_user_id', user_id, 'id', wamid, 'timestamp', ts::text, 'type', 'text',
 			'text', jsonb_build_object('body', body)))),
 		pnid)
 $$;
@@ -484,12 +484,12 @@ INSERT INTO batch (id) SELECT whatsapp.wa_send(r, 'hola') FROM unnest(ARRAY['+52
 SELECT recipient, state, failure_type, error_title FROM pg_temp.batch();
 TRUNCATE batch;
 
--- An ordinary later message does not lift it; START does.
-SELECT pg_temp.recv(pg_temp.text_from('5215512345678', 'wamid.KW-later', 'gracias')) AS ordinary;
+-- An ordinary later message does not lift it; a later START does.
+SELECT pg_temp.recv(pg_temp.text_from('5215512345678', 'wamid.KW-later', 'gracias', ts => 1749416400)) AS ordinary;
 SELECT count(*) AS still_opted_out FROM whatsapp.opt_out WHERE identifier = '+525512345678';
-SELECT pg_temp.recv(pg_temp.text_from('5215512345678', 'wamid.KW-start', 'Start')) AS start;
+SELECT pg_temp.recv(pg_temp.text_from('5215512345678', 'wamid.KW-start', 'Start', ts => 1749416500)) AS start;
 SELECT count(*) AS opted_out FROM whatsapp.opt_out WHERE identifier = '+525512345678';
-SELECT pg_temp.recv(pg_temp.text_from('34612345678', 'wamid.KW-alta', 'ALTA')) AS alta;
+SELECT pg_temp.recv(pg_temp.text_from('34612345678', 'wamid.KW-alta', 'ALTA', ts => 1749416500)) AS alta;
 SELECT whatsapp.wa_send('+34 612 34 56 78', 'de nuevo') > 0 AS queued;
 SELECT state FROM whatsapp.messages WHERE payload -> 'text' ->> 'body' = 'de nuevo';
 
@@ -524,6 +524,87 @@ SELECT pg_temp.recv(pg_temp.env(pg_temp.meta() || '{"user_preferences": [{"wa_id
 	"detail": "User requested to resume marketing messages", "category": "marketing_messages",
 	"value": "resume", "timestamp": 1749421100}]}', 'user_preferences')) AS prefs_resume;
 SELECT count(*) AS opted_out FROM whatsapp.opt_out WHERE identifier = '+525577778888';
+
+-- Consent in the order of the events' own times, per identifier and
+-- scope.  user_preferences: a stop at T+100 and a resume at T, in both
+-- arrival orders; the older event never overrides the newer one.
+CREATE FUNCTION pg_temp.pref(wa_id text, value text, ts bigint) RETURNS text LANGUAGE sql AS $$
+	SELECT pg_temp.env(pg_temp.meta() || jsonb_build_object(
+		'contacts', jsonb_build_array(jsonb_build_object('wa_id', wa_id, 'profile', jsonb_build_object('name', 'Pref'))),
+		'user_preferences', jsonb_build_array(jsonb_build_object('wa_id', wa_id,
+			'detail', 'User requested to ' || value || ' marketing messages',
+			'category', 'marketing_messages', 'value', value, 'timestamp', ts))), 'user_preferences')
+$$;
+CREATE FUNCTION pg_temp.scopes(identifier text) RETURNS text LANGUAGE sql AS $$
+	SELECT coalesce(string_agg(scope, ',' ORDER BY scope), '-') FROM whatsapp.opt_out o WHERE o.identifier = $1
+$$;
+-- newer stop first, then the older resume
+SELECT pg_temp.recv(pg_temp.pref('5215561110001', 'stop', 1749430100)) AS stop_t100,
+	   pg_temp.recv(pg_temp.pref('5215561110001', 'resume', 1749430000)) AS resume_t;
+SELECT pg_temp.scopes('+525561110001') AS in_force;
+SELECT unnest(ignored) AS note FROM whatsapp.webhooks ORDER BY id DESC LIMIT 1;
+-- older resume first, then the newer stop
+SELECT pg_temp.recv(pg_temp.pref('5215561110002', 'resume', 1749430000)) AS resume_t,
+	   pg_temp.recv(pg_temp.pref('5215561110002', 'stop', 1749430100)) AS stop_t100;
+SELECT pg_temp.scopes('+525561110002') AS in_force;
+-- a newer resume lifts it; replaying the old stop (its exact bytes, or the
+-- same event in another payload) changes nothing
+SELECT pg_temp.recv(pg_temp.pref('5215561110002', 'resume', 1749430200)) AS resume_t200;
+SELECT pg_temp.scopes('+525561110002') AS in_force;
+SELECT pg_temp.recv(pg_temp.pref('5215561110002', 'stop', 1749430100)) AS replayed_bytes,
+	   pg_temp.recv(pg_temp.pref('5215561110002', 'stop', 1749430100) || ' ') AS replayed_event;
+SELECT pg_temp.scopes('+525561110002') AS in_force;
+SELECT action, scope, source, event_at FROM whatsapp.consents WHERE identifier = '+525561110002' ORDER BY id;
+
+-- Keywords likewise: a STOP at T+100 and a START at T, both orders.
+SELECT pg_temp.recv(pg_temp.text_from('5215561110003', 'wamid.ORD-stop', 'STOP', ts => 1749430100)) AS stop_t100,
+	   pg_temp.recv(pg_temp.text_from('5215561110003', 'wamid.ORD-start', 'START', ts => 1749430000)) AS start_t;
+SELECT pg_temp.scopes('+525561110003') AS in_force;
+SELECT pg_temp.recv(pg_temp.text_from('5215561110004', 'wamid.ORD-start2', 'START', ts => 1749430000)) AS start_t,
+	   pg_temp.recv(pg_temp.text_from('5215561110004', 'wamid.ORD-stop2', 'STOP', ts => 1749430100)) AS stop_t100;
+SELECT pg_temp.scopes('+525561110004') AS in_force;
+-- per scope: STOP PROMOTIONS at T+100 outlives a START (all) at T+50
+SELECT pg_temp.recv(pg_temp.text_from('5215561110005', 'wamid.ORD-promo', 'Stop promotions', ts => 1749430100)) AS stop_promotions_t100,
+	   pg_temp.recv(pg_temp.text_from('5215561110005', 'wamid.ORD-start3', 'START', ts => 1749430050)) AS start_t50;
+SELECT pg_temp.scopes('+525561110005') AS in_force;
+-- wa_opt_in (now) lifts an opt-out of yesterday; a STOP of yesterday that
+-- Meta delivers only now does not override it
+SELECT pg_temp.recv(pg_temp.text_from('5215561110006', 'wamid.ORD-stop6', 'STOP',
+	ts => extract(epoch FROM now() - interval '1 day')::bigint)) AS stop_yesterday;
+SELECT whatsapp.wa_opt_in('+52 55 6111 0006') AS lifted_now;
+SELECT pg_temp.recv(pg_temp.text_from('5215561110006', 'wamid.ORD-stop6b', 'BAJA',
+	ts => extract(epoch FROM now() - interval '2 hours')::bigint)) AS late_stop;
+SELECT pg_temp.scopes('+525561110006') AS in_force;
+
+-- An opt-out from a wa_id the normalizer rejects (a NANP exchange cannot
+-- start with 1) is recorded under the raw wa_id, noted, and blocks sends
+-- to it; a user_preferences stop with only a user id is recorded too.
+SELECT pg_temp.recv(pg_temp.text_from('16501230100', 'wamid.RAW-stop', 'STOP', ts => 1749430300)) AS raw_stop;
+SELECT identifier, scope, source FROM whatsapp.opt_out WHERE identifier = '+16501230100';
+SELECT unnest(ignored) AS note FROM whatsapp.webhooks ORDER BY id DESC LIMIT 1;
+INSERT INTO batch (id) VALUES (whatsapp.wa_send('+16501230100', 'hola'));
+SELECT recipient, state, failure_type, error_title FROM pg_temp.batch();
+TRUNCATE batch;
+SELECT pg_temp.recv(pg_temp.env(pg_temp.meta() || '{"user_preferences": [{"wa_id": "16501230199",
+	"detail": "User requested to stop marketing messages", "category": "marketing_messages",
+	"value": "stop", "timestamp": 1749430310}]}', 'user_preferences')) AS raw_pref_stop;
+SELECT identifier, scope, source FROM whatsapp.opt_out WHERE identifier = '+16501230199';
+
+-- contacts[] are matched by wa_id or user id, never by position: a STOP
+-- whose only contact is someone else opts out the sender alone, and links
+-- no one to them.
+SELECT pg_temp.recv(pg_temp.inbound(
+	'[{"profile": {"name": "Otra Persona"}, "wa_id": "5215561119999", "user_id": "MX.7000000000000001"}]',
+	'[{"from": "5215561110007", "id": "wamid.OTHER-contact", "timestamp": "1749430400", "type": "text", "text": {"body": "STOP"}}]'))
+	AS stop_other_contact;
+SELECT identifier FROM whatsapp.opt_out
+ WHERE identifier IN ('+525561110007', '+525561119999', 'MX.7000000000000001') ORDER BY 1;
+SELECT wa_id, user_id, name FROM whatsapp.inbound WHERE wamid = 'wamid.OTHER-contact';
+SELECT pg_temp.recv(pg_temp.env(pg_temp.meta() || '{"contacts": [{"wa_id": "5215561119998", "user_id": "MX.7000000000000002", "profile": {"name": "Otra"}}],
+	"user_preferences": [{"wa_id": "5215561110008", "detail": "User requested to stop marketing messages",
+	  "category": "marketing_messages", "value": "stop", "timestamp": 1749430410}]}', 'user_preferences')) AS pref_other_contact;
+SELECT identifier, scope FROM whatsapp.opt_out
+ WHERE identifier IN ('+525561110008', '+525561119998', 'MX.7000000000000002') ORDER BY 1;
 
 -- Coexistence echoes are neither inbound nor a STOP.
 SELECT pg_temp.recv(pg_temp.env(pg_temp.meta() || '{"message_echoes": [{"from": "15550783881", "to": "5215566665555",

@@ -92,3 +92,227 @@ DELETE FROM whatsapp.status_held h
    AND k.id < h.id;
 CREATE UNIQUE INDEX status_held_once ON whatsapp.status_held
 	(phone_number_id, wamid, (status ->> 'status'));
+
+/*
+ * Consent in time order.  Meta delivers out of order and retries for
+ * days, so consent events (keywords, buttons, user_preferences, 131050,
+ * wa_opt_out, wa_opt_in) apply in the order of their own timestamps, per
+ * identifier and scope: consent_latest keeps, for each, the time and kind
+ * of the newest event applied there.  An event applies where it is newer;
+ * at the same second an opt-out wins over an opt-in; a replay (the same
+ * time again) changes nothing.
+ */
+CREATE TABLE whatsapp.consent_latest (
+	identifier		text NOT NULL,
+	scope			text NOT NULL,
+	event_at		timestamptz NOT NULL,	/* the event's own time */
+	action			text NOT NULL,
+	CONSTRAINT consent_latest_pkey PRIMARY KEY (identifier, scope),
+	CONSTRAINT consent_latest_action_check CHECK (action IN ('opt_out', 'opt_in')),
+	CONSTRAINT consent_latest_scope_check CHECK (scope IN ('all', 'marketing'))
+);
+SELECT pg_catalog.pg_extension_config_dump('whatsapp.consent_latest', '');
+INSERT INTO whatsapp.consent_latest (identifier, scope, event_at, action)
+SELECT identifier, scope, since, 'opt_out' FROM whatsapp.opt_out;
+
+/* The consent log shows each event's own time too. */
+ALTER TABLE whatsapp.consent ADD COLUMN event_at timestamptz;
+UPDATE whatsapp.consent SET event_at = at;
+
+CREATE OR REPLACE VIEW whatsapp.consents AS
+SELECT c.id,
+	   c.at,
+	   c.identifier,
+	   c.action,
+	   c.scope,
+	   c.source,
+	   c.reason,
+	   a.name AS account,
+	   c.wamid,
+	   c.recorded_by,
+	   (SELECT pg_catalog.array_agg(o.scope ORDER BY o.scope)
+		  FROM whatsapp.opt_out o
+		 WHERE o.identifier = c.identifier) AS opted_out_now,
+	   c.event_at
+  FROM whatsapp.consent c
+  LEFT JOIN whatsapp.account a ON a.id = c.account_id;
+
+/*
+ * Every identifier of the people behind ids.  Since 0.3 an identifier that
+ * cannot be normalized but is a wa_id ('+' and digits) is kept as it is,
+ * so that an opt-out from it is recorded and blocks sends to it.
+ */
+CREATE OR REPLACE FUNCTION whatsapp._identities(ids text[])
+RETURNS text[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH f AS (
+		SELECT DISTINCT x AS id
+		  FROM pg_catalog.unnest($1) i,
+			   pg_catalog.unnest(COALESCE(whatsapp._identity_forms(i),
+				   CASE WHEN i ~ '^\+[0-9]{1,20}$' THEN ARRAY[i] END)) x
+	), users AS (
+		SELECT id FROM f WHERE id NOT LIKE '+%'
+		UNION
+		SELECT im.user_id FROM whatsapp.inbound_message im
+		 WHERE im.phone IN (SELECT id FROM f) AND im.user_id IS NOT NULL
+	), phones AS (
+		SELECT id FROM f WHERE id LIKE '+%'
+		UNION
+		SELECT x FROM whatsapp.inbound_message im,
+			   pg_catalog.unnest(whatsapp._identity_forms(im.phone)) x
+		 WHERE im.user_id IN (SELECT id FROM users) AND im.phone IS NOT NULL
+	)
+	SELECT pg_catalog.array_agg(id ORDER BY id)
+	  FROM (SELECT id FROM users UNION SELECT id FROM phones) s
+$$;
+
+/*
+ * Apply one consent event of time p_at to every identifier of the person:
+ * p_action 'opt_out' records an opt-out of p_scope; 'opt_in' lifts one
+ * (scope 'all' lifts both scopes).  Only where the event is newer than
+ * the newest one applied to that identifier and scope (consent_latest).
+ * changed: the opt_out rows added or removed; stale: the (identifier,
+ * scope) pairs where a newer event is in force.  The consent log gets the
+ * identifiers that changed, or all of them with p_always (explicit SQL
+ * calls).
+ */
+CREATE FUNCTION whatsapp._consent_apply(
+	p_action text, p_account_id integer, p_ids text[], p_scope text,
+	p_source text, p_reason text, p_wamid text, p_at timestamptz,
+	p_always boolean DEFAULT false,
+	OUT changed integer, OUT stale integer)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	all_ids text[] := whatsapp._identities(p_ids);
+	scopes text[] := CASE WHEN p_action = 'opt_in' AND p_scope = 'all'
+						  THEN ARRAY['all', 'marketing'] ELSE ARRAY[p_scope] END;
+	news_ids text[];
+	news_scopes text[];
+	changed_ids text[];
+BEGIN
+	changed := 0;
+	stale := 0;
+	IF all_ids IS NULL OR p_at IS NULL THEN
+		RETURN;
+	END IF;
+	SELECT count(*) INTO stale
+	  FROM whatsapp.consent_latest l
+	 WHERE l.identifier = ANY (all_ids) AND l.scope = ANY (scopes) AND l.event_at > p_at;
+	WITH news AS (
+		INSERT INTO whatsapp.consent_latest AS l (identifier, scope, event_at, action)
+		SELECT x, s, p_at, p_action FROM unnest(all_ids) x, unnest(scopes) s
+		ON CONFLICT (identifier, scope) DO UPDATE
+		   SET event_at = EXCLUDED.event_at, action = EXCLUDED.action
+		 WHERE l.event_at < EXCLUDED.event_at
+			OR (l.event_at = EXCLUDED.event_at AND EXCLUDED.action = 'opt_out'
+				AND l.action = 'opt_in')
+		RETURNING l.identifier, l.scope)
+	SELECT array_agg(identifier), array_agg(scope) INTO news_ids, news_scopes FROM news;
+	IF news_ids IS NOT NULL THEN
+		IF p_action = 'opt_out' THEN
+			WITH ins AS (
+				INSERT INTO whatsapp.opt_out (identifier, scope, since, source, reason, account_id)
+				SELECT n.i, n.s, p_at, p_source, p_reason, p_account_id
+				  FROM unnest(news_ids, news_scopes) n(i, s)
+				ON CONFLICT (identifier, scope) DO NOTHING
+				RETURNING identifier)
+			SELECT array_agg(identifier) INTO changed_ids FROM ins;
+		ELSE
+			WITH del AS (
+				DELETE FROM whatsapp.opt_out o
+				 USING unnest(news_ids, news_scopes) n(i, s)
+				 WHERE o.identifier = n.i AND o.scope = n.s
+				RETURNING o.identifier)
+			SELECT array_agg(identifier) INTO changed_ids FROM del;
+		END IF;
+	END IF;
+	changed := coalesce(cardinality(changed_ids), 0);
+	INSERT INTO whatsapp.consent (identifier, action, scope, source, reason, account_id,
+								  wamid, event_at)
+	SELECT x, p_action, p_scope, p_source, p_reason, p_account_id, p_wamid, p_at
+	  FROM unnest(all_ids) x
+	 WHERE p_always OR x = ANY (changed_ids);
+END
+$$;
+REVOKE ALL ON FUNCTION whatsapp._consent_apply(text, integer, text[], text, text, text, text, timestamptz, boolean) FROM PUBLIC;
+
+/* The 0.1 entry points, now in time order: their event is now(). */
+CREATE OR REPLACE FUNCTION whatsapp._opt_out_apply(
+	p_account_id integer, p_ids text[], p_scope text, p_source text,
+	p_reason text DEFAULT NULL, p_wamid text DEFAULT NULL,
+	p_always boolean DEFAULT false)
+RETURNS integer
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT changed FROM whatsapp._consent_apply('opt_out', p_account_id, p_ids, p_scope,
+		p_source, p_reason, p_wamid, pg_catalog.now(), p_always)
+$$;
+
+CREATE OR REPLACE FUNCTION whatsapp._opt_in_apply(
+	p_account_id integer, p_ids text[], p_scope text, p_source text,
+	p_wamid text DEFAULT NULL, p_always boolean DEFAULT false)
+RETURNS integer
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT changed FROM whatsapp._consent_apply('opt_in', p_account_id, p_ids, p_scope,
+		p_source, NULL, p_wamid, pg_catalog.now(), p_always)
+$$;
+
+/*
+ * Identifiers seen together: an opt-out of one extends to the others, with
+ * the time of the event it came from, where no newer event is in force.
+ */
+CREATE OR REPLACE FUNCTION whatsapp._link_identities(p_account_id integer, p_ids text[],
+													 p_source text, p_wamid text)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	forms text[];
+	n integer;
+BEGIN
+	SELECT array_agg(DISTINCT x) INTO forms
+	  FROM unnest(p_ids) i, unnest(whatsapp._identity_forms(i)) x;
+	IF forms IS NULL OR NOT EXISTS (
+		SELECT 1 FROM whatsapp.opt_out o WHERE o.identifier = ANY (forms)) THEN
+		RETURN 0;
+	END IF;
+	WITH src AS (
+		SELECT DISTINCT ON (x, o.scope) x, o.scope, o.identifier AS via,
+			   coalesce(l.event_at, o.since) AS at
+		  FROM whatsapp.opt_out o
+		  LEFT JOIN whatsapp.consent_latest l
+			ON l.identifier = o.identifier AND l.scope = o.scope,
+			   unnest(forms) x
+		 WHERE o.identifier = ANY (forms)
+		 ORDER BY x, o.scope, at DESC),
+	clock AS (
+		INSERT INTO whatsapp.consent_latest AS l (identifier, scope, event_at, action)
+		SELECT x, scope, at, 'opt_out' FROM src
+		ON CONFLICT (identifier, scope) DO UPDATE
+		   SET event_at = EXCLUDED.event_at, action = 'opt_out'
+		 WHERE l.event_at < EXCLUDED.event_at
+		RETURNING l.identifier, l.scope),
+	ins AS (
+		INSERT INTO whatsapp.opt_out (identifier, scope, since, source, reason, account_id)
+		SELECT src.x, src.scope, src.at, p_source, 'same person as ' || src.via, p_account_id
+		  FROM src JOIN clock ON clock.identifier = src.x AND clock.scope = src.scope
+		ON CONFLICT (identifier, scope) DO NOTHING
+		RETURNING identifier, scope, reason, since),
+	c AS (
+		INSERT INTO whatsapp.consent (identifier, action, scope, source, reason, account_id,
+									  wamid, event_at)
+		SELECT identifier, 'opt_out', scope, p_source, reason, p_account_id, p_wamid, since
+		  FROM ins
+		RETURNING 1)
+	SELECT count(*) INTO n FROM c;
+	RETURN n;
+END
+$$;

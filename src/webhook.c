@@ -231,8 +231,7 @@ static uint32 payloads_stored = 0;	/* by this backend, for the purge */
 static SPIPlanPtr plan_purge_payloads = NULL;
 static SPIPlanPtr plan_inbound = NULL;
 static SPIPlanPtr plan_keyword = NULL;
-static SPIPlanPtr plan_opt_out = NULL;
-static SPIPlanPtr plan_opt_in = NULL;
+static SPIPlanPtr plan_consent = NULL;
 static SPIPlanPtr plan_link = NULL;
 static SPIPlanPtr plan_msg_identities = NULL;
 static SPIPlanPtr plan_tpl_update = NULL;
@@ -1136,21 +1135,23 @@ lock_hold(LOCKMODE mode)
 static void
 record_131050(int64 message_id, StatusIn *st)
 {
-	Oid			types[3] = {INT8OID, TEXTOID, TEXTOID};
-	Datum		values[3];
-	char		nulls[3] = {' ', ' ', ' '};
+	Oid			types[4] = {INT8OID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
 
 	values[0] = Int64GetDatum(message_id);
 	values[1] = st->recipient_id ? CStringGetTextDatum(psprintf("+%s", st->recipient_id)) : (Datum) 0;
 	nulls[1] = st->recipient_id ? ' ' : 'n';
 	values[2] = st->recipient_user_id ? CStringGetTextDatum(st->recipient_user_id) : (Datum) 0;
 	nulls[2] = st->recipient_user_id ? ' ' : 'n';
+	values[3] = TimestampTzGetDatum(st->ts);
+	/* in the order of the status's own time, like every consent event */
 	wa_spi_check(spi_run(wa_plan(&plan_msg_identities,
-										"SELECT whatsapp._opt_out_apply(m.account_id,"
+										"SELECT whatsapp._consent_apply('opt_out', m.account_id,"
 										"  ARRAY[m.recipient, '+' || m.wa_id, $2, $3],"
-										"  'marketing', 'error 131050', m.error_title, m.wamid)"
+										"  'marketing', 'error 131050', m.error_title, m.wamid, $4)"
 										" FROM whatsapp.message m WHERE m.id = $1",
-										3, types),
+										4, types),
 							   values, nulls, false, 0),
 			  SPI_OK_SELECT, "131050 opt-out");
 	SPI_freetuptable(SPI_tuptable);
@@ -1531,54 +1532,60 @@ apply_errors(HookCtx *ctx, JsonbContainer *value, const char *where)
 	}
 }
 
-/* Opt-out or opt-in of a person; returns the rows changed. */
+/*
+ * One consent event of a person (every identifier in ids), at its own time
+ * at: whatsapp._consent_apply applies it where it is newer than what is in
+ * force.  Returns the opt_out rows changed; an event older than the one in
+ * force is noted (where says which part of the payload it was).
+ */
 static int
-consent_apply(bool out, int32 account_id, List *ids, const char *scope,
-			  const char *source, const char *reason, const char *wamid)
+consent_apply(HookCtx *ctx, bool out, int32 account_id, List *ids, const char *scope,
+			  const char *source, const char *reason, const char *wamid,
+			  TimestampTz at, const char *where)
 {
-	Oid			types[6] = {INT4OID, TEXTARRAYOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			types[8] = {TEXTOID, INT4OID, TEXTARRAYOID, TEXTOID, TEXTOID, TEXTOID,
+	TEXTOID, TIMESTAMPTZOID};
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	Datum	   *elems = palloc(sizeof(Datum) * Max(list_length(ids), 1));
 	int			n = 0;
 	ListCell   *lc;
 	bool		isnull;
-	int			rc;
 	int			changed;
+	int			stale;
 
 	foreach(lc, ids)
 		elems[n++] = CStringGetTextDatum((char *) lfirst(lc));
 	if (n == 0)
 		return 0;
-	values[0] = Int32GetDatum(account_id);
-	nulls[0] = account_id ? ' ' : 'n';
-	values[1] = PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
-	values[2] = CStringGetTextDatum(scope);
-	values[3] = CStringGetTextDatum(source);
-	if (out)
-	{
-		values[4] = reason ? CStringGetTextDatum(reason) : (Datum) 0;
-		nulls[4] = reason ? ' ' : 'n';
-		values[5] = wamid ? CStringGetTextDatum(wamid) : (Datum) 0;
-		nulls[5] = wamid ? ' ' : 'n';
-		rc = spi_run(wa_plan(&plan_opt_out,
-							  "SELECT whatsapp._opt_out_apply($1, $2, $3, $4, $5, $6)",
-							  6, types),
-					 values, nulls, false, 1);
-	}
-	else
-	{
-		values[4] = wamid ? CStringGetTextDatum(wamid) : (Datum) 0;
-		nulls[4] = wamid ? ' ' : 'n';
-		rc = spi_run(wa_plan(&plan_opt_in,
-							  "SELECT whatsapp._opt_in_apply($1, $2, $3, $4, $5)",
-							  5, types),
-					 values, nulls, false, 1);
-	}
-	wa_spi_check(rc, SPI_OK_SELECT, out ? "opt-out" : "opt-in");
+	values[0] = CStringGetTextDatum(out ? "opt_out" : "opt_in");
+	values[1] = Int32GetDatum(account_id);
+	nulls[1] = account_id ? ' ' : 'n';
+	values[2] = PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+	values[3] = CStringGetTextDatum(scope);
+	values[4] = CStringGetTextDatum(source);
+	values[5] = reason ? CStringGetTextDatum(reason) : (Datum) 0;
+	nulls[5] = reason ? ' ' : 'n';
+	values[6] = wamid ? CStringGetTextDatum(wamid) : (Datum) 0;
+	nulls[6] = wamid ? ' ' : 'n';
+	values[7] = TimestampTzGetDatum(at);
+	wa_spi_check(spi_run(wa_plan(&plan_consent,
+								 "SELECT changed, stale FROM whatsapp._consent_apply("
+								 "$1, $2, $3, $4, $5, $6, $7, $8)", 8, types),
+						 values, nulls, false, 1),
+				 SPI_OK_SELECT, out ? "opt-out" : "opt-in");
 	changed = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (isnull)
+		changed = 0;
+	stale = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	if (isnull)
+		stale = 0;
 	SPI_freetuptable(SPI_tuptable);
-	return isnull ? 0 : changed;
+	if (stale > 0)
+		note(ctx, "%s: %s %s of %s is older than the consent in force for %d identifier%s; not applied there",
+			 where, source, out ? "opt-out" : "opt-in", timestamptz_to_str(at), stale,
+			 stale == 1 ? "" : "s");
+	return changed;
 }
 
 /* Identifiers seen together: an opt-out of one covers the others. */
@@ -1635,7 +1642,10 @@ find_keyword(const char *text, char **action, char **scope, char **folded)
 	return found;
 }
 
-/* Find the contact of a message: by wa_id, by user id, or the only one. */
+/*
+ * Find the contact of a message or preference: by wa_id or by user id,
+ * never by position (the only contact may be someone else).
+ */
 static JsonbContainer *
 contact_for(JsonbContainer *contacts, const char *from, const char *from_user)
 {
@@ -1651,13 +1661,38 @@ contact_for(JsonbContainer *contacts, const char *from, const char *from_user)
 			(from_user && uid && strcmp(from_user, uid) == 0))
 			return c;
 	}
-	return n == 1 ? jelem_object(contacts, 0) : NULL;
+	return NULL;
 }
 
 static bool
 all_digits(const char *s)
 {
 	return s && *s && strspn(s, "0123456789") == strlen(s);
+}
+
+/*
+ * The identifiers a consent event of a person is recorded under: the
+ * number as E.164 (phone), else the raw wa_id with a "+" when it cannot be
+ * normalized (noted: it still blocks sends to that identifier), and the
+ * business-scoped user id.
+ */
+static List *
+person_ids(HookCtx *ctx, const char *phone, const char *wa_id, const char *user_id,
+		   const char *where, const char *what)
+{
+	List	   *ids = NIL;
+
+	if (phone != NULL)
+		ids = lappend(ids, pstrdup(phone));
+	else if (all_digits(wa_id) && strlen(wa_id) <= 20)
+	{
+		ids = lappend(ids, psprintf("+%s", wa_id));
+		note(ctx, "%s (%s): wa_id %s cannot be made E.164; consent recorded under +%s as it is",
+			 where, what, wa_id, wa_id);
+	}
+	if (usable_id(user_id))
+		ids = lappend(ids, pstrdup(user_id));
+	return ids;
 }
 
 static void
@@ -1812,20 +1847,19 @@ apply_inbound(HookCtx *ctx, JsonbValue *v, JsonbContainer *contacts,
 		char	   *folded = NULL;
 		const char *source = strcmp(type, "text") == 0 ? "keyword" : "button";
 
-		if (find_keyword(body, &action, &scope, &folded) ||
-			find_keyword(button_payload, &action, &scope, &folded))
+		if ((find_keyword(body, &action, &scope, &folded) ||
+			 find_keyword(button_payload, &action, &scope, &folded)) &&
+			strcmp(action, "none") != 0)
 		{
-			List	   *ids = NIL;
+			List	   *ids = person_ids(ctx, phone, from, user_id, where, wamid);
 
-			if (phone)
-				ids = lappend(ids, phone);
-			if (user_id)
-				ids = lappend(ids, user_id);
-			if (strcmp(action, "stop") == 0)
-				consent_apply(true, account->id, ids, scope, source,
-							  psprintf("\"%s\"", folded), wamid);
-			else if (strcmp(action, "start") == 0)
-				consent_apply(false, account->id, ids, scope, source, NULL, wamid);
+			if (ids == NIL)
+				note(ctx, "%s (%s): %s \"%s\" from nobody (no wa_id, no user id); no consent recorded",
+					 where, wamid, source, folded);
+			else
+				consent_apply(ctx, strcmp(action, "stop") == 0, account->id, ids, scope,
+							  source, strcmp(action, "stop") == 0 ? psprintf("\"%s\"", folded) : NULL,
+							  wamid, ts, where);
 		}
 	}
 }
@@ -1850,7 +1884,10 @@ apply_messages(HookCtx *ctx, JsonbContainer *value, const char *pnid,
 					  psprintf("%s messages[%u]", where, i));
 }
 
-/* Meta's marketing preference: stop or resume, from the user's app. */
+/*
+ * Meta's marketing preference: stop or resume, from the user's app, at the
+ * time it carries.  Its contact is the one with the same wa_id or user id.
+ */
 static void
 apply_user_preferences(HookCtx *ctx, JsonbContainer *value, const char *pnid,
 					   const char *where)
@@ -1871,12 +1908,16 @@ apply_user_preferences(HookCtx *ctx, JsonbContainer *value, const char *pnid,
 		char	   *user_id = wa_json_string(p, "user_id");
 		char	   *category = wa_json_string(p, "category");
 		char	   *val = wa_json_string(p, "value");
-		List	   *ids = NIL;
+		char	   *w = psprintf("%s user_preferences[%u]", where, i);
+		char	   *phone = NULL;
+		char		e164[WA_E164_MAXLEN + 1];
+		List	   *ids;
 		JsonbContainer *contact;
+		TimestampTz ts;
 
 		if (p == NULL)
 		{
-			note(ctx, "%s user_preferences[%u] is not an object", where, i);
+			note(ctx, "%s is not an object", w);
 			continue;
 		}
 		contact = contact_for(contacts, wa_id, user_id);
@@ -1884,36 +1925,38 @@ apply_user_preferences(HookCtx *ctx, JsonbContainer *value, const char *pnid,
 			user_id = wa_json_string(contact, "user_id");
 		if (wa_id == NULL)
 			wa_id = wa_json_string(contact, "wa_id");
-		if (all_digits(wa_id) && strlen(wa_id) <= 20)
-			ids = lappend(ids, psprintf("+%s", wa_id));
-		if (usable_id(user_id))
-			ids = lappend(ids, user_id);
-		if (ids == NIL)
-		{
-			note(ctx, "%s user_preferences[%u] names nobody (no wa_id or user_id)", where, i);
-			continue;
-		}
+		if (!all_digits(wa_id) || strlen(wa_id) > 20)
+			wa_id = NULL;
+		if (wa_id != NULL && wa_normalize_phone(psprintf("+%s", wa_id), NULL, e164))
+			phone = pstrdup(e164);
 		if (category == NULL || strcmp(category, "marketing_messages") != 0)
 		{
-			note(ctx, "%s user_preferences[%u]: category \"%.40s\" is not handled",
-				 where, i, category ? category : "(missing)");
+			note(ctx, "%s: category \"%.40s\" is not handled",
+				 w, category ? category : "(missing)");
 			continue;
 		}
-		if (val != NULL && strcmp(val, "stop") == 0)
+		if (val == NULL || (strcmp(val, "stop") != 0 && strcmp(val, "resume") != 0))
 		{
-			if (consent_apply(true, account ? account->id : 0, ids, "marketing",
-							  "user_preferences", wa_json_string(p, "detail"), NULL) > 0)
-				ctx->applied++;
+			note(ctx, "%s: value \"%.40s\" is neither stop nor resume",
+				 w, val ? val : "(missing)");
+			continue;
 		}
-		else if (val != NULL && strcmp(val, "resume") == 0)
+		ids = person_ids(ctx, phone, wa_id, user_id, w, val);
+		if (ids == NIL)
 		{
-			if (consent_apply(false, account ? account->id : 0, ids, "marketing",
-							  "user_preferences", NULL, NULL) > 0)
-				ctx->applied++;
+			note(ctx, "%s names nobody (no wa_id or user_id)", w);
+			continue;
 		}
-		else
-			note(ctx, "%s user_preferences[%u]: value \"%.40s\" is neither stop nor resume",
-				 where, i, val ? val : "(missing)");
+		if (!jtimestamp(p, "timestamp", &ts))
+		{
+			ts = ctx->now;
+			note(ctx, "%s: timestamp is missing or not Unix seconds; the time of receipt was used", w);
+		}
+		if (consent_apply(ctx, strcmp(val, "stop") == 0, account->id, ids, "marketing",
+						  "user_preferences",
+						  strcmp(val, "stop") == 0 ? wa_json_string(p, "detail") : NULL,
+						  NULL, ts, w) > 0)
+			ctx->applied++;
 	}
 }
 
@@ -2944,9 +2987,15 @@ wa_odoo_blacklist_relid(void)
 	return rel;
 }
 
-void
-wa_recipient_check(int32 account_id, const char *e164, const char *kind,
-				   Datum payload, WaRecipientVerdict *v)
+/*
+ * The opt-out rule: is identifier (an E.164 number, or the raw "+digits"
+ * of a number that cannot be normalized) opted out of everything, or of
+ * marketing for a MARKETING template, or on Odoo's phone_blacklist?  Sets
+ * *v (blocked, opted_out) and returns true when it is.
+ */
+bool
+wa_recipient_opted_out(int32 account_id, const char *e164, const char *kind,
+					   Datum payload, WaRecipientVerdict *v)
 {
 	Oid			relid = wa_odoo_blacklist_relid();
 	Oid			t1[1] = {TEXTOID};
@@ -3003,7 +3052,7 @@ wa_recipient_check(int32 account_id, const char *e164, const char *kind,
 		v->state = "blocked";
 		v->failure_type = "opted_out";
 		v->error_title = psprintf("recipient opted out of all messages (%s)", source);
-		return;
+		return true;
 	}
 	if (marketing && is_template)
 	{
@@ -3032,9 +3081,22 @@ wa_recipient_check(int32 account_id, const char *e164, const char *kind,
 			}
 			SPI_freetuptable(SPI_tuptable);
 			if (v->state)
-				return;
+				return true;
 		}
 	}
+
+	return false;
+}
+
+void
+wa_recipient_check(int32 account_id, const char *e164, const char *kind,
+				   Datum payload, WaRecipientVerdict *v)
+{
+	bool		is_template = strcmp(kind, "template") == 0;
+	Datum		values[2];
+
+	if (wa_recipient_opted_out(account_id, e164, kind, payload, v))
+		return;
 
 	/* The 24-hour window, for free-form messages. */
 	if (wa_window_check != WA_WINDOW_OFF && !is_template)

@@ -222,6 +222,14 @@ extern void wa_recipient_check(int32 account_id, const char *e164,
 							   const char *kind, Datum payload,
 							   WaRecipientVerdict *verdict);
 
+/*
+ * The opt-out rule alone, for an E.164 number or the raw "+digits" of a
+ * wa_id that cannot be normalized: true (and *verdict set) when opted out.
+ */
+extern bool wa_recipient_opted_out(int32 account_id, const char *identifier,
+								   const char *kind, Datum payload,
+								   WaRecipientVerdict *verdict);
+
 /* Odoo's public.phone_blacklist when it exists with number and active. */
 extern Oid	wa_odoo_blacklist_relid(void);
 

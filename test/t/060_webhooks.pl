@@ -52,9 +52,10 @@ sub status_payload
 
 sub text_payload
 {
-	my ($wa_id, $wamid, $body) = @_;
+	my ($wa_id, $wamid, $body, $ts) = @_;
+	$ts //= '1749416383';
 	return payload(qq~"contacts":[{"profile":{"name":"Cliente"},"wa_id":"$wa_id"}],~
-		  . qq~"messages":[{"from":"$wa_id","id":"$wamid","timestamp":"1749416383",~
+		  . qq~"messages":[{"from":"$wa_id","id":"$wamid","timestamp":"$ts",~
 		  . qq~"type":"text","text":{"body":"$body"}}]~);
 }
 
@@ -268,7 +269,7 @@ my $b1 = send_text('+52 55 1234 5678', 'after STOP');
 WaTest::psql_is($node, "SELECT state, failure_type FROM whatsapp.messages WHERE id = $b1",
 	'blocked|opted_out', 'wa_send to +52 55 1234 5678 is blocked at once');
 # a later ordinary message does not lift it; the message was never sent
-is(receive(text_payload('5215512345678', 'wamid.STOP2', 'gracias')), '1', 'an ordinary message later');
+is(receive(text_payload('5215512345678', 'wamid.STOP2', 'gracias', '1749416400')), '1', 'an ordinary message later');
 my $b2 = send_text('+52 55 1234 5678', 'still blocked');
 is(state_of($b2), 'blocked', 'still blocked');
 # a message to someone else goes, and proves the worker looked
@@ -278,7 +279,7 @@ ok(WaTest::wait_for($node, "SELECT state FROM whatsapp.messages WHERE id = $c1",
 @req = grep { ($_->{to} // '') eq '+525512345678' } @{ $mock->requests($seq0) };
 is(scalar(@req), 0, 'nothing went to the opted-out number');
 # START lifts it
-is(receive(text_payload('5215512345678', 'wamid.START1', 'Start')), '1', 'START');
+is(receive(text_payload('5215512345678', 'wamid.START1', 'Start', '1749416500')), '1', 'START, sent after the STOP');
 my $b3 = send_text('+52 55 1234 5678', 'welcome back');
 ok(WaTest::wait_for($node, "SELECT state FROM whatsapp.messages WHERE id = $b3", 'sent', 30),
 	'after START, messages go again');
