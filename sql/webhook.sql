@@ -684,6 +684,85 @@ SELECT name, category, status FROM whatsapp.templates ORDER BY name;
 SELECT message FROM whatsapp.log WHERE message LIKE 'template %' ORDER BY at, message;
 
 -- ---------------------------------------------------------------------
+-- 7b. Meta's account events act
+-- ---------------------------------------------------------------------
+CREATE FUNCTION pg_temp.acct() RETURNS TABLE (name text, paused boolean, paused_reason text,
+	meta_status text, quality text, messaging_limit text, display_phone_number text)
+LANGUAGE sql AS $$
+	SELECT name, paused, paused_reason, meta_status, quality, messaging_limit, display_phone_number
+	  FROM whatsapp.accounts WHERE name IN ('main', 'second') ORDER BY name
+$$;
+-- the entry's "time" is when Meta sent it
+CREATE FUNCTION pg_temp.acct_event(value jsonb, field text DEFAULT 'account_update',
+								   waba text DEFAULT '102290129340398') RETURNS text LANGUAGE sql AS $$
+	SELECT jsonb_set(pg_temp.env(value, field, waba)::jsonb, '{entry,0,time}', '1749500000')::text
+$$;
+SELECT whatsapp.wa_send('+52 55 7777 0001', 'while banned') AS ban1 \gset
+-- scheduled for disabling: recorded, not paused
+SELECT pg_temp.recv(pg_temp.acct_event('{"event": "DISABLED_UPDATE", "ban_info": {"waba_ban_state": "SCHEDULE_FOR_DISABLE", "waba_ban_date": "June 20, 2025"}}')) AS scheduled;
+SELECT * FROM pg_temp.acct();
+-- disabled (banned): main is paused and says why; its queued message stays queued
+SELECT pg_temp.recv(pg_temp.acct_event('{"event": "DISABLED_UPDATE", "ban_info": {"waba_ban_state": "DISABLE", "waba_ban_date": "June 20, 2025"}}')) AS banned;
+SELECT * FROM pg_temp.acct();
+SELECT meta_status_at FROM whatsapp.accounts WHERE name = 'main';
+SELECT state FROM whatsapp.messages WHERE id = :ban1;
+-- reinstated: resumed
+SELECT pg_temp.recv(pg_temp.acct_event('{"event": "DISABLED_UPDATE", "ban_info": {"waba_ban_state": "REINSTATE", "waba_ban_date": "June 21, 2025"}}')) AS reinstated;
+SELECT name, paused, meta_status FROM pg_temp.acct();
+-- restricted messaging: paused, with the restriction and its end
+SELECT pg_temp.recv(pg_temp.acct_event('{"event": "ACCOUNT_RESTRICTION", "restriction_info": [
+	{"restriction_type": "RESTRICTED_BIZ_INITIATED_MESSAGING", "expiration": 1751000000},
+	{"restriction_type": "RESTRICTED_ADD_PHONE_NUMBER_ACTION", "expiration": 1751000000}]}')) AS restricted;
+SELECT name, paused, paused_reason FROM pg_temp.acct();
+SELECT whatsapp.wa_account_set('main', '106540352242922', NULL, waba_id => '102290129340398') AS resumed_by_admin;
+SELECT name, paused FROM pg_temp.acct();
+-- offboarded: paused; reconnected: resumed.  A violation is recorded.
+SELECT pg_temp.recv(pg_temp.acct_event('{"event": "ACCOUNT_OFFBOARDED"}')) AS offboarded;
+SELECT name, paused, paused_reason FROM pg_temp.acct();
+SELECT pg_temp.recv(pg_temp.acct_event('{"event": "ACCOUNT_RECONNECTED"}')) AS reconnected,
+	   pg_temp.recv(pg_temp.acct_event('{"event": "ACCOUNT_VIOLATION", "violation_info": {"violation_type": "SCAM"}}')) AS violation;
+SELECT name, paused, meta_status FROM pg_temp.acct();
+SELECT message FROM whatsapp.log WHERE message LIKE 'account_update%' ORDER BY at, message;
+
+-- phone_number_quality_update: recorded on the account whose display
+-- number (learned from the metadata of messages webhooks) it names
+SELECT pg_temp.recv(pg_temp.acct_event('{"display_phone_number": "15550783881", "event": "FLAGGED",
+	"current_limit": "TIER_1K"}', 'phone_number_quality_update')) AS flagged;
+SELECT name, quality, messaging_limit, display_phone_number FROM pg_temp.acct();
+SELECT pg_temp.recv(pg_temp.acct_event('{"display_phone_number": "15550783881", "event": "UNFLAGGED",
+	"max_daily_conversations_per_business": "TIER_10K"}', 'phone_number_quality_update')) AS unflagged,
+	   pg_temp.recv(pg_temp.acct_event('{"display_phone_number": "+1 555-078-9999", "event": "DOWNGRADE",
+	"old_limit": "TIER_10K", "current_limit": "TIER_1K"}', 'phone_number_quality_update')) AS another_number;
+SELECT name, quality, messaging_limit, quality_at FROM whatsapp.accounts WHERE name IN ('main', 'second') ORDER BY name;
+SELECT applied, ignored FROM whatsapp.webhooks ORDER BY id DESC LIMIT 1;
+
+-- a template Meta paused or disabled fails new sends at enqueue
+-- (failure_type template) until Meta approves it again; its quality score
+-- is recorded
+INSERT INTO whatsapp.templates (account, name, language, category) VALUES
+	('main', 'pedido_listo', 'es_MX', 'UTILITY'), ('main', 'pedido_listo', 'en_US', 'UTILITY');
+SELECT pg_temp.recv(pg_temp.acct_event('{"event": "PAUSED", "message_template_id": 9001, "message_template_name": "pedido_listo",
+	"message_template_language": "es_MX", "reason": null, "other_info": {"title": "FIRST_PAUSE", "description": "Your template has been paused for 3 hours"}}',
+	'message_template_status_update')) AS paused,
+	   pg_temp.recv(pg_temp.acct_event('{"previous_quality_score": "GREEN", "new_quality_score": "RED", "message_template_id": 9001,
+	"message_template_name": "pedido_listo", "message_template_language": "es_MX"}', 'message_template_quality_update')) AS quality;
+SELECT name, language, status, quality FROM whatsapp.templates WHERE name = 'pedido_listo' ORDER BY language;
+INSERT INTO batch (id) VALUES
+	(whatsapp.wa_send_template('+52 55 7777 0002', 'pedido_listo', 'es-MX')),
+	(whatsapp.wa_send_template('+52 55 7777 0002', 'pedido_listo', 'en_US'));
+SELECT kind, state, failure_type, regexp_replace(error_title, 'since .*;', 'since …;') AS error_title FROM pg_temp.batch();
+TRUNCATE batch;
+SELECT pg_temp.recv(pg_temp.acct_event('{"event": "DISABLED", "message_template_id": 9001, "message_template_name": "pedido_listo",
+	"message_template_language": "es_MX", "reason": "INCORRECT_CATEGORY"}', 'message_template_status_update')) AS disabled;
+INSERT INTO batch (id) VALUES (whatsapp.wa_send_template('+52 55 7777 0002', 'pedido_listo', 'es_MX'));
+SELECT pg_temp.recv(pg_temp.acct_event('{"event": "APPROVED", "message_template_id": 9001, "message_template_name": "pedido_listo",
+	"message_template_language": "es_MX", "reason": "NONE"}', 'message_template_status_update')) AS approved;
+INSERT INTO batch (id) VALUES (whatsapp.wa_send_template('+52 55 7777 0002', 'pedido_listo', 'es_MX'));
+SELECT kind, state, failure_type FROM pg_temp.batch();
+TRUNCATE batch;
+DELETE FROM whatsapp.templates WHERE name = 'pedido_listo';
+
+-- ---------------------------------------------------------------------
 -- 8. The 24-hour window
 -- ---------------------------------------------------------------------
 SELECT pg_temp.recv(pg_temp.text_from('5491133334444', 'wamid.WIN1', 'hola',

@@ -316,3 +316,101 @@ BEGIN
 	RETURN n;
 END
 $$;
+
+/*
+ * Meta's account events act.  An account_update that bans (DISABLED_UPDATE
+ * with DISABLE), restricts messaging (ACCOUNT_RESTRICTION) or offboards
+ * (ACCOUNT_OFFBOARDED, ACCOUNT_DELETED) the WABA pauses its accounts with
+ * paused_kind 'meta' and says why; REINSTATE and ACCOUNT_RECONNECTED, or
+ * wa_account_set, resume them.  meta_status is the last account event;
+ * quality and messaging_limit come from phone_number_quality_update.
+ */
+ALTER TABLE whatsapp.account
+	DROP CONSTRAINT account_paused_kind_check,
+	ADD CONSTRAINT account_paused_kind_check
+		CHECK (paused_kind IN ('token', 'key', 'binding', 'meta')),
+	ADD COLUMN display_phone_number text,	/* as Meta's webhooks show it */
+	ADD COLUMN meta_status text,			/* the last account_update */
+	ADD COLUMN meta_status_at timestamptz,
+	ADD COLUMN quality text,				/* the last phone_number_quality_update event */
+	ADD COLUMN messaging_limit text,
+	ADD COLUMN quality_at timestamptz;
+
+CREATE OR REPLACE VIEW whatsapp.accounts AS
+SELECT a.name,
+	   a.phone_number_id,
+	   a.waba_id,
+	   a.max_mps,
+	   a.is_default,
+	   a.access_token IS NOT NULL AS has_access_token,
+	   a.app_secret IS NOT NULL AS has_app_secret,
+	   a.verify_token IS NOT NULL AS has_verify_token,
+	   a.access_token_key AS key_id,
+	   a.paused_kind IS NOT NULL AS paused,
+	   a.paused_reason,
+	   a.paused_at,
+	   a.backoff_until,
+	   a.created_at,
+	   a.updated_at,
+	   a.display_phone_number,
+	   a.meta_status,
+	   a.meta_status_at,
+	   a.quality,
+	   a.messaging_limit,
+	   a.quality_at
+  FROM whatsapp.account a
+ WHERE a.dropped_at IS NULL;
+
+/*
+ * Templates: Meta's quality score (message_template_quality_update).  A
+ * template whose status is PAUSED or DISABLED fails new sends at enqueue
+ * (failure_type 'template') until Meta approves it again.
+ */
+ALTER TABLE whatsapp.templates ADD COLUMN quality text;
+CREATE INDEX templates_blocked_idx ON whatsapp.templates (name)
+	WHERE status IN ('PAUSED', 'DISABLED');
+
+CREATE OR REPLACE FUNCTION whatsapp._template_update(p_accounts text[], p_every boolean,
+													 p_name text, p_language text,
+													 p_column text, p_value text)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n integer;
+	m integer := 0;
+BEGIN
+	IF p_column NOT IN ('status', 'category', 'quality') THEN
+		RAISE EXCEPTION 'whatsapp._template_update: unknown column %', p_column
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	UPDATE whatsapp.templates t
+	   SET status = CASE WHEN p_column = 'status' THEN p_value ELSE t.status END,
+		   category = CASE WHEN p_column = 'category' THEN p_value ELSE t.category END,
+		   quality = CASE WHEN p_column = 'quality' THEN p_value ELSE t.quality END
+	 WHERE t.name = p_name
+	   AND (p_language IS NULL OR t.language = p_language)
+	   AND (t.account = ANY (p_accounts) OR (p_every AND t.account IS NULL))
+	   AND CASE p_column WHEN 'status' THEN t.status WHEN 'category' THEN t.category
+						 ELSE t.quality END IS DISTINCT FROM p_value;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	IF NOT p_every THEN
+		INSERT INTO whatsapp.templates (account, name, language, category, status, quality)
+		SELECT a.name, t.name, t.language,
+			   CASE WHEN p_column = 'category' THEN p_value ELSE t.category END,
+			   CASE WHEN p_column = 'status' THEN p_value ELSE t.status END,
+			   CASE WHEN p_column = 'quality' THEN p_value ELSE t.quality END
+		  FROM whatsapp.templates t, unnest(p_accounts) a(name)
+		 WHERE t.account IS NULL AND t.name = p_name
+		   AND (p_language IS NULL OR t.language = p_language)
+		   AND CASE p_column WHEN 'status' THEN t.status WHEN 'category' THEN t.category
+							 ELSE t.quality END IS DISTINCT FROM p_value
+		   AND NOT EXISTS (SELECT 1 FROM whatsapp.templates o
+							WHERE o.account = a.name AND o.name = t.name
+							  AND o.language = t.language);
+		GET DIAGNOSTICS m = ROW_COUNT;
+	END IF;
+	RETURN n + m;
+END
+$$;

@@ -2340,6 +2340,19 @@ render_rows(const OdooEvent *ev, OdooModelState *s, OdooRow *rowp, bool for_prev
 		else
 			r->state = "queued";
 	}
+	if (strcmp(r->state, "queued") == 0)
+	{
+		/* A template Meta paused or disabled fails here too (webhook.c). */
+		WaRecipientVerdict v = {0};
+
+		if (wa_template_check(r->account_id, r->payload_jsonb, &v))
+		{
+			r->state = v.state;
+			r->failure_type = v.failure_type;
+			r->reason = v.error_title;
+			r->error_code = v.error_code;
+		}
+	}
 	if (r->state != NULL && strcmp(r->state, "failed") == 0 && r->details == NULL)
 		r->details = psprintf("Recorded by the whatsapp trigger on %s at commit; the document was saved. wa_odoo_preview('%s', %ld) shows the message as it would be now.",
 							  model_table[m], ev->name, (long) res_id);

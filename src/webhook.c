@@ -127,6 +127,7 @@ typedef struct HookAccount
 	char	   *name;
 	char	   *phone_number_id;
 	char	   *waba_id;		/* NULL when not set */
+	char	   *display;		/* display_phone_number as learned, or NULL */
 	bool		dropped;
 	bytea	   *sealed;			/* app secret ciphertext, NULL when none */
 	char	   *key_id;
@@ -161,6 +162,7 @@ typedef struct HookCtx
 	text	   *payload;		/* as received */
 	bytea	   *digest;			/* its SHA-256, for redeliveries */
 	int			nulls_replaced; /* \u0000 escapes replaced by U+FFFD */
+	TimestampTz entry_time;		/* the current entry's "time", or now */
 	int64		duplicate_of;	/* an earlier payload of the same bytes */
 	bool		single_status;	/* the payload is one status and nothing else */
 	bool		stored;			/* the status statement stored the payload */
@@ -235,6 +237,9 @@ static SPIPlanPtr plan_consent = NULL;
 static SPIPlanPtr plan_link = NULL;
 static SPIPlanPtr plan_msg_identities = NULL;
 static SPIPlanPtr plan_tpl_update = NULL;
+static SPIPlanPtr plan_account_event = NULL;
+static SPIPlanPtr plan_quality = NULL;
+static SPIPlanPtr plan_display = NULL;
 static SPIPlanPtr plan_held_any = NULL;
 static SPIPlanPtr plan_held_for = NULL;
 static SPIPlanPtr plan_held_delete = NULL;
@@ -243,6 +248,7 @@ static SPIPlanPtr plan_recipient_bl = NULL;
 static Oid	plan_recipient_bl_relid = InvalidOid;
 static SPIPlanPtr plan_marketing = NULL;
 static SPIPlanPtr plan_window = NULL;
+static SPIPlanPtr plan_template_status = NULL;
 
 /*
  * SPI leaves CurrentMemoryContext at its procedure context after each call;
@@ -538,7 +544,7 @@ load_accounts(HookCtx *ctx)
 
 	rc = spi_run(wa_plan(&plan_accounts,
 								   "SELECT id, name, phone_number_id, waba_id, dropped_at IS NOT NULL,"
-								   "  app_secret, app_secret_key"
+								   "  app_secret, app_secret_key, display_phone_number"
 								   " FROM whatsapp.account ORDER BY id", 0, NULL),
 						  NULL, NULL, true, 0);
 	wa_spi_check(rc, SPI_OK_SELECT, "account lookup");
@@ -562,6 +568,7 @@ load_accounts(HookCtx *ctx)
 		d = SPI_getbinval(tup, desc, 6, &isnull);
 		a->sealed = isnull ? NULL : DatumGetByteaPCopy(d);
 		a->key_id = SPI_getvalue(tup, desc, 7);
+		a->display = SPI_getvalue(tup, desc, 8);
 	}
 	MemoryContextSwitchTo(old);
 	SPI_freetuptable(tt);
@@ -2068,13 +2075,14 @@ account_names(List *accounts)
 }
 
 /*
- * message_template_status_update and template_category_update: applied
- * to the templates of the accounts of the entry's WABA only (see
- * whatsapp._template_update for the rows listed for every account).
+ * message_template_status_update, template_category_update and
+ * message_template_quality_update: applied to the templates of the
+ * accounts of the entry's WABA only (see whatsapp._template_update for the
+ * rows listed for every account).  column: status, category or quality.
  */
 static void
 apply_template_update(HookCtx *ctx, JsonbContainer *value, const char *waba,
-					  const char *field, bool category, const char *where)
+					  const char *field, const char *column, const char *where)
 {
 	char	   *name = wa_json_string(value, "message_template_name");
 	char	   *language = wa_json_string(value, "message_template_language");
@@ -2087,7 +2095,7 @@ apply_template_update(HookCtx *ctx, JsonbContainer *value, const char *waba,
 	bool		isnull;
 	int			n;
 
-	if (category)
+	if (strcmp(column, "category") == 0)
 	{
 		newval = wa_json_string(value, "new_category");
 		if (newval != NULL)
@@ -2104,10 +2112,13 @@ apply_template_update(HookCtx *ctx, JsonbContainer *value, const char *waba,
 	}
 	else
 	{
-		newval = wa_json_string(value, "event");
+		bool		quality = strcmp(column, "quality") == 0;
+
+		newval = wa_json_string(value, quality ? "new_quality_score" : "event");
 		if (newval == NULL || strlen(newval) > 64)
 		{
-			note(ctx, "%s: template status update without an event", where);
+			note(ctx, "%s: template %s update without %s", where, column,
+				 quality ? "new_quality_score" : "an event");
 			return;
 		}
 	}
@@ -2129,7 +2140,7 @@ apply_template_update(HookCtx *ctx, JsonbContainer *value, const char *waba,
 	values[2] = CStringGetTextDatum(name);
 	values[3] = language ? CStringGetTextDatum(language) : (Datum) 0;
 	nulls[3] = language ? ' ' : 'n';
-	values[4] = CStringGetTextDatum(category ? "category" : "status");
+	values[4] = CStringGetTextDatum(column);
 	values[5] = CStringGetTextDatum(newval);
 	wa_spi_check(spi_run(wa_plan(&plan_tpl_update,
 								 "SELECT whatsapp._template_update($1, $2, $3, $4, $5, $6)",
@@ -2141,10 +2152,230 @@ apply_template_update(HookCtx *ctx, JsonbContainer *value, const char *waba,
 	log_event(0, "webhook", false, 0,
 			  psprintf("template %s%s%s of WABA %s: %s %s%s", name,
 					   language ? " " : "", language ? language : "", waba,
-					   category ? "category" : "status", newval,
+					   column, newval,
 					   n > 0 ? "" : " (no such row in whatsapp.templates)"));
 	if (n > 0)
 		ctx->applied++;
+}
+
+/* Meta's Unix seconds as text, for a reason: "2026-10-30 13:38:04+00". */
+static const char *
+unix_text(JsonbContainer *c, const char *key)
+{
+	TimestampTz ts;
+
+	if (!jtimestamp(c, key, &ts))
+		return NULL;
+	return timestamptz_to_str(ts);
+}
+
+/*
+ * account_update: a ban (DISABLED_UPDATE with DISABLE), a restriction of
+ * messaging (ACCOUNT_RESTRICTION) or an offboarding (ACCOUNT_OFFBOARDED,
+ * ACCOUNT_DELETED) pauses the accounts of the WABA, with the reason;
+ * REINSTATE and ACCOUNT_RECONNECTED resume accounts Meta paused.  Every
+ * event is recorded as the accounts' meta_status.
+ */
+static void
+apply_account_update(HookCtx *ctx, JsonbContainer *value, const char *waba,
+					 const char *field, const char *where)
+{
+	char	   *event = wa_json_string(value, "event");
+	char	   *status;
+	char	   *pause = NULL;
+	bool		resume = false;
+	List	   *accounts;
+	bool		every;
+	Oid			types[5] = {TEXTARRAYOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, BOOLOID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+
+	if (event == NULL || strlen(event) > 64)
+	{
+		note(ctx, "%s: account_update without an event", where);
+		return;
+	}
+	accounts = waba_accounts(ctx, waba, field, where, &every);
+	if (accounts == NIL)
+		return;
+	status = event;
+	if (strcmp(event, "DISABLED_UPDATE") == 0)
+	{
+		JsonbContainer *ban = wa_json_object(value, "ban_info");
+		char	   *state = wa_json_string(ban, "waba_ban_state");
+		char	   *date = wa_json_string(ban, "waba_ban_date");
+
+		status = psprintf("%s: %s%s%s", event, state ? state : "(no waba_ban_state)",
+						  date ? " " : "", date ? date : "");
+		if (state != NULL && strcmp(state, "DISABLE") == 0)
+			pause = psprintf("Meta disabled (banned) WABA %s%s%s (account_update DISABLED_UPDATE); it resumes on Meta's REINSTATE or whatsapp.wa_account_set()",
+							 waba, date ? " on " : "", date ? date : "");
+		else if (state != NULL && strcmp(state, "REINSTATE") == 0)
+			resume = true;
+	}
+	else if (strcmp(event, "ACCOUNT_RESTRICTION") == 0)
+	{
+		JsonbContainer *arr = wa_json_array(value, "restriction_info");
+		StringInfoData types_buf;
+		bool		messaging = false;
+
+		initStringInfo(&types_buf);
+		for (uint32 i = 0; arr && i < JsonContainerSize(arr); i++)
+		{
+			JsonbContainer *r = jelem_object(arr, i);
+			char	   *type = wa_json_string(r, "restriction_type");
+			const char *until = unix_text(r, "expiration");
+
+			if (type == NULL)
+				continue;
+			appendStringInfo(&types_buf, "%s%s%s%s", types_buf.len ? ", " : "", type,
+							 until ? " until " : "", until ? until : "");
+			if (strstr(type, "MESSAGING") != NULL)
+				messaging = true;
+		}
+		status = psprintf("%s: %s", event, types_buf.len ? types_buf.data : "(no restriction_info)");
+		if (messaging)
+			pause = psprintf("Meta restricted WABA %s: %s (account_update ACCOUNT_RESTRICTION); resume with whatsapp.wa_account_set() once it is lifted",
+							 waba, types_buf.data);
+	}
+	else if (strcmp(event, "ACCOUNT_OFFBOARDED") == 0 || strcmp(event, "ACCOUNT_DELETED") == 0)
+		pause = psprintf("Meta reported WABA %s as %s (account_update); it resumes on ACCOUNT_RECONNECTED or whatsapp.wa_account_set()",
+						 waba, strcmp(event, "ACCOUNT_DELETED") == 0 ? "deleted" : "offboarded");
+	else if (strcmp(event, "ACCOUNT_RECONNECTED") == 0)
+		resume = true;
+	else if (strcmp(event, "ACCOUNT_VIOLATION") == 0)
+	{
+		char	   *type = wa_json_string(wa_json_object(value, "violation_info"), "violation_type");
+
+		status = psprintf("%s: %s", event, type ? type : "(no violation_type)");
+	}
+
+	values[0] = account_names(accounts);
+	values[1] = CStringGetTextDatum(status);
+	values[2] = TimestampTzGetDatum(ctx->entry_time);
+	values[3] = pause ? CStringGetTextDatum(pause) : (Datum) 0;
+	nulls[3] = pause ? ' ' : 'n';
+	values[4] = BoolGetDatum(resume);
+	wa_spi_check(spi_run(wa_plan(&plan_account_event,
+								 "UPDATE whatsapp.account a SET meta_status = $2, meta_status_at = $3,"
+								 "  paused_kind = CASE WHEN $4 IS NOT NULL THEN 'meta'"
+								 "    WHEN $5 AND a.paused_kind = 'meta' THEN NULL ELSE a.paused_kind END,"
+								 "  paused_reason = CASE WHEN $4 IS NOT NULL THEN $4"
+								 "    WHEN $5 AND a.paused_kind = 'meta' THEN NULL ELSE a.paused_reason END,"
+								 "  paused_at = CASE WHEN $4 IS NOT NULL THEN pg_catalog.now()"
+								 "    WHEN $5 AND a.paused_kind = 'meta' THEN NULL ELSE a.paused_at END"
+								 " WHERE a.name = ANY ($1) AND a.dropped_at IS NULL", 5, types),
+						 values, nulls, false, 0),
+				 SPI_OK_UPDATE, "account event");
+	if (pause != NULL || resume)
+		wa_accounts_changed_at_commit();	/* the worker reloads its accounts */
+	log_event(0, "webhook", false, 0,
+			  psprintf("account_update of WABA %s: %s%s", waba, status,
+					   pause ? "; accounts paused" : resume ? "; accounts Meta paused resumed" : ""));
+	ctx->applied++;
+}
+
+/* The digits of s, for comparing phone numbers written differently. */
+static char *
+digits_of(const char *s)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (; s && *s; s++)
+		if (*s >= '0' && *s <= '9')
+			appendStringInfoChar(&buf, *s);
+	return buf.data;
+}
+
+/*
+ * phone_number_quality_update: the event (FLAGGED, UNFLAGGED, DOWNGRADE,
+ * UPGRADE, THROUGHPUT_UPGRADE, ...) and the messaging limit, recorded on
+ * the account of the WABA whose display_phone_number it names (learned
+ * from the metadata of messages webhooks), or on its only account when
+ * that one's number is not known yet.
+ */
+static void
+apply_quality_update(HookCtx *ctx, JsonbContainer *value, const char *waba,
+					 const char *field, const char *where)
+{
+	char	   *display = wa_json_string(value, "display_phone_number");
+	char	   *event = wa_json_string(value, "event");
+	char	   *limit = wa_json_string(value, "max_daily_conversations_per_business");
+	char	   *digits = digits_of(display);
+	List	   *accounts;
+	List	   *target = NIL;
+	ListCell   *lc;
+	bool		every;
+	Oid			types[4] = {TEXTARRAYOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+
+	if (limit == NULL)
+		limit = wa_json_string(value, "current_limit");
+	if (event == NULL || strlen(event) > 64)
+	{
+		note(ctx, "%s: phone_number_quality_update without an event", where);
+		return;
+	}
+	accounts = waba_accounts(ctx, waba, field, where, &every);
+	if (accounts == NIL)
+		return;
+	foreach(lc, accounts)
+	{
+		HookAccount *a = (HookAccount *) lfirst(lc);
+
+		if (digits[0] != '\0' && a->display != NULL && strcmp(digits_of(a->display), digits) == 0)
+			target = lappend(target, a);
+	}
+	/* the WABA's only account, when its number is not known yet */
+	if (target == NIL && list_length(accounts) == 1 &&
+		((HookAccount *) linitial(accounts))->display == NULL)
+		target = accounts;
+	if (target == NIL)
+	{
+		note(ctx, "%s: phone_number_quality_update for display number %.32s: no account of WABA %s is known by that number yet (a messages webhook shows it); not applied",
+			 where, display ? display : "(missing)", waba);
+		return;
+	}
+	values[0] = account_names(target);
+	values[1] = CStringGetTextDatum(event);
+	values[2] = limit ? CStringGetTextDatum(limit) : (Datum) 0;
+	nulls[2] = limit ? ' ' : 'n';
+	values[3] = TimestampTzGetDatum(ctx->entry_time);
+	wa_spi_check(spi_run(wa_plan(&plan_quality,
+								 "UPDATE whatsapp.account a SET quality = $2,"
+								 "  messaging_limit = COALESCE($3, a.messaging_limit), quality_at = $4"
+								 " WHERE a.name = ANY ($1) AND a.dropped_at IS NULL", 4, types),
+						 values, nulls, false, 0),
+				 SPI_OK_UPDATE, "quality update");
+	log_event(0, "webhook", false, 0,
+			  psprintf("phone_number_quality_update of %s (WABA %s): %s%s%s",
+					   display ? display : "(no display number)", waba, event,
+					   limit ? ", limit " : "", limit ? limit : ""));
+	ctx->applied++;
+}
+
+/* Learn the display number of an account from a messages webhook. */
+static void
+learn_display(HookCtx *ctx, JsonbContainer *value, const char *pnid)
+{
+	char	   *display = wa_json_string(wa_json_object(value, "metadata"), "display_phone_number");
+	HookAccount *a = active_account(ctx, pnid);
+	Oid			types[2] = {INT4OID, TEXTOID};
+	Datum		values[2];
+
+	if (a == NULL || display == NULL || strlen(display) > 32 ||
+		(a->display != NULL && strcmp(a->display, display) == 0))
+		return;
+	values[0] = Int32GetDatum(a->id);
+	values[1] = CStringGetTextDatum(display);
+	wa_spi_check(spi_run(wa_plan(&plan_display,
+								 "UPDATE whatsapp.account SET display_phone_number = $2"
+								 " WHERE id = $1 AND display_phone_number IS DISTINCT FROM $2",
+								 2, types),
+						 values, NULL, false, 0),
+				 SPI_OK_UPDATE, "display number");
 }
 
 static void
@@ -2179,6 +2410,7 @@ apply_change(HookCtx *ctx, JsonbContainer *change, const char *waba,
 		return;
 	if (strcmp(field, "messages") == 0)
 	{
+		learn_display(ctx, value, pnid);
 		if (wa_json_member(value, "statuses") == NULL && wa_json_member(value, "messages") == NULL &&
 			wa_json_member(value, "errors") == NULL)
 			note(ctx, "%s: field messages without statuses, messages or errors", where);
@@ -2192,9 +2424,15 @@ apply_change(HookCtx *ctx, JsonbContainer *change, const char *waba,
 		apply_user_preferences(ctx, value, pnid, where);
 	}
 	else if (strcmp(field, "message_template_status_update") == 0)
-		apply_template_update(ctx, value, waba, field, false, where);
+		apply_template_update(ctx, value, waba, field, "status", where);
 	else if (strcmp(field, "template_category_update") == 0)
-		apply_template_update(ctx, value, waba, field, true, where);
+		apply_template_update(ctx, value, waba, field, "category", where);
+	else if (strcmp(field, "message_template_quality_update") == 0)
+		apply_template_update(ctx, value, waba, field, "quality", where);
+	else if (strcmp(field, "account_update") == 0)
+		apply_account_update(ctx, value, waba, field, where);
+	else if (strcmp(field, "phone_number_quality_update") == 0)
+		apply_quality_update(ctx, value, waba, field, where);
 	else if (strcmp(field, "smb_message_echoes") == 0 ||
 			 strcmp(field, "history") == 0 ||
 			 strcmp(field, "smb_app_state_sync") == 0)
@@ -2253,6 +2491,8 @@ apply_payload(HookCtx *ctx, Jsonb *doc)
 		JsonbContainer *changes = wa_json_array(entry, "changes");
 		char	   *waba = wa_json_string(entry, "id");
 
+		if (!jtimestamp(entry, "time", &ctx->entry_time))
+			ctx->entry_time = ctx->now;
 		if (changes == NULL)
 		{
 			note(ctx, "entry[%u] has no changes array", e);
@@ -3088,6 +3328,59 @@ wa_recipient_opted_out(int32 account_id, const char *e164, const char *kind,
 	return false;
 }
 
+/*
+ * A template Meta paused or disabled (status PAUSED or DISABLED in
+ * whatsapp.templates: the account's own row, else the row for every
+ * account) fails at enqueue, failure_type 'template', until Meta approves
+ * it again.  Sets *v and returns true then.
+ */
+bool
+wa_template_check(int32 account_id, Datum payload, WaRecipientVerdict *v)
+{
+	Jsonb	   *j = DatumGetJsonbP(payload);
+	JsonbContainer *t = wa_json_object(&j->root, "template");
+	char	   *name = wa_json_string(t, "name");
+	char	   *language = wa_json_string(wa_json_object(t, "language"), "code");
+	Oid			types[3] = {TEXTOID, TEXTOID, INT4OID};
+	Datum		values[3];
+	bool		blocked = false;
+
+	if (name == NULL || language == NULL)
+		return false;
+	for (char *c = language; *c; c++)
+		if (*c == '-')
+			*c = '_';
+	values[0] = CStringGetTextDatum(name);
+	values[1] = CStringGetTextDatum(language);
+	values[2] = Int32GetDatum(account_id);
+	wa_spi_check(spi_run(wa_plan(&plan_template_status,
+								 "SELECT t.status, t.updated_at FROM whatsapp.templates t"
+								 " WHERE t.name = $1 AND t.language = $2"
+								 "   AND (t.account IS NULL OR t.account ="
+								 "     (SELECT a.name FROM whatsapp.account a WHERE a.id = $3))"
+								 "   AND EXISTS (SELECT 1 FROM whatsapp.templates b"
+								 "                WHERE b.name = $1 AND b.status IN ('PAUSED', 'DISABLED'))"
+								 " ORDER BY t.account IS NULL LIMIT 1", 3, types),
+						 values, NULL, true, 1),
+				 SPI_OK_SELECT, "template status lookup");
+	if (SPI_processed > 0)
+	{
+		char	   *status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+		if (status != NULL && (strcmp(status, "PAUSED") == 0 || strcmp(status, "DISABLED") == 0))
+		{
+			v->state = "failed";
+			v->failure_type = "template";
+			v->error_title = psprintf("template \"%s\" (%s) is %s by Meta since %s; not sent until Meta approves it again",
+									  name, language, status,
+									  SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
+			blocked = true;
+		}
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return blocked;
+}
+
 void
 wa_recipient_check(int32 account_id, const char *e164, const char *kind,
 				   Datum payload, WaRecipientVerdict *v)
@@ -3096,6 +3389,8 @@ wa_recipient_check(int32 account_id, const char *e164, const char *kind,
 	Datum		values[2];
 
 	if (wa_recipient_opted_out(account_id, e164, kind, payload, v))
+		return;
+	if (is_template && wa_template_check(account_id, payload, v))
 		return;
 
 	/* The 24-hour window, for free-form messages. */

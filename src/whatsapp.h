@@ -226,6 +226,10 @@ extern void wa_recipient_check(int32 account_id, const char *e164,
  * The opt-out rule alone, for an E.164 number or the raw "+digits" of a
  * wa_id that cannot be normalized: true (and *verdict set) when opted out.
  */
+/* A template Meta paused or disabled: true (and *verdict set: failed, template). */
+extern bool wa_template_check(int32 account_id, Datum payload,
+							  WaRecipientVerdict *verdict);
+
 extern bool wa_recipient_opted_out(int32 account_id, const char *identifier,
 								   const char *kind, Datum payload,
 								   WaRecipientVerdict *verdict);

@@ -608,8 +608,9 @@ load_accounts(void)
 			fail_queued_of_account(id, "account has no access token");
 			continue;
 		}
-		if (!pause_null && strcmp(TextDatumGetCString(pause), "token") == 0)
-			continue;			/* waits for wa_account_set */
+		if (!pause_null && (strcmp(TextDatumGetCString(pause), "token") == 0 ||
+							strcmp(TextDatumGetCString(pause), "meta") == 0))
+			continue;			/* waits for wa_account_set (or Meta's word) */
 
 		/* Same ciphertext as before: keep the headers. */
 		if (prev && prev->headers && prev->sealed && a->key_id && prev->key_id &&

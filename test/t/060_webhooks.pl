@@ -294,7 +294,7 @@ ok(WaTest::wait_for($node, "SELECT state FROM whatsapp.messages WHERE id = $b3",
 	my $secret2 = $secret . '-rotated';
 	my $sig2 = sign($p1, $secret2);
 	WaTest::psql_ok($node,
-		"SELECT whatsapp.wa_account_set('main', '1099887766', NULL, app_secret => '$secret2')",
+		"SELECT whatsapp.wa_account_set('main', '1099887766', NULL, app_secret => '$secret2', waba_id => '2099887766', max_mps => 1000)",
 		'another session changes the app secret');
 	my $p2 = text_payload('5215500000061', 'wamid.CACHE2', 'hola');
 	my ($out, $ret) = $bg->query("SELECT whatsapp.wa_receive(\$p\$$p2\$p\$, '" . sign($p2) . "')");
@@ -305,6 +305,34 @@ ok(WaTest::wait_for($node, "SELECT state FROM whatsapp.messages WHERE id = $b3",
 		'and accepts the new one');
 	$bg->quit;
 	$secret = $secret2;
+}
+
+# --- 6b. Meta bans the WABA: the worker holds the account's messages ----
+# account_update DISABLED_UPDATE with DISABLE (Meta's documented shape):
+# the account is paused, status and accounts say why, nothing is sent;
+# REINSTATE resumes it and the queued message goes.
+{
+	my $ban = '{"object":"whatsapp_business_account","entry":[{"id":"2099887766","time":1749500000,'
+	  . '"changes":[{"value":{"event":"DISABLED_UPDATE","ban_info":{"waba_ban_state":"DISABLE",'
+	  . '"waba_ban_date":"June 20, 2025"}},"field":"account_update"}]}]}';
+	is(receive($ban), '1', 'account_update DISABLE is applied');
+	WaTest::psql_like($node, "SELECT paused || ' ' || paused_reason FROM whatsapp.accounts WHERE name = 'main'",
+		qr/^true Meta disabled \(banned\) WABA 2099887766 on June 20, 2025/, 'accounts says the account is paused, and why');
+	WaTest::psql_like($node, "SELECT array_to_string(paused_accounts, ';') FROM whatsapp.status",
+		qr/^main: Meta disabled \(banned\) WABA 2099887766/, 'and so does status');
+	$seq0 = $mock->last_seq;
+	my $held = send_text('+52 55 9999 0061', 'while banned');
+	sleep 3;
+	is(state_of($held), 'queued', 'a message of the banned account stays queued');
+	@req = grep { ($_->{to} // '') eq '+525599990061' } @{ $mock->requests($seq0) };
+	is(scalar(@req), 0, 'and nothing reaches the API');
+	(my $reinstate = $ban) =~ s/"DISABLE"/"REINSTATE"/;
+	$reinstate =~ s/June 20/June 21/;
+	is(receive($reinstate), '1', 'REINSTATE is applied');
+	WaTest::psql_is($node, "SELECT paused FROM whatsapp.accounts WHERE name = 'main'", 'f',
+		'the account is resumed');
+	ok(WaTest::wait_for($node, "SELECT state FROM whatsapp.messages WHERE id = $held", 'sent', 30),
+		'and the held message is sent');
 }
 
 # --- 7. Nothing secret anywhere ------------------------------------------
