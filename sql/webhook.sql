@@ -447,6 +447,52 @@ SELECT wamid, type, wa_id, phone, user_id, username, name, text, context_wamid,
 SELECT wamid, referral ->> 'source_type' AS referral, raw -> 'errors' -> 0 ->> 'code' AS error_code
   FROM whatsapp.inbound WHERE referral IS NOT NULL OR type = 'unsupported' ORDER BY id;
 
+-- A reaction is recorded on the message it reacts to (m2, above); a later
+-- removal (no emoji) clears it; an older reaction arriving late does not
+-- override a newer one.
+SELECT reaction, reacted_at FROM whatsapp.messages WHERE id = :m2;
+CREATE FUNCTION pg_temp.react(wamid text, emoji text, ts bigint, target text) RETURNS text LANGUAGE sql AS $$
+	SELECT pg_temp.inbound('[{"profile": {"name": "Ana López"}, "wa_id": "5215511112222"}]',
+		jsonb_build_array(jsonb_build_object('from', '5215511112222', 'id', wamid, 'timestamp', ts::text,
+			'type', 'reaction', 'reaction', jsonb_strip_nulls(jsonb_build_object('message_id', target, 'emoji', emoji)))))
+$$;
+SELECT pg_temp.recv(pg_temp.react('wamid.REACT2', NULL, 1749419100, 'wamid.M2')) AS removed,
+	   pg_temp.recv(pg_temp.react('wamid.REACT3', '❤️', 1749419050, 'wamid.M2')) AS older;
+SELECT reaction, reacted_at FROM whatsapp.messages WHERE id = :m2;
+SELECT pg_temp.recv(pg_temp.react('wamid.REACT4', '🙏', 1749419200, 'wamid.M3')) AS on_m3,
+	   pg_temp.recv(pg_temp.react('wamid.REACT5', '🙏', 1749419200, 'wamid.NOT-OURS')) AS unknown_target;
+SELECT id - :m1 + 1 AS m, reaction FROM whatsapp.messages WHERE id IN (:m2, :m3) ORDER BY id;
+SELECT unnest(ignored) AS note FROM whatsapp.webhooks ORDER BY id DESC LIMIT 1;
+
+-- Edits replace the text of the message they edit, keeping the previous
+-- one in its history; they are not new messages.  A revoke marks the
+-- original revoked and clears its text.
+SELECT pg_temp.recv(pg_temp.text_from('5215512347777', 'wamid.ED1', 'Llego el martes', ts => 1749419300)) AS original;
+CREATE FUNCTION pg_temp.edit(wamid text, original text, body text, ts bigint) RETURNS text LANGUAGE sql AS $$
+	SELECT pg_temp.inbound('[{"profile": {"name": "Edita"}, "wa_id": "5215512347777"}]',
+		jsonb_build_array(jsonb_build_object('from', '5215512347777', 'id', wamid, 'timestamp', ts::text,
+			'type', 'edit', 'edit', jsonb_build_object('original_message_id', original,
+				'message', jsonb_build_object('type', 'text', 'text', jsonb_build_object('body', body))))))
+$$;
+SELECT pg_temp.recv(pg_temp.edit('wamid.ED1-e1', 'wamid.ED1', 'Llego el miércoles', 1749419360)) AS first_edit,
+	   pg_temp.recv(pg_temp.edit('wamid.ED1-e1', 'wamid.ED1', 'Llego el miércoles', 1749419360) || ' ') AS same_edit_again,
+	   pg_temp.recv(pg_temp.edit('wamid.ED1-e2', 'wamid.ED1', 'Llego el jueves', 1749419420)) AS second_edit,
+	   pg_temp.recv(pg_temp.edit('wamid.ED1-e0', 'wamid.ED1', 'Llego el lunes', 1749419330)) AS older_edit_late;
+SELECT wamid, text, edited_at, jsonb_path_query_array(history, '$[*].text') AS previous,
+	   jsonb_path_query_array(history, '$[*].by') AS edits
+  FROM whatsapp.inbound WHERE wamid LIKE 'wamid.ED1%' ORDER BY id;
+SELECT pg_temp.recv(pg_temp.inbound('[{"profile": {"name": "Edita"}, "wa_id": "5215512347777"}]',
+	'[{"from": "5215512347777", "id": "wamid.ED1-r", "timestamp": "1749419500", "type": "revoke",
+	   "revoke": {"original_message_id": "wamid.ED1"}}]')) AS revoked;
+SELECT wamid, text, history, revoked_at, raw ? 'text' AS has_content FROM whatsapp.inbound WHERE wamid LIKE 'wamid.ED1%';
+SELECT pg_temp.recv(pg_temp.edit('wamid.ED9-e1', 'wamid.ED9', 'nunca llegó', 1749419600)) AS edit_of_unknown;
+SELECT unnest(ignored) AS note FROM whatsapp.webhooks ORDER BY id DESC LIMIT 1;
+-- an edit to STOP opts the sender out at the edit's time
+SELECT pg_temp.recv(pg_temp.text_from('5215512347778', 'wamid.ED2', 'Stoy en camino', ts => 1749419700)) AS typo;
+SELECT pg_temp.recv(replace(pg_temp.edit('wamid.ED2-e1', 'wamid.ED2', 'STOP', 1749419710), '5215512347777', '5215512347778')) AS edited_to_stop;
+SELECT identifier, scope, source FROM whatsapp.opt_out WHERE identifier = '+525512347778';
+DELETE FROM whatsapp.opt_out WHERE identifier = '+525512347778';
+
 -- For a dropped or unknown account: not stored, and noted on the stored
 -- payload (and logged as webhook_ignored).
 SELECT pg_temp.recv(pg_temp.text_from('5215533334444', 'wamid.DROPPED', 'hola', pnid => '500500500')) AS dropped_account;

@@ -414,3 +414,72 @@ BEGIN
 	RETURN n + m;
 END
 $$;
+
+/*
+ * Edits, revokes and reactions.  An edit replaces the text of the inbound
+ * message it names and keeps the previous text in history; a revoke marks
+ * it revoked and clears its text; a reaction is recorded on the message it
+ * reacts to.
+ */
+ALTER TABLE whatsapp.inbound_message
+	ADD COLUMN edited_at timestamptz,
+	ADD COLUMN revoked_at timestamptz,
+	ADD COLUMN history jsonb;		/* [{text, replaced_at, by}], oldest first */
+ALTER TABLE whatsapp.message
+	ADD COLUMN reaction text,		/* the customer's emoji, NULL when removed */
+	ADD COLUMN reacted_at timestamptz;
+
+CREATE OR REPLACE VIEW whatsapp.inbound AS
+SELECT i.id,
+	   a.name AS account,
+	   i.wamid,
+	   i.wa_id,
+	   i.phone,
+	   i.user_id,
+	   i.parent_user_id,
+	   i.username,
+	   i.profile_name AS name,
+	   i.type,
+	   i.body AS text,
+	   i.context_wamid,
+	   i.in_reply_to,
+	   i.raw -> 'referral' AS referral,
+	   i.sent_at,
+	   i.received_at,
+	   i.raw,
+	   i.edited_at,
+	   i.revoked_at,
+	   i.history
+  FROM whatsapp.inbound_message i
+  LEFT JOIN whatsapp.account a ON a.id = i.account_id;
+
+CREATE OR REPLACE VIEW whatsapp.messages AS
+SELECT m.id,
+	   a.name AS account,
+	   m.recipient,
+	   m.wa_id,
+	   m.kind,
+	   m.state,
+	   m.wamid,
+	   m.attempts,
+	   m.next_attempt_at,
+	   m.failure_type,
+	   m.http_status,
+	   m.error_code,
+	   m.error_title,
+	   m.error_details,
+	   m.fbtrace_id,
+	   m.dedupe_key,
+	   m.context,
+	   m.payload,
+	   m.created_at,
+	   m.sent_at,
+	   m.delivered_at,
+	   m.read_at,
+	   m.failed_at,
+	   m.pricing,
+	   m.conversation,
+	   m.reaction,
+	   m.reacted_at
+  FROM whatsapp.message m
+  LEFT JOIN whatsapp.account a ON a.id OPERATOR(pg_catalog.=) m.account_id;

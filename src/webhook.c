@@ -237,6 +237,9 @@ static SPIPlanPtr plan_consent = NULL;
 static SPIPlanPtr plan_link = NULL;
 static SPIPlanPtr plan_msg_identities = NULL;
 static SPIPlanPtr plan_tpl_update = NULL;
+static SPIPlanPtr plan_reaction = NULL;
+static SPIPlanPtr plan_edit = NULL;
+static SPIPlanPtr plan_revoke = NULL;
 static SPIPlanPtr plan_account_event = NULL;
 static SPIPlanPtr plan_quality = NULL;
 static SPIPlanPtr plan_display = NULL;
@@ -1702,6 +1705,176 @@ person_ids(HookCtx *ctx, const char *phone, const char *wa_id, const char *user_
 	return ids;
 }
 
+/*
+ * Keywords, as the whole message, and buttons: a consent event of the
+ * sender at the message's time.
+ */
+static void
+check_keywords(HookCtx *ctx, HookAccount *account, const char *type, const char *body,
+			   const char *button_payload, const char *phone, const char *from,
+			   const char *user_id, const char *wamid, TimestampTz ts, const char *where)
+{
+	char	   *action = NULL;
+	char	   *scope = NULL;
+	char	   *folded = NULL;
+	const char *source = strcmp(type, "button") == 0 || strcmp(type, "interactive") == 0 ?
+	"button" : "keyword";
+	List	   *ids;
+
+	if (strcmp(type, "text") != 0 && strcmp(type, "button") != 0 &&
+		strcmp(type, "interactive") != 0)
+		return;
+	if (!(find_keyword(body, &action, &scope, &folded) ||
+		  find_keyword(button_payload, &action, &scope, &folded)) ||
+		strcmp(action, "none") == 0)
+		return;
+	ids = person_ids(ctx, phone, from, user_id, where, wamid);
+	if (ids == NIL)
+		note(ctx, "%s (%s): %s \"%s\" from nobody (no wa_id, no user id); no consent recorded",
+			 where, wamid, source, folded);
+	else
+		consent_apply(ctx, strcmp(action, "stop") == 0, account->id, ids, scope,
+					  source, strcmp(action, "stop") == 0 ? psprintf("\"%s\"", folded) : NULL,
+					  wamid, ts, where);
+}
+
+/*
+ * A reaction (emoji; none when the customer removed it) is recorded on the
+ * message of this account it reacts to, unless a newer one is there.
+ */
+static void
+apply_reaction(HookCtx *ctx, HookAccount *account, JsonbContainer *msg,
+			   const char *emoji, TimestampTz ts, const char *wamid, const char *where)
+{
+	char	   *target = wa_json_string(wa_json_object(msg, "reaction"), "message_id");
+	Oid			types[4] = {TEXTOID, TEXTOID, TIMESTAMPTZOID, INT4OID};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+
+	if (!usable_id(target))
+	{
+		note(ctx, "%s (%s): a reaction without reaction.message_id", where, wamid);
+		return;
+	}
+	values[0] = CStringGetTextDatum(target);
+	values[1] = emoji && emoji[0] ? CStringGetTextDatum(emoji) : (Datum) 0;
+	nulls[1] = emoji && emoji[0] ? ' ' : 'n';
+	values[2] = TimestampTzGetDatum(ts);
+	values[3] = Int32GetDatum(account->id);
+	wa_spi_check(spi_run(wa_plan(&plan_reaction,
+								 "WITH u AS ("
+								 "  UPDATE whatsapp.message m SET reaction = $2, reacted_at = $3"
+								 "   WHERE m.wamid = $1 AND m.account_id = $4"
+								 "     AND (m.reacted_at IS NULL OR m.reacted_at <= $3)"
+								 "  RETURNING 1)"
+								 " SELECT (SELECT count(*) FROM u),"
+								 "  EXISTS (SELECT 1 FROM whatsapp.message m"
+								 "           WHERE m.wamid = $1 AND m.account_id = $4)",
+								 4, types),
+						 values, nulls, false, 1),
+				 SPI_OK_SELECT, "reaction");
+	{
+		bool		isnull;
+		bool		exists = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+
+		if (!exists)
+			note(ctx, "%s (%s): a reaction to %s, which is no message this account sent; stored as an inbound message only",
+				 where, wamid, target);
+	}
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/*
+ * An edit (type "edit") replaces the text of the inbound message it names
+ * (edit.original_message_id), keeping the previous text in its history; a
+ * revoke (type "revoke") marks it revoked and clears its text, history and
+ * content.  Neither is a new inbound message.  An edit older than the last
+ * one applied, or seen before, changes nothing.
+ */
+static void
+apply_edit_or_revoke(HookCtx *ctx, HookAccount *account, JsonbContainer *msg,
+					 const char *type, const char *wamid, TimestampTz ts,
+					 const char *phone, const char *from, const char *user_id,
+					 const char *where)
+{
+	bool		edit = strcmp(type, "edit") == 0;
+	JsonbContainer *o = wa_json_object(msg, type);
+	char	   *original = wa_json_string(o, "original_message_id");
+	Oid			types[5] = {TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, INT4OID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	char	   *text = NULL;
+	bool		isnull;
+	int64		changed;
+	bool		exists;
+
+	if (!usable_id(original))
+	{
+		note(ctx, "%s (%s): %s without %s.original_message_id", where, wamid, type, type);
+		return;
+	}
+	if (edit)
+	{
+		JsonbContainer *m = wa_json_object(o, "message");
+		char	   *mtype = wa_json_string(m, "type");
+		char	   *ignored;
+
+		text = inbound_text(m, mtype, &ignored);
+	}
+	values[0] = CStringGetTextDatum(original);
+	values[1] = text ? CStringGetTextDatum(text) : (Datum) 0;
+	nulls[1] = text ? ' ' : 'n';
+	values[2] = TimestampTzGetDatum(ts);
+	values[3] = CStringGetTextDatum(wamid);
+	values[4] = Int32GetDatum(account->id);
+	if (edit)
+		wa_spi_check(spi_run(wa_plan(&plan_edit,
+									 "WITH u AS ("
+									 "  UPDATE whatsapp.inbound_message i SET body = $2, edited_at = $3,"
+									 "    history = COALESCE(i.history, '[]') || jsonb_build_array("
+									 "      jsonb_build_object('text', i.body, 'replaced_at', $3, 'by', $4))"
+									 "   WHERE i.wamid = $1 AND i.account_id = $5 AND i.revoked_at IS NULL"
+									 "     AND (i.edited_at IS NULL OR i.edited_at <= $3)"
+									 "     AND NOT COALESCE(i.history @> jsonb_build_array("
+									 "           jsonb_build_object('by', $4)), false)"
+									 "  RETURNING 1)"
+									 " SELECT (SELECT count(*) FROM u),"
+									 "  EXISTS (SELECT 1 FROM whatsapp.inbound_message i"
+									 "           WHERE i.wamid = $1 AND i.account_id = $5)",
+									 5, types),
+							 values, nulls, false, 1),
+					 SPI_OK_SELECT, "edit");
+	else
+		wa_spi_check(spi_run(wa_plan(&plan_revoke,
+									 "WITH u AS ("
+									 "  UPDATE whatsapp.inbound_message i SET body = NULL, history = NULL,"
+									 "    raw = i.raw - (i.raw ->> 'type'), revoked_at = $3"
+									 "   WHERE i.wamid = $1 AND i.account_id = $5 AND i.revoked_at IS NULL"
+									 "  RETURNING 1)"
+									 " SELECT (SELECT count(*) FROM u),"
+									 "  EXISTS (SELECT 1 FROM whatsapp.inbound_message i"
+									 "           WHERE i.wamid = $1 AND i.account_id = $5)",
+									 5, types),
+							 values, nulls, false, 1),
+					 SPI_OK_SELECT, "revoke");
+	changed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	exists = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	SPI_freetuptable(SPI_tuptable);
+	if (!exists)
+	{
+		note(ctx, "%s (%s): %s of %s, which is no inbound message of this account; not applied",
+			 where, wamid, type, original);
+		return;
+	}
+	if (changed == 0)
+		return;					/* seen before, or older than what is there */
+	ctx->applied++;
+	log_event(0, "inbound", false, 0, psprintf("inbound %s %s of %s", type, wamid, original));
+	/* an edit to a keyword is one (at the edit's time) */
+	if (edit)
+		check_keywords(ctx, account, "text", text, NULL, phone, from, user_id, wamid, ts, where);
+}
+
 static void
 apply_inbound(HookCtx *ctx, JsonbValue *v, JsonbContainer *contacts,
 			  const char *pnid, const char *where)
@@ -1779,6 +1952,11 @@ apply_inbound(HookCtx *ctx, JsonbValue *v, JsonbContainer *contacts,
 		note(ctx, "%s (%s): timestamp is missing or not Unix seconds; the time of receipt was used",
 			 where, wamid);
 	}
+	if (strcmp(type, "edit") == 0 || strcmp(type, "revoke") == 0)
+	{
+		apply_edit_or_revoke(ctx, account, msg, type, wamid, ts, phone, from, user_id, where);
+		return;
+	}
 	body = inbound_text(msg, type, &button_payload);
 	context_wamid = wa_json_string(wa_json_object(msg, "context"), "id");
 	if (context_wamid == NULL && strcmp(type, "reaction") == 0)
@@ -1845,30 +2023,10 @@ apply_inbound(HookCtx *ctx, JsonbValue *v, JsonbContainer *contacts,
 							"number change", wamid);
 	}
 
-	/* Keywords, as the whole message, and buttons. */
-	if (strcmp(type, "text") == 0 || strcmp(type, "button") == 0 ||
-		strcmp(type, "interactive") == 0)
-	{
-		char	   *action = NULL;
-		char	   *scope = NULL;
-		char	   *folded = NULL;
-		const char *source = strcmp(type, "text") == 0 ? "keyword" : "button";
-
-		if ((find_keyword(body, &action, &scope, &folded) ||
-			 find_keyword(button_payload, &action, &scope, &folded)) &&
-			strcmp(action, "none") != 0)
-		{
-			List	   *ids = person_ids(ctx, phone, from, user_id, where, wamid);
-
-			if (ids == NIL)
-				note(ctx, "%s (%s): %s \"%s\" from nobody (no wa_id, no user id); no consent recorded",
-					 where, wamid, source, folded);
-			else
-				consent_apply(ctx, strcmp(action, "stop") == 0, account->id, ids, scope,
-							  source, strcmp(action, "stop") == 0 ? psprintf("\"%s\"", folded) : NULL,
-							  wamid, ts, where);
-		}
-	}
+	check_keywords(ctx, account, type, body, button_payload, phone, from, user_id,
+				   wamid, ts, where);
+	if (strcmp(type, "reaction") == 0)
+		apply_reaction(ctx, account, msg, body, ts, wamid, where);
 }
 
 static void
