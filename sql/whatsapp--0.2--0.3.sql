@@ -1,6 +1,217 @@
 /* whatsapp 0.2 -> 0.3 */
 \echo Use "ALTER EXTENSION whatsapp UPDATE TO '0.3'" to load this file. \quit
 
+/* ----------
+ * The trust boundary: Odoo's tables are read in C, never by SQL
+ * (src/odoo_read.c).  Odoo's role owns them and could attach code to them
+ * that SQL run by these SECURITY DEFINER functions would call as the
+ * extension's owner, a superuser.
+ * ----------
+ */
+
+/* Does res_company have this id?  Raises for a view or a non-integer id. */
+CREATE FUNCTION whatsapp._odoo_company_exists(company_id integer)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'wa_odoo_company_exists'
+LANGUAGE C STABLE STRICT;
+REVOKE ALL ON FUNCTION whatsapp._odoo_company_exists(integer) FROM PUBLIC;
+
+/* The tables an event reads must be ordinary tables. */
+CREATE OR REPLACE FUNCTION whatsapp._odoo_check_schema(event text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	tbl text := whatsapp._odoo_table(event);
+	t text;
+	c text;
+	k "char";
+BEGIN
+	FOREACH t IN ARRAY ARRAY[tbl, 'res_partner', 'res_company', 'res_country', 'res_currency']
+	LOOP
+		IF to_regclass(format('public.%I', t)) IS NULL THEN
+			RAISE EXCEPTION 'Odoo table "public.%" does not exist', t
+				USING ERRCODE = 'undefined_table',
+					  DETAIL = format('Event %s needs Odoo''s tables %s, res_partner, res_company, res_country and res_currency in schema public.', event, tbl),
+					  HINT = CASE WHEN t = 'sale_order'
+								  THEN 'Run it in the database of an Odoo instance with the Sales app installed.'
+								  ELSE 'Run it in the database of an Odoo instance with Invoicing or Accounting installed.' END;
+		END IF;
+		k := (SELECT r.relkind FROM pg_class r WHERE r.oid = to_regclass(format('public.%I', t)));
+		IF k <> 'r' THEN
+			RAISE EXCEPTION 'public.% is a %, not a table, so the whatsapp extension does not read it', t,
+					CASE k WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
+						   WHEN 'p' THEN 'partitioned table' WHEN 'f' THEN 'foreign table'
+						   ELSE 'relation of another kind' END
+				USING ERRCODE = 'wrong_object_type',
+					  DETAIL = 'The extension reads Odoo''s tables only when they are ordinary tables, so that no code of their owner runs with the extension''s rights.',
+					  HINT = format('Restore public.%s as the table Odoo creates.', t);
+		END IF;
+	END LOOP;
+	FOREACH c IN ARRAY CASE tbl WHEN 'sale_order' THEN ARRAY['id', 'state']
+							   ELSE ARRAY['id', 'state', 'move_type', 'is_move_sent'] END
+	LOOP
+		IF NOT EXISTS (SELECT 1 FROM pg_attribute a
+						WHERE a.attrelid = to_regclass(format('public.%I', tbl))
+						  AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped) THEN
+			RAISE EXCEPTION 'column "%" of Odoo table "public.%" does not exist', c, tbl
+				USING ERRCODE = 'undefined_column',
+					  HINT = 'The whatsapp extension supports the tables of Odoo 16 to 19.';
+		END IF;
+	END LOOP;
+END
+$$;
+
+/* The company is looked up by whatsapp._odoo_company_exists. */
+CREATE OR REPLACE FUNCTION whatsapp.wa_odoo_enable(
+	event text, template text, language text DEFAULT NULL,
+	account text DEFAULT NULL, params jsonb DEFAULT NULL,
+	company_id integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	ev text := wa_odoo_enable.event;
+	tbl text := whatsapp._odoo_table(ev);
+	lang text := replace(btrim(wa_odoo_enable.language), '-', '_');
+	acct text;
+	k text;
+	v jsonb;
+	has_body boolean := false;
+	has_named boolean := false;
+	op text;
+	trg text;
+	found_company boolean;
+BEGIN
+	PERFORM whatsapp._odoo_check_schema(ev);
+
+	IF wa_odoo_enable.template IS NULL OR wa_odoo_enable.template !~ '^[a-z0-9_]+$'
+	   OR length(wa_odoo_enable.template) > 512 THEN
+		RAISE EXCEPTION 'template % is not a Cloud API template name',
+				coalesce(quote_literal(wa_odoo_enable.template), 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Template names use only lower case letters, digits and underscores, as in "order_confirmation".';
+	END IF;
+	IF lang IS NOT NULL AND lang !~ '^[A-Za-z]{2,3}(_[A-Za-z0-9]{2,4})?$' THEN
+		RAISE EXCEPTION 'language % is not a template language code', quote_literal(wa_odoo_enable.language)
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use a code such as ''es'', ''es_MX'' or ''pt_BR'', or NULL for each partner''s language.';
+	END IF;
+
+	IF wa_odoo_enable.account IS NULL THEN
+		SELECT a.name INTO acct FROM whatsapp.account a
+		 WHERE a.is_default AND a.dropped_at IS NULL;
+		IF acct IS NULL THEN
+			RAISE EXCEPTION 'there is no default whatsapp account'
+				USING ERRCODE = 'object_not_in_prerequisite_state',
+					  HINT = 'Pass the account argument, or create an account with whatsapp.wa_account_set().';
+		END IF;
+	ELSE
+		SELECT a.name INTO acct FROM whatsapp.account a
+		 WHERE a.name = wa_odoo_enable.account AND a.dropped_at IS NULL;
+		IF acct IS NULL THEN
+			RAISE EXCEPTION 'whatsapp account "%" does not exist', wa_odoo_enable.account
+				USING ERRCODE = 'undefined_object',
+					  HINT = 'Create it with whatsapp.wa_account_set(), or see whatsapp.accounts for the names.';
+		END IF;
+	END IF;
+
+	IF wa_odoo_enable.params IS NOT NULL THEN
+		CASE jsonb_typeof(wa_odoo_enable.params)
+		WHEN 'array' THEN
+			PERFORM whatsapp._odoo_check_words(ev, wa_odoo_enable.params, 'an element');
+		WHEN 'object' THEN
+			FOR k, v IN SELECT * FROM jsonb_each(wa_odoo_enable.params)
+			LOOP
+				IF k = 'header' THEN
+					IF v IS DISTINCT FROM '"portal_pdf"'::jsonb THEN
+						RAISE EXCEPTION 'header % of params is not supported', v::text
+							USING ERRCODE = 'invalid_parameter_value',
+								  HINT = '"header": "portal_pdf" adds the document''s PDF from Odoo''s portal as a document header.';
+					END IF;
+				ELSIF k = 'body' THEN
+					IF jsonb_typeof(v) <> 'array' THEN
+						RAISE EXCEPTION '"body" of params must be an array of parameter words'
+							USING ERRCODE = 'invalid_parameter_value';
+					END IF;
+					PERFORM whatsapp._odoo_check_words(ev, v, 'an element of "body"');
+					has_body := true;
+				ELSE
+					IF k !~ '^[a-z0-9_]+$' OR length(k) > 128 THEN
+						RAISE EXCEPTION '% is not a template parameter name', quote_literal(k)
+							USING ERRCODE = 'invalid_parameter_value',
+								  HINT = 'Named template parameters use lower case letters, digits and underscores.';
+					END IF;
+					PERFORM whatsapp._odoo_check_words(ev, v, format('parameter %s', k));
+					has_named := true;
+				END IF;
+			END LOOP;
+			IF has_body AND has_named THEN
+				RAISE EXCEPTION 'params mixes "body" (positional) with named parameters'
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'A template has either positional or named parameters.';
+			END IF;
+		ELSE
+			RAISE EXCEPTION 'params of whatsapp.wa_odoo_enable has an unsupported form'
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Pass an array of parameter words (positional), an object mapping template parameter names to words (named), optionally with "header": "portal_pdf" (then "body": [...] holds positional words), or NULL.';
+		END CASE;
+	END IF;
+
+	IF wa_odoo_enable.company_id IS NOT NULL THEN
+		/* read in C, never by SQL: Odoo's role owns res_company */
+		found_company := whatsapp._odoo_company_exists(wa_odoo_enable.company_id);
+		IF NOT found_company THEN
+			RAISE EXCEPTION 'Odoo company % does not exist', wa_odoo_enable.company_id
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Pass an id of res_company, or NULL for every company without a rule of its own.';
+		END IF;
+	END IF;
+
+	UPDATE whatsapp.odoo_rule r
+	   SET template = wa_odoo_enable.template, language = lang, account = acct,
+		   params = wa_odoo_enable.params, updated_at = now(), updated_by = session_user
+	 WHERE r.event = ev AND r.company_id IS NOT DISTINCT FROM wa_odoo_enable.company_id;
+	IF NOT FOUND THEN
+		INSERT INTO whatsapp.odoo_rule (event, company_id, template, language, account, params)
+		VALUES (ev, wa_odoo_enable.company_id, wa_odoo_enable.template, lang, acct,
+				wa_odoo_enable.params);
+	END IF;
+
+	/* The triggers, when they are not there yet. */
+	FOREACH op IN ARRAY ARRAY['insert', 'update']
+	LOOP
+		trg := format('whatsapp_%s_%s', ev, op);
+		IF NOT EXISTS (SELECT 1 FROM pg_trigger t
+						WHERE t.tgrelid = format('public.%I', tbl)::regclass
+						  AND t.tgname = trg) THEN
+			/*
+			 * UPDATE OF the columns the condition reads: Odoo's other writes
+			 * of the table skip the trigger without evaluating anything.
+			 */
+			EXECUTE format('CREATE CONSTRAINT TRIGGER %I AFTER %s ON public.%I'
+						   ' DEFERRABLE INITIALLY DEFERRED FOR EACH ROW'
+						   ' WHEN (%s AND pg_catalog.current_setting(''whatsapp.odoo_events'', true) IS DISTINCT FROM ''off'')'
+						   ' EXECUTE FUNCTION whatsapp._odoo_trigger(%L)',
+						   trg,
+						   CASE op WHEN 'insert' THEN 'INSERT'
+								   WHEN 'update' THEN 'UPDATE OF ' || CASE ev
+									   WHEN 'sale_order_confirmed' THEN 'state'
+									   WHEN 'invoice_sent' THEN 'state, move_type, is_move_sent'
+									   ELSE 'state, move_type' END END,
+						   tbl,
+						   CASE op WHEN 'insert' THEN whatsapp._odoo_condition(ev, 'NEW')
+								   ELSE whatsapp._odoo_condition(ev, 'NEW') || ' AND NOT coalesce('
+										|| whatsapp._odoo_condition(ev, 'OLD') || ', false)' END,
+						   ev);
+		END IF;
+	END LOOP;
+END
+$$;
+
+
 /* ========================================================================
  * Webhooks you can trust (src/webhook*.c)
  *
@@ -9,58 +220,6 @@
  * Meta's account and template events act.
  * ======================================================================== */
 
-/*
- * A template status or category update from Meta, for the accounts of the
- * WABA it came from (p_accounts, account names).  Their own rows are
- * updated.  A row listed for every account (account NULL) is updated only
- * when p_every (those accounts are all the active ones); otherwise each of
- * them gets a row of its own, a copy of the shared one with the new value,
- * which takes precedence over the shared row for that account.  Returns
- * the rows changed or added.
- */
-CREATE FUNCTION whatsapp._template_update(p_accounts text[], p_every boolean,
-										  p_name text, p_language text,
-										  p_column text, p_value text)
-RETURNS integer
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	n integer;
-	m integer := 0;
-BEGIN
-	IF p_column NOT IN ('status', 'category') THEN
-		RAISE EXCEPTION 'whatsapp._template_update: unknown column %', p_column
-			USING ERRCODE = 'invalid_parameter_value';
-	END IF;
-	UPDATE whatsapp.templates t
-	   SET status = CASE WHEN p_column = 'status' THEN p_value ELSE t.status END,
-		   category = CASE WHEN p_column = 'category' THEN p_value ELSE t.category END
-	 WHERE t.name = p_name
-	   AND (p_language IS NULL OR t.language = p_language)
-	   AND (t.account = ANY (p_accounts) OR (p_every AND t.account IS NULL))
-	   AND CASE WHEN p_column = 'status' THEN t.status ELSE t.category END
-		   IS DISTINCT FROM p_value;
-	GET DIAGNOSTICS n = ROW_COUNT;
-	IF NOT p_every THEN
-		INSERT INTO whatsapp.templates (account, name, language, category, status)
-		SELECT a.name, t.name, t.language,
-			   CASE WHEN p_column = 'category' THEN p_value ELSE t.category END,
-			   CASE WHEN p_column = 'status' THEN p_value ELSE t.status END
-		  FROM whatsapp.templates t, unnest(p_accounts) a(name)
-		 WHERE t.account IS NULL AND t.name = p_name
-		   AND (p_language IS NULL OR t.language = p_language)
-		   AND CASE WHEN p_column = 'status' THEN t.status ELSE t.category END
-			   IS DISTINCT FROM p_value
-		   AND NOT EXISTS (SELECT 1 FROM whatsapp.templates o
-							WHERE o.account = a.name AND o.name = t.name
-							  AND o.language = t.language);
-		GET DIAGNOSTICS m = ROW_COUNT;
-	END IF;
-	RETURN n + m;
-END
-$$;
-REVOKE ALL ON FUNCTION whatsapp._template_update(text[], boolean, text, text, text, text) FROM PUBLIC;
 
 /*
  * Redeliveries.  Meta retries a payload for days; one of the same bytes as
@@ -370,9 +529,18 @@ ALTER TABLE whatsapp.templates ADD COLUMN quality text;
 CREATE INDEX templates_blocked_idx ON whatsapp.templates (name)
 	WHERE status IN ('PAUSED', 'DISABLED');
 
-CREATE OR REPLACE FUNCTION whatsapp._template_update(p_accounts text[], p_every boolean,
-													 p_name text, p_language text,
-													 p_column text, p_value text)
+/*
+ * A template status, category or quality update from Meta, for the
+ * accounts of the WABA it came from (p_accounts, account names).  Their
+ * own rows are updated.  A row listed for every account (account NULL) is updated only
+ * when p_every (those accounts are all the active ones); otherwise each of
+ * them gets a row of its own, a copy of the shared one with the new value,
+ * which takes precedence over the shared row for that account.  Returns
+ * the rows changed or added.
+ */
+CREATE FUNCTION whatsapp._template_update(p_accounts text[], p_every boolean,
+										  p_name text, p_language text,
+										  p_column text, p_value text)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -414,6 +582,7 @@ BEGIN
 	RETURN n + m;
 END
 $$;
+REVOKE ALL ON FUNCTION whatsapp._template_update(text[], boolean, text, text, text, text) FROM PUBLIC;
 
 /*
  * Edits, revokes and reactions.  An edit replaces the text of the inbound

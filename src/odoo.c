@@ -332,68 +332,6 @@ key_type_ok(int col, Oid type)
 	return type == TEXTOID || type == VARCHAROID;
 }
 
-/*
- * A valid btree index whose first column is plainly column att, of an
- * operator class for the column's type (integers; text for text and
- * varchar), without predicate or expressions.  InvalidOid when none.
- */
-static Oid
-find_key_index(Oid relid, AttrNumber att, Oid atttype, Oid *collation)
-{
-	Relation	rel = relation_open(relid, NoLock);
-	List	   *indexes = RelationGetIndexList(rel);
-	ListCell   *lc;
-	Oid			found = InvalidOid;
-
-	foreach(lc, indexes)
-	{
-		Oid			indexoid = lfirst_oid(lc);
-		HeapTuple	itup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(indexoid));
-		HeapTuple	ctup;
-		Form_pg_index ind;
-		bool		ok;
-
-		if (!HeapTupleIsValid(itup))
-			continue;
-		ind = (Form_pg_index) GETSTRUCT(itup);
-		ok = ind->indisvalid && ind->indisready && ind->indislive &&
-			ind->indnkeyatts >= 1 && ind->indkey.values[0] == att &&
-			heap_attisnull(itup, Anum_pg_index_indexprs, NULL) &&
-			heap_attisnull(itup, Anum_pg_index_indpred, NULL);
-		if (ok)
-		{
-			bool		isnull;
-			Datum		d = SysCacheGetAttr(INDEXRELID, itup, Anum_pg_index_indclass, &isnull);
-			oidvector  *indclass = (oidvector *) DatumGetPointer(d);
-			Oid			opcin = isnull ? InvalidOid : get_opclass_input_type(indclass->values[0]);
-
-			ok = atttype == TEXTOID || atttype == VARCHAROID ? opcin == TEXTOID : opcin == atttype;
-			if (ok)
-			{
-				d = SysCacheGetAttr(INDEXRELID, itup, Anum_pg_index_indcollation, &isnull);
-				*collation = isnull ? InvalidOid :
-					((oidvector *) DatumGetPointer(d))->values[0];
-			}
-		}
-		ReleaseSysCache(itup);
-		if (!ok)
-			continue;
-		ctup = SearchSysCache1(RELOID, ObjectIdGetDatum(indexoid));
-		if (!HeapTupleIsValid(ctup))
-			continue;
-		ok = ((Form_pg_class) GETSTRUCT(ctup))->relam == BTREE_AM_OID;
-		ReleaseSysCache(ctup);
-		if (ok)
-		{
-			found = indexoid;
-			break;
-		}
-	}
-	list_free(indexes);
-	relation_close(rel, NoLock);
-	return found;
-}
-
 static void
 catalog_compute(OdooModel m, OdooCatalog *c)
 {
@@ -402,14 +340,10 @@ catalog_compute(OdooModel m, OdooCatalog *c)
 	{
 		const char *name = t == T_DOC ? model_table[m] : table_names[t];
 		Oid			relid;
-		char		kind;
 
-		relid = RangeVarGetRelidExtended(makeRangeVar("public", (char *) name, -1),
-										 AccessShareLock, RVR_MISSING_OK, NULL, NULL);
+		/* only an ordinary table is read (odoo_read.c says why) */
+		relid = wa_odoo_table(name, LOG);
 		if (!OidIsValid(relid))
-			continue;
-		kind = get_rel_relkind(relid);
-		if (kind != RELKIND_RELATION)
 			continue;
 		c->relid[t] = relid;
 	}
@@ -446,7 +380,7 @@ catalog_compute(OdooModel m, OdooCatalog *c)
 			continue;
 		}
 		if (OidIsValid(c->relid[t]))
-			c->keyindex[t] = find_key_index(c->relid[t], c->attnum[k], c->atttype[k],
+			c->keyindex[t] = wa_key_index(c->relid[t], c->attnum[k], c->atttype[k],
 											&c->keycoll[t]);
 	}
 	for (int t = 0; t < T_COUNT; t++)
@@ -924,41 +858,16 @@ static HeapTuple
 fetch_row(OdooRow *r, int t, int64 ikey, const char *tkey)
 {
 	const OdooCatalog *c = r->cat;
-	Relation	rel = row_rel(r, t);
 	int			k = table_key_col[t];
-	Oid			type = c->atttype[k];
-	ScanKeyData skey;
 	SysScanDesc scan;
-	HeapTuple	tup;
-	Oid			indexid = c->keyindex[t];
+	HeapTuple	tup = NULL;
 
-	if (type == INT4OID)
-	{
-		if (ikey < PG_INT32_MIN || ikey > PG_INT32_MAX)
-			return NULL;
-		ScanKeyInit(&skey, c->attnum[k], BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum((int32) ikey));
-	}
-	else if (type == INT8OID)
-		ScanKeyInit(&skey, c->attnum[k], BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(ikey));
-	else if (type == INT2OID)
-	{
-		if (ikey < PG_INT16_MIN || ikey > PG_INT16_MAX)
-			return NULL;
-		ScanKeyInit(&skey, c->attnum[k], BTEqualStrategyNumber, F_INT2EQ, Int16GetDatum((int16) ikey));
-	}
-	else
-	{
-		ScanKeyInit(&skey, c->attnum[k], BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(tkey));
-		/* an index is searched in its own collation; a scan compares bytes */
-		if (OidIsValid(indexid) && OidIsValid(c->keycoll[t]))
-			skey.sk_collation = c->keycoll[t];
-	}
-	scan = systable_beginscan(rel, indexid, OidIsValid(indexid), r->snap, 1, &skey);
+	scan = wa_key_scan(row_rel(r, t), c->attnum[k], c->atttype[k], c->keyindex[t],
+					   c->keycoll[t], ikey, tkey, r->snap);
+	if (scan == NULL)
+		return NULL;
 	tup = systable_getnext(scan);
-	if (HeapTupleIsValid(tup))
-		tup = heap_copytuple(tup);
-	else
-		tup = NULL;
+	tup = HeapTupleIsValid(tup) ? heap_copytuple(tup) : NULL;
 	systable_endscan(scan);
 	return tup;
 }
@@ -1408,7 +1317,7 @@ maybe_opted_out(OdooRow *r, const char *e164)
 	a_identifier = own_attnum(rel, "identifier");
 	if (RelationGetRelid(rel) != opt_out_relid)
 	{
-		opt_out_index = find_key_index(RelationGetRelid(rel), a_identifier, TEXTOID,
+		opt_out_index = wa_key_index(RelationGetRelid(rel), a_identifier, TEXTOID,
 									   &opt_out_coll);
 		opt_out_relid = RelationGetRelid(rel);
 	}

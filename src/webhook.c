@@ -247,8 +247,6 @@ static SPIPlanPtr plan_held_any = NULL;
 static SPIPlanPtr plan_held_for = NULL;
 static SPIPlanPtr plan_held_delete = NULL;
 static SPIPlanPtr plan_recipient = NULL;
-static SPIPlanPtr plan_recipient_bl = NULL;
-static Oid	plan_recipient_bl_relid = InvalidOid;
 static SPIPlanPtr plan_marketing = NULL;
 static SPIPlanPtr plan_window = NULL;
 static SPIPlanPtr plan_template_status = NULL;
@@ -3357,35 +3355,6 @@ wa_identity_forms_sql(PG_FUNCTION_ARGS)
  */
 
 /*
- * Odoo's public.phone_blacklist(number, active), when it exists and fits;
- * else InvalidOid.  Enqueue checks it, and so does the worker's claim.
- */
-Oid
-wa_odoo_blacklist_relid(void)
-{
-	Oid			nsp = get_namespace_oid("public", true);
-	Oid			rel;
-	AttrNumber	num;
-	AttrNumber	act;
-	Oid			numtype;
-
-	if (!OidIsValid(nsp))
-		return InvalidOid;
-	rel = get_relname_relid("phone_blacklist", nsp);
-	if (!OidIsValid(rel) || get_rel_relkind(rel) != RELKIND_RELATION)
-		return InvalidOid;
-	num = get_attnum(rel, "number");
-	act = get_attnum(rel, "active");
-	if (num == InvalidAttrNumber || act == InvalidAttrNumber ||
-		get_atttype(rel, act) != BOOLOID)
-		return InvalidOid;
-	numtype = get_atttype(rel, num);
-	if (numtype != TEXTOID && numtype != VARCHAROID)
-		return InvalidOid;
-	return rel;
-}
-
-/*
  * The opt-out rule: is identifier (an E.164 number, or the raw "+digits"
  * of a number that cannot be normalized) opted out of everything, or of
  * marketing for a MARKETING template, or on Odoo's phone_blacklist?  Sets
@@ -3395,7 +3364,6 @@ bool
 wa_recipient_opted_out(int32 account_id, const char *e164, const char *kind,
 					   Datum payload, WaRecipientVerdict *v)
 {
-	Oid			relid = wa_odoo_blacklist_relid();
 	Oid			t1[1] = {TEXTOID};
 	Datum		values[2];
 	SPIPlanPtr	plan;
@@ -3406,26 +3374,14 @@ wa_recipient_opted_out(int32 account_id, const char *e164, const char *kind,
 
 	memset(v, 0, sizeof(*v));
 
-	/* Opted out: one index probe, two with Odoo's blacklist. */
-	if (OidIsValid(relid))
-	{
-		if (plan_recipient_bl != NULL && plan_recipient_bl_relid != relid)
-		{
-			SPI_freeplan(plan_recipient_bl);
-			plan_recipient_bl = NULL;
-		}
-		plan = wa_plan(&plan_recipient_bl,
-						"SELECT o.scope, o.source FROM whatsapp.opt_out o WHERE o.identifier = $1"
-						" UNION ALL"
-						" SELECT 'all', 'Odoo phone_blacklist' FROM public.phone_blacklist b"
-						"  WHERE b.number = $1 AND b.active",
-						1, t1);
-		plan_recipient_bl_relid = relid;
-	}
-	else
-		plan = wa_plan(&plan_recipient,
-						"SELECT o.scope, o.source FROM whatsapp.opt_out o WHERE o.identifier = $1",
-						1, t1);
+	/*
+	 * Opted out: one index probe of whatsapp.opt_out, then Odoo's
+	 * phone_blacklist, read by odoo_read.c (never by SQL: Odoo's role owns
+	 * that table).
+	 */
+	plan = wa_plan(&plan_recipient,
+					"SELECT o.scope, o.source FROM whatsapp.opt_out o WHERE o.identifier = $1",
+					1, t1);
 	values[0] = CStringGetTextDatum(e164);
 	wa_spi_check(spi_run(plan, values, NULL, true, 0), SPI_OK_SELECT, "opt-out lookup");
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -3444,6 +3400,11 @@ wa_recipient_opted_out(int32 account_id, const char *e164, const char *kind,
 		}
 	}
 	SPI_freetuptable(SPI_tuptable);
+	if (!all && wa_odoo_blacklisted(e164, NULL))
+	{
+		all = true;
+		source = "Odoo phone_blacklist";
+	}
 
 	if (all)
 	{

@@ -14,10 +14,13 @@
 
 #include "compat.h"
 
+#include "access/attnum.h"
 #include "fmgr.h"
 #include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "utils/relcache.h"
+#include "utils/snapshot.h"
 #include "utils/timestamp.h"
 
 #ifndef WHATSAPP_VERSION
@@ -222,20 +225,35 @@ extern void wa_recipient_check(int32 account_id, const char *e164,
 							   const char *kind, Datum payload,
 							   WaRecipientVerdict *verdict);
 
-/*
- * The opt-out rule alone, for an E.164 number or the raw "+digits" of a
- * wa_id that cannot be normalized: true (and *verdict set) when opted out.
- */
 /* A template Meta paused or disabled: true (and *verdict set: failed, template). */
 extern bool wa_template_check(int32 account_id, Datum payload,
 							  WaRecipientVerdict *verdict);
 
+/*
+ * The opt-out rule alone, for an E.164 number or the raw "+digits" of a
+ * wa_id that cannot be normalized: true (and *verdict set) when opted out.
+ */
 extern bool wa_recipient_opted_out(int32 account_id, const char *identifier,
 								   const char *kind, Datum payload,
 								   WaRecipientVerdict *verdict);
 
-/* Odoo's public.phone_blacklist when it exists with number and active. */
-extern Oid	wa_odoo_blacklist_relid(void);
+/* ----------
+ * Reading Odoo's tables without running their owner's code (odoo_read.c).
+ * ----------
+ */
+/* public.relname when it is an ordinary table (locked); else InvalidOid. */
+extern Oid	wa_odoo_table(const char *relname, int elevel);
+extern AttrNumber wa_odoo_column(Oid relid, const char *colname,
+								 const Oid *types, Oid *type, int elevel);
+extern Oid	wa_key_index(Oid relid, AttrNumber att, Oid atttype, Oid *collation);
+extern struct SysScanDescData *wa_key_scan(Relation rel, AttrNumber att,
+										   Oid atttype, Oid index, Oid coll,
+										   int64 ikey, const char *tkey,
+										   Snapshot snap);
+/* Is the number active on Odoo's phone_blacklist?  snap NULL: active one. */
+extern bool wa_odoo_blacklisted(const char *number, Snapshot snap);
+/* A value of Odoo's ir_config_parameter, or NULL. */
+extern char *wa_odoo_config_param(const char *key);
 
 /* ----------
  * Background worker (worker.c).

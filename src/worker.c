@@ -127,7 +127,7 @@ static Oid	extension_oid = InvalidOid;
 static bool in_doubt_resolved = false;
 
 static SPIPlanPtr plan_claim = NULL;
-static Oid	plan_claim_blacklist = InvalidOid;	/* what plan_claim checks */
+static SPIPlanPtr plan_block = NULL;
 static SPIPlanPtr plan_record = NULL;
 static SPIPlanPtr plan_next_due = NULL;
 static SPIPlanPtr plan_after_record = NULL;
@@ -308,7 +308,9 @@ free_plans(void)
 		SPI_freeplan(plan_next_due);
 	if (plan_after_record)
 		SPI_freeplan(plan_after_record);
-	plan_claim = plan_record = plan_next_due = plan_after_record = NULL;
+	if (plan_block)
+		SPI_freeplan(plan_block);
+	plan_claim = plan_record = plan_next_due = plan_after_record = plan_block = NULL;
 }
 
 /*
@@ -321,11 +323,12 @@ free_plans(void)
  * with 10,000 queued.
  *
  * A recipient who opted out since enqueue (webhook.c) is blocked, not
- * sent; with blacklist valid, so is a number active in Odoo's
- * phone_blacklist.
+ * sent.  Odoo's phone_blacklist is not in this SQL: Odoo's role owns it
+ * and could attach code to it, so claim() reads it through odoo_read.c
+ * and blocks those messages with block_blacklisted().
  */
 static SPIPlanPtr
-prepare_claim(Oid blacklist)
+prepare_claim(void)
 {
 	Oid			claim_types[2] = {INT4OID, INT4OID};
 	char	   *sql;
@@ -339,7 +342,7 @@ prepare_claim(Oid blacklist)
 				   "     WHERE t.name = m.payload -> 'template' ->> 'name'"
 				   "       AND t.category = 'MARKETING' AND (t.account IS NULL OR t.account ="
 				   "        (SELECT a.name FROM whatsapp.account a WHERE a.id = m.account_id))))))"
-				   "   %s)"
+				   "   )"
 				   "   AS blocked"
 				   " FROM whatsapp.message m"
 				   "  WHERE m.account_id = $1 AND m.state = 'queued'"
@@ -369,33 +372,38 @@ prepare_claim(Oid blacklist)
 				   "  (pg_catalog.jsonb_build_object('messaging_product', 'whatsapp',"
 				   "     'recipient_type', 'individual', 'to', m.recipient,"
 				   "     'biz_opaque_callback_data', m.id::text) || m.payload)::text,"
-				   "  c.blocked",
-				   OidIsValid(blacklist) ?
-				   " OR EXISTS (SELECT 1 FROM public.phone_blacklist b"
-				   "   WHERE b.number::text = m.recipient AND b.active)" : "");
+				   "  c.blocked, m.recipient");
 	plan = wa_keep_plan(sql, 2, claim_types);
 	pfree(sql);
-	plan_claim_blacklist = blacklist;
 	return plan;
 }
 
 /*
- * Odoo's phone_blacklist may be created or dropped at any time (installing
- * or removing Odoo's phone module): claim with or without it, as it is now.
+ * Block claimed messages whose recipient is on Odoo's phone_blacklist, in
+ * the claim's transaction, before any request leaves.
  */
 static void
-check_claim_blacklist(void)
+block_blacklisted(Datum *ids, int n)
 {
-	Oid			blacklist = wa_odoo_blacklist_relid();
-	SPIPlanPtr	plan;
+	Oid			types[1] = {INT8ARRAYOID};
+	Datum		args[1];
+	int			rc;
 
-	if (blacklist == plan_claim_blacklist)
-		return;
-	/* the old plan stays until the new one is ready */
-	plan = prepare_claim(blacklist);
-	if (plan_claim)
-		SPI_freeplan(plan_claim);
-	plan_claim = plan;
+	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL,
+											  TYPALIGN_DOUBLE));
+	if (plan_block == NULL)
+		plan_block = wa_keep_plan("WITH b AS (UPDATE whatsapp.message m SET state = 'blocked',"
+								  "   attempts = m.attempts - 1, failure_type = 'opted_out',"
+								  "   error_title = 'recipient is on Odoo''s phone_blacklist by the time of the claim'"
+								  "  WHERE m.id = ANY ($1) AND m.state = 'sending' RETURNING m.id)"
+								  " INSERT INTO whatsapp.log (message_id, event, message)"
+								  " SELECT b.id, 'blocked',"
+								  "   'recipient on Odoo''s phone_blacklist by the time of the claim; not sent'"
+								  " FROM b", 1, types);
+	rc = SPI_execute_plan(plan_block, args, NULL, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "whatsapp: blocking blacklisted messages failed: %s",
+			 SPI_result_code_string(rc));
 }
 
 static void
@@ -450,7 +458,7 @@ prepare_plans(void)
 		plan_after_record = wa_keep_plan("SELECT whatsapp._after_record($1, $2)",
 										 2, hook_types);
 	}
-	plan_claim = prepare_claim(InvalidOid);
+	plan_claim = prepare_claim();
 	plan_record = record_plan;
 	/* assigned last: it marks the set as complete */
 	plan_next_due = wa_keep_plan(
@@ -508,23 +516,17 @@ fail_queued_of_account(int32 id, const char *why)
 		elog(ERROR, "could not fail the messages of a whatsapp account");
 }
 
-/* Is this an Odoo database that Odoo marked neutralized (a copy)? */
+/*
+ * Is this an Odoo database that Odoo marked neutralized (a copy)?  Read
+ * without SQL: Odoo's role owns ir_config_parameter (see odoo_read.c).
+ */
 static bool
 database_is_neutralized(void)
 {
-	int			rc;
-	bool		isnull;
+	char	   *v = wa_odoo_config_param("database.is_neutralized");
 
-	rc = SPI_execute("SELECT pg_catalog.to_regclass('public.ir_config_parameter') IS NOT NULL",
-					 true, 1);
-	if (rc != SPI_OK_SELECT || SPI_processed != 1 ||
-		!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
-		return false;
-	rc = SPI_execute("SELECT 1 FROM public.ir_config_parameter"
-					 " WHERE key = 'database.is_neutralized'"
-					 "   AND lower(value) IN ('true', '1', 't')",
-					 true, 1);
-	return rc == SPI_OK_SELECT && SPI_processed > 0;
+	return v != NULL &&
+		(pg_strcasecmp(v, "true") == 0 || strcmp(v, "1") == 0 || pg_strcasecmp(v, "t") == 0);
 }
 
 /*
@@ -708,6 +710,7 @@ static int
 claim(WaPending *out, int free_slots, TimestampTz now)
 {
 	int			n = 0;
+	Datum	   *blacklisted = NULL;	/* ids, in SPI's context */
 
 	for (int i = 0; i < naccounts && free_slots > 0; i++)
 	{
@@ -715,6 +718,8 @@ claim(WaPending *out, int free_slots, TimestampTz now)
 		int			quota;
 		int			rc;
 		Datum		args[2];
+		uint64		claimed;
+		int			nblack;
 
 		if (!a->usable || !a->more || neutralized)
 			continue;
@@ -730,17 +735,28 @@ claim(WaPending *out, int free_slots, TimestampTz now)
 		rc = SPI_execute_plan(plan_claim, args, NULL, false, 0);
 		if (rc != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "whatsapp claim failed: %s", SPI_result_code_string(rc));
+		claimed = SPI_processed;
+		nblack = 0;
+		if (claimed > 0 && blacklisted == NULL)
+			blacklisted = palloc(sizeof(Datum) * Max(free_slots, 1));
 
-		for (uint64 r = 0; r < SPI_processed; r++)
+		for (uint64 r = 0; r < claimed; r++)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[r];
 			bool		isnull;
 			WaTransfer *t;
 			char	   *body;
+			char	   *recipient;
 
 			/* blocked at the claim (opted out): never sent */
 			if (DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc, 4, &isnull)))
 				continue;
+			recipient = TextDatumGetCString(SPI_getbinval(tup, SPI_tuptable->tupdesc, 5, &isnull));
+			if (wa_odoo_blacklisted(recipient, NULL))
+			{
+				blacklisted[nblack++] = SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull);
+				continue;
+			}
 			t = wa_http_new_transfer();
 			t->message_id = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
 			t->attempt = DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
@@ -751,9 +767,11 @@ claim(WaPending *out, int free_slots, TimestampTz now)
 			out[n].a = a;
 			n++;
 		}
-		a->tokens -= SPI_processed;
-		free_slots -= SPI_processed;
-		a->more = ((int) SPI_processed == quota);
+		if (nblack > 0)
+			block_blacklisted(blacklisted, nblack);
+		a->tokens -= claimed;
+		free_slots -= claimed;
+		a->more = ((int) claimed == quota);
 		if (!a->more)
 		{
 			bool		isnull;
@@ -1100,7 +1118,6 @@ run_cycle(WaCycle *what)
 		return;
 	}
 	prepare_plans();
-	check_claim_blacklist();
 	if (!in_doubt_resolved)
 		resolve_in_doubt();
 	if (what->reload || !accounts_loaded ||

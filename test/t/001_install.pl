@@ -203,6 +203,12 @@ WaTest::psql_is($node,
 	'CHECK (whatsapp._failure_type_valid(failure_type)); CHECK (whatsapp._message_state_valid(state))',
 	'after the update the CHECK constraints are the validated C-function ones',
 	dbname => 'upgrade');
+# what 0.3 changed: wa_odoo_enable runs no SQL on Odoo's res_company
+WaTest::psql_is($node,
+	q{SELECT p.prosrc LIKE '%public.res_company%' OR p.prosrc NOT LIKE '%_odoo_company_exists%'
+	    FROM pg_proc p WHERE p.oid = 'whatsapp.wa_odoo_enable'::regproc},
+	'f', 'after the update wa_odoo_enable looks the company up in C',
+	dbname => 'upgrade');
 
 # ---------------------------------------------------------------------
 # The whatsapp.* prefix is reserved when the library is preloaded

@@ -103,6 +103,13 @@ like($req[0]{body}, qr/"kept"/, 'and it is the committed one');
 }
 
 # --- 4. NOTIFY whatsapp is a doorbell: rows inserted behind the API -------
+# From an idle worker: the answer of section 3 recorded first, since a
+# worker that records answers claims again afterwards, and would find the
+# row that way.
+ok(WaTest::wait_for($node,
+		"SELECT count(*) FROM whatsapp.messages WHERE state IN ('queued', 'sending')",
+		'0', 30), 'the worker is idle');
+usleep(200_000);
 $seq0 = $mock->last_seq;
 WaTest::psql_ok($node, q{
 	INSERT INTO whatsapp.message (account_id, recipient, kind, payload)

@@ -7,8 +7,8 @@
 # search_path.  Here such a role puts public before pg_catalog and creates
 # public.=(text, text) and public.=(character varying, text), which record
 # the process that called them.  The worker must still claim, send and
-# record messages (Odoo's phone_blacklist included, which compares a
-# varchar with a text), and never call either operator.
+# record messages (Odoo's phone_blacklist included, which the worker reads
+# in C since 0.3, never by SQL), and never call either operator.
 use strict;
 use warnings;
 
@@ -76,7 +76,7 @@ ok(WaTest::wait_for($node,
 	'the worker sends a message');
 is(scalar(@{ $mock->requests($seq0) }), 1, 'the mock received it');
 
-# A number blacklisted after enqueue: the claim compares varchar with text.
+# A number blacklisted after enqueue: the claim checks the varchar column.
 $mock->add_rule({ match => { to => '+34612055999' }, action => { latency_ms => 2000 } });
 my $ids = $node->safe_psql('postgres', q{
 	UPDATE public.phone_blacklist SET active = false;
