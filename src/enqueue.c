@@ -241,7 +241,7 @@ enqueue(text *recipient, const char *kind, Jsonb *payload, text *account,
 
 	account_id = resolve_account(account);
 
-	/* Opted out, or outside the 24-hour window (webhook.c)? */
+	/* Opted out, a paused template, outside the 24-hour window (recipient.c)? */
 	if (valid)
 		wa_recipient_check(account_id, e164, kind, JsonbPGetDatum(payload),
 						   &verdict);

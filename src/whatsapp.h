@@ -192,12 +192,17 @@ extern void wa_redact_install_hooks(void);
 extern void wa_report_redacted_activity(const char *funcname);
 
 /* ----------
- * Webhooks, opt-out and the 24-hour window (webhook.c).
+ * Keyword folding (keywords.c).
  * ----------
  */
 
 /* A message's text folded for keyword matching (palloc'd). */
 extern char *wa_fold_keyword(const char *s, int len);
+
+/* ----------
+ * The checks sending makes about a recipient (recipient.c).
+ * ----------
+ */
 
 /*
  * The E.164 forms one number is known by (itself; Brazil's mobiles with and
@@ -210,16 +215,27 @@ extern int	wa_phone_forms(const char *e164, char forms[][WA_E164_MAXLEN + 1]);
 typedef struct WaRecipientVerdict
 {
 	const char *state;			/* NULL: queue it; "blocked" or "failed" */
-	const char *failure_type;	/* "opted_out" or "whatsapp_unrecoverable" */
+	const char *failure_type;	/* "opted_out", "template" or "whatsapp_unrecoverable" */
 	int32		error_code;		/* 131047 outside the window, else 0 */
 	char	   *error_title;
 } WaRecipientVerdict;
 
 /*
+ * The opt-out rule, the one copy of it: NULL, or why the identifier (E.164,
+ * or the raw "+digits" of a wa_id that cannot be normalized) may not get a
+ * message of this kind (and template, for kind "template").  snap NULL:
+ * the running statement's snapshot.  Inside SPI.
+ */
+extern char *wa_opt_out_reason(int32 account_id, const char *identifier,
+							   const char *kind, const char *template_name,
+							   Snapshot snap);
+
+/*
  * For enqueue, inside its SPI connection, for a recipient that is valid
- * E.164: opted out (whatsapp.opt_out, or Odoo's phone_blacklist)?  A
- * free-form message outside the 24-hour window under whatsapp.window_check
- * (warns under "warn")?  payload is the message's jsonb Datum.
+ * E.164: opted out (wa_opt_out_reason)?  A template Meta paused or
+ * disabled?  A free-form message outside the 24-hour window under
+ * whatsapp.window_check (warns under "warn")?  payload is the message's
+ * jsonb Datum.
  */
 extern void wa_recipient_check(int32 account_id, const char *e164,
 							   const char *kind, Datum payload,
@@ -229,10 +245,7 @@ extern void wa_recipient_check(int32 account_id, const char *e164,
 extern bool wa_template_check(int32 account_id, Datum payload,
 							  WaRecipientVerdict *verdict);
 
-/*
- * The opt-out rule alone, for an E.164 number or the raw "+digits" of a
- * wa_id that cannot be normalized: true (and *verdict set) when opted out.
- */
+/* The opt-out rule for a message: true (and *verdict set: blocked) when opted out. */
 extern bool wa_recipient_opted_out(int32 account_id, const char *identifier,
 								   const char *kind, Datum payload,
 								   WaRecipientVerdict *verdict);
