@@ -973,7 +973,7 @@ record_results(void)
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "whatsapp record failed: %s", SPI_result_code_string(rc));
 
-	/* Webhooks (webhook.c): apply held statuses; 131050 is an opt-out. */
+	/* Webhooks (webhook_status.c): apply held statuses; 131050 is an opt-out. */
 	{
 		Datum		hook_args[2] = {args[0], args[3]};
 
