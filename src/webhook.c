@@ -367,7 +367,11 @@ wa_account_changed(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);
 }
 
-/* Every account, dropped ones included (statuses still match them). */
+/*
+ * Every account, dropped ones included (statuses still match them).  The
+ * display number (0.3) is read through to_jsonb, so that the worker's
+ * _after_record works with older objects until ALTER EXTENSION UPDATE.
+ */
 void
 wh_load_accounts(HookCtx *ctx)
 {
@@ -398,8 +402,9 @@ wh_load_accounts(HookCtx *ctx)
 
 	rc = wh_spi_run(wa_plan(&plan_accounts,
 								   "SELECT id, name, phone_number_id, waba_id, dropped_at IS NOT NULL,"
-								   "  app_secret, app_secret_key, display_phone_number"
-								   " FROM whatsapp.account ORDER BY id", 0, NULL),
+								   "  app_secret, app_secret_key,"
+								   "  pg_catalog.to_jsonb(a) OPERATOR(pg_catalog.->>) 'display_phone_number'"
+								   " FROM whatsapp.account a ORDER BY id", 0, NULL),
 						  NULL, NULL, true, 0);
 	wa_spi_check(rc, SPI_OK_SELECT, "account lookup");
 	tt = SPI_tuptable;

@@ -104,6 +104,8 @@ static SPIPlanPtr plan_status[ST_NKINDS][MATCH_NKINDS][2];
 static SPIPlanPtr plan_find[MATCH_NKINDS];
 static SPIPlanPtr plan_find_latest[MATCH_NKINDS];
 static SPIPlanPtr plan_msg_identities = NULL;
+static SPIPlanPtr plan_msg_identities_old = NULL;
+static SPIPlanPtr plan_have_function = NULL;
 static SPIPlanPtr plan_hold = NULL;
 static SPIPlanPtr plan_purge_held = NULL;
 static SPIPlanPtr plan_held_any = NULL;
@@ -360,6 +362,24 @@ lock_hold(LOCKMODE mode)
 	(void) LockAcquire(&tag, mode, false, false);
 }
 
+/* Is there a function whatsapp.name (the 0.3 objects)?  Inside SPI. */
+static bool
+have_function(const char *name)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(psprintf("whatsapp.%s", name))};
+	bool		isnull;
+	bool		found;
+
+	wa_spi_check(wh_spi_run(wa_plan(&plan_have_function,
+									"SELECT pg_catalog.to_regproc($1) IS NOT NULL", 1, types),
+							values, NULL, true, 1),
+				 SPI_OK_SELECT, "function lookup");
+	found = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_freetuptable(SPI_tuptable);
+	return found;
+}
+
 static void
 record_131050(int64 message_id, StatusIn *st)
 {
@@ -373,7 +393,26 @@ record_131050(int64 message_id, StatusIn *st)
 	values[2] = st->recipient_user_id ? CStringGetTextDatum(st->recipient_user_id) : (Datum) 0;
 	nulls[2] = st->recipient_user_id ? ' ' : 'n';
 	values[3] = TimestampTzGetDatum(st->ts);
-	/* in the order of the status's own time, like every consent event */
+
+	/*
+	 * In the order of the status's own time, like every consent event.
+	 * Before ALTER EXTENSION UPDATE to 0.3 (the worker applying a held
+	 * status with the older objects) there is no _consent_apply: the
+	 * opt-out is recorded at the time of receipt.
+	 */
+	if (!have_function("_consent_apply"))
+	{
+		wa_spi_check(wh_spi_run(wa_plan(&plan_msg_identities_old,
+										"SELECT whatsapp._opt_out_apply(m.account_id,"
+										"  ARRAY[m.recipient, '+' || m.wa_id, $2, $3],"
+										"  'marketing', 'error 131050', m.error_title, m.wamid)"
+										" FROM whatsapp.message m WHERE m.id = $1 AND $4 IS NOT NULL",
+										4, types),
+								values, nulls, false, 0),
+					 SPI_OK_SELECT, "131050 opt-out");
+		SPI_freetuptable(SPI_tuptable);
+		return;
+	}
 	wa_spi_check(wh_spi_run(wa_plan(&plan_msg_identities,
 										"SELECT whatsapp._consent_apply('opt_out', m.account_id,"
 										"  ARRAY[m.recipient, '+' || m.wa_id, $2, $3],"
