@@ -307,6 +307,21 @@ SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'es_MX
 DELETE FROM whatsapp.message WHERE dedupe_key = 'sale.order:219:sale_order_confirmed';
 UPDATE public.sale_order SET state = 'draft' WHERE id = 219;
 UPDATE public.sale_order SET state = 'sale' WHERE id = 219;
+-- A template Meta paused (message_template_status_update) fails the Odoo
+-- message at commit too, failure_type template, until it is approved.
+SELECT lang FROM whatsapp.messages m, LATERAL (SELECT m.payload #>> '{template,language,code}' AS lang) l
+ WHERE dedupe_key = 'sale.order:219:sale_order_confirmed';
+UPDATE whatsapp.templates SET status = 'PAUSED' WHERE name = 'order_confirmed' AND language = 'es_MX';
+DELETE FROM whatsapp.message WHERE dedupe_key = 'sale.order:219:sale_order_confirmed';
+UPDATE public.sale_order SET state = 'draft' WHERE id = 219;
+UPDATE public.sale_order SET state = 'sale' WHERE id = 219;
+SELECT state, failure_type, regexp_replace(error_title, 'since .*;', 'since …;') AS error_title
+  FROM whatsapp.messages WHERE dedupe_key = 'sale.order:219:sale_order_confirmed';
+UPDATE whatsapp.templates SET status = NULL WHERE name = 'order_confirmed' AND language = 'es_MX';
+DELETE FROM whatsapp.message WHERE dedupe_key = 'sale.order:219:sale_order_confirmed';
+UPDATE public.sale_order SET state = 'draft' WHERE id = 219;
+UPDATE public.sale_order SET state = 'sale' WHERE id = 219;
+SELECT state FROM whatsapp.messages WHERE dedupe_key = 'sale.order:219:sale_order_confirmed';
 -- sr@latin is not a template language: its base, else the rule's.
 UPDATE public.res_partner SET lang = 'sr@latin' WHERE id = 10;
 INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,

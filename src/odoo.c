@@ -38,9 +38,10 @@
  * in a snapshot that sees the transaction's own writes.  Which tables,
  * columns and indexes exist is computed from the catalog once and again
  * after every catalog invalidation (syscache callbacks), under locks that
- * keep it true until commit.  Only two statements remain, both through
- * SPI: the INSERT of the message, and (when an index probe says the number
- * might be opted out or blacklisted) webhook.c's recipient check.
+ * keep it true until commit.  Only a few statements remain, through SPI:
+ * the INSERT of the message, and recipient.c's checks (the opt-out rule
+ * reads whatsapp.opt_out by index in C and asks SQL only about a
+ * marketing opt-out; a paused template is one query).
  *
  *-------------------------------------------------------------------------
  */
@@ -298,19 +299,14 @@ static SPIPlanPtr plan_insert = NULL;
 static bool plan_insert_writes_owner = false;
 static SPIPlanPtr plan_existing = NULL;
 
-/* whatsapp.opt_out and its index on identifier (see maybe_opted_out) */
-static Oid	opt_out_relid = InvalidOid;
 /* the extension's own tables read here (see open_own_table) */
-static Oid	own_relids[4];
-static Oid	opt_out_index = InvalidOid;
-static Oid	opt_out_coll = InvalidOid;
+static Oid	own_relids[3];
 
 static void
 odoo_catalog_changed(Datum arg, int cacheid, uint32 hashvalue)
 {
 	for (int m = 0; m < N_MODELS; m++)
 		model_state[m].current = false;
-	opt_out_relid = InvalidOid;
 	memset(own_relids, 0, sizeof(own_relids));
 }
 
@@ -1266,10 +1262,10 @@ typedef struct OdooRule
 
 enum
 {
-	OWN_RULE, OWN_ACCOUNT, OWN_TEMPLATES, OWN_OPT_OUT,
+	OWN_RULE, OWN_ACCOUNT, OWN_TEMPLATES,
 	N_OWN
 };
-static const char *const own_names[N_OWN] = {"odoo_rule", "account", "templates", "opt_out"};
+static const char *const own_names[N_OWN] = {"odoo_rule", "account", "templates"};
 
 static Relation
 open_own_table(int which)
@@ -1486,48 +1482,6 @@ config_value(OdooRow *r, const char *key)
 	if (tup)
 		heap_freetuple(tup);
 	return v;
-}
-
-/*
- * Could the number be opted out or on Odoo's blacklist?  Two index probes
- * before the authoritative check (wa_recipient_check in webhook.c, an SPI
- * query): for a template, that check looks only at whatsapp.opt_out rows of
- * the number and at public.phone_blacklist rows of the number, so when
- * neither has a row for it there is nothing to decide.  Any row sends the
- * number to wa_recipient_check.
- */
-static bool
-maybe_opted_out(OdooRow *r, const char *e164)
-{
-	Relation	rel;
-	AttrNumber	a_identifier;
-	ScanKeyData skey;
-	SysScanDesc scan;
-	bool		found;
-	HeapTuple	tup;
-
-	if (OidIsValid(r->cat->relid[T_BLACKLIST]) &&
-		(tup = fetch_row(r, T_BLACKLIST, 0, e164)) != NULL)
-	{
-		heap_freetuple(tup);
-		return true;
-	}
-	rel = open_own_table(OWN_OPT_OUT);
-	a_identifier = own_attnum(rel, "identifier");
-	if (RelationGetRelid(rel) != opt_out_relid)
-	{
-		opt_out_index = wa_key_index(RelationGetRelid(rel), a_identifier, TEXTOID,
-									   &opt_out_coll);
-		opt_out_relid = RelationGetRelid(rel);
-	}
-	ScanKeyInit(&skey, a_identifier, BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(e164));
-	if (OidIsValid(opt_out_index))
-		skey.sk_collation = opt_out_coll;
-	scan = systable_beginscan(rel, opt_out_index, OidIsValid(opt_out_index), r->snap, 1, &skey);
-	found = HeapTupleIsValid(systable_getnext(scan));
-	systable_endscan(scan);
-	table_close(rel, NoLock);
-	return found;
 }
 
 /* Is the partner its own commercial partner (or has none)? */
@@ -2554,12 +2508,13 @@ render_rows(const OdooEvent *ev, OdooModelState *s, OdooRow *rowp, bool for_prev
 	appendStringInfoChar(&r->values, '}');
 
 	r->payload_jsonb = DirectFunctionCall1(jsonb_in, CStringGetDatum(r->payload.data));
-	if (r->state == NULL && !maybe_opted_out(row, r->recipient))
-		r->state = "queued";
-	else if (r->state == NULL)
+	if (r->state == NULL)
 	{
-		/* Opted out, or on Odoo's phone_blacklist?  (webhook.c decides) */
-		WaRecipientVerdict v;
+		/*
+		 * Opted out or on Odoo's phone_blacklist (the opt-out rule), or a
+		 * template Meta paused?  recipient.c decides, as for wa_send.
+		 */
+		WaRecipientVerdict v = {0};
 
 		wa_recipient_check(r->account_id, r->recipient, "template", r->payload_jsonb, &v);
 		if (v.state != NULL)

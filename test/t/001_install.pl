@@ -213,6 +213,22 @@ is($node->safe_psql('upgrade', q{
 WaTest::psql_is($node,
 	"SELECT whatsapp.wa_send('+525512345678', 'queued at 0.1', dedupe_key => 'legacy:1') > 0;",
 	't', 'wa_send works with the 0.1 objects', dbname => 'upgrade');
+# ... and the worker's hook applies a held status with them too (the
+# webhook code reads the 0.3 account columns only where they exist).
+WaTest::psql_is($node, q{
+	SELECT whatsapp.wa_send('+525512345679', 'held at 0.1', dedupe_key => 'legacy:held') > 0;
+	INSERT INTO whatsapp.status_held (phone_number_id, message_id, wamid, status)
+	SELECT '1099887766', id, 'wamid.LEGACY-HELD',
+		   '{"id": "wamid.LEGACY-HELD", "status": "delivered", "timestamp": "1749416400"}'
+	  FROM whatsapp.message WHERE dedupe_key = 'legacy:held';
+	UPDATE whatsapp.message SET state = 'sent', wamid = 'wamid.LEGACY-HELD', attempts = 1
+	 WHERE dedupe_key = 'legacy:held';
+	SELECT count(*) FROM (SELECT whatsapp._after_record(
+		ARRAY(SELECT id FROM whatsapp.message WHERE dedupe_key = 'legacy:held'), ARRAY[NULL::integer])) x;
+	SELECT state FROM whatsapp.message WHERE dedupe_key = 'legacy:held';
+	DELETE FROM whatsapp.message WHERE dedupe_key = 'legacy:held';},
+	"t\n1\ndelivered", "_after_record applies a held status with the 0.1 objects",
+	dbname => 'upgrade');
 WaTest::psql_is($node,
 	"SELECT whatsapp.wa_send('+525512345678', 'just before', dedupe_key => 'legacy:2') > 0;\n"
 	  . "ALTER EXTENSION whatsapp UPDATE;\n"
