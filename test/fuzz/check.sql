@@ -85,13 +85,21 @@ SELECT 'outlet''s templates untouched', CASE WHEN count(*) > 0 THEN
  WHERE b.account = 'outlet'
    AND (t.name IS NULL OR (t.category, t.status) IS DISTINCT FROM (b.category, b.status));
 
--- Every payload stored was verified by tienda's secret.
+-- Every stored payload was verified by an active account's secret; those
+-- that outlet's verified (the signature mode's, which name only tienda)
+-- applied nothing.
 INSERT INTO result (name, failure)
-SELECT 'stored payloads verified by tienda''s secret', CASE WHEN count(*) > 0 THEN
+SELECT 'stored payloads verified', CASE WHEN count(*) > 0 THEN
 	   format('%s payloads stored with account_id %s', count(*), min(w.account_id)) END
   FROM whatsapp.webhook w
  WHERE w.account_id IS NULL
-	OR w.account_id NOT IN (SELECT id FROM whatsapp.account WHERE name IN ('tienda', 'tienda_gdl'));
+	OR w.account_id NOT IN (SELECT id FROM whatsapp.account
+							 WHERE name IN ('tienda', 'tienda_gdl', 'outlet'));
+INSERT INTO result (name, failure)
+SELECT 'outlet''s secret applied nothing of tienda''s', CASE WHEN count(*) > 0 THEN
+	   format('%s payloads verified by outlet''s secret applied events', count(*)) END
+  FROM whatsapp.webhook w JOIN whatsapp.account a ON a.id = w.account_id
+ WHERE a.name = 'outlet' AND w.applied > 0;
 
 -- What the rows hold has the documented shapes.
 INSERT INTO result (name, failure)
@@ -109,13 +117,14 @@ SELECT 'held statuses', CASE WHEN count(*) > 0 THEN
  WHERE h.wamid = '' OR length(h.wamid) > 256
 	OR (h.message_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM whatsapp.message m WHERE m.id = h.message_id));
 
+-- (A wa_id that cannot be made E.164 is recorded as '+' and its digits.)
 INSERT INTO result (name, failure)
 SELECT 'opt-out identifiers', CASE WHEN count(*) > 0 THEN
-	   format('%s opt-outs of an identifier that is neither E.164 nor a user id, e.g. %L',
+	   format('%s opt-outs of an identifier that is neither a number nor a user id, e.g. %L',
 			  count(*), min(identifier)) END
   FROM whatsapp.opt_out
- WHERE identifier !~ '^\+[1-9][0-9]{7,14}$'
-   AND (identifier !~ '^[A-Za-z0-9._-]+$' OR length(identifier) > 256);
+ WHERE identifier !~ '^\+[0-9]{1,20}$'
+   AND (identifier !~ '^[A-Za-z0-9._-]+$' OR identifier !~ '[A-Za-z]' OR length(identifier) > 128);
 
 -- No secret in what the extension wrote.
 INSERT INTO result (name, failure)
@@ -126,8 +135,8 @@ SELECT 'no secret in whatsapp.log', CASE WHEN count(*) > 0 THEN
 
 -- The functions still work: a fresh, correctly signed status.
 INSERT INTO result (name, failure)
-SELECT 'wa_receive after the run', CASE WHEN r IS DISTINCT FROM 0 THEN
-	   format('wa_receive returned %s', r) END
+SELECT 'wa_receive after the run', CASE WHEN r IS NULL OR r < 0 THEN
+	   format('wa_receive returned %s', coalesce(r::text, 'NULL')) END
   FROM (SELECT whatsapp.wa_receive(b, 'sha256=' || encode(hmac(b, :'secret', 'sha256'), 'hex')) AS r
 		  FROM (SELECT '{"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{"field":"account_update","value":{"event":"VERIFIED_ACCOUNT"}}]}]}'::text AS b) x) y;
 INSERT INTO result (name, failure)

@@ -165,7 +165,7 @@ run_mode() {
 	say ""
 	say "==== $label: $n inputs, seed $seed"
 	[ "$VALGRIND" = 1 ] && extra=(-t 3600 -b 20)
-	out=$(WAFUZZ_SECRET=$secret WAFUZZ_OTHER_SECRETS="$secret2,$secret3" \
+	out=$(WAFUZZ_SECRET=$secret WAFUZZ_VALID_SECRETS=$secret2 WAFUZZ_OTHER_SECRETS=$secret3 \
 		"$here/wafuzz" "$mode" -d "$(conn_for "$db")" -n "$n" -s "$seed" -E "$enc" \
 		-c "$here/corpus" -o "$FUZZ_OUT" "${extra[@]}")
 	rc=$?

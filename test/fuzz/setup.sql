@@ -139,8 +139,10 @@ $$;
  *   P_FORMS     _identity_forms disagrees with normalize_phone (same
  *               default country code), or gives a form that is not stable
  *   P_SEND      wa_send recorded something else than normalize_phone says:
- *               an invalid number not failed/phone_invalid with the raw
- *               input, or a valid one not queued/blocked as its E.164 form
+ *               an invalid number not failed/phone_invalid (or, when its
+ *               "+" and digits are opted out, blocked/opted_out) with the
+ *               raw input, or a valid one not queued/blocked as its E.164
+ *               form
  *   P_ENCODING  in a database that is not UTF-8, a number with a non-ASCII
  *               character was accepted (only UTF-8 spaces and dashes are)
  */
@@ -239,7 +241,8 @@ BEGIN
 				new_id := whatsapp.wa_send(p, 'Hola, su pedido #1042 está en camino.', 'tienda');
 				SELECT msg.state, msg.recipient, msg.failure_type INTO m
 				  FROM whatsapp.message msg WHERE msg.id = new_id;
-				IF e0 IS NULL AND NOT (m.state = 'failed' AND m.failure_type = 'phone_invalid'
+				IF e0 IS NULL AND NOT ((m.state = 'failed' AND m.failure_type = 'phone_invalid'
+										OR m.state = 'blocked' AND m.failure_type = 'opted_out')
 									   AND m.recipient IS NOT DISTINCT FROM p)
 				   OR e0 IS NOT NULL AND NOT (m.state IN ('queued', 'blocked')
 											 AND m.recipient = e0) THEN

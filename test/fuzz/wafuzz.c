@@ -24,7 +24,7 @@
  *				  accounts, whose secret did not sign it)
  *	  signature   "ok" exactly when the header is "sha256=" and the 64 hex
  *				  digits, in either case, of the payload's HMAC under the
- *				  account's secret; 28000 otherwise
+ *				  app secret of an active account; 28000 otherwise
  *	  phone		  "ok"; 22023 when the country code argument is refused
  *				  (and then for a valid number too: P_CC otherwise); the
  *				  properties of fuzz.phone() in setup.sql
@@ -1377,15 +1377,17 @@ hexval(char c)
 	return -1;
 }
 
-/*
- * The oracle of the signature mode: does sig verify payload under the
- * secret whose correct hex MAC is good_hex?  Exactly "sha256=" and 64 hex
- * digits, in either case, of that MAC.
- */
+static const char *secret_main;
+static const char *secret_valid[4];	/* other active accounts' secrets */
+static int	nsecret_valid;
+static const char *secret_other[4];	/* secrets that must not verify */
+static int	nsecret_other;
+
+/* Is sig "sha256=" and the 64 hex digits, in either case, of good_hex? */
 static bool
-signature_should_verify(const Buf *sig, bool is_null, const char *good_hex)
+signature_is(const Buf *sig, const char *good_hex)
 {
-	if (is_null || sig->len != 71 || memcmp(sig->data, "sha256=", 7) != 0)
+	if (sig->len != 71 || memcmp(sig->data, "sha256=", 7) != 0)
 		return false;
 	for (int i = 0; i < 64; i++)
 	{
@@ -1397,9 +1399,29 @@ signature_should_verify(const Buf *sig, bool is_null, const char *good_hex)
 	return true;
 }
 
-static const char *secret_main;
-static const char *secret_other[3];
-static int	nsecret_other;
+/*
+ * The oracle of the signature mode: does sig verify payload?  Every app
+ * secret of an active account is tried, so the MAC under any of them
+ * verifies (what the payload may then change is another matter).
+ */
+static bool
+signature_should_verify(const Buf *sig, bool is_null, const Buf *payload,
+						const char *good_hex)
+{
+	char		hex[65];
+
+	if (is_null)
+		return false;
+	if (signature_is(sig, good_hex))
+		return true;
+	for (int k = 0; k < nsecret_valid; k++)
+	{
+		hmac_hex(secret_valid[k], payload->data, payload->len, hex);
+		if (signature_is(sig, hex))
+			return true;
+	}
+	return false;
+}
 
 static void
 make_signature_input(const Buf *payload, Buf *sig, bool *is_null)
@@ -1418,8 +1440,11 @@ make_signature_input(const Buf *payload, Buf *sig, bool *is_null)
 			*is_null = chance(1, 4);
 			/* the empty string otherwise */
 			return;
-		case 1:				/* another account's secret */
-			hmac_hex(secret_other[rnd(nsecret_other)], payload->data, payload->len, hex);
+		case 1:				/* another account's secret, or a wrong one */
+			if (nsecret_valid > 0 && chance(1, 2))
+				hmac_hex(secret_valid[rnd(nsecret_valid)], payload->data, payload->len, hex);
+			else
+				hmac_hex(secret_other[rnd(nsecret_other)], payload->data, payload->len, hex);
 			buf_printf(sig, "sha256=%s", hex);
 			break;
 		case 2:				/* the MAC of other bytes */
@@ -1763,8 +1788,10 @@ usage(void)
 			"                such as LATIN1, inputs keep every byte but NUL\n"
 			"  -q            no progress lines\n"
 			"The app secrets come from the environment: WAFUZZ_SECRET (the main\n"
-			"account's, which signs every payload) and WAFUZZ_OTHER_SECRETS\n"
-			"(comma-separated: the other accounts', for wrong signatures).\n");
+			"account's, which signs every payload), WAFUZZ_VALID_SECRETS (comma-\n"
+			"separated: other active accounts', which verify too) and\n"
+			"WAFUZZ_OTHER_SECRETS (secrets that must not verify, such as a dropped\n"
+			"account's).\n");
 	exit(3);
 }
 
@@ -1864,6 +1891,14 @@ main(int argc, char **argv)
 	secret_main = getenv("WAFUZZ_SECRET");
 	if (!is_phone && (secret_main == NULL || *secret_main == '\0'))
 		die("WAFUZZ_SECRET (the main account's app secret) is not set");
+	env = getenv("WAFUZZ_VALID_SECRETS");
+	if (env && *env)
+	{
+		char	   *copy = xstrdup(env);
+
+		for (char *tok = strtok(copy, ","); tok && nsecret_valid < 4; tok = strtok(NULL, ","))
+			secret_valid[nsecret_valid++] = tok;
+	}
 	env = getenv("WAFUZZ_OTHER_SECRETS");
 	if (env && *env)
 	{
@@ -1872,8 +1907,7 @@ main(int argc, char **argv)
 		for (char *tok = strtok(copy, ","); tok && nsecret_other < 3; tok = strtok(NULL, ","))
 			secret_other[nsecret_other++] = tok;
 	}
-	if (nsecret_other == 0)
-		secret_other[nsecret_other++] = "not-the-app-secret";
+	secret_other[nsecret_other++] = "not-the-app-secret";
 
 	/* seeds */
 	if (is_phone)
@@ -1996,7 +2030,8 @@ main(int argc, char **argv)
 				}
 				else if (is_sig)
 				{
-					bool		should = signature_should_verify(&extra[i], extra_null[i], good_hex[i]);
+					bool		should = signature_should_verify(&extra[i], extra_null[i], &in[i],
+																 good_hex[i]);
 
 					if (strcmp(oc, "ok") == 0)
 					{

@@ -59,7 +59,8 @@ my $postmaster_pid = $node->safe_psql('postgres', 'SELECT pg_postmaster_start_ti
 my %connstr = map { $_ => $node->connstr($_) } qw(postgres fuzz_latin1);
 my $connstr = $connstr{postgres};
 local $ENV{WAFUZZ_SECRET} = $secret{main};
-local $ENV{WAFUZZ_OTHER_SECRETS} = "$secret{outlet},$secret{gone}";
+local $ENV{WAFUZZ_VALID_SECRETS} = $secret{outlet};
+local $ENV{WAFUZZ_OTHER_SECRETS} = $secret{gone};
 
 # Run one mode; returns (exit status, stdout, stderr).
 sub fuzz
