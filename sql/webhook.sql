@@ -1038,6 +1038,18 @@ SELECT identifier, scope, source FROM whatsapp.consents
 SELECT wamid, wa_id, user_id FROM whatsapp.inbound WHERE wamid LIKE 'wamid.UID-BAD%' ORDER BY wamid;
 
 -- ---------------------------------------------------------------------
+-- 9f. A revoke of a stored message that had no type (stored as
+--     "unknown") revokes it, and raises nothing (found by test/fuzz).
+-- ---------------------------------------------------------------------
+SELECT pg_temp.recv(pg_temp.inbound('[{"profile": {"name": "Sin Tipo"}, "wa_id": "5215577770009"}]',
+	'[{"from": "5215577770009", "id": "wamid.NOTYPE", "timestamp": "1749429000"}]')) AS no_type;
+SELECT pg_temp.try(format('SELECT pg_temp.recv(%L)', pg_temp.inbound('[]',
+	'[{"from": "5215577770009", "id": "wamid.NOTYPE-r", "timestamp": "1749429100", "type": "revoke",
+	   "revoke": {"original_message_id": "wamid.NOTYPE"}}]'))) AS revoked;
+SELECT wamid, type, revoked_at IS NOT NULL AS revoked, raw ->> 'id' AS raw_id FROM whatsapp.inbound
+ WHERE wamid = 'wamid.NOTYPE';
+
+-- ---------------------------------------------------------------------
 -- 10. Privileges
 -- ---------------------------------------------------------------------
 SELECT r.rolname,

@@ -354,7 +354,8 @@ apply_reaction(HookCtx *ctx, HookAccount *account, JsonbContainer *msg,
  * An edit (type "edit") replaces the text of the inbound message it names
  * (edit.original_message_id), keeping the previous text in its history; a
  * revoke (type "revoke") marks it revoked and clears its text, history and
- * content.  Neither is a new inbound message.  An edit older than the last
+ * content (the member of raw its type names; a message stored without a
+ * type keeps its raw).  Neither is a new inbound message.  An edit older than the last
  * one applied, or seen before, changes nothing.
  */
 static void
@@ -414,7 +415,7 @@ apply_edit_or_revoke(HookCtx *ctx, HookAccount *account, JsonbContainer *msg,
 		wa_spi_check(wh_spi_run(wa_plan(&plan_revoke,
 									 "WITH u AS ("
 									 "  UPDATE whatsapp.inbound_message i SET body = NULL, history = NULL,"
-									 "    raw = i.raw - (i.raw ->> 'type'), revoked_at = $3"
+									 "    raw = COALESCE(i.raw - (i.raw ->> 'type'), i.raw), revoked_at = $3"
 									 "   WHERE i.wamid = $1 AND i.account_id = $5 AND i.revoked_at IS NULL"
 									 "  RETURNING 1)"
 									 " SELECT (SELECT count(*) FROM u),"
