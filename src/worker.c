@@ -1092,6 +1092,34 @@ extension_present(void)
 	return OidIsValid(oid);
 }
 
+/* The extension is installed here: the status view shows this database. */
+static void
+set_confirmed(void)
+{
+	LWLockAcquire(wa_shared->lock, LW_EXCLUSIVE);
+	slot->confirmed = true;
+	LWLockRelease(wa_shared->lock);
+}
+
+/*
+ * With whatsapp.database = '*', a database without the extension is not
+ * served: say so in the slot, for the launcher, and leave the database
+ * (exit code 0: the launcher, not the postmaster, decides what is next).
+ * "was_serving" tells a DROP EXTENSION from a first look.
+ */
+static void
+leave_without_extension(bool was_serving)
+{
+	LWLockAcquire(wa_shared->lock, LW_EXCLUSIVE);
+	slot->extension_missing = true;
+	slot->confirmed = false;
+	LWLockRelease(wa_shared->lock);
+	ereport(was_serving ? LOG : DEBUG1,
+			(errmsg("whatsapp worker for database \"%s\" leaves: the extension is not installed there",
+					slot->datname)));
+	proc_exit(0);
+}
+
 typedef struct WaCycle
 {
 	bool		wake;			/* a commit or NOTIFY: anything may be due */
@@ -1114,8 +1142,12 @@ run_cycle(WaCycle *what)
 	{
 		end_work();
 		set_state("idle: extension whatsapp is not installed in this database");
+		if (wa_serve_all())
+			leave_without_extension(true);
 		return;
 	}
+	if (!slot->confirmed)
+		set_confirmed();
 	prepare_plans();
 	if (!in_doubt_resolved)
 		resolve_in_doubt();
@@ -1319,6 +1351,9 @@ wa_worker_main(Datum main_arg)
 	volatile bool wake = true;
 	volatile bool claim_deferred = false;
 	volatile TimestampTz last_claim_at = 0;
+	uint32		generation;
+	Oid			dboid;
+	bool		installed;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, wa_worker_sigterm);
@@ -1327,10 +1362,34 @@ wa_worker_main(Datum main_arg)
 	if (wa_shared == NULL || slotno < 0 || slotno >= wa_shared->nslots)
 		proc_exit(0);
 	slot = &wa_shared->slots[slotno];
+	memcpy(&generation, MyBgworkerEntry->bgw_extra, sizeof(uint32));
+	LWLockAcquire(wa_shared->lock, LW_SHARED);
+	dboid = (slot->in_use && slot->generation == generation) ? slot->dboid : InvalidOid;
+	LWLockRelease(wa_shared->lock);
+	if (!OidIsValid(dboid))
+	{
+		/* the launcher gave the slot away before this worker ran */
+		slot = NULL;
+		proc_exit(0);
+	}
 	take_slot();
 
-	BackgroundWorkerInitializeConnection(slot->datname, NULL, 0);
+	/* By OID: a database renamed meanwhile is still the one meant. */
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("whatsapp worker");
+
+	/* DROP DATABASE or the like began meanwhile: make room at once. */
+	if (wa_database_held(MyDatabaseId, GetCurrentTimestamp()))
+		proc_exit(0);
+
+	/* With "*", a database without the extension is left at once. */
+	StartTransactionCommand();
+	installed = OidIsValid(get_extension_oid("whatsapp", true));
+	CommitTransactionCommand();
+	if (installed)
+		set_confirmed();
+	else if (wa_serve_all())
+		leave_without_extension(false);
 
 	/* The worker's own transactions: short, durable, read committed. */
 	SetConfigOption("default_transaction_isolation", "read committed",
