@@ -367,5 +367,6 @@ _PG_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = wa_shmem_startup_hook;
 
+	wa_install_dbcommand_hook();
 	wa_register_workers();
 }
