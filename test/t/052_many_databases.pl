@@ -11,8 +11,10 @@
 #   3. Under load, six go: DROP DATABASE plain, after pg_terminate_backend
 #      (Odoo's database manager), WITH (FORCE), and DROP EXTENSION.  Each
 #      command finishes at once and nothing is sent from that database
-#      afterwards.  A dropped name is created again and served as the new
-#      database it is.
+#      afterwards.  A copy of a served database (Odoo's "duplicate") is
+#      made at once, served, and sends nothing with the original's token.
+#      A dropped name is created again and served as the new database it
+#      is.
 #   4. Every message of every remaining database reaches the mock exactly
 #      once; whatsapp.status has one row per served database.  From '*'
 #      to a list of two and back on reload.
@@ -252,6 +254,38 @@ is(count_matches($log, qr/is being accessed by other users/), 0,
 	'3. no DROP DATABASE waited for, or failed on, a worker');
 is(count_matches($log, qr/FATAL:.*database .* does not exist/), 0,
 	'3. no worker tried to connect to a dropped database');
+
+# Odoo's "duplicate database": a copy of a served database, made at once,
+# without terminating anything first.
+{
+	$mock->add_rule({ match => { phone_number_id => phone_id($num{cust05}) },
+			action => { latency_ms => 600 } });
+	send_batch('cust05', 20);
+	ok(WaTest::wait_for($node,
+			"SELECT count(*) > 0 FROM whatsapp.message WHERE state = 'sending'", 't', 10,
+			dbname => 'cust05'), '3. cust05 has requests in flight');
+	my $pid = worker_of('cust05');
+	my $t0 = time();
+	my ($rc, $out, $err) = WaTest::run_psql($node, 'CREATE DATABASE cust05_copy TEMPLATE cust05',
+		timeout => 60);
+	is($rc, 0, '3. CREATE DATABASE cust05_copy TEMPLATE cust05 succeeds while cust05 is served')
+	  or diag($err);
+	cmp_ok(time() - $t0, '<', 6, '3. ... within the drain of the worker');
+	$mock->clear_rules;
+	WaTest::psql_is($node,
+		"SELECT count(*) FROM whatsapp.message WHERE state = 'sending'", '0',
+		'3. the copy has nothing left sending: the worker recorded its answers first',
+		dbname => 'cust05_copy');
+	ok(wait_served('cust05_copy', 10), '3. the copy has the extension, so it is served');
+	ok(WaTest::wait_for($node, 'SELECT paused_kind FROM whatsapp.account', 'binding', 15,
+			dbname => 'cust05_copy'),
+		"3. ... but its account pauses: the copied token is bound to cust05");
+	ok(WaTest::wait_until(sub { my $p = worker_of('cust05'); $p ne '' && $p ne $pid }, 20,
+			'cust05 served again'),
+		'3. cust05 is served again after the restart delay');
+	WaTest::psql_ok($node, 'DROP DATABASE cust05_copy', '3. and the copy is dropped',
+		timeout => 60);
+}
 
 # A dropped name comes back as a new customer.
 {
