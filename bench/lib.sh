@@ -55,7 +55,7 @@ _run_cleanups() {
 # bench_init NAME: user, temporary directory, exit trap.
 bench_init() {
 	local name=$1
-	[ -x "$PG_BIN/postgres" ] || die "no PostgreSQL 15 in $PG_BIN"
+	[ -x "$PG_BIN/postgres" ] || die "no PostgreSQL in $PG_BIN"
 	[ -f "$("$PG_BIN/pg_config" --pkglibdir)/whatsapp.so" ] ||
 		die "the extension is not installed: cd $REPO && make && make install"
 	command -v node >/dev/null || die "node is missing (test/install_deps.sh installs it)"

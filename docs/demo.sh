@@ -14,11 +14,12 @@
 #       bash docs/demo.sh
 #
 # The token is passed to psql through a variable on standard input, never
-# on a command line.
+# on a command line.  PG_BIN picks another installation of PostgreSQL
+# (default: 15's, Debian 12's).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PG_BIN=/usr/lib/postgresql/15/bin
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 PG_CONFIG=$PG_BIN/pg_config
 RUN_USER=wa_test
 

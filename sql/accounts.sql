@@ -7,6 +7,12 @@ SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS whatsapp CASCADE;
 RESET client_min_messages;
 
+-- The key file's keys before this test: a server that "make installcheck"
+-- runs against may have one already.
+SELECT count(*) AS keys_before
+  FROM regexp_split_to_table(coalesce(pg_read_file('whatsapp.key', 0, 1048576, true), ''), E'\n') AS l
+ WHERE l ~ '^[0-9a-f]{64}$' \gset
+
 -- Run a statement; show "ok" or its SQLSTATE and message.
 CREATE FUNCTION pg_temp.try(stmt text) RETURNS text
 LANGUAGE plpgsql AS $$
@@ -102,10 +108,12 @@ SELECT count(DISTINCT access_token) AS distinct_ciphertexts,
 	   count(DISTINCT access_token_key) AS distinct_key_ids
   FROM whatsapp.account WHERE dropped_at IS NULL;
 
--- The key file was created in the data directory, with one key.
-SELECT count(*) AS key_lines
+-- The key file was created in the data directory, with one key (or, on a
+-- server that had one, used as it was).
+SELECT count(*) AS keys_now
   FROM regexp_split_to_table(pg_read_file('whatsapp.key'), E'\n') AS l
- WHERE l ~ '^[0-9a-f]{64}$';
+ WHERE l ~ '^[0-9a-f]{64}$' \gset
+SELECT :keys_now = greatest(:keys_before, 1) AS key_file_ready;
 
 -- Setting an existing name updates it: no second row.
 SELECT whatsapp.wa_account_set('main', '106540352242922', 'EAAtoken-main-1',
@@ -179,7 +187,7 @@ SELECT pg_temp.try_detail($$SELECT whatsapp.wa_rebind()$$) AS rebind_corrupt;
 ROLLBACK;
 
 -- None of that changed the key file.
-SELECT count(*) AS key_lines
+SELECT count(*) - :keys_now AS keys_added
   FROM regexp_split_to_table(pg_read_file('whatsapp.key'), E'\n') AS l
  WHERE l ~ '^[0-9a-f]{64}$';
 
@@ -201,13 +209,13 @@ SELECT access_token <> :'old_token'::bytea AS ciphertext_changed
   FROM whatsapp.account WHERE name = 'main';
 
 -- The new key is first in the file and the old one is kept.
-SELECT count(*) AS key_lines
+SELECT count(*) - :keys_now AS keys_added
   FROM regexp_split_to_table(pg_read_file('whatsapp.key'), E'\n') AS l
  WHERE l ~ '^[0-9a-f]{64}$';
 
 -- A second rotation still opens everything.
 SELECT whatsapp.wa_rotate_key() AS resealed_again;
-SELECT count(*) AS key_lines
+SELECT count(*) - :keys_now AS keys_added
   FROM regexp_split_to_table(pg_read_file('whatsapp.key'), E'\n') AS l
  WHERE l ~ '^[0-9a-f]{64}$';
 
@@ -284,6 +292,150 @@ SELECT name, is_default, has_access_token FROM whatsapp.accounts ORDER BY name;
 SELECT whatsapp.wa_account_drop('fourth');
 SELECT whatsapp.wa_rotate_key() AS resealed_none;
 SELECT whatsapp.wa_rebind() AS rebound_none;
+
+-- ---------------------------------------------------------------------
+-- whatsapp.account_input: COPY ... FROM STDIN sets accounts as
+-- wa_account_set does, with the secrets in the COPY data, which no
+-- statement text, log line or pg_stat_activity row ever holds.
+-- ---------------------------------------------------------------------
+-- A view: no storage, nothing to read back.
+SELECT c.relkind, pg_relation_filenode(c.oid) IS NULL AS no_storage
+  FROM pg_class c WHERE c.oid = 'whatsapp.account_input'::regclass;
+SELECT attname, format_type(atttypid, atttypmod) AS type,
+	   pg_get_expr(d.adbin, d.adrelid) AS "default"
+  FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+ WHERE a.attrelid = 'whatsapp.account_input'::regclass AND a.attnum > 0
+ ORDER BY a.attnum;
+
+-- Text format: \N is NULL (keep the stored secret), an empty field is ''
+-- (remove it); a column left out gets wa_account_set's default.
+COPY whatsapp.account_input (name, phone_number_id, access_token, app_secret, verify_token, waba_id) FROM STDIN;
+input-a	106540352242923	EAAtoken-input-a-1	appsecret-input-a-1	verify-input-a-1	102290129340399
+input-b	200200	EAAtoken-input-b-1	\N	\N	\N
+\.
+-- The first live account became the default, as with wa_account_set.
+SELECT name, phone_number_id, waba_id, max_mps, is_default,
+	   has_access_token, has_app_secret, has_verify_token,
+	   key_id ~ '^[0-9a-f]{16}$' AS key_id_shape
+  FROM whatsapp.accounts WHERE name LIKE 'input-%' ORDER BY name;
+SELECT count(*) AS rows_in_the_view FROM whatsapp.account_input;
+-- Sealed and bound to their account: no plaintext, and each opens again.
+SELECT name,
+	   position(convert_to('EAAtoken-' || name || '-1', 'UTF8') IN access_token) = 0 AS token_not_in_clear,
+	   position(convert_to('appsecret-input-a-1', 'UTF8') IN coalesce(app_secret, '')) = 0 AS app_secret_not_in_clear
+  FROM whatsapp.account WHERE name LIKE 'input-%' AND dropped_at IS NULL ORDER BY name;
+SELECT whatsapp.wa_rebind() AS rebound_input_secrets;
+
+-- An update: NULL keeps, '' removes, waba_id left out clears it (as the
+-- function's NULL default does), max_mps as text.
+CREATE TEMP TABLE before_input AS
+SELECT name, access_token, app_secret, verify_token
+  FROM whatsapp.account WHERE name LIKE 'input-%' AND dropped_at IS NULL;
+COPY whatsapp.account_input (name, phone_number_id, access_token, app_secret, verify_token, max_mps) FROM STDIN;
+input-a	106540352242923	\N		\N	50
+\.
+SELECT a.access_token = b.access_token AS token_kept,
+	   a.app_secret IS NULL AND a.app_secret_key IS NULL AS app_secret_removed,
+	   a.verify_token = b.verify_token AS verify_token_kept,
+	   a.waba_id IS NULL AS waba_id_cleared, a.max_mps
+  FROM whatsapp.account a JOIN before_input b USING (name)
+ WHERE a.name = 'input-a' AND a.dropped_at IS NULL;
+
+-- CSV: an unquoted empty field is NULL (keep), a quoted one is '' (remove).
+COPY whatsapp.account_input (name, phone_number_id, access_token, app_secret) FROM STDIN (FORMAT csv);
+input-b,200200,,"appsecret-input-b-1"
+input-a,106540352242923,"",
+\.
+SELECT name, has_access_token, has_app_secret, has_verify_token
+  FROM whatsapp.accounts WHERE name LIKE 'input-%' ORDER BY name;
+
+-- INSERT works too (its text holds the secrets, so COPY is the way); the
+-- row it reports has the secrets removed.
+INSERT INTO whatsapp.account_input (name, phone_number_id, access_token, verify_token)
+VALUES ('input-c', '300300', 'EAAtoken-input-c-1', 'verify-input-c-1')
+RETURNING *;
+
+-- A failing row fails the whole COPY, and its error names the line, not
+-- its data.
+COPY whatsapp.account_input (name, phone_number_id, access_token, max_mps) FROM STDIN;
+input-d	400400	EAAtoken-input-d-1	80
+input-e	400401	EAAtoken-input-e-1	0
+\.
+COPY whatsapp.account_input (name, phone_number_id, access_token, max_mps) FROM STDIN;
+input-d	400400	EAAtoken-input-d-1	eighty
+\.
+COPY whatsapp.account_input (name, phone_number_id, access_token) FROM STDIN;
+input-d	400400	EAAtoken-input-d-1
+input-e	40a401	EAAtoken-input-e-1
+\.
+COPY whatsapp.account_input (name, phone_number_id, access_token) FROM STDIN;
+input-d	400400	EAAtoken-input-d-1	app-secret-too-many
+\.
+COPY whatsapp.account_input (name, phone_number_id, access_token, app_secret) FROM STDIN;
+input-d	400400	EAAtoken-input-d-1
+\.
+COPY whatsapp.account_input (name, phone_number_id) FROM STDIN;
+input-d	400400
+\.
+SELECT count(*) AS accounts_d_or_e FROM whatsapp.account WHERE name IN ('input-d', 'input-e');
+
+-- The same mistakes give the same SQLSTATE and message as wa_account_set.
+CREATE TEMP TABLE same_errors (n serial, args text, fn text, via_view text);
+INSERT INTO same_errors (args) VALUES
+	($$NULL, '1', 'tok-secret', NULL, NULL, NULL, 80$$),
+	($$'', '1', 'tok-secret', NULL, NULL, NULL, 80$$),
+	($$repeat('n', 64), '1', 'tok-secret', NULL, NULL, NULL, 80$$),
+	($$'a', NULL, 'tok-secret', NULL, NULL, NULL, 80$$),
+	($$'a', '12a4', 'tok-secret', NULL, NULL, NULL, 80$$),
+	($$'a', '1', 'tok-secret', NULL, NULL, 'waba', 80$$),
+	($$'a', '1', 'tok-secret', NULL, NULL, '', 80$$),
+	($$'a', '1', 'tok-secret', NULL, NULL, NULL, NULL$$),
+	($$'a', '1', 'tok-secret', NULL, NULL, NULL, 0$$),
+	($$'a', '1', 'tok-secret', NULL, NULL, NULL, 100001$$),
+	($$'a', '1', NULL, NULL, NULL, NULL, 80$$),
+	($$'a', '1', repeat('x', 4097), NULL, NULL, NULL, 80$$),
+	($$'a', '1', 'tok-secret', repeat('x', 4097), NULL, NULL, 80$$),
+	($$'a', '1', E'tok-secret\n', NULL, NULL, NULL, 80$$),
+	($$'a', '1', 'tok-secret', E'app\tsecret', NULL, NULL, 80$$),
+	($$'a', '1', 'tok-secret', NULL, 'verify' || chr(127), NULL, 80$$);
+DO $$
+DECLARE
+	r record;
+	f text;
+	v text;
+BEGIN
+	FOR r IN SELECT * FROM same_errors ORDER BY n LOOP
+		BEGIN
+			EXECUTE format('SELECT whatsapp.wa_account_set(%s)', r.args);
+			f := 'ok';
+		EXCEPTION WHEN OTHERS THEN
+			f := SQLSTATE || ': ' || SQLERRM;
+		END;
+		BEGIN
+			EXECUTE format('INSERT INTO whatsapp.account_input VALUES (%s)', r.args);
+			v := 'ok';
+		EXCEPTION WHEN OTHERS THEN
+			v := SQLSTATE || ': ' || SQLERRM;
+		END;
+		UPDATE same_errors SET fn = f, via_view = v WHERE n = r.n;
+	END LOOP;
+END
+$$;
+SELECT n, fn AS error, via_view = fn AS view_same FROM same_errors ORDER BY n;
+
+-- whatsapp_admin may COPY into it; the other roles may not.
+SET ROLE whatsapp_admin;
+COPY whatsapp.account_input (name, phone_number_id, access_token) FROM STDIN;
+input-f	500500	EAAtoken-input-f-1
+\.
+SELECT name, has_access_token FROM whatsapp.accounts WHERE name = 'input-f';
+SET ROLE whatsapp_sender;
+COPY whatsapp.account_input (name, phone_number_id, access_token) FROM STDIN;
+input-g	500501	EAAtoken-input-g-1
+\.
+RESET ROLE;
+
+SELECT whatsapp.wa_account_drop(name) FROM whatsapp.accounts WHERE name LIKE 'input-%';
 
 -- ---------------------------------------------------------------------
 -- Privileges: the functions are closed to PUBLIC

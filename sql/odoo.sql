@@ -403,6 +403,12 @@ UPDATE public.sale_order SET state = 'sale', name = 'S00005', amount_total = 5 W
 SELECT pg_temp.try($$SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'x')$$);
 RESET ROLE;
 SELECT state, params FROM m WHERE dedupe_key LIKE 'sale.order:5:%';
+-- The message belongs to the role that committed the confirmation; once
+-- per document holds whoever confirms again.
+SELECT queued_by FROM whatsapp.messages WHERE dedupe_key LIKE 'sale.order:5:%';
+UPDATE public.sale_order SET state = 'cancel' WHERE id = 5;
+UPDATE public.sale_order SET state = 'sale' WHERE id = 5;
+SELECT count(*) AS messages_for_s00005 FROM whatsapp.message WHERE dedupe_key LIKE 'sale.order:5:%';
 
 -- ---------------------------------------------------------------------
 -- wa_odoo_preview: what a record would send, without queuing it

@@ -185,3 +185,115 @@ UPDATE whatsapp.message SET failure_type = 'other'
 \set VERBOSITY default
 SELECT pg_get_constraintdef(oid) FROM pg_constraint
  WHERE conrelid = 'whatsapp.message'::regclass AND contype = 'c' ORDER BY conname;
+
+-- ---------------------------------------------------------------------
+-- Whose messages.  Each message records the role that queued it
+-- (queued_by): the current_user of the call.  A sender acts only on the
+-- messages of roles whose privileges it has; members of whatsapp_admin
+-- and superusers act on all.  A dedupe_key taken by another role's
+-- message does not give its id away.
+-- ---------------------------------------------------------------------
+-- Run a statement; show "ok" or its SQLSTATE, message and detail, with
+-- message ids as N.
+CREATE FUNCTION pg_temp.try(stmt text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+	detail text;
+BEGIN
+	EXECUTE stmt;
+	RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+	GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
+	RETURN SQLSTATE || ': ' || regexp_replace(SQLERRM, 'message \d+', 'message N')
+		   || coalesce(E'\n' || detail, '');
+END
+$$;
+
+CREATE ROLE wa_regress_shop_a NOLOGIN IN ROLE whatsapp_sender;
+CREATE ROLE wa_regress_shop_b NOLOGIN IN ROLE whatsapp_sender;
+CREATE ROLE wa_regress_clerk NOLOGIN IN ROLE wa_regress_shop_a;
+CREATE ROLE wa_regress_boss NOLOGIN IN ROLE whatsapp_admin, whatsapp_sender;
+CREATE ROLE wa_regress_web NOLOGIN;
+
+-- the superuser's own messages so far are its own
+SELECT count(*) FILTER (WHERE queued_by = current_user) AS mine,
+	   count(*) FILTER (WHERE queued_by IS DISTINCT FROM current_user) AS others
+  FROM whatsapp.messages;
+
+SET ROLE wa_regress_shop_a;
+SELECT whatsapp.wa_send('+525511113333', 'de la tienda A', account => 'second',
+						dedupe_key => 'shop:order:1') AS a1 \gset
+SELECT whatsapp.wa_send('+525511113333', 'otra vez', account => 'second',
+						dedupe_key => 'shop:order:1') = :a1 AS a_gets_its_own_id;
+SELECT whatsapp.wa_send('+525511113334', 'de A, para fallar', account => 'second') AS a2 \gset
+
+SET ROLE wa_regress_shop_b;
+-- The key is taken by A's message: B gets 42501, and no id.
+SELECT pg_temp.try($$SELECT whatsapp.wa_send('+525511113333', 'de la tienda B',
+	account => 'second', dedupe_key => 'shop:order:1')$$) AS b_same_key;
+-- A's messages are not B's to cancel or retry; a missing id is just false.
+SELECT pg_temp.try('SELECT whatsapp.wa_cancel(' || :a1 || ')') AS b_cancels_a;
+SELECT pg_temp.try('SELECT whatsapp.wa_retry(' || :a1 || ')') AS b_retries_a;
+SELECT whatsapp.wa_cancel(-1) AS cancel_missing;
+SELECT whatsapp.wa_send('+525511113335', 'de B', account => 'second') AS b1 \gset
+SELECT whatsapp.wa_cancel(:b1) AS b_cancels_its_own;
+
+-- A role with A's privileges (a member of it) acts as A.
+SET ROLE wa_regress_clerk;
+SELECT whatsapp.wa_send('+525511113333', 'del empleado', account => 'second',
+						dedupe_key => 'shop:order:1') = :a1 AS clerk_gets_a_id;
+SELECT whatsapp.wa_cancel(:a1) AS clerk_cancels_a;
+RESET ROLE;
+
+-- An admin acts on every message.
+UPDATE whatsapp.message SET state = 'failed', failure_type = 'network', failed_at = now()
+ WHERE id = :a2;
+SET ROLE wa_regress_boss;
+SELECT whatsapp.wa_send('+525511113333', 'del jefe', account => 'second',
+						dedupe_key => 'shop:order:1') = :a1 AS admin_gets_a_id;
+SELECT whatsapp.wa_retry(:a2) AS admin_retries_a;
+SELECT whatsapp.wa_cancel(:a2) AS admin_cancels_a;
+RESET ROLE;
+-- the log names the session's user and the role that acted
+SELECT event, replace(message, session_user, '<session user>') AS message
+  FROM whatsapp.wa_log(:a2) ORDER BY at, event;
+
+-- Called from a SECURITY DEFINER function, wa_send queues as the
+-- function's owner: the role whose right to send was used.
+CREATE FUNCTION public.wa_regress_notify(phone text) RETURNS bigint
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog
+AS $$ SELECT whatsapp.wa_send(phone, 'por la función de A', account => 'second') $$;
+ALTER FUNCTION public.wa_regress_notify(text) OWNER TO wa_regress_shop_a;
+REVOKE ALL ON FUNCTION public.wa_regress_notify(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION public.wa_regress_notify(text) TO wa_regress_web;
+SET ROLE wa_regress_web;
+SELECT public.wa_regress_notify('+525511113336') AS f1 \gset
+SET ROLE wa_regress_shop_a;
+SELECT whatsapp.wa_cancel(:f1) AS a_cancels_what_its_function_queued;
+RESET ROLE;
+
+SELECT id = :a1 AS a1, id = :a2 AS a2, id = :b1 AS b1, id = :f1 AS f1,
+	   queued_by, state
+  FROM whatsapp.messages WHERE id IN (:a1, :a2, :b1, :f1) ORDER BY id;
+
+-- A message with no recorded role (queued before 0.3) is for admins only;
+-- so are the messages of a role that was renamed.
+UPDATE whatsapp.message SET queued_by = NULL, state = 'queued' WHERE id = :a1;
+SET ROLE wa_regress_shop_a;
+SELECT pg_temp.try('SELECT whatsapp.wa_cancel(' || :a1 || ')') AS a_cancels_legacy;
+SET ROLE wa_regress_shop_b;
+SELECT pg_temp.try($$SELECT whatsapp.wa_send('+525511113333', 'de B',
+	account => 'second', dedupe_key => 'shop:order:1')$$) AS b_same_key_legacy;
+RESET ROLE;
+ALTER ROLE wa_regress_shop_b RENAME TO wa_regress_shop_b2;
+UPDATE whatsapp.message SET state = 'queued' WHERE id = :b1;
+SET ROLE wa_regress_shop_b2;
+SELECT pg_temp.try('SELECT whatsapp.wa_cancel(' || :b1 || ')') AS b_cancels_after_rename;
+SET ROLE wa_regress_boss;
+SELECT whatsapp.wa_cancel(:a1) AS admin_cancels_legacy,
+	   whatsapp.wa_cancel(:b1) AS admin_cancels_renamed;
+RESET ROLE;
+
+DROP FUNCTION public.wa_regress_notify(text);
+DROP ROLE wa_regress_shop_a, wa_regress_shop_b2, wa_regress_clerk, wa_regress_boss,
+	wa_regress_web;

@@ -2,24 +2,34 @@
  *
  * accounts.c
  *	  The account functions: wa_account_set, wa_account_drop, wa_rotate_key
- *	  and wa_rebind.
+ *	  and wa_rebind, and the trigger of the write-only view
+ *	  whatsapp.account_input.
  *
- * Secrets arrive as function arguments, are sealed in C (seal.c) and only
- * their ciphertexts travel through SPI.  No message raised here ever
- * contains an argument's value other than an account name, and every
- * caller error hides the statement (errhidestmt), because the statement
- * text holds the secrets.
+ * Secrets arrive as function arguments, or as the columns of a row
+ * inserted into whatsapp.account_input (by COPY ... FROM STDIN, whose data
+ * is never statement text), are sealed in C (seal.c) and only their
+ * ciphertexts travel through SPI.  Both ways go through set_account(), so
+ * they check, store and fail alike.  No message raised here ever contains
+ * a value other than an account name, and every caller error hides the
+ * statement (errhidestmt), because the statement text may hold the
+ * secrets.
  *
  *-------------------------------------------------------------------------
  */
 #include "whatsapp.h"
 #include "spi_plans.h"
 
+#include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "commands/copy.h"
+#include "commands/copyfrom_internal.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
+#include "utils/backend_status.h"
 #include "utils/builtins.h"
+#include "utils/rel.h"
 
 #define WA_ACCOUNT_NAME_MAX		63
 #define WA_SECRET_MAX_BYTES		4096
@@ -29,6 +39,28 @@ PG_FUNCTION_INFO_V1(wa_account_set);
 PG_FUNCTION_INFO_V1(wa_account_drop);
 PG_FUNCTION_INFO_V1(wa_rotate_key);
 PG_FUNCTION_INFO_V1(wa_rebind);
+PG_FUNCTION_INFO_V1(wa_account_input_trigger);
+
+/*
+ * The arguments of wa_account_set, in its order.  The columns of
+ * whatsapp.account_input have the same names.
+ */
+enum
+{
+	AA_NAME,
+	AA_PHONE_NUMBER_ID,
+	AA_ACCESS_TOKEN,
+	AA_APP_SECRET,
+	AA_VERIFY_TOKEN,
+	AA_WABA_ID,
+	AA_MAX_MPS,
+	AA_COUNT
+};
+
+static const char *const account_arg_names[AA_COUNT] = {
+	"name", "phone_number_id", "access_token", "app_secret", "verify_token",
+	"waba_id", "max_mps"
+};
 
 /* What a call does with one secret column. */
 typedef enum SecretAction
@@ -102,8 +134,8 @@ text_is_digits(text *t)
  * showing the value.
  */
 static void
-read_secret_arg(FunctionCallInfo fcinfo, int argno, const char *field,
-				bool copy, SecretArg *arg)
+read_secret_arg(const NullableDatum *in, const char *field, bool copy,
+				SecretArg *arg)
 {
 	text	   *t;
 	const unsigned char *p;
@@ -111,12 +143,12 @@ read_secret_arg(FunctionCallInfo fcinfo, int argno, const char *field,
 
 	memset(arg, 0, sizeof(*arg));
 	arg->field = field;
-	if (PG_ARGISNULL(argno))
+	if (in->isnull)
 	{
 		arg->action = SECRET_KEEP;
 		return;
 	}
-	t = PG_GETARG_TEXT_PP(argno);
+	t = DatumGetTextPP(in->value);
 	p = (const unsigned char *) VARDATA_ANY(t);
 	len = VARSIZE_ANY_EXHDR(t);
 	if (len == 0)
@@ -387,36 +419,72 @@ store_account(AccountArgs *args)
 }
 
 /*
- * wa_account_set(name, phone_number_id, access_token, app_secret,
- *				  verify_token, waba_id, max_mps) RETURNS void
- *
- * Creates or updates an account.  A NULL secret keeps the stored one, ''
- * removes it.  Updating resumes a paused account.
+ * max_mps given as text (whatsapp.account_input): a whole number, with
+ * optional blanks around it and an optional sign, as integer input takes
+ * it.  The value is never quoted: in a COPY whose columns are out of
+ * place, it may be a secret.  Values too large for the range come back as
+ * WA_MAX_MPS_LIMIT + 1.
  */
-Datum
-wa_account_set(PG_FUNCTION_ARGS)
+static int32
+max_mps_from_text(text *t)
 {
-	AccountArgs args;
+	const char *p = VARDATA_ANY(t);
+	const char *end = p + VARSIZE_ANY_EXHDR(t);
+	bool		negative = false;
+	int64		value = 0;
+	int			digits = 0;
 
-	/* pg_stat_activity must not show the call's text from here on. */
-	wa_report_redacted_activity("wa_account_set");
+	while (p < end && (*p == ' ' || *p == '\t'))
+		p++;
+	if (p < end && (*p == '+' || *p == '-'))
+		negative = (*p++ == '-');
+	for (; p < end && *p >= '0' && *p <= '9'; p++, digits++)
+	{
+		if (value <= WA_MAX_MPS_LIMIT)
+			value = value * 10 + (*p - '0');
+	}
+	while (p < end && (*p == ' ' || *p == '\t'))
+		p++;
+	if (digits == 0 || p != end)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("max_mps must be a whole number"),
+				 errdetail("The value is not shown: in a COPY whose columns are out of place it could be a secret."),
+				 errhint("Give the most messages per second to send through this account, such as 80, or leave max_mps out of the column list for 80."),
+				 errhidestmt(true)));
+	if (value > WA_MAX_MPS_LIMIT)
+		value = WA_MAX_MPS_LIMIT + 1;
+	return (int32) (negative ? -value : value);
+}
+
+/*
+ * What wa_account_set and whatsapp.account_input do: check every argument
+ * (in the order of the function's parameters, so that both report the
+ * same first mistake), then create or update the account.  args are in
+ * wa_account_set's order; max_mps is an integer, or text when
+ * max_mps_is_text.
+ */
+static void
+set_account(const NullableDatum *args, bool max_mps_is_text)
+{
+	AccountArgs account;
 
 	/* name */
-	if (PG_ARGISNULL(0))
+	if (args[AA_NAME].isnull)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("account name must not be null"),
 				 errhint("Pass a name for the account, such as 'main'."),
 				 errhidestmt(true)));
-	args.name_t = PG_GETARG_TEXT_PP(0);
-	if (VARSIZE_ANY_EXHDR(args.name_t) == 0)
+	account.name_t = DatumGetTextPP(args[AA_NAME].value);
+	if (VARSIZE_ANY_EXHDR(account.name_t) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("account name must not be empty"),
 				 errhint("Pass a name for the account, such as 'main'."),
 				 errhidestmt(true)));
-	if (pg_mbstrlen_with_len(VARDATA_ANY(args.name_t),
-							 VARSIZE_ANY_EXHDR(args.name_t)) > WA_ACCOUNT_NAME_MAX)
+	if (pg_mbstrlen_with_len(VARDATA_ANY(account.name_t),
+							 VARSIZE_ANY_EXHDR(account.name_t)) > WA_ACCOUNT_NAME_MAX)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("account name is too long"),
@@ -424,17 +492,17 @@ wa_account_set(PG_FUNCTION_ARGS)
 						   WA_ACCOUNT_NAME_MAX),
 				 errhint("Pass a shorter name."),
 				 errhidestmt(true)));
-	args.name = text_to_cstring(args.name_t);
+	account.name = text_to_cstring(account.name_t);
 
 	/* phone_number_id */
-	if (PG_ARGISNULL(1))
+	if (args[AA_PHONE_NUMBER_ID].isnull)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("phone_number_id must not be null"),
 				 errhint("Pass the phone number ID that WhatsApp Manager shows for the business phone number."),
 				 errhidestmt(true)));
-	args.phone_t = PG_GETARG_TEXT_PP(1);
-	if (!text_is_digits(args.phone_t))
+	account.phone_t = DatumGetTextPP(args[AA_PHONE_NUMBER_ID].value);
+	if (!text_is_digits(account.phone_t))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("phone_number_id must consist of digits only"),
@@ -443,11 +511,11 @@ wa_account_set(PG_FUNCTION_ARGS)
 				 errhidestmt(true)));
 
 	/* waba_id */
-	args.waba_t = NULL;
-	if (!PG_ARGISNULL(5))
+	account.waba_t = NULL;
+	if (!args[AA_WABA_ID].isnull)
 	{
-		args.waba_t = PG_GETARG_TEXT_PP(5);
-		if (!text_is_digits(args.waba_t))
+		account.waba_t = DatumGetTextPP(args[AA_WABA_ID].value);
+		if (!text_is_digits(account.waba_t))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("waba_id must consist of digits only"),
@@ -457,14 +525,17 @@ wa_account_set(PG_FUNCTION_ARGS)
 	}
 
 	/* max_mps */
-	if (PG_ARGISNULL(6))
+	if (args[AA_MAX_MPS].isnull)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("max_mps must not be null"),
 				 errhint("Pass the most messages per second to send through this account, such as 80."),
 				 errhidestmt(true)));
-	args.max_mps = PG_GETARG_INT32(6);
-	if (args.max_mps < 1 || args.max_mps > WA_MAX_MPS_LIMIT)
+	if (max_mps_is_text)
+		account.max_mps = max_mps_from_text(DatumGetTextPP(args[AA_MAX_MPS].value));
+	else
+		account.max_mps = DatumGetInt32(args[AA_MAX_MPS].value);
+	if (account.max_mps < 1 || account.max_mps > WA_MAX_MPS_LIMIT)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("max_mps must be between 1 and %d", WA_MAX_MPS_LIMIT),
@@ -475,22 +546,159 @@ wa_account_set(PG_FUNCTION_ARGS)
 	/* secrets: check all three before copying any */
 	for (int pass = 0; pass < 2; pass++)
 		for (int i = 0; i < 3; i++)
-			read_secret_arg(fcinfo, 2 + i, secret_fields[i], pass == 1,
-							&args.secrets[i]);
+			read_secret_arg(&args[AA_ACCESS_TOKEN + i], secret_fields[i],
+							pass == 1, &account.secrets[i]);
 
 	PG_TRY();
 	{
-		store_account(&args);
+		store_account(&account);
 	}
 	PG_CATCH();
 	{
-		wipe_secret_args(args.secrets, 3);
+		wipe_secret_args(account.secrets, 3);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	wipe_secret_args(args.secrets, 3);
+	wipe_secret_args(account.secrets, 3);
+}
+
+/*
+ * wa_account_set(name, phone_number_id, access_token, app_secret,
+ *				  verify_token, waba_id, max_mps) RETURNS void
+ *
+ * Creates or updates an account.  A NULL secret keeps the stored one, ''
+ * removes it.  Updating resumes a paused account.
+ */
+Datum
+wa_account_set(PG_FUNCTION_ARGS)
+{
+	NullableDatum args[AA_COUNT];
+
+	/* pg_stat_activity must not show the call's text from here on. */
+	wa_report_redacted_activity("wa_account_set");
+
+	for (int i = 0; i < AA_COUNT; i++)
+	{
+		args[i].isnull = PG_ARGISNULL(i);
+		args[i].value = args[i].isnull ? (Datum) 0 : PG_GETARG_DATUM(i);
+	}
+	set_account(args, false);
 
 	PG_RETURN_VOID();
+}
+
+/*
+ * The error context of a row of whatsapp.account_input: where it came
+ * from, never what it holds.  arg is the COPY's state, or NULL.
+ */
+static void
+account_input_error_context(void *arg)
+{
+	CopyFromState cstate = (CopyFromState) arg;
+
+	if (cstate != NULL)
+		errcontext("COPY %s, line %llu",
+				   cstate->cur_relname,
+				   (unsigned long long) cstate->cur_lineno);
+}
+
+/*
+ * The trigger of whatsapp.account_input: INSTEAD OF INSERT, FOR EACH ROW.
+ *
+ * Each row sets an account exactly as wa_account_set with the same
+ * arguments would.  Nothing of the row is stored: the view has no
+ * storage, and the row returned (for the row count and RETURNING) has the
+ * three secrets set to NULL.
+ *
+ * COPY's own error context callback quotes the line it is reading
+ * ("COPY account_input, line 2: "main	1099887766	EAAG...""), and a
+ * caller's context can quote the statement that inserted the row.  While
+ * the row is handled, the error context stack is replaced by one entry
+ * that names the COPY line, so that no error raised here (by this file,
+ * seal.c, SPI or anything they call) carries either.  Errors that COPY
+ * raises itself before the trigger runs (a line with too many or too few
+ * fields) are out of this function's reach; the log hook of redact.c
+ * trims them in a backend that has loaded the library (every backend,
+ * when it is preloaded).
+ */
+Datum
+wa_account_input_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *td;
+	TupleDesc	desc;
+	HeapTuple	row;
+	int			attnums[AA_COUNT];
+	NullableDatum args[AA_COUNT];
+	ErrorContextCallback *outer = error_context_stack;
+	ErrorContextCallback own;
+	CopyFromState copy = NULL;
+	int			secret_cols[3];
+	Datum		secret_values[3] = {0, 0, 0};
+	bool		secret_nulls[3] = {true, true, true};
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("whatsapp._account_input_trigger() may only be called as a trigger"),
+				 errhint("Insert into, or COPY into, whatsapp.account_input instead.")));
+	td = (TriggerData *) fcinfo->context;
+	if (!TRIGGER_FIRED_INSTEAD(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
+		!TRIGGER_FIRED_BY_INSERT(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("whatsapp._account_input_trigger() must be an INSTEAD OF INSERT trigger for each row"),
+				 errhint("It belongs to the view whatsapp.account_input only.")));
+	desc = RelationGetDescr(td->tg_relation);
+	for (int i = 0; i < AA_COUNT; i++)
+	{
+		attnums[i] = SPI_fnumber(desc, account_arg_names[i]);
+		if (attnums[i] <= 0 ||
+			TupleDescAttr(desc, attnums[i] - 1)->atttypid != TEXTOID)
+			ereport(ERROR,
+					(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+					 errmsg("relation \"%s\" has no text column \"%s\"",
+							RelationGetRelationName(td->tg_relation),
+							account_arg_names[i]),
+					 errhint("whatsapp._account_input_trigger() belongs to the view whatsapp.account_input only.")));
+	}
+
+	/* Fired by COPY?  Its callback is on the stack, with its state. */
+	for (ErrorContextCallback *e = outer; e != NULL; e = e->previous)
+	{
+		if (e->callback == CopyFromErrorCallback)
+		{
+			copy = (CopyFromState) e->arg;
+			break;
+		}
+	}
+	/* An INSERT's text may hold the secrets: as for wa_account_set. */
+	if (copy == NULL)
+		pgstat_report_activity(STATE_RUNNING,
+							   "INSERT INTO whatsapp.account_input <redacted>");
+
+	row = td->tg_trigtuple;
+	own.callback = account_input_error_context;
+	own.arg = copy;
+	own.previous = NULL;
+	error_context_stack = &own;
+	PG_TRY();
+	{
+		for (int i = 0; i < AA_COUNT; i++)
+			args[i].value = heap_getattr(row, attnums[i], desc, &args[i].isnull);
+		set_account(args, true);
+	}
+	PG_FINALLY();
+	{
+		error_context_stack = outer;
+	}
+	PG_END_TRY();
+
+	for (int i = 0; i < 3; i++)
+		secret_cols[i] = attnums[AA_ACCESS_TOKEN + i];
+	return PointerGetDatum(heap_modify_tuple_by_cols(row, desc, 3, secret_cols,
+													 secret_values,
+													 secret_nulls));
 }
 
 /*

@@ -12,6 +12,12 @@
  * made E.164) is recorded as a failed message and never aborts the
  * caller's transaction.
  *
+ * The functions are SECURITY INVOKER and write the outbox with their
+ * owner's rights (ownership.c), so that the message records the calling
+ * role in queued_by.  A dedupe_key already taken in the account by a
+ * message of a role the caller may not act on raises 42501 instead of
+ * returning that message's id.
+ *
  *-------------------------------------------------------------------------
  */
 #include "whatsapp.h"
@@ -37,45 +43,89 @@ static SPIPlanPtr plan_insert = NULL;
 static SPIPlanPtr plan_insert_dedupe = NULL;
 static SPIPlanPtr plan_find_dedupe = NULL;
 
+/* Do the outbox plans write queued_by?  Meaningful once plan_insert is set. */
+static bool plans_write_owner = false;
+
 static bool warned_no_worker = false;
+
+#define N_INSERT_ARGS 11
 
 static void
 prepare_plans(void)
 {
 	Oid			text1[1] = {TEXTOID};
-	Oid			ins[10] = {INT4OID, TEXTOID, TEXTOID, JSONBOID, TEXTOID,
-	TEXTOID, TEXTOID, TEXTOID, JSONBOID, INT4OID};
+	Oid			ins[N_INSERT_ARGS] = {INT4OID, TEXTOID, TEXTOID, JSONBOID, TEXTOID,
+		TEXTOID, TEXTOID, TEXTOID, JSONBOID, INT4OID,
+	TEXTOID};
 	Oid			find[2] = {INT4OID, TEXTOID};
+	bool		write_owner = wa_message_has_queued_by();
 
-	if (plan_insert != NULL)
+	/* plan_account_default is assigned last: it marks the pair as ready */
+	if (plan_account_default == NULL)
+	{
+		plan_account_by_name = wa_keep_plan(
+											"SELECT id FROM whatsapp.account"
+											" WHERE name OPERATOR(pg_catalog.=) $1 AND dropped_at IS NULL",
+											1, text1);
+		plan_account_default = wa_keep_plan(
+											"SELECT id FROM whatsapp.account"
+											" WHERE is_default AND dropped_at IS NULL",
+											0, NULL);
+	}
+
+	/*
+	 * Until ALTER EXTENSION UPDATE adds queued_by, the outbox is written
+	 * without it; after, the plans are made again.
+	 */
+	if (plan_insert != NULL && write_owner == plans_write_owner)
 		return;
+	if (plan_insert != NULL)
+	{
+		SPI_freeplan(plan_insert);
+		SPI_freeplan(plan_insert_dedupe);
+		SPI_freeplan(plan_find_dedupe);
+		plan_insert = plan_insert_dedupe = plan_find_dedupe = NULL;
+	}
 
-	plan_account_by_name = wa_keep_plan(
-										"SELECT id FROM whatsapp.account"
-										" WHERE name OPERATOR(pg_catalog.=) $1 AND dropped_at IS NULL",
-										1, text1);
-	plan_account_default = wa_keep_plan(
-										"SELECT id FROM whatsapp.account"
-										" WHERE is_default AND dropped_at IS NULL",
-										0, NULL);
-#define INSERT_SQL \
+#define INSERT_SQL(owner_col, owner_val) \
 	"INSERT INTO whatsapp.message (account_id, recipient, kind, payload," \
 	" state, failure_type, error_title, dedupe_key, context, failed_at," \
-	" error_code)" \
+	" error_code" owner_col ")" \
 	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9," \
-	" CASE WHEN $5 OPERATOR(pg_catalog.=) 'failed' THEN pg_catalog.now() END, $10)"
-	plan_insert_dedupe = wa_keep_plan(INSERT_SQL
-									  " ON CONFLICT (account_id, dedupe_key)"
-									  " WHERE dedupe_key IS NOT NULL DO NOTHING"
-									  " RETURNING id", 10, ins);
-	plan_find_dedupe = wa_keep_plan(
-									"SELECT id FROM whatsapp.message"
-									" WHERE account_id OPERATOR(pg_catalog.=) $1"
-									" AND dedupe_key OPERATOR(pg_catalog.=) $2",
-									2, find);
-	/* assigned last: it marks the set as ready */
-	plan_insert = wa_keep_plan(INSERT_SQL " RETURNING id", 10, ins);
+	" CASE WHEN $5 OPERATOR(pg_catalog.=) 'failed' THEN pg_catalog.now() END, $10" \
+	owner_val ")"
+#define ON_CONFLICT \
+	" ON CONFLICT (account_id, dedupe_key)" \
+	" WHERE dedupe_key IS NOT NULL DO NOTHING"
+#define FIND_SQL(owner_col) \
+	"SELECT id, " owner_col " FROM whatsapp.message" \
+	" WHERE account_id OPERATOR(pg_catalog.=) $1" \
+	" AND dedupe_key OPERATOR(pg_catalog.=) $2"
+
+	if (write_owner)
+	{
+		plan_insert_dedupe = wa_keep_plan(INSERT_SQL(", queued_by", ", $11")
+										  ON_CONFLICT " RETURNING id",
+										  N_INSERT_ARGS, ins);
+		plan_find_dedupe = wa_keep_plan(FIND_SQL("queued_by"), 2, find);
+		/* assigned last: it marks the set as ready */
+		plan_insert = wa_keep_plan(INSERT_SQL(", queued_by", ", $11")
+								   " RETURNING id", N_INSERT_ARGS, ins);
+	}
+	else
+	{
+		plan_insert_dedupe = wa_keep_plan(INSERT_SQL("", "")
+										  ON_CONFLICT " RETURNING id",
+										  N_INSERT_ARGS, ins);
+		plan_find_dedupe = wa_keep_plan(FIND_SQL("NULL::pg_catalog.text"),
+										2, find);
+		plan_insert = wa_keep_plan(INSERT_SQL("", "") " RETURNING id",
+								   N_INSERT_ARGS, ins);
+	}
+	plans_write_owner = write_owner;
 #undef INSERT_SQL
+#undef ON_CONFLICT
+#undef FIND_SQL
 }
 
 /* Warn once per session when nothing will deliver what we queue. */
@@ -156,39 +206,26 @@ resolve_account(text *account)
 }
 
 /*
- * Insert the message and return its id.  recipient may be NULL; payload
- * is a Cloud API message object without the envelope ("type" and its
- * object, plus optional "context").
+ * Insert the message, owned by the caller, and return its id.  Inside SPI,
+ * with the owner's rights.  recipient may be NULL; payload is a Cloud API
+ * message object without the envelope ("type" and its object, plus
+ * optional "context").
  */
 static int64
-enqueue(text *recipient, const char *kind, Jsonb *payload, text *account,
-		text *dedupe_key, Jsonb *context)
+enqueue_as_owner(Oid caller, text *recipient, const char *kind,
+				 Jsonb *payload, text *account, text *dedupe_key,
+				 Jsonb *context, bool *deliver)
 {
 	char		e164[WA_E164_MAXLEN + 1];
 	char	   *raw = NULL;
 	bool		valid;
 	int32		account_id;
-	Datum		values[10];
-	char		nulls[10];
+	Datum		values[N_INSERT_ARGS];
+	char		nulls[N_INSERT_ARGS];
 	WaRecipientVerdict verdict = {0};
 	int			rc;
 	int64		id;
 	bool		isnull;
-
-	if (dedupe_key != NULL)
-	{
-		int			len = VARSIZE_ANY_EXHDR(dedupe_key);
-
-		if (len == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("dedupe_key must not be empty"),
-					 errhint("Pass NULL for no deduplication, or a key such as 'account.move:42:invoice_posted'.")));
-		if (len > WA_MAX_DEDUPE_KEY)
-			ereport(ERROR,
-					(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
-					 errmsg("dedupe_key is longer than %d bytes", WA_MAX_DEDUPE_KEY)));
-	}
 
 	if (recipient != NULL)
 	{
@@ -198,8 +235,6 @@ enqueue(text *recipient, const char *kind, Jsonb *payload, text *account,
 	else
 		valid = false;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
 	prepare_plans();
 
 	account_id = resolve_account(account);
@@ -248,6 +283,7 @@ enqueue(text *recipient, const char *kind, Jsonb *payload, text *account,
 	values[9] = Int32GetDatum(verdict.error_code);
 	if (verdict.error_code == 0)
 		nulls[9] = 'n';
+	values[10] = CStringGetTextDatum(GetUserNameFromId(caller, false));
 	if (verdict.state)
 		valid = false;			/* recorded, never delivered */
 
@@ -272,13 +308,71 @@ enqueue(text *recipient, const char *kind, Jsonb *payload, text *account,
 					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 					 errmsg("could not serialize access due to a concurrent message with the same dedupe_key"),
 					 errhint("Retry the transaction.")));
+
+		/* Its id is for the roles that may act on it. */
+		if (!wa_may_act_on(caller,
+						   SPI_getvalue(SPI_tuptable->vals[0],
+										SPI_tuptable->tupdesc, 2)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("dedupe_key \"%s\" is taken in this account by a message of another role",
+							text_to_cstring(dedupe_key)),
+					 errdetail("A message's id is shown only to the role that queued it, to roles that have its privileges, and to members of whatsapp_admin."),
+					 errhint("Use dedupe keys of this role's own, for example with the application's name as prefix, or send through a function owned by the role that queued the first message.")));
 		valid = false;			/* nothing new to deliver */
 	}
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 									 SPI_tuptable->tupdesc, 1, &isnull));
-	SPI_finish();
+	*deliver = valid;
+	return id;
+}
 
-	if (valid)
+/*
+ * Insert the message and return its id: take the function owner's rights,
+ * remember the caller, and give them back.
+ */
+static int64
+enqueue(FunctionCallInfo fcinfo, text *recipient, const char *kind,
+		Jsonb *payload, text *account, text *dedupe_key, Jsonb *context)
+{
+	WaActingAs	acting;
+	volatile int64 id = 0;
+	volatile bool deliver = false;
+
+	if (dedupe_key != NULL)
+	{
+		int			len = VARSIZE_ANY_EXHDR(dedupe_key);
+
+		if (len == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("dedupe_key must not be empty"),
+					 errhint("Pass NULL for no deduplication, or a key such as 'account.move:42:invoice_posted'.")));
+		if (len > WA_MAX_DEDUPE_KEY)
+			ereport(ERROR,
+					(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+					 errmsg("dedupe_key is longer than %d bytes", WA_MAX_DEDUPE_KEY)));
+	}
+
+	wa_act_as_owner(fcinfo, &acting);
+	PG_TRY();
+	{
+		bool		valid = false;
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		id = enqueue_as_owner(acting.caller, recipient, kind, payload,
+							  account, dedupe_key, context, &valid);
+		SPI_finish();
+		deliver = valid;
+	}
+	PG_FINALLY();
+	{
+		wa_act_as_caller_again(&acting);
+	}
+	PG_END_TRY();
+
+	if (deliver)
 	{
 		wa_wake_worker_at_commit();
 		warn_if_undelivered();
@@ -336,7 +430,7 @@ wa_send(PG_FUNCTION_ARGS)
 	escape_json(&buf, text_to_cstring(body));
 	appendStringInfoString(&buf, "}}");
 
-	PG_RETURN_INT64(enqueue(ARG_TEXT(0), "text", jsonb_from_cstring(buf.data),
+	PG_RETURN_INT64(enqueue(fcinfo, ARG_TEXT(0), "text", jsonb_from_cstring(buf.data),
 							ARG_TEXT(2), ARG_TEXT(3), ARG_JSONB(4)));
 }
 
@@ -537,7 +631,7 @@ wa_send_template(PG_FUNCTION_ARGS)
 		append_components(&buf, params);
 	appendStringInfoString(&buf, "}}");
 
-	PG_RETURN_INT64(enqueue(ARG_TEXT(0), "template", jsonb_from_cstring(buf.data),
+	PG_RETURN_INT64(enqueue(fcinfo, ARG_TEXT(0), "template", jsonb_from_cstring(buf.data),
 							ARG_TEXT(4), ARG_TEXT(5), ARG_JSONB(6)));
 }
 
@@ -602,7 +696,7 @@ wa_send_message(PG_FUNCTION_ARGS)
 							"body");
 	}
 
-	PG_RETURN_INT64(enqueue(ARG_TEXT(0), kind, message,
+	PG_RETURN_INT64(enqueue(fcinfo, ARG_TEXT(0), kind, message,
 							ARG_TEXT(2), ARG_TEXT(3), ARG_JSONB(4)));
 }
 

@@ -15,8 +15,24 @@
  * hard limit at start, keeps PostgreSQL's own allowance (max_safe_fds)
  * untouched, and opens no more sockets than what is left.
  *
+ * Idle connections.  libcurl keeps finished transfers' connections in its
+ * pool and stops asking for their sockets to be watched, so a server that
+ * closes its side leaves them in CLOSE-WAIT until a later request looks at
+ * them; an idle worker would hold them forever.  So the sockets we opened
+ * stay in our epoll set while they idle, watched for the peer's hang-up
+ * only, and once a server hung up on one and no transfer runs, the whole
+ * pool is closed (a fresh multi handle).  The same happens after
+ * whatsapp.api_url, proxy or ca_file change.  While transfers run, libcurl
+ * itself drops dead connections and those idle over WA_HTTP_MAX_IDLE_S,
+ * at most once a second, as requests start.
+ *
+ * A hostile or broken server costs bounded resources: an answer over
+ * WA_HTTP_MAX_RESPONSE bytes of body or WA_HTTP_MAX_HEADERS of headers is
+ * aborted, not drained, and whatsapp.http_timeout bounds its time.
+ *
  * Every libcurl call is checked.  No verbose output, no redirects, no
  * proxy unless whatsapp.proxy names one, TLS verification always on.
+ * Nothing in here may raise an error from inside a libcurl callback.
  *
  *-------------------------------------------------------------------------
  */
@@ -44,6 +60,27 @@ static TimestampTz timer_deadline = 0;	/* 0: libcurl wants no timeout */
 static bool timer_set = false;
 static int	open_sockets = 0;
 static int	socket_budget = 0;
+
+/*
+ * What we know of each descriptor libcurl uses, indexed by descriptor.
+ * Grown with realloc() inside libcurl's callbacks, which must not raise.
+ */
+#define WA_SOCK_OURS	0x01	/* opened by opensocket_cb, not closed yet */
+#define WA_SOCK_CURL	0x02	/* in the epoll set for libcurl */
+#define WA_SOCK_IDLE	0x04	/* pooled: in the epoll set for a hang-up */
+#define WA_SOCK_DEAD	0x08	/* pooled, and the server hung up on it */
+
+static uint8 *sock_flags = NULL;
+static int	sock_flags_len = 0;
+static int	ndead = 0;			/* pooled sockets the server hung up on */
+
+/* api_url, proxy and ca_file as last applied; a change closes the pool */
+static char *endpoint_seen = NULL;
+static bool endpoint_changed = false;
+
+/* whatsapp.test_fail_start: value last armed, starts left until the fault */
+static int	fault_armed_value = 0;
+static int	fault_countdown = 0;
 
 static MemoryContext http_context = NULL;
 static dlist_head running = DLIST_STATIC_INIT(running);
@@ -74,49 +111,100 @@ static int	ndone = 0;
 							curl_multi_strerror(rc_)))); \
 	} while (0)
 
-/* libcurl's socket callback: mirror its wishes into our epoll set. */
+/* Make room for descriptor fd in sock_flags; false when out of memory. */
+static bool
+sock_track(int fd)
+{
+	uint8	   *grown;
+	int			len;
+
+	if (fd < 0)
+		return false;
+	if (fd < sock_flags_len)
+		return true;
+	len = Max(sock_flags_len, 256);
+	while (len <= fd)
+		len *= 2;
+	grown = realloc(sock_flags, len);
+	if (grown == NULL)
+		return false;
+	memset(grown + sock_flags_len, 0, len - sock_flags_len);
+	sock_flags = grown;
+	sock_flags_len = len;
+	return true;
+}
+
+/* Watch fd for events; registered says whether it is in the set already. */
 static int
-socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+epoll_watch(int fd, uint32 events, bool registered)
 {
 	struct epoll_event ev;
 
 	memset(&ev, 0, sizeof(ev));
-	ev.data.fd = s;
+	ev.events = events;
+	ev.data.fd = fd;
+	if (epoll_ctl(epoll_fd, registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) == 0)
+		return 0;
+	if (registered && errno == ENOENT)
+		return epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev);
+	if (!registered && errno == EEXIST)
+		return epoll_ctl(epoll_fd, EPOLL_CTL_MOD, fd, &ev);
+	return -1;
+}
+
+static void
+epoll_forget(int fd)
+{
+	/* the socket may already be closed; ENOENT and EBADF are fine */
+	if (epoll_ctl(epoll_fd, EPOLL_CTL_DEL, fd, NULL) != 0 &&
+		errno != ENOENT && errno != EBADF)
+		elog(WARNING, "whatsapp: epoll_ctl(DEL) failed: %m");
+}
+
+/*
+ * libcurl's socket callback: mirror its wishes into our epoll set.  A
+ * socket of ours that libcurl stops watching goes back to its pool (or is
+ * about to be closed): we watch it for the server's hang-up.
+ */
+static int
+socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+	uint8		f;
+
+	if (!sock_track(s))
+	{
+		elog(WARNING, "whatsapp: out of memory tracking socket %d", (int) s);
+		return -1;
+	}
+	f = sock_flags[s];
+
 	if (what == CURL_POLL_REMOVE)
 	{
-		if (socketp != NULL)
+		if ((f & WA_SOCK_OURS) && !(f & WA_SOCK_DEAD))
 		{
-			/* the socket may already be closed; ENOENT and EBADF are fine */
-			if (epoll_ctl(epoll_fd, EPOLL_CTL_DEL, s, NULL) != 0 &&
-				errno != ENOENT && errno != EBADF)
-				elog(WARNING, "whatsapp: epoll_ctl(DEL) failed: %m");
-			curl_multi_assign(multi, s, NULL);
+			if (epoll_watch(s, EPOLLRDHUP, (f & (WA_SOCK_CURL | WA_SOCK_IDLE)) != 0) == 0)
+			{
+				sock_flags[s] = (f & ~WA_SOCK_CURL) | WA_SOCK_IDLE;
+				return 0;
+			}
+			elog(WARNING, "whatsapp: epoll_ctl for an idle connection failed: %m");
 		}
+		if (f & (WA_SOCK_CURL | WA_SOCK_IDLE))
+			epoll_forget(s);
+		sock_flags[s] = f & (WA_SOCK_OURS | WA_SOCK_DEAD);
 		return 0;
 	}
-	ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0) |
-		((what & CURL_POLL_OUT) ? EPOLLOUT : 0);
-	if (socketp == NULL)
+
+	if (epoll_watch(s, ((what & CURL_POLL_IN) ? EPOLLIN : 0) |
+					((what & CURL_POLL_OUT) ? EPOLLOUT : 0),
+					(f & (WA_SOCK_CURL | WA_SOCK_IDLE)) != 0) != 0)
 	{
-		if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, s, &ev) != 0)
-		{
-			if (errno != EEXIST || epoll_ctl(epoll_fd, EPOLL_CTL_MOD, s, &ev) != 0)
-			{
-				elog(WARNING, "whatsapp: epoll_ctl(ADD) failed: %m");
-				return -1;
-			}
-		}
-		if (curl_multi_assign(multi, s, (void *) 1) != CURLM_OK)
-			return -1;
+		elog(WARNING, "whatsapp: epoll_ctl failed: %m");
+		return -1;
 	}
-	else if (epoll_ctl(epoll_fd, EPOLL_CTL_MOD, s, &ev) != 0)
-	{
-		if (errno != ENOENT || epoll_ctl(epoll_fd, EPOLL_CTL_ADD, s, &ev) != 0)
-		{
-			elog(WARNING, "whatsapp: epoll_ctl(MOD) failed: %m");
-			return -1;
-		}
-	}
+	if (f & WA_SOCK_DEAD)
+		ndead--;
+	sock_flags[s] = (f & WA_SOCK_OURS) | WA_SOCK_CURL;
 	return 0;
 }
 
@@ -146,18 +234,38 @@ opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
 		return CURL_SOCKET_BAD;
 	}
 	s = socket(addr->family, addr->socktype, addr->protocol);
-	if (s != CURL_SOCKET_BAD)
-		open_sockets++;
+	if (s == CURL_SOCKET_BAD)
+		return s;
+	if (!sock_track(s))
+	{
+		close(s);
+		errno = ENOMEM;
+		return CURL_SOCKET_BAD;
+	}
+	sock_flags[s] = WA_SOCK_OURS;
+	open_sockets++;
 	return s;
 }
 
 static int
 closesocket_cb(void *clientp, curl_socket_t s)
 {
+	if (s >= 0 && s < sock_flags_len)
+	{
+		if (sock_flags[s] & WA_SOCK_DEAD)
+			ndead--;
+		sock_flags[s] = 0;
+	}
 	open_sockets--;
+	/* close() takes it out of the epoll set too */
 	return close(s);
 }
 
+/*
+ * The body, up to WA_HTTP_MAX_RESPONSE.  Past that the transfer is
+ * aborted: answering anything but "all of it" makes libcurl stop with
+ * CURLE_WRITE_ERROR, and the rest is never read.
+ */
 static size_t
 write_cb(char *data, size_t size, size_t nmemb, void *userp)
 {
@@ -167,36 +275,77 @@ write_cb(char *data, size_t size, size_t nmemb, void *userp)
 
 	if (n > room)
 	{
-		t->truncated = true;
+		/* keep the beginning, for the log */
 		if (room > 0)
 			appendBinaryStringInfo(&t->response, data, room);
+		t->oversize = true;
+		return 0;
 	}
-	else
-		appendBinaryStringInfo(&t->response, data, n);
+	appendBinaryStringInfo(&t->response, data, n);
 	return n;
 }
 
-/* Pick out Retry-After (seconds); other headers are not kept. */
+/*
+ * Retry-After: delta-seconds, or an HTTP date.  Large values saturate (the
+ * caller caps what it honors); -1 when it cannot be read.
+ */
+static long
+parse_retry_after(const char *v, size_t len)
+{
+	char		buf[64];
+	size_t		i = 0;
+	size_t		end = len;
+	time_t		when;
+
+	while (i < end && (v[i] == ' ' || v[i] == '\t'))
+		i++;
+	while (end > i && (v[end - 1] == '\r' || v[end - 1] == '\n' ||
+					   v[end - 1] == ' ' || v[end - 1] == '\t'))
+		end--;
+	if (i == end)
+		return -1;
+	if (v[i] >= '0' && v[i] <= '9')
+	{
+		long		secs = 0;
+
+		for (; i < end; i++)
+		{
+			if (v[i] < '0' || v[i] > '9')
+				return -1;
+			if (secs < 1000000000L)
+				secs = secs * 10 + (v[i] - '0');
+		}
+		return secs;
+	}
+	if (end - i >= sizeof(buf))
+		return -1;
+	memcpy(buf, v + i, end - i);
+	buf[end - i] = '\0';
+	when = curl_getdate(buf, NULL);
+	if (when == (time_t) -1)
+		return -1;
+	when -= time(NULL);
+	return when <= 0 ? 0 : (long) Min(when, (time_t) 1000000000);
+}
+
+/*
+ * Headers: only Retry-After is kept.  Past WA_HTTP_MAX_HEADERS bytes in
+ * all, the transfer is aborted.
+ */
 static size_t
 header_cb(char *data, size_t size, size_t nitems, void *userp)
 {
 	WaTransfer *t = (WaTransfer *) userp;
 	size_t		n = size * nitems;
 
-	if (n > 12 && pg_strncasecmp(data, "retry-after:", 12) == 0)
+	t->header_bytes += n;
+	if (t->header_bytes > WA_HTTP_MAX_HEADERS)
 	{
-		long		v = 0;
-		size_t		i = 12;
-
-		while (i < n && (data[i] == ' ' || data[i] == '\t'))
-			i++;
-		if (i < n && data[i] >= '0' && data[i] <= '9')
-		{
-			while (i < n && data[i] >= '0' && data[i] <= '9' && v < 86400 * 7)
-				v = v * 10 + (data[i++] - '0');
-			t->retry_after = v;
-		}
+		t->oversize = true;
+		return 0;
 	}
+	if (n > 12 && pg_strncasecmp(data, "retry-after:", 12) == 0)
+		t->retry_after = parse_retry_after(data + 12, n - 12);
 	return n;
 }
 
@@ -256,17 +405,120 @@ host_connection_cap(void)
 	return Min(conns, wa_max_inflight / WA_H2_STREAMS_PER_CONNECTION + 2);
 }
 
-void
-wa_http_apply_settings(void)
+/* Connection limits of a multi handle, from the settings. */
+static void
+apply_limits(CURLM *m)
 {
 	long		conns = Min(wa_max_inflight, socket_budget);
 
-	CURLM_CHECK(curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, conns),
+	CURLM_CHECK(curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, conns),
 				"CURLMOPT_MAX_TOTAL_CONNECTIONS");
-	CURLM_CHECK(curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, conns),
+	CURLM_CHECK(curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, conns),
 				"CURLMOPT_MAXCONNECTS");
-	CURLM_CHECK(curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, host_connection_cap()),
+	CURLM_CHECK(curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, host_connection_cap()),
 				"CURLMOPT_MAX_HOST_CONNECTIONS");
+}
+
+/* A multi handle with our callbacks and limits; its pool is empty. */
+static CURLM *
+create_multi(void)
+{
+	CURLM	   *m = curl_multi_init();
+
+	if (m == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create libcurl multi handle")));
+	PG_TRY();
+	{
+		CURLM_CHECK(curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, socket_cb),
+					"CURLMOPT_SOCKETFUNCTION");
+		CURLM_CHECK(curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, timer_cb),
+					"CURLMOPT_TIMERFUNCTION");
+		CURLM_CHECK(curl_multi_setopt(m, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX),
+					"CURLMOPT_PIPELINING");
+		apply_limits(m);
+	}
+	PG_CATCH();
+	{
+		CURLMcode	rc = curl_multi_cleanup(m);
+
+		if (rc != CURLM_OK)
+			elog(WARNING, "whatsapp: curl_multi_cleanup failed: %s",
+				 curl_multi_strerror(rc));
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	return m;
+}
+
+/*
+ * Close every pooled connection: a fresh multi handle replaces the old
+ * one.  Only while no transfer runs (the done ones were removed already).
+ */
+static void
+reset_pool(const char *why)
+{
+	CURLM	   *fresh;
+	CURLM	   *old = multi;
+	int			before = open_sockets;
+
+	Assert(nrunning == 0);
+	fresh = create_multi();
+	multi = fresh;
+	timer_set = false;
+	/* closes the old pool's sockets through closesocket_cb */
+	CURLM_CHECK(curl_multi_cleanup(old), "curl_multi_cleanup");
+	timer_set = false;
+	ndead = 0;
+	endpoint_changed = false;
+	ereport(DEBUG1,
+			(errmsg_internal("whatsapp worker closed %d pooled connections: %s",
+							 before - open_sockets, why)));
+}
+
+/*
+ * Settings, at start and after a reload.  A new API endpoint (api_url,
+ * proxy or ca_file) closes the pool, at once or as soon as the transfers
+ * to the old one are done, and forgets what the old server spoke.
+ */
+void
+wa_http_apply_settings(void)
+{
+	char	   *endpoint = psprintf("%s\n%s\n%s", wa_api_url ? wa_api_url : "",
+									wa_proxy ? wa_proxy : "",
+									wa_ca_file ? wa_ca_file : "");
+
+	if (endpoint_seen == NULL || strcmp(endpoint_seen, endpoint) != 0)
+	{
+		if (endpoint_seen != NULL)
+		{
+			pfree(endpoint_seen);
+			endpoint_changed = true;
+			http1_only = false;
+			ereport(LOG,
+					(errmsg("whatsapp worker: the API endpoint changed; its pooled connections are closed"),
+					 nrunning > 0 ?
+					 errdetail("The %d requests in flight to the old endpoint finish first.", nrunning) : 0));
+		}
+		endpoint_seen = MemoryContextStrdup(http_context, endpoint);
+	}
+	pfree(endpoint);
+
+	if (wa_test_fail_start != fault_armed_value)
+	{
+		fault_armed_value = wa_test_fail_start;
+		fault_countdown = wa_test_fail_start;
+		if (fault_countdown > 0)
+			ereport(LOG,
+					(errmsg("whatsapp worker: whatsapp.test_fail_start = %d: the request start number %d from now will fail",
+							fault_countdown, fault_countdown),
+					 errhint("This setting exists for tests only; set it to 0.")));
+	}
+
+	apply_limits(multi);
+	if (endpoint_changed && nrunning == 0)
+		reset_pool("the API endpoint changed");
 }
 
 void
@@ -291,17 +543,7 @@ wa_http_init(void)
 
 	compute_socket_budget();
 
-	multi = curl_multi_init();
-	if (multi == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("could not create libcurl multi handle")));
-	CURLM_CHECK(curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_cb),
-				"CURLMOPT_SOCKETFUNCTION");
-	CURLM_CHECK(curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb),
-				"CURLMOPT_TIMERFUNCTION");
-	CURLM_CHECK(curl_multi_setopt(multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX),
-				"CURLMOPT_PIPELINING");
+	multi = create_multi();
 	wa_http_apply_settings();
 }
 
@@ -319,6 +561,7 @@ void
 wa_http_shutdown(void)
 {
 	dlist_mutable_iter it;
+	CURLMcode	rc;
 
 	if (multi == NULL)
 		return;
@@ -334,8 +577,15 @@ wa_http_shutdown(void)
 		dlist_delete(it.cur);
 		free_transfer(dlist_container(WaTransfer, node, it.cur));
 	}
-	curl_multi_cleanup(multi);
+	/* this runs at exit: report, but do not raise */
+	rc = curl_multi_cleanup(multi);
 	multi = NULL;
+	if (rc != CURLM_OK)
+		elog(WARNING, "whatsapp: curl_multi_cleanup failed: %s", curl_multi_strerror(rc));
+	free(sock_flags);
+	sock_flags = NULL;
+	sock_flags_len = 0;
+	ndead = 0;
 	if (epoll_fd >= 0)
 	{
 		close(epoll_fd);
@@ -371,7 +621,8 @@ wa_http_new_transfer(void)
 		initStringInfo(&t->response);
 		MemoryContextSwitchTo(old);
 	}
-	t->truncated = false;
+	t->oversize = false;
+	t->header_bytes = 0;
 	t->retry_after = -1;
 	t->result = CURLE_OK;
 	t->http_status = 0;
@@ -447,6 +698,11 @@ wa_http_start(WaTransfer *t, const char *url, struct curl_slist *headers)
 								pg_strncasecmp(url, "https://", 8) == 0 ? 1L : 0L),
 			   "CURLOPT_PIPEWAIT");
 	CURL_CHECK(curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L), "CURLOPT_TCP_KEEPALIVE");
+	CURL_CHECK(curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, (long) WA_HTTP_MAX_IDLE_S),
+			   "CURLOPT_MAXAGE_CONN");
+	/* an announced Content-Length over the cap fails before the body */
+	CURL_CHECK(curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) WA_HTTP_MAX_RESPONSE),
+			   "CURLOPT_MAXFILESIZE_LARGE");
 	CURL_CHECK(curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) wa_http_timeout), "CURLOPT_TIMEOUT_MS");
 	CURL_CHECK(curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long) Min(wa_http_timeout, 10000)),
 			   "CURLOPT_CONNECTTIMEOUT_MS");
@@ -462,6 +718,16 @@ wa_http_start(WaTransfer *t, const char *url, struct curl_slist *headers)
 	CURL_CHECK(curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, closesocket_cb), "CURLOPT_CLOSESOCKETFUNCTION");
 	CURL_CHECK(curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf), "CURLOPT_ERRORBUFFER");
 	CURL_CHECK(curl_easy_setopt(e, CURLOPT_PRIVATE, t), "CURLOPT_PRIVATE");
+
+	/* whatsapp.test_fail_start: a failure where libcurl's own would be */
+	if (fault_countdown > 0 && --fault_countdown == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("could not start the request of whatsapp message " INT64_FORMAT,
+						t->message_id),
+				 errdetail("The failure was injected by whatsapp.test_fail_start = %d.",
+						   fault_armed_value),
+				 errhint("Set whatsapp.test_fail_start to 0; it exists for tests only.")));
 
 	INSTR_TIME_SET_CURRENT(t->started);
 	CURLM_CHECK(curl_multi_add_handle(multi, e), "curl_multi_add_handle");
@@ -486,6 +752,8 @@ collect_finished(void)
 		if (curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &t) != CURLE_OK || t == NULL)
 			elog(ERROR, "whatsapp: finished libcurl transfer has no owner");
 		t->result = msg->data.result;
+		if (t->result == CURLE_FILESIZE_EXCEEDED)
+			t->oversize = true;
 		if (curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->http_status) != CURLE_OK)
 			t->http_status = 0;
 		if (!http1_only && t->result == CURLE_OK && t->http_status > 0)
@@ -496,7 +764,10 @@ collect_finished(void)
 				(version == CURL_HTTP_VERSION_1_0 || version == CURL_HTTP_VERSION_1_1))
 			{
 				http1_only = true;
-				wa_http_apply_settings();
+				apply_limits(multi);
+				ereport(DEBUG1,
+						(errmsg_internal("whatsapp worker: the API server answers over HTTP/1.x; up to %ld connections to it",
+										 host_connection_cap())));
 			}
 		}
 		INSTR_TIME_SET_CURRENT(now);
@@ -532,16 +803,35 @@ wa_http_perform(void)
 		}
 		for (int i = 0; i < n; i++)
 		{
+			int			fd = events[i].data.fd;
+			uint32		ev = events[i].events;
+			uint8		f = (fd >= 0 && fd < sock_flags_len) ? sock_flags[fd] : 0;
 			int			flags = 0;
 
-			if (events[i].events & (EPOLLIN | EPOLLHUP))
+			if (f & WA_SOCK_IDLE)
+			{
+				/* a pooled connection that the server closed or reset */
+				if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+				{
+					epoll_forget(fd);
+					sock_flags[fd] = (f & ~WA_SOCK_IDLE) | WA_SOCK_DEAD;
+					ndead++;
+				}
+				continue;
+			}
+			if (!(f & WA_SOCK_CURL))
+			{
+				/* stale: closed and forgotten since */
+				epoll_forget(fd);
+				continue;
+			}
+			if (ev & (EPOLLIN | EPOLLHUP))
 				flags |= CURL_CSELECT_IN;
-			if (events[i].events & EPOLLOUT)
+			if (ev & EPOLLOUT)
 				flags |= CURL_CSELECT_OUT;
-			if (events[i].events & EPOLLERR)
+			if (ev & EPOLLERR)
 				flags |= CURL_CSELECT_ERR;
-			CURLM_CHECK(curl_multi_socket_action(multi, events[i].data.fd, flags,
-												 &still_running),
+			CURLM_CHECK(curl_multi_socket_action(multi, fd, flags, &still_running),
 						"curl_multi_socket_action");
 		}
 	} while (n == lengthof(events));
@@ -554,6 +844,16 @@ wa_http_perform(void)
 					"curl_multi_socket_action");
 	}
 	collect_finished();
+
+	/*
+	 * Nothing in flight: close the pool if a server hung up on a pooled
+	 * connection, or the endpoint changed.  (With transfers running,
+	 * libcurl drops dead connections itself as requests start.)
+	 */
+	if (nrunning == 0 && ndead > 0)
+		reset_pool("the server closed some of them");
+	else if (nrunning == 0 && endpoint_changed)
+		reset_pool("the API endpoint changed");
 }
 
 long
@@ -580,6 +880,12 @@ int
 wa_http_running(void)
 {
 	return nrunning;
+}
+
+int
+wa_http_open_sockets(void)
+{
+	return open_sockets;
 }
 
 int

@@ -15,8 +15,20 @@
 #include "lib/stringinfo.h"
 #include "portability/instr_time.h"
 
-/* Responses larger than this are cut; Meta's answers are a few hundred bytes. */
+/*
+ * Caps on what one answer may cost.  A body that would grow past
+ * WA_HTTP_MAX_RESPONSE, or response headers past WA_HTTP_MAX_HEADERS, abort
+ * the transfer: the rest is never read.  Meta's answers are a few hundred
+ * bytes.
+ */
 #define WA_HTTP_MAX_RESPONSE (64 * 1024)
+#define WA_HTTP_MAX_HEADERS (32 * 1024)
+
+/*
+ * A pooled connection idle this long is not reused, and libcurl closes it
+ * when a request starts (seconds).
+ */
+#define WA_HTTP_MAX_IDLE_S 60
 
 typedef struct WaTransfer
 {
@@ -27,7 +39,8 @@ typedef struct WaTransfer
 	CURL	   *easy;
 	StringInfoData request;		/* request body, kept alive while running */
 	StringInfoData response;	/* response body, capped */
-	bool		truncated;
+	bool		oversize;		/* over a cap: aborted, response cut */
+	size_t		header_bytes;	/* response headers so far */
 	long		retry_after;	/* seconds from Retry-After, or -1 */
 	instr_time	started;
 	void	   *headers_ref;	/* the owner's reference to the headers used */
@@ -64,6 +77,9 @@ extern long wa_http_next_timeout(void);
 extern WaTransfer *wa_http_next_done(void);
 
 extern int	wa_http_running(void);
+
+/* Connections libcurl holds open now (in use or pooled). */
+extern int	wa_http_open_sockets(void);
 extern int	wa_http_done_count(void);
 
 /* Stop transfers without recording anything (account dropped, extension gone). */

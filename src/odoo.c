@@ -279,6 +279,7 @@ static OdooModelState model_state[N_MODELS];
 static bool callbacks_registered = false;
 
 static SPIPlanPtr plan_insert = NULL;
+static bool plan_insert_writes_owner = false;
 static SPIPlanPtr plan_existing = NULL;
 
 /* whatsapp.opt_out and its index on identifier (see maybe_opted_out) */
@@ -2254,15 +2255,24 @@ render_rows(const OdooEvent *ev, OdooModelState *s, OdooRow *rowp, bool for_prev
 							  model_table[m], ev->name, (long) res_id);
 }
 
-/* Record what render decided, once per dedupe key.  Inside SPI. */
+/*
+ * Record what render decided, once per dedupe key.  Inside SPI.
+ *
+ * The message belongs (queued_by, see ownership.c) to the role the session
+ * acts as: the trigger fires at commit, outside any function of the
+ * caller's.  The once-per-document probe looks at every role's messages:
+ * nothing of them reaches the caller.
+ */
 static void
 record(OdooRender *r)
 {
-	Oid			types[10] = {INT4OID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID,
-	TEXTOID, INT4OID, TEXTOID, JSONBOID};
-	Datum		values[10];
-	char		nulls[10];
+	Oid			types[11] = {INT4OID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID,
+	TEXTOID, INT4OID, TEXTOID, JSONBOID, TEXTOID};
+	Datum		values[11];
+	char		nulls[11];
 	int			rc;
+	bool		write_owner;
+	char	   *owner;
 
 	if (r->account_id == 0)
 	{
@@ -2273,6 +2283,13 @@ record(OdooRender *r)
 						model_name[r->ev->model], (long) r->res_id),
 				 errhint("Run whatsapp.wa_odoo_enable again with an account that exists.")));
 		return;
+	}
+	/* Until ALTER EXTENSION UPDATE adds queued_by, write without it. */
+	write_owner = wa_message_has_queued_by();
+	if (plan_insert != NULL && write_owner != plan_insert_writes_owner)
+	{
+		SPI_freeplan(plan_insert);
+		plan_insert = NULL;
 	}
 	if (plan_insert == NULL)
 	{
@@ -2287,21 +2304,24 @@ record(OdooRender *r)
 		 * transaction still holds the document's row lock, so two of them
 		 * cannot race here.
 		 */
-		p = SPI_prepare_cursor("INSERT INTO whatsapp.message (account_id, recipient, kind,"
-							   " payload, state, failure_type, error_title, error_details,"
-							   " error_code, dedupe_key, context, failed_at)"
-							   " SELECT $1, $2, 'template', $3, $4, $5, $6, $7, $8, $9, $10,"
-							   "  CASE WHEN $4 = 'failed' THEN now() END"
-							   "  WHERE NOT EXISTS (SELECT 1 FROM whatsapp.message d"
-							   "   WHERE d.account_id = ANY (ARRAY(SELECT a.id FROM whatsapp.account a))"
-							   "     AND d.dedupe_key = $9)"
-							   " ON CONFLICT (account_id, dedupe_key) WHERE dedupe_key IS NOT NULL"
-							   " DO NOTHING",
-							   10, types, CURSOR_OPT_GENERIC_PLAN);
+		p = SPI_prepare_cursor(psprintf("INSERT INTO whatsapp.message (account_id, recipient, kind,"
+										" payload, state, failure_type, error_title, error_details,"
+										" error_code, dedupe_key, context, failed_at%s)"
+										" SELECT $1, $2, 'template', $3, $4, $5, $6, $7, $8, $9, $10,"
+										"  CASE WHEN $4 = 'failed' THEN now() END%s"
+										"  WHERE NOT EXISTS (SELECT 1 FROM whatsapp.message d"
+										"   WHERE d.account_id = ANY (ARRAY(SELECT a.id FROM whatsapp.account a))"
+										"     AND d.dedupe_key = $9)"
+										" ON CONFLICT (account_id, dedupe_key) WHERE dedupe_key IS NOT NULL"
+										" DO NOTHING",
+										write_owner ? ", queued_by" : "",
+										write_owner ? ", $11" : ""),
+							   11, types, CURSOR_OPT_GENERIC_PLAN);
 
 		if (p == NULL || SPI_keepplan(p) != 0)
 			elog(ERROR, "whatsapp: could not prepare the Odoo insert");
 		plan_insert = p;
+		plan_insert_writes_owner = write_owner;
 	}
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = Int32GetDatum(r->account_id);
@@ -2328,6 +2348,11 @@ record(OdooRender *r)
 		nulls[7] = 'n';
 	values[8] = CStringGetTextDatum(r->dedupe_key);
 	values[9] = DirectFunctionCall1(jsonb_in, CStringGetDatum(r->context.data));
+	owner = GetUserNameFromId(GetOuterUserId(), true);
+	if (owner != NULL)
+		values[10] = CStringGetTextDatum(owner);
+	else
+		nulls[10] = 'n';
 	rc = SPI_execute_plan(plan_insert, values, nulls, false, 1);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "whatsapp: could not record the Odoo message: %s",

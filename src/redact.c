@@ -5,15 +5,20 @@
  *	  server log and out of pg_stat_activity: wa_account_set (tokens, app
  *	  secret, verify token) and wa_verify_webhook (the verify token of
  *	  Meta's handshake, which clients such as Odoo's controller write into
- *	  the statement text).
+ *	  the statement text), and rows written to whatsapp.account_input.
  *
  * A statement is "sensitive" when its text (debug_query_string) names one
- * of these functions, or a word within two typing mistakes of one (case
- * ignored), so that a misspelled call is covered too; an EXECUTE of a
- * statement prepared with such text counts as well.  The redacted call
- * shown for it names the function that matched, as in
- * "SELECT whatsapp.wa_verify_webhook(<redacted>)".  While a sensitive
- * statement runs:
+ * of these functions or account_input, or a word within two typing
+ * mistakes of one (case ignored), so that a misspelled call is covered
+ * too; an EXECUTE of a statement prepared with such text counts as well.
+ * The redacted call shown for it names what matched, as in
+ * "SELECT whatsapp.wa_verify_webhook(<redacted>)" or
+ * "COPY whatsapp.account_input <redacted>".  This is a scan of the
+ * statement's text, so it cannot see a name spelled another way (a
+ * U&"..." identifier with escapes, a name assembled by dynamic SQL) or a
+ * call made inside a function of the caller's own; the README lists
+ * those, and COPY into whatsapp.account_input is the way that needs no
+ * redaction.  While a sensitive statement runs:
  *
  * - the emit_log_hook hides the STATEMENT line, replaces the statement
  *	 text inside messages (log_statement's "statement: ...", the
@@ -22,8 +27,11 @@
  *	 drops the "parameters: $1 = ..." detail of the extended protocol, and
  *	 replaces every string literal of the statement, and every double-
  *	 quoted value (type input errors quote their input), found in a
- *	 message, detail, hint or context with "***".  Messages raised by this
- *	 extension's own account code never contain a secret and are kept.
+ *	 message, detail, hint or context with "***".  A context line of COPY
+ *	 ("COPY account_input, line 2: "..."", which quotes the line or the
+ *	 column's value) keeps its line number and loses the quote.  Messages
+ *	 raised by this extension's own account code never contain a secret
+ *	 and are kept.
  * - the post_parse_analyze_hook, and the emit_log_hook on an ERROR, set
  *	 pg_stat_activity's query to the redacted call, so that neither a
  *	 running nor an idle backend shows the literal.
@@ -53,23 +61,28 @@
 #define WA_MAX_LITERAL_DEPTH 3
 
 /*
- * The functions whose calls are sensitive, and what pg_stat_activity and
- * the log show instead of a statement that names one.  Names are lower
- * case, and shorter than NAMEDATALEN.
+ * The functions (and the relation) whose use is sensitive, and what
+ * pg_stat_activity and the log show instead of a statement that names
+ * one: redacted_copy for a statement that starts with COPY, when set,
+ * else redacted_call.  Names are lower case, and shorter than NAMEDATALEN.
  */
 typedef struct WaTarget
 {
 	const char *name;
 	int			len;
 	const char *redacted_call;
+	const char *redacted_copy;
 } WaTarget;
 
 #define WA_TARGET(fn) \
-	{ fn, (int) sizeof(fn) - 1, "SELECT whatsapp." fn "(<redacted>)" }
+	{ fn, (int) sizeof(fn) - 1, "SELECT whatsapp." fn "(<redacted>)", NULL }
 
 static const WaTarget wa_targets[] = {
 	WA_TARGET("wa_account_set"),
 	WA_TARGET("wa_verify_webhook"),
+	{"account_input", (int) sizeof("account_input") - 1,
+		"INSERT INTO whatsapp.account_input <redacted>",
+	"COPY whatsapp.account_input <redacted>"},
 };
 
 #define WA_TARGET_MAX_EDITS 2
@@ -268,9 +281,25 @@ static const char *sensitive_query = NULL;
 static TimestampTz sensitive_ts = 0;
 static char sensitive_prefix[256];
 static const WaTarget *sensitive_result = NULL;
+static const char *sensitive_call = NULL;
 
+/* Does the statement text start with the word COPY (after blanks)? */
+static bool
+starts_with_copy(const char *q)
+{
+	while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')
+		q++;
+	return pg_strncasecmp(q, "copy", 4) == 0 &&
+		!is_ident_char((unsigned char) q[4]);
+}
+
+/*
+ * The target whose secrets the statement now running may carry, or NULL
+ * when it is not sensitive; *call is set to the redacted text to show for
+ * it.
+ */
 static const WaTarget *
-sensitive_statement_target(void)
+sensitive_statement_target(const char **call)
 {
 	const char *q = debug_query_string;
 	TimestampTz ts;
@@ -278,14 +307,21 @@ sensitive_statement_target(void)
 	if (q == NULL || q[0] == '\0')
 		return NULL;
 	ts = GetCurrentStatementStartTimestamp();
-	if (q == sensitive_query && ts == sensitive_ts &&
-		strncmp(q, sensitive_prefix, sizeof(sensitive_prefix) - 1) == 0)
-		return sensitive_result;
-
-	sensitive_result = mentioned_target(q, true);
-	sensitive_query = q;
-	sensitive_ts = ts;
-	strlcpy(sensitive_prefix, q, sizeof(sensitive_prefix));
+	if (q != sensitive_query || ts != sensitive_ts ||
+		strncmp(q, sensitive_prefix, sizeof(sensitive_prefix) - 1) != 0)
+	{
+		sensitive_result = mentioned_target(q, true);
+		sensitive_call = NULL;
+		if (sensitive_result != NULL)
+			sensitive_call = (sensitive_result->redacted_copy != NULL &&
+							  starts_with_copy(q)) ?
+				sensitive_result->redacted_copy :
+				sensitive_result->redacted_call;
+		sensitive_query = q;
+		sensitive_ts = ts;
+		strlcpy(sensitive_prefix, q, sizeof(sensitive_prefix));
+	}
+	*call = sensitive_call;
 	return sensitive_result;
 }
 
@@ -505,8 +541,36 @@ lists_parameters(const char *s)
 }
 
 /*
- * The redacted form of a context: each line redacted, and a line listing
- * bind parameters cut where the list starts.
+ * Where to cut a context line of COPY so that it keeps its place and
+ * loses its data: COPY's error context callback quotes the line being
+ * read, "COPY account_input, line 2: "..."", or the value of a column,
+ * "COPY account_input, line 2, column max_mps: "..."".  Returns NULL for
+ * a line of another kind.
+ */
+static char *
+copy_context_cut(char *line)
+{
+	char	   *p;
+
+	if (strncmp(line, "COPY ", 5) != 0 ||
+		(p = strstr(line, ", line ")) == NULL)
+		return NULL;
+	p += 7;
+	if (*p < '0' || *p > '9')
+		return NULL;
+	while (*p >= '0' && *p <= '9')
+		p++;
+	if (strncmp(p, ", column ", 9) == 0)
+		return strstr(p, ": \"");
+	if (strncmp(p, ": \"", 3) == 0)
+		return p;
+	return NULL;
+}
+
+/*
+ * The redacted form of a context: each line redacted, a line listing
+ * bind parameters cut where the list starts, and a line of COPY cut
+ * before the data it quotes.
  */
 static char *
 redact_context(const char *in, const char *call, const SpanList *lits)
@@ -523,8 +587,11 @@ redact_context(const char *in, const char *call, const SpanList *lits)
 		int			len = eol ? eol - p : (int) strlen(p);
 		char	   *line = pnstrdup(p, len);
 		char	   *params = strstr(line, "$1 = ");
+		char	   *copy_data = copy_context_cut(line);
 		char	   *redacted;
 
+		if (copy_data != NULL)
+			*copy_data = '\0';
 		if (params != NULL)
 			*params = '\0';
 		redacted = redact_message(line, call, lits, true);
@@ -560,6 +627,19 @@ raised_by_account_code(const ErrorData *edata)
 }
 
 /*
+ * A message of COPY that quotes only the name of one of the target
+ * relation's own columns ("missing data for column "app_secret"", for a
+ * line with too few fields), never data: kept, as the column is what the
+ * admin has to fix.  Recognized by its untranslated format.
+ */
+static bool
+quotes_only_a_column(const ErrorData *edata)
+{
+	return edata->message_id != NULL &&
+		strcmp(edata->message_id, "missing data for column \"%s\"") == 0;
+}
+
+/*
  * Put a new string (or NULL) in an ErrorData field, freeing the old one:
  * for messages below ERROR, ErrorContext is not reset soon.
  */
@@ -576,14 +656,15 @@ replace_field(char **field, char *newval)
 static void
 wa_emit_log_hook(ErrorData *edata)
 {
-	const WaTarget *target = sensitive_statement_target();
+	const char *call = NULL;
+	const WaTarget *target = sensitive_statement_target(&call);
 
 	if (target != NULL)
 	{
 		MemoryContext oldcontext = MemoryContextSwitchTo(ErrorContext);
-		const char *call = target->redacted_call;
 		SpanList	lits = {NULL, 0, 0};
-		bool		trusted = raised_by_account_code(edata);
+		bool		trusted = raised_by_account_code(edata) ||
+			quotes_only_a_column(edata);
 
 		collect_literals(debug_query_string, strlen(debug_query_string),
 						 &lits, 0);
@@ -635,13 +716,12 @@ wa_emit_log_hook(ErrorData *edata)
 static void
 wa_post_parse_analyze(ParseState *pstate, Query *query, JumbleState *jstate)
 {
-	const WaTarget *target;
+	const char *call = NULL;
 
 	if (prev_post_parse_analyze_hook)
 		prev_post_parse_analyze_hook(pstate, query, jstate);
-	target = sensitive_statement_target();
-	if (target != NULL)
-		pgstat_report_activity(STATE_RUNNING, target->redacted_call);
+	if (sensitive_statement_target(&call) != NULL)
+		pgstat_report_activity(STATE_RUNNING, call);
 }
 
 void

@@ -35,6 +35,7 @@ int			wa_log_retention = 30 * 24 * 60;
 int			wa_poll_interval = 10000;
 int			wa_shutdown_timeout = 4000;
 int			wa_batch_size = 500;
+int			wa_test_fail_start = 0;
 char	   *wa_default_country_code = NULL;
 int			wa_window_check = WA_WINDOW_OFF;
 bool		wa_odoo_events = true;
@@ -324,6 +325,12 @@ define_settings(void)
 							NULL,
 							&wa_batch_size, 500, 1, 10000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("whatsapp.test_fail_start",
+							"For tests only: the worker's N-th request start after a reload fails.",
+							"0 (the default) injects nothing.  The failure happens once per value set.",
+							&wa_test_fail_start, 0, 0, 1000000,
+							PGC_SIGHUP, GUC_SUPERUSER_ONLY | GUC_NOT_IN_SAMPLE,
+							NULL, NULL, NULL);
 	DefineCustomStringVariable("whatsapp.default_country_code",
 							   "Country calling code added to national phone numbers.",
 							   "Empty means national numbers are refused as phone_invalid.",

@@ -47,6 +47,7 @@ extern int	wa_log_retention;		/* sighup, minutes */
 extern int	wa_poll_interval;		/* sighup, milliseconds */
 extern int	wa_shutdown_timeout;	/* sighup, milliseconds */
 extern int	wa_batch_size;			/* sighup */
+extern int	wa_test_fail_start;		/* sighup, superuser only; tests only */
 extern char *wa_default_country_code;	/* user */
 extern int	wa_window_check;		/* user, WA_WINDOW_* */
 extern bool wa_odoo_events;			/* user */
@@ -247,6 +248,43 @@ extern char *wa_rotate_key_file(void);
  */
 extern void wa_redact_install_hooks(void);
 extern void wa_report_redacted_activity(const char *funcname);
+
+/* ----------
+ * Message ownership (ownership.c).
+ * ----------
+ */
+
+/*
+ * The caller of a SECURITY INVOKER function that does its work with its
+ * owner's rights, and what to restore.
+ */
+typedef struct WaActingAs
+{
+	Oid			caller;			/* GetUserId() on entry: the calling role */
+	Oid			saved_user;
+	int			saved_context;
+} WaActingAs;
+
+/* Take the rights of the function's owner; record the caller. */
+extern void wa_act_as_owner(FunctionCallInfo fcinfo, WaActingAs *acting);
+
+/* Give them back (also on the way out of a PG_TRY). */
+extern void wa_act_as_caller_again(const WaActingAs *acting);
+
+/*
+ * May "caller" cancel or retry a message that queued_by (a role name, or
+ * NULL for none recorded) queued?  Superusers and members of
+ * whatsapp_admin may act on every message, other roles on those of the
+ * roles whose privileges they have.
+ */
+extern bool wa_may_act_on(Oid caller, const char *queued_by);
+
+/*
+ * Does whatsapp.message have the queued_by column (version 0.3 on)?  A
+ * library newer than the installed SQL objects runs until ALTER EXTENSION
+ * UPDATE, and must not fail meanwhile.
+ */
+extern bool wa_message_has_queued_by(void);
 
 /* ----------
  * Webhooks, opt-out and the 24-hour window (webhook.c).

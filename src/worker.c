@@ -29,6 +29,14 @@
  * event socket.  SIGTERM stops claiming and waits up to
  * whatsapp.shutdown_timeout for the answers in flight.
  *
+ * Errors.  A turn that raises is reported in full (EmitErrorReport), its
+ * transaction aborted, and the worker goes on after a pause.  Requests
+ * that were claimed, committed as sending, but never started because
+ * starting one raised are queued again by the next turn, their attempt
+ * given back, so that neither they nor the later messages of their
+ * recipients wait for a restart.  Tokens live only in request headers,
+ * which are wiped when their last user lets go, on every path.
+ *
  *-------------------------------------------------------------------------
  */
 #include "whatsapp.h"
@@ -125,6 +133,16 @@ static TimestampTz oldest_result = 0;
 
 static Oid	extension_oid = InvalidOid;
 static bool in_doubt_resolved = false;
+
+/*
+ * Messages committed as sending whose requests never started: queued
+ * again by the next cycle.  Room is reserved before requests start, so
+ * the catch block that fills this allocates nothing.
+ */
+static int64 *unstarted = NULL;
+static int	nunstarted = 0;
+static int	unstarted_cap = 0;
+static char unstarted_reason[200];
 
 static SPIPlanPtr plan_claim = NULL;
 static SPIPlanPtr plan_block = NULL;
@@ -233,6 +251,26 @@ headers_make(const char *token)
 						errmsg("could not build request headers")));
 	}
 	h->refs = 1;
+	return h;
+}
+
+/* headers_make(), and the token wiped whatever happens. */
+static WaHeaders *
+headers_from_token(char *token)
+{
+	WaHeaders  *volatile h = NULL;
+
+	PG_TRY();
+	{
+		h = headers_make(token);
+	}
+	PG_CATCH();
+	{
+		wa_wipe(token);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	wa_wipe(token);
 	return h;
 }
 
@@ -530,11 +568,20 @@ database_is_neutralized(void)
 }
 
 /*
+ * While load_accounts_guts() builds the new account array: the array (all
+ * zero at first) and the contexts, for discard_partial_accounts().
+ */
+static bool building_accounts = false;
+static WaAccount *partial_accounts = NULL;
+static int	npartial_accounts = 0;
+static MemoryContext partial_prev_context = NULL;
+
+/*
  * Load the accounts, unsealing tokens.  Keeps the pacing state of accounts
  * that stay, abandons the transfers of accounts that are gone.
  */
 static void
-load_accounts(void)
+load_accounts_guts(void)
 {
 	WaAccount  *old = accounts;
 	int			nold = naccounts;
@@ -565,9 +612,13 @@ load_accounts(void)
 										ALLOCSET_SMALL_SIZES);
 	old_context = account_context;
 	account_context = new_context;
+	building_accounts = true;
+	partial_prev_context = old_context;
 	oldcxt = MemoryContextSwitchTo(account_context);
 	fresh = palloc0(sizeof(WaAccount) * Max(n, 1));
 	MemoryContextSwitchTo(oldcxt);
+	partial_accounts = fresh;
+	npartial_accounts = (int) n;
 
 	for (uint64 i = 0; i < n; i++)
 	{
@@ -632,8 +683,7 @@ load_accounts(void)
 						   WA_FIELD_TOKEN, true, &token);
 			if (ur == WA_UNSEAL_OK)
 			{
-				a->headers = headers_make(token);
-				wa_wipe(token);
+				a->headers = headers_from_token(token);
 				a->usable = true;
 			}
 			else
@@ -656,7 +706,16 @@ load_accounts(void)
 			clear_key_pause(id);
 	}
 
+	/* The new set is complete: from here on nothing is partial. */
+	accounts = fresh;
+	naccounts = nfresh;
+	accounts_loaded = true;
+	building_accounts = false;
+	partial_accounts = NULL;
+
 	/* Accounts that are gone: abandon what they have in flight. */
+	for (int j = 0; j < nold; j++)
+		headers_release(old[j].headers);
 	for (int j = 0; j < nold; j++)
 	{
 		bool		kept = false;
@@ -666,14 +725,47 @@ load_accounts(void)
 				kept = true;
 		if (!kept)
 			wa_http_abandon(old[j].id);
-		headers_release(old[j].headers);
 	}
-
-	accounts = fresh;
-	naccounts = nfresh;
-	accounts_loaded = true;
 	if (old_context)
 		MemoryContextDelete(old_context);
+}
+
+/*
+ * load_accounts_guts() raised: drop the headers it made or shared (which
+ * wipes tokens no one else holds) and its context; the previous accounts
+ * stay as they were.
+ */
+static void
+discard_partial_accounts(void)
+{
+	if (!building_accounts)
+		return;
+	building_accounts = false;
+	for (int i = 0; i < npartial_accounts && partial_accounts != NULL; i++)
+		headers_release(partial_accounts[i].headers);
+	partial_accounts = NULL;
+	npartial_accounts = 0;
+	if (account_context != NULL)
+		MemoryContextDelete(account_context);
+	account_context = partial_prev_context;
+	partial_prev_context = NULL;
+}
+
+static void
+load_accounts(void)
+{
+	PG_TRY();
+	{
+		load_accounts_guts();
+	}
+	PG_CATCH();
+	{
+		discard_partial_accounts();
+		/* seen_generation moved on: make the next cycle try again */
+		accounts_loaded = false;
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 }
 
 /* Refill an account's pacing bucket; at most one second of burst. */
@@ -856,6 +948,93 @@ purge_log(void)
 		elog(ERROR, "could not purge whatsapp.log");
 }
 
+/*
+ * Make room to remember n more claimed messages, before their requests
+ * start (the catch block that remembers them must not allocate).
+ */
+static void
+reserve_unstarted(int n)
+{
+	int			want = nunstarted + n;
+
+	if (want <= unstarted_cap)
+		return;
+	want = Max(want, 64);
+	if (unstarted == NULL)
+		unstarted = MemoryContextAlloc(TopMemoryContext, sizeof(int64) * want);
+	else
+		unstarted = repalloc(unstarted, sizeof(int64) * want);
+	unstarted_cap = want;
+}
+
+/*
+ * Starting the requests raised (or the claim did): the transfers that did
+ * not start go back to the engine, which drops their headers, and the
+ * messages among them that the claim committed as sending are remembered
+ * for requeue_unstarted().  Runs in a catch block.
+ */
+static void
+give_back_unstarted(WaPending *pending, int nslots, int nstarted, int npending)
+{
+	MemoryContext old = MemoryContextSwitchTo(cycle_context);
+	ErrorData  *edata = CopyErrorData();
+
+	strlcpy(unstarted_reason, edata->message ? edata->message : "unknown error",
+			sizeof(unstarted_reason));
+	FreeErrorData(edata);
+	MemoryContextSwitchTo(old);
+
+	for (int i = nstarted; i < nslots; i++)
+	{
+		WaTransfer *t = pending[i].t;
+
+		if (t == NULL)
+			continue;
+		/* a claim that did not commit leaves its messages queued */
+		if (i < npending && nunstarted < unstarted_cap)
+			unstarted[nunstarted++] = t->message_id;
+		pending[i].t = NULL;
+		wa_http_release(t);
+	}
+}
+
+/*
+ * Queue again the messages whose requests never started.  The claim
+ * counted an attempt that never happened: it is given back.  Messages no
+ * longer sending (a claim that did not commit, say) are left alone.
+ */
+static void
+requeue_unstarted(void)
+{
+	Datum	   *ids = palloc(sizeof(Datum) * nunstarted);
+	Datum		args[2];
+	Oid			types[2] = {INT8ARRAYOID, TEXTOID};
+	int			rc;
+
+	for (int i = 0; i < nunstarted; i++)
+		ids[i] = Int64GetDatum(unstarted[i]);
+	args[0] = PointerGetDatum(construct_array(ids, nunstarted, INT8OID, 8,
+											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[1] = CStringGetTextDatum(psprintf("request not started: %s; queued again, the attempt not counted",
+										   unstarted_reason));
+	rc = SPI_execute_with_args("WITH r AS (UPDATE whatsapp.message"
+							   "   SET state = 'queued', attempts = attempts - 1,"
+							   "       next_attempt_at = pg_catalog.now()"
+							   "  WHERE id = ANY ($1) AND state = 'sending'"
+							   "  RETURNING id, attempts)"
+							   " INSERT INTO whatsapp.log (message_id, attempt, event, message)"
+							   " SELECT id, attempts + 1, 'not_started', $2 FROM r",
+							   2, types, args, NULL, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "could not queue again whatsapp messages whose requests did not start: %s",
+			 SPI_result_code_string(rc));
+	if (SPI_processed > 0)
+		ereport(LOG,
+				(errmsg("whatsapp worker queued %llu messages again: their requests could not be started",
+						(unsigned long long) SPI_processed)));
+	nunstarted = 0;
+}
+
 /* ----------
  * Recording
  * ----------
@@ -1025,6 +1204,23 @@ record_results(void)
 		count_sent(nsent);
 }
 
+/* Classify a finished transfer, then give it back (dropping its headers). */
+static void
+classify_and_release(WaTransfer *t, WaOutcome *out)
+{
+	PG_TRY();
+	{
+		wa_classify(t, wa_max_attempts, out);
+	}
+	PG_CATCH();
+	{
+		wa_http_release(t);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	wa_http_release(t);
+}
+
 /* Take finished transfers from the engine and classify them. */
 static void
 collect_results(void)
@@ -1052,10 +1248,9 @@ collect_results(void)
 		r->attempt = t->attempt;
 		r->http_status = t->http_status;
 		r->latency_ms = t->latency_ms;
-		wa_classify(t, wa_max_attempts, &r->outcome);
+		classify_and_release(t, &r->outcome);
 		if (nresults == 1)
 			oldest_result = GetCurrentTimestamp();
-		wa_http_release(t);
 	}
 	MemoryContextSwitchTo(old);
 	pg_atomic_write_u32(&slot->inflight, (uint32) wa_http_running());
@@ -1084,6 +1279,8 @@ extension_present(void)
 			MemoryContextReset(result_context);
 			results = NULL;
 			nresults = 0;
+			/* those message ids are gone with the extension */
+			nunstarted = 0;
 		}
 		free_plans();
 		extension_oid = oid;
@@ -1132,8 +1329,10 @@ typedef struct WaCycle
 static void
 run_cycle(WaCycle *what)
 {
-	WaPending  *pending;
-	int			npending = 0;
+	WaPending  *volatile pending;
+	volatile int npending = 0;
+	volatile int nstarted = 0;
+	int			nslots;
 	int			free_slots;
 	TimestampTz now = GetCurrentTimestamp();
 
@@ -1151,6 +1350,8 @@ run_cycle(WaCycle *what)
 	prepare_plans();
 	if (!in_doubt_resolved)
 		resolve_in_doubt();
+	if (nunstarted > 0)
+		requeue_unstarted();
 	if (what->reload || !accounts_loaded ||
 		pg_atomic_read_u32(&slot->accounts_generation) != seen_generation)
 		load_accounts();
@@ -1163,19 +1364,32 @@ run_cycle(WaCycle *what)
 		purge_log();
 
 	free_slots = wa_max_inflight - wa_http_running() - nresults;
+	nslots = Max(free_slots, 1);
 	/* not in SPI's context: the transfers start after SPI_finish() */
-	pending = MemoryContextAlloc(cycle_context, sizeof(WaPending) * Max(free_slots, 1));
-	if (what->claim && free_slots > 0 && !got_sigterm)
-		npending = claim(pending, free_slots, now);
-	end_work();
-
-	/* The claims are durable: now the requests may leave. */
-	for (int i = 0; i < npending; i++)
+	pending = MemoryContextAllocZero(cycle_context, sizeof(WaPending) * nslots);
+	reserve_unstarted(nslots);
+	PG_TRY();
 	{
-		pending[i].a->headers->refs++;
-		pending[i].t->headers_ref = pending[i].a->headers;
-		wa_http_start(pending[i].t, pending[i].a->url, pending[i].a->headers->list);
+		if (what->claim && free_slots > 0 && !got_sigterm)
+			npending = claim(pending, free_slots, now);
+		end_work();
+
+		/* The claims are durable: now the requests may leave. */
+		for (; nstarted < npending; nstarted++)
+		{
+			WaPending  *p = &pending[nstarted];
+
+			p->a->headers->refs++;
+			p->t->headers_ref = p->a->headers;
+			wa_http_start(p->t, p->a->url, p->a->headers->list);
+		}
 	}
+	PG_CATCH();
+	{
+		give_back_unstarted(pending, nslots, nstarted, npending);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 	pg_atomic_write_u32(&slot->inflight, (uint32) wa_http_running());
 	if (neutralized)
 		set_state("idle: database is marked neutralized by Odoo");
@@ -1351,6 +1565,7 @@ wa_worker_main(Datum main_arg)
 	volatile bool wake = true;
 	volatile bool claim_deferred = false;
 	volatile TimestampTz last_claim_at = 0;
+	volatile bool stop = false;
 	uint32		generation;
 	Oid			dboid;
 	bool		installed;
@@ -1440,7 +1655,7 @@ wa_worker_main(Datum main_arg)
 	Async_Listen("whatsapp");
 	CommitTransactionCommand();
 
-	set = CreateWaitEventSet(TopMemoryContext, 3);
+	set = WA_CREATE_PROCESS_WAIT_EVENT_SET(3);
 	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(set, WL_SOCKET_READABLE, wa_http_event_socket(), NULL, NULL);
@@ -1483,7 +1698,8 @@ wa_worker_main(Datum main_arg)
 						ereport(LOG,
 								(errmsg("whatsapp worker stopping with %d requests in flight; they will be in doubt",
 										left)));
-					proc_exit(1);
+					/* leaves below, outside PG_TRY */
+					stop = true;
 				}
 			}
 			else
@@ -1505,7 +1721,7 @@ wa_worker_main(Datum main_arg)
 					what.claim = false;
 					claim_deferred = true;
 				}
-				if (what.claim || what.purge ||
+				if (what.claim || what.purge || nunstarted > 0 ||
 					pg_atomic_read_u32(&slot->accounts_generation) != seen_generation)
 				{
 					run_cycle(&what);
@@ -1526,15 +1742,18 @@ wa_worker_main(Datum main_arg)
 		{
 			ErrorData  *edata;
 
+			HOLD_INTERRUPTS();
 			MemoryContextSwitchTo(cycle_context);
+			/* the whole report: message, detail, hint, context */
+			EmitErrorReport();
 			edata = CopyErrorData();
 			FlushErrorState();
 			AbortCurrentTransaction();
+			/* an error outside a transaction may have left a lock held */
+			LWLockReleaseAll();
 			set_last_error(edata->message ? edata->message : "error");
-			ereport(LOG,
-					(errcode(edata->sqlerrcode),
-					 errmsg("whatsapp worker cycle failed: %s", edata->message)));
 			FreeErrorData(edata);
+			RESUME_INTERRUPTS();
 			pgstat_report_activity(STATE_IDLE, NULL);
 			/* pause so a persistent error does not spin */
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -1543,6 +1762,8 @@ wa_worker_main(Datum main_arg)
 		}
 		PG_END_TRY();
 		MemoryContextReset(cycle_context);
+		if (stop)
+			proc_exit(1);
 
 		now = GetCurrentTimestamp();
 		timeout = got_sigterm ? 100 : next_timeout(now, next_poll, next_purge);

@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
 # test/install_deps.sh: install the Debian packages that building, the demo
-# and the tests need, when they are missing.  Needs root to install; as
-# another user it only reports what is missing.  Exit status 0 when
-# everything is present afterwards.
+# and the tests need, when they are missing.
+#
+#   bash test/install_deps.sh [VERSION]
+#
+# VERSION is the PostgreSQL major version (default 15, Debian 12's).  Needs
+# root to install; as another user it only reports what is missing.  Exit
+# status 0 when everything is present afterwards.  test/chroot.sh runs it
+# inside the chroots of the other versions.
 set -uo pipefail
 
+V=${1:-${WA_PG_VERSION:-15}}
+case "$V" in
+	'' | *[!0-9]*) echo "install_deps.sh: not a PostgreSQL major version: $V" >&2; exit 2 ;;
+esac
+
+# contrib (pgcrypto) is part of postgresql-N itself.
 PACKAGES=(
 	build-essential
-	postgresql-15
-	postgresql-server-dev-15
-	postgresql-contrib
+	"postgresql-$V"
+	"postgresql-server-dev-$V"
 	libcurl4-openssl-dev
 	libssl-dev
-	postgresql-15-pgtap
+	"postgresql-$V-pgtap"
 	libtap-parser-sourcehandler-pgtap-perl
 	libipc-run-perl
 	nodejs
@@ -41,4 +51,6 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "installing: ${missing[*]}"
 apt-get update &&
-	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+		-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+		"${missing[@]}"

@@ -4,6 +4,8 @@
 //   node mock_cloud_api.js [--host 127.0.0.1] [--port 0] [--no-record]
 //                          [--latency MS] [--port-file PATH]
 //                          [--max-records N] [--strict]
+//                          [--keep-alive-timeout MS]
+//                          [--tls-cert PEM --tls-key PEM [--tls-port 0]]
 //
 // Implements POST /{version}/{phone_number_id}/messages, plus a control
 // API under /_mock/ on the same port. See README.md next to this file.
@@ -11,6 +13,7 @@
 'use strict';
 
 const http = require('node:http');
+const https = require('node:https');
 const net = require('node:net');
 const fs = require('node:fs');
 const crypto = require('node:crypto');
@@ -19,7 +22,9 @@ const { performance } = require('node:perf_hooks');
 const USAGE =
   'usage: node mock_cloud_api.js [--host 127.0.0.1] [--port 0] [--no-record]\n' +
   '                              [--latency MS] [--port-file PATH]\n' +
-  '                              [--max-records N] [--strict]\n';
+  '                              [--max-records N] [--strict]\n' +
+  '                              [--keep-alive-timeout MS]\n' +
+  '                              [--tls-cert PEM --tls-key PEM [--tls-port 0]]\n';
 
 // ---------------------------------------------------------------- CLI
 
@@ -35,7 +40,10 @@ function parseNonNegNumber(name, v) {
 }
 
 function parseArgs(argv) {
-  const o = { host: '127.0.0.1', port: 0, record: true, latency: 0, portFile: null, maxRecords: 0, strict: false };
+  const o = {
+    host: '127.0.0.1', port: 0, record: true, latency: 0, portFile: null, maxRecords: 0, strict: false,
+    keepAliveTimeout: 65000, tlsCert: null, tlsKey: null, tlsPort: 0,
+  };
   for (let i = 0; i < argv.length; i++) {
     let a = argv[i];
     let val;
@@ -55,10 +63,20 @@ function parseArgs(argv) {
       case '--port-file': o.portFile = next(); if (!o.portFile) die('--port-file needs a path'); break;
       case '--max-records': o.maxRecords = Math.floor(parseNonNegNumber('--max-records', next())); break;
       case '--strict': o.strict = true; break;
+      case '--keep-alive-timeout': o.keepAliveTimeout = parseNonNegNumber('--keep-alive-timeout', next()); break;
+      case '--tls-cert': o.tlsCert = next(); if (!o.tlsCert) die('--tls-cert needs a path'); break;
+      case '--tls-key': o.tlsKey = next(); if (!o.tlsKey) die('--tls-key needs a path'); break;
+      case '--tls-port': {
+        const p = next();
+        if (!/^\d+$/.test(p || '') || Number(p) > 65535) die(`--tls-port needs 0..65535, got ${JSON.stringify(p)}`);
+        o.tlsPort = Number(p);
+        break;
+      }
       case '-h': case '--help': process.stdout.write(USAGE); process.exit(0); break;
       default: die(`unknown argument ${JSON.stringify(argv[i])}\n${USAGE}`);
     }
   }
+  if ((o.tlsCert === null) !== (o.tlsKey === null)) die('--tls-cert and --tls-key go together');
   return o;
 }
 
@@ -181,7 +199,7 @@ function resetState() {
 
 const MATCH_KEYS = new Set(['to', 'callback', 'phone_number_id', 'version', 'type', 'any']);
 const ACTION_KEYS = new Set(['latency_ms', 'status', 'body', 'meta_error', 'retry_after', 'reset', 'hang',
-  'malformed', 'headers', 'content_type', 'details', 'error_subcode', 'message_status']);
+  'malformed', 'headers', 'content_type', 'details', 'error_subcode', 'message_status', 'body_bytes', 'chunked']);
 const RULE_KEYS = new Set(['match', 'times', 'action', 'name']);
 
 function isObj(v) { return v !== null && typeof v === 'object' && !Array.isArray(v); }
@@ -207,13 +225,16 @@ function validateRule(r, i) {
   };
   nonNeg('latency_ms');
   nonNeg('retry_after');
+  if (a.body_bytes !== undefined && !(Number.isSafeInteger(a.body_bytes) && a.body_bytes >= 0)) {
+    throw new Error(`${where}.action.body_bytes: must be a non-negative integer`);
+  }
   if (a.status !== undefined && !(Number.isInteger(a.status) && a.status >= 100 && a.status <= 599)) {
     throw new Error(`${where}.action.status: must be an integer 100..599`);
   }
   if (a.meta_error !== undefined && !Number.isInteger(a.meta_error)) throw new Error(`${where}.action.meta_error: must be an integer`);
   if (a.headers !== undefined && !isObj(a.headers)) throw new Error(`${where}.action.headers: must be an object`);
   if (a.content_type !== undefined && typeof a.content_type !== 'string') throw new Error(`${where}.action.content_type: must be a string`);
-  for (const k of ['reset', 'hang', 'malformed']) {
+  for (const k of ['reset', 'hang', 'malformed', 'chunked']) {
     if (a[k] !== undefined && typeof a[k] !== 'boolean') throw new Error(`${where}.action.${k}: must be a boolean`);
   }
   return {
@@ -348,10 +369,66 @@ function decide(ctx) {
   if (a.content_type !== undefined) headers['Content-Type'] = a.content_type;
   if (a.retry_after !== undefined) headers['Retry-After'] = String(a.retry_after);
   if (a.headers) for (const k of Object.keys(a.headers)) headers[k] = String(a.headers[k]);
-  return { kind: 'respond', latency, status, headers, body, messageId, rule };
+  return {
+    kind: 'respond', latency, status, headers, body, messageId, rule,
+    bodyBytes: a.body_bytes, chunked: a.chunked === true,
+  };
 }
 
-function writeDecision(req, res, d) {
+// The answer's JSON object padded with a "padding" member to exactly n
+// bytes (or left alone when it is already that long): [prefix, pad length,
+// suffix].  Padding is streamed, so a body of gigabytes costs no memory.
+function paddedParts(body, n) {
+  const len = Buffer.byteLength(body);
+  const t = body.trimEnd();
+  if (n <= len || !t.endsWith('}')) return [body, 0, ''];
+  const open = t.slice(0, -1).trimEnd();
+  const prefix = open + (open.endsWith('{') ? '' : ',') + '"padding":"';
+  const suffix = '"}';
+  const pad = n - Buffer.byteLength(prefix) - suffix.length;
+  return pad < 0 ? [body, 0, ''] : [prefix, pad, suffix];
+}
+
+const PAD_CHUNK = Buffer.alloc(64 * 1024, 'x');
+
+// Writes a body_bytes answer, honoring backpressure; the record says whether
+// the client read it all (response_complete true) or closed first (false).
+function streamPadded(res, d, rec) {
+  const [prefix, pad, suffix] = paddedParts(d.body, d.bodyBytes);
+  const total = Buffer.byteLength(prefix) + pad + Buffer.byteLength(suffix);
+  if (rec) {
+    rec.response_bytes = total;
+    res.on('finish', () => { rec.response_complete = true; });
+    res.on('close', () => { if (rec.response_complete !== true) rec.response_complete = false; });
+  }
+  const h = { 'Content-Type': 'application/json' };
+  if (!d.chunked) h['Content-Length'] = total;
+  if (d.headers) {
+    for (const k of Object.keys(d.headers)) {
+      if (k.toLowerCase() === 'content-type') h['Content-Type'] = d.headers[k];
+      else h[k] = d.headers[k];
+    }
+  }
+  res.writeHead(d.status, h);
+  let left = pad;
+  let closed = false;
+  res.on('close', () => { closed = true; });
+  const pump = () => {
+    while (!closed && left > 0) {
+      const n = Math.min(left, PAD_CHUNK.length);
+      left -= n;
+      if (!res.write(n === PAD_CHUNK.length ? PAD_CHUNK : PAD_CHUNK.subarray(0, n))) {
+        res.once('drain', pump);
+        return;
+      }
+    }
+    if (!closed) res.end(suffix);
+  };
+  if (!res.write(prefix)) res.once('drain', pump);
+  else pump();
+}
+
+function writeDecision(req, res, d, rec) {
   if (res.destroyed || res.writableEnded) return;
   if (d.kind === 'reset') {
     const s = req.socket;
@@ -364,7 +441,9 @@ function writeDecision(req, res, d) {
     res.on('close', () => state.hung.delete(res));
     return;
   }
+  if (d.bodyBytes !== undefined) return streamPadded(res, d, rec);
   const h = { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(d.body) };
+  if (d.chunked) delete h['Content-Length'];
   if (d.headers) {
     for (const k of Object.keys(d.headers)) {
       if (k.toLowerCase() === 'content-type') h['Content-Type'] = d.headers[k];
@@ -431,6 +510,7 @@ function handleApi(req, res, t) {
         seq, t, method: req.method, path: req.url, version, phone_number_id: pnid,
         headers: req.headers, body, json, callback, to,
         response_status: null, outcome: null, rule: null, message_id: null,
+        response_bytes: null, response_complete: null,
       };
       state.records.push(rec);
       if (opts.maxRecords > 0 && state.records.length > opts.maxRecords) {
@@ -466,8 +546,8 @@ function handleApi(req, res, t) {
       rec.rule = d.rule ? d.rule.id : null;
       rec.message_id = d.messageId || null;
     }
-    if (d.latency > 0 && d.kind !== 'hang') after(d.latency, arrived, () => writeDecision(req, res, d));
-    else writeDecision(req, res, d);
+    if (d.latency > 0 && d.kind !== 'hang') after(d.latency, arrived, () => writeDecision(req, res, d, rec));
+    else writeDecision(req, res, d, rec);
   });
 }
 
@@ -529,6 +609,8 @@ function handleControl(req, res) {
         return sendJson(res, 200, {
           host: HOST, port: server.address().port, record: opts.record, latency_ms: state.latency,
           cli_latency_ms: opts.latency, max_records: opts.maxRecords, strict: opts.strict, pid: process.pid,
+          keep_alive_timeout_ms: opts.keepAliveTimeout,
+          tls_port: tlsServer && tlsServer.listening ? tlsServer.address().port : null,
         });
       case '/_mock/requests': {
         if (m !== 'GET') break;
@@ -586,6 +668,15 @@ function handleControl(req, res) {
           state.rules.push(...added);
           return sendJson(res, 200, { ok: true, ids: added.map((r) => r.id), count: state.rules.length });
         }
+      case '/_mock/connections':
+        if (m !== 'GET') break;
+        return sendJson(res, 200, { open: openConnections(req.socket) });
+      case '/_mock/close_connections': {
+        if (m !== 'POST') break;
+        // Answer first, then close: this connection is spared.
+        const n = closeConnections(req.socket);
+        return sendJson(res, 200, { ok: true, closed: n });
+      }
       case '/_mock/release': {
         if (m !== 'POST') break;
         const n = state.hung.size;
@@ -602,7 +693,7 @@ function handleControl(req, res) {
 
 // ---------------------------------------------------------------- server
 
-const server = http.createServer({ noDelay: true, keepAlive: true }, (req, res) => {
+function handleRequest(req, res) {
   const t = performance.timeOrigin + performance.now();
   const u = req.url;
   if (u.charCodeAt(1) === 95 /* _ */ && (u.startsWith('/_mock/') || u === '/_mock' || u.startsWith('/_mock?'))) {
@@ -610,25 +701,75 @@ const server = http.createServer({ noDelay: true, keepAlive: true }, (req, res) 
   } else {
     handleApi(req, res, t);
   }
-});
-server.keepAliveTimeout = 65000;
-server.headersTimeout = 66000;
-server.requestTimeout = 0;
-server.timeout = 0;
-server.maxRequestsPerSocket = 0;
+}
+
+const server = http.createServer({ noDelay: true, keepAlive: true }, handleRequest);
+
+// With --tls-cert and --tls-key, the same API (and control API) over
+// HTTPS (HTTP/1.1) on a second port, shown in /_mock/config as tls_port.
+let tlsServer = null;
+if (opts.tlsCert) {
+  let key;
+  let cert;
+  try {
+    cert = fs.readFileSync(opts.tlsCert);
+    key = fs.readFileSync(opts.tlsKey);
+  } catch (e) {
+    die(`cannot read the TLS certificate or key: ${e.message}`);
+  }
+  tlsServer = https.createServer({ cert, key, noDelay: true, keepAlive: true }, handleRequest);
+}
+// Every TCP connection, so that tests can count and close them.
+const sockets = new Set();
+function trackSocket(s) {
+  sockets.add(s);
+  s.on('close', () => sockets.delete(s));
+}
+server.on('connection', trackSocket);
+if (tlsServer) tlsServer.on('connection', trackSocket);
+
+function openConnections(except) {
+  return sockets.size - (sockets.has(except) ? 1 : 0);
+}
+
+// Closes every connection but `except` (FIN, like a server that drops its
+// idle keep-alive connections); requests held by "hang" go too.
+function closeConnections(except) {
+  let n = 0;
+  for (const s of sockets) {
+    if (s === except) continue;
+    s.destroy();
+    n++;
+  }
+  state.hung.clear();
+  return n;
+}
+
+for (const srv of tlsServer ? [server, tlsServer] : [server]) {
+  srv.keepAliveTimeout = opts.keepAliveTimeout;
+  srv.headersTimeout = 66000;
+  srv.requestTimeout = 0;
+  srv.timeout = 0;
+  srv.maxRequestsPerSocket = 0;
+}
 // no server.maxConnections cap
 
-server.on('clientError', (err, socket) => {
-  if (err.code === 'ECONNRESET' || !socket.writable) { socket.destroy(); return; }
-  socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
-});
+for (const srv of tlsServer ? [server, tlsServer] : [server]) {
+  srv.on('clientError', (err, socket) => {
+    if (err.code === 'ECONNRESET' || !socket.writable) { socket.destroy(); return; }
+    socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+  });
+  srv.on('error', (err) => {
+    process.stderr.write(`mock_cloud_api: ${err.message}\n`);
+    process.exit(1);
+  });
+}
 
-server.on('error', (err) => {
-  process.stderr.write(`mock_cloud_api: ${err.message}\n`);
-  process.exit(1);
-});
-
-server.listen({ host: HOST, port: opts.port }, () => {
+// The port file is written once every listener is up.
+let announced = false;
+function listening() {
+  if (announced || !server.listening || (tlsServer && !tlsServer.listening)) return;
+  announced = true;
   const port = server.address().port;
   if (opts.portFile) {
     const tmp = `${opts.portFile}.tmp.${process.pid}`;
@@ -636,14 +777,19 @@ server.listen({ host: HOST, port: opts.port }, () => {
     fs.renameSync(tmp, opts.portFile);
   }
   process.stdout.write(`listening ${port}\n`);
-});
+  if (tlsServer) process.stdout.write(`listening-tls ${tlsServer.address().port}\n`);
+}
+server.listen({ host: HOST, port: opts.port }, listening);
+if (tlsServer) tlsServer.listen({ host: HOST, port: opts.tlsPort }, listening);
 
 let stopping = false;
 function shutdown() {
   if (stopping) return;
   stopping = true;
-  server.close();
-  if (typeof server.closeAllConnections === 'function') server.closeAllConnections();
+  for (const srv of tlsServer ? [server, tlsServer] : [server]) {
+    srv.close();
+    if (typeof srv.closeAllConnections === 'function') srv.closeAllConnections();
+  }
   process.exit(0);
 }
 process.on('SIGTERM', shutdown);

@@ -15,6 +15,8 @@ failed=0
 cleanup() {
     "$here/stop.sh" "$d1" >/dev/null 2>&1
     "$here/stop.sh" "$d2" >/dev/null 2>&1
+    "$here/stop.sh" "$tmp/ka" >/dev/null 2>&1
+    "$here/stop.sh" "$tmp/tls" >/dev/null 2>&1
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -151,6 +153,45 @@ check "malformed status" "$(post /v24.0/123/messages '{"to":"+1"}')" 200
 check "malformed content-type" "$(hdr content-type)" "application/json"
 check "malformed body not JSON" "$(jsq "$B" 'j')" "<not json>"
 
+# ---- body_bytes: padded to an exact size, still JSON
+ctl POST /_mock/rules '{"times":1,"action":{"body_bytes":5000}}' >/dev/null
+check "body_bytes status" "$(post /v24.0/123/messages '{"to":"+15550001111","biz_opaque_callback_data":"pad1"}')" 200
+check "body_bytes size" "$(wc -c <"$B" | tr -d ' ')" 5000
+check "body_bytes Content-Length" "$(hdr content-length)" 5000
+check "body_bytes is the success answer, padded" "$(jsq "$B" '/^wamid\.MOCK\d+$/.test(j.messages[0].id) && /^x+$/.test(j.padding)')" true
+ctl GET "/_mock/requests?callback=pad1" >/dev/null
+check "body_bytes recorded as read" "$(jsq "$B" 'j[0].response_bytes + " " + j[0].response_complete')" "5000 true"
+
+# ---- body_bytes + chunked, with a Meta error
+ctl POST /_mock/rules '{"times":1,"action":{"meta_error":131000,"body_bytes":5000,"chunked":true}}' >/dev/null
+check "chunked status" "$(post /v24.0/123/messages '{"to":"+15550001112"}')" 500
+check "chunked has no Content-Length" "$(hdr content-length)" ""
+check "chunked transfer-encoding" "$(hdr transfer-encoding)" chunked
+check "chunked body: the error, padded to 5000 bytes" "$(wc -c <"$B" | tr -d ' ') $(jsq "$B" 'j.error.code')" "5000 131000"
+
+# ---- 64 MB that the client stops reading after 64 kB (head closes the pipe)
+ctl POST /_mock/rules '{"times":1,"action":{"body_bytes":67108864,"chunked":true}}' >/dev/null
+curl -s -N -X POST --data-binary '{"to":"+15550001114","biz_opaque_callback_data":"pad4"}' \
+    "$base/v24.0/123/messages" 2>/dev/null | head -c 65536 >/dev/null
+for _ in $(seq 1 50); do
+    ctl GET "/_mock/requests?callback=pad4" >/dev/null
+    [ "$(jsq "$B" 'j[0].response_complete')" != null ] && break
+    sleep 0.1
+done
+check "an unread body is recorded as not complete" "$(jsq "$B" 'j[0].response_bytes + " " + j[0].response_complete')" "67108864 false"
+
+# ---- connections: counted, and closed on demand
+exec 7<>"/dev/tcp/127.0.0.1/$port"
+printf 'GET /_mock/health HTTP/1.1\r\nHost: x\r\n\r\n' >&7
+sleep 0.2
+check "connections counts an idle keep-alive one" "$(ctl GET /_mock/connections >/dev/null; jsq "$B" 'j.open')" 1
+ctl POST /_mock/close_connections >/dev/null
+check "close_connections closed it" "$(jsq "$B" 'j.closed')" 1
+cat <&7 >/dev/null
+check "the client sees EOF" "$?" 0
+exec 7<&-
+check "no connection left" "$(ctl GET /_mock/connections >/dev/null; jsq "$B" 'j.open')" 0
+
 # ---- latency_ms
 ctl POST /_mock/rules '{"times":1,"action":{"latency_ms":400}}' >/dev/null
 t=$(curl -s -o /dev/null -w '%{time_total}' -X POST --data-binary '{"to":"+1"}' "$base/v24.0/123/messages")
@@ -198,6 +239,40 @@ if [ -n "${port2:-}" ]; then
     check "no-record: counts" "$(jsq "$B" 'j.total + " " + JSON.stringify(j.by_callback)')" '3 {"x":2,"y":1}'
     "$here/stop.sh" "$d2"
     check "stop.sh removes pid file" "$([ -e "$d2/mock.pid" ] && echo present || echo gone)" gone
+fi
+
+# ---- --keep-alive-timeout closes idle connections
+port3=$("$here/start.sh" "$tmp/ka" --keep-alive-timeout 300) || nok "start --keep-alive-timeout"
+if [ -n "${port3:-}" ]; then
+    exec 8<>"/dev/tcp/127.0.0.1/$port3"
+    printf 'GET /_mock/health HTTP/1.1\r\nHost: x\r\n\r\n' >&8
+    start_ns=$(date +%s%N)
+    timeout 5 cat <&8 >/dev/null
+    ms=$(( ($(date +%s%N) - start_ns) / 1000000 ))
+    exec 8<&-
+    check "keep-alive-timeout 300 ms closes the idle connection" "$([ "$ms" -ge 250 ] && [ "$ms" -lt 3000 ] && echo yes || echo "no (${ms} ms)")" yes
+    "$here/stop.sh" "$tmp/ka"
+fi
+
+# ---- --tls-cert/--tls-key: the API over https on a second port
+if openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$tmp/key.pem" -out "$tmp/cert.pem" -days 2 -subj /CN=127.0.0.1 \
+    -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1; then
+    port4=$("$here/start.sh" "$tmp/tls" --tls-cert "$tmp/cert.pem" --tls-key "$tmp/key.pem") || nok "start --tls-cert"
+    if [ -n "${port4:-}" ]; then
+        curl -s -o "$B" "http://127.0.0.1:$port4/_mock/config"
+        tport=$(jsq "$B" 'j.tls_port')
+        check "tls: config shows the TLS port" "$([ -n "$tport" ] && [ "$tport" != null ] && [ "$tport" != "$port4" ] && echo yes)" yes
+        code=$(curl -s -o "$B" -w '%{http_code} %{http_version}' --cacert "$tmp/cert.pem" -X POST \
+            --data-binary '{"to":"+15550002222","biz_opaque_callback_data":"tls1"}' "https://127.0.0.1:$tport/v24.0/9/messages")
+        check "tls: POST over https, certificate verified, HTTP/1.1" "$code" "200 1.1"
+        curl -s -o "$B" "http://127.0.0.1:$port4/_mock/requests?callback=tls1"
+        check "tls: recorded like any other" "$(jsq "$B" 'j.length + " " + j[0].to')" "1 +15550002222"
+        check "tls: stdout names both ports" "$(sed -n 2p "$tmp/tls/mock.log")" "listening-tls $tport"
+        "$here/stop.sh" "$tmp/tls"
+    fi
+else
+    nok "openssl could not make a test certificate"
 fi
 
 # ---- non-loopback host refused

@@ -190,8 +190,9 @@ sub mock_url
 
 Starts the mock Cloud API (F<test/mock/start.sh>, or C<$WA_MOCK_DIR/start.sh>)
 and returns a WaTest::Mock.  Options: C<latency> (ms), C<record> (0 for
-C<--no-record>), C<strict>, C<max_records>, C<args> (array ref of more
-arguments), C<name> (names its directory).
+C<--no-record>), C<strict>, C<max_records>, C<tls_cert> and C<tls_key>
+(PEM files: the API over HTTPS too, see C<tls_url>), C<args> (array ref of
+more arguments), C<name> (names its directory).
 
 =cut
 
@@ -423,6 +424,52 @@ sub worker_pid
 
 =pod
 
+=item WaTest::tcp_sockets($pid, $port)
+
+The TCP sockets that process $pid holds to port $port on loopback, from
+F</proc/$pid/fd> and F</proc/$pid/net/tcp{,6}>: an array ref of their
+states as names (C<ESTABLISHED>, C<CLOSE_WAIT>, ...), or undef when the
+process cannot be inspected.
+
+=cut
+
+my %tcp_state = (
+	'01' => 'ESTABLISHED', '02' => 'SYN_SENT', '03' => 'SYN_RECV',
+	'04' => 'FIN_WAIT1', '05' => 'FIN_WAIT2', '06' => 'TIME_WAIT',
+	'07' => 'CLOSE', '08' => 'CLOSE_WAIT', '09' => 'LAST_ACK',
+	'0A' => 'LISTEN', '0B' => 'CLOSING');
+
+sub tcp_sockets
+{
+	my ($pid, $port) = @_;
+	my %mine;
+	opendir(my $dh, "/proc/$pid/fd") or return undef;
+	for my $fd (readdir $dh)
+	{
+		my $link = readlink("/proc/$pid/fd/$fd") // next;
+		$mine{$1} = 1 if $link =~ /^socket:\[(\d+)\]$/;
+	}
+	closedir $dh;
+	my @states;
+	for my $table ("/proc/$pid/net/tcp", "/proc/$pid/net/tcp6")
+	{
+		open(my $fh, '<', $table) or next;
+		<$fh>;    # header
+		while (my $line = <$fh>)
+		{
+			my @f = split ' ', $line;
+			next unless @f > 9 && $mine{ $f[9] };
+			my ($rport) = $f[2] =~ /:([0-9A-F]{4})$/;
+			next unless defined $rport && hex($rport) == $port;
+			push @states, $tcp_state{ $f[3] } // $f[3];
+		}
+		close $fh;
+	}
+	return \@states;
+}
+
+=pod
+
 =back
 
 =head1 WaTest::Mock
@@ -430,6 +477,10 @@ sub worker_pid
 =over
 
 =item $mock->port, $mock->url, $mock->pid, $mock->dir
+
+=item $mock->tls_url
+
+The HTTPS URL of a mock started with C<tls_cert> and C<tls_key>.
 
 =item $mock->requests($since, %filter)
 
@@ -454,6 +505,15 @@ Clears records, counters and rules; returns the last sequence number.
 Appends rules; returns the array ref of their ids.
 
 =item $mock->clear_rules, $mock->rules, $mock->release
+
+=item $mock->connections
+
+How many TCP connections the mock has open (not counting the one asking).
+
+=item $mock->close_connections
+
+Closes every connection the mock has open (as a server does with idle
+keep-alive connections); returns how many.
 
 =item $mock->latency($ms)
 
@@ -513,6 +573,8 @@ sub _start
 	push @args, '--no-record' if defined $opts{record} && !$opts{record};
 	push @args, '--strict' if $opts{strict};
 	push @args, '--max-records', $opts{max_records} if defined $opts{max_records};
+	push @args, '--tls-cert', $opts{tls_cert}, '--tls-key', $opts{tls_key}
+	  if defined $opts{tls_cert};
 	push @args, @{ $opts{args} } if $opts{args};
 
 	my ($out, $err) = ('', '');
@@ -546,6 +608,14 @@ sub port { return $_[0]{port}; }
 sub pid { return $_[0]{pid}; }
 sub dir { return $_[0]{dir}; }
 sub url { return "http://127.0.0.1:$_[0]{port}"; }
+
+sub tls_url
+{
+	my ($self) = @_;
+	my $p = $self->config->{tls_port};
+	croak "mock on port $self->{port} has no TLS port" unless $p;
+	return "https://127.0.0.1:$p";
+}
 
 sub log
 {
@@ -613,6 +683,8 @@ sub add_rule
 }
 
 sub rules { return $_[0]->_call('GET', '/_mock/rules'); }
+sub connections { return $_[0]->_call('GET', '/_mock/connections')->{open}; }
+sub close_connections { return $_[0]->_call('POST', '/_mock/close_connections', {})->{closed}; }
 sub clear_rules { $_[0]->_call('DELETE', '/_mock/rules'); return; }
 sub release { return $_[0]->_call('POST', '/_mock/release', {}); }
 sub config { return $_[0]->_call('GET', '/_mock/config'); }

@@ -6,9 +6,12 @@
 --     functions and normalize_phone; no view, no table;
 --   whatsapp_reader: the status views, wa_log and normalize_phone; cannot
 --     send and cannot touch accounts;
---   whatsapp_admin: the account functions and the accounts view.
+--   whatsapp_admin: the account functions and the accounts view, and
+--     INSERT (and so COPY FROM) into the write-only view account_input,
+--     which nobody reads.
 -- Tables and sequences are reached only through views and functions.
--- Every SECURITY DEFINER function pins its search_path.
+-- Every SECURITY DEFINER function pins its search_path, and so do the
+-- SECURITY INVOKER functions that act with their owner's rights.
 --
 -- Checks that look at "every function" list the offenders on failure.
 -- Functions named in the SPEC but not written yet only narrow what a role
@@ -76,7 +79,7 @@ CREATE TEMP VIEW wa_rels AS
 
 GRANT SELECT ON wa_allowed, wa_allowed_views, wa_fns, wa_rels TO PUBLIC;
 
-SELECT plan(74);
+SELECT plan(84);
 
 -- ---------------------------------------------------------------------
 -- PUBLIC and a role with no grants
@@ -191,8 +194,28 @@ SELECT is_empty($$
 	  FROM wa_rels r,
 		   (VALUES ('whatsapp_sender'), ('whatsapp_reader'), ('whatsapp_admin')) g(role)
 	 WHERE r.relkind = 'v'
-	   AND has_table_privilege(g.role, r.oid, 'INSERT,UPDATE,DELETE,TRUNCATE')$$,
-	'no role can write through a view');
+	   AND has_table_privilege(g.role, r.oid, 'INSERT,UPDATE,DELETE,TRUNCATE')
+	   AND NOT (g.role = 'whatsapp_admin' AND r.relname = 'account_input')$$,
+	'no role can write through a view (but admin into account_input)');
+
+-- account_input: admin may INSERT (COPY FROM needs just that), and
+-- nothing else; nobody reads it.
+SELECT ok(has_table_privilege('whatsapp_admin', 'whatsapp.account_input', 'INSERT'),
+	'admin can insert into account_input');
+SELECT ok(NOT has_table_privilege('whatsapp_admin', 'whatsapp.account_input',
+		'SELECT,UPDATE,DELETE,TRUNCATE,REFERENCES,TRIGGER'),
+	'admin can do nothing else with account_input');
+SELECT is_empty($$
+	SELECT g.role FROM (VALUES ('whatsapp_sender'), ('whatsapp_reader'), ('public')) g(role)
+	 WHERE has_table_privilege(g.role, 'whatsapp.account_input',
+			'SELECT,INSERT,UPDATE,DELETE,TRUNCATE,REFERENCES,TRIGGER')$$,
+	'sender, reader and PUBLIC have no privilege on account_input');
+SELECT is(
+	(SELECT string_agg(t.tgname || ':' || p.proname, ',')
+	   FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
+	  WHERE t.tgrelid = 'whatsapp.account_input'::regclass),
+	'account_input:_account_input_trigger',
+	'account_input has its INSTEAD OF trigger, and no other');
 
 -- ---------------------------------------------------------------------
 -- Functions: the matrix.
@@ -275,6 +298,18 @@ SELECT is_empty($$
 SELECT ok(EXISTS (SELECT 1 FROM wa_fns WHERE prosecdef),
 	'the schema has SECURITY DEFINER functions (the checks above saw some)');
 
+-- The sending functions, wa_cancel and wa_retry are SECURITY INVOKER, so
+-- that they see their caller (the role a message belongs to), and take
+-- their owner's rights in C: they pin search_path as well.
+SELECT is_empty($$
+	SELECT sig FROM wa_fns
+	 WHERE proname IN ('wa_send', 'wa_send_template', 'wa_send_message',
+					   'wa_cancel', 'wa_retry')
+	   AND (prosecdef
+			OR NOT EXISTS (SELECT 1 FROM unnest(proconfig) c
+							WHERE c = 'search_path=pg_catalog, pg_temp'))$$,
+	'wa_send*, wa_cancel and wa_retry are SECURITY INVOKER with search_path pinned');
+
 -- ---------------------------------------------------------------------
 -- Acting as whatsapp_sender
 -- ---------------------------------------------------------------------
@@ -311,6 +346,9 @@ SELECT throws_ok($$SELECT whatsapp.wa_rotate_key()$$,
 	'42501', NULL, 'sender: wa_rotate_key is refused');
 SELECT throws_ok($$SELECT whatsapp.wa_rebind()$$,
 	'42501', NULL, 'sender: wa_rebind is refused');
+SELECT throws_ok($$INSERT INTO whatsapp.account_input (name, phone_number_id, access_token)
+				   VALUES ('x', '1', 'EAA-x')$$,
+	'42501', NULL, 'sender: inserting into account_input is refused');
 RESET ROLE;
 
 -- ---------------------------------------------------------------------
@@ -351,6 +389,9 @@ SELECT throws_ok($$SELECT whatsapp.wa_rotate_key()$$,
 	'42501', NULL, 'reader: wa_rotate_key is refused');
 SELECT throws_ok($$SELECT whatsapp.wa_rebind()$$,
 	'42501', NULL, 'reader: wa_rebind is refused');
+SELECT throws_ok($$INSERT INTO whatsapp.account_input (name, phone_number_id, access_token)
+				   VALUES ('x', '1', 'EAA-x')$$,
+	'42501', NULL, 'reader: inserting into account_input is refused');
 RESET ROLE;
 
 -- ---------------------------------------------------------------------
@@ -369,6 +410,13 @@ SELECT throws_ok($$SELECT * FROM whatsapp.message$$,
 	'42501', NULL, 'admin: table message is refused');
 SELECT throws_ok($$SELECT * FROM whatsapp.log$$,
 	'42501', NULL, 'admin: table log is refused');
+SELECT lives_ok($$INSERT INTO whatsapp.account_input (name, phone_number_id, access_token)
+				  VALUES ('tap-input', '1099887766', '')$$,
+	'admin: inserting into account_input works');
+SELECT is((SELECT has_access_token FROM whatsapp.accounts WHERE name = 'tap-input'),
+	false, 'admin: the row set the account (without a token)');
+SELECT throws_ok($$SELECT * FROM whatsapp.account_input$$,
+	'42501', NULL, 'admin: reading account_input is refused');
 RESET ROLE;
 
 -- ---------------------------------------------------------------------

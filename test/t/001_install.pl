@@ -5,7 +5,8 @@
 #   - a pre-existing role of one of the extension's names is adopted only
 #     when it is NOLOGIN and not a superuser (else 42710);
 #   - DROP EXTENSION leaves nothing but the roles;
-#   - the upgrade path from 0.1 to the control file's default_version;
+#   - the upgrade path from 0.1 to the control file's default_version,
+#     with the new library serving the old objects until the update;
 #   - without shared_preload_libraries the library loads and works;
 #   - with it, the whatsapp.* prefix is reserved;
 #   - pg_dump / pg_restore keeps accounts, messages and counters, and the
@@ -187,10 +188,21 @@ WaTest::psql_is($node,
 	"CREATE EXTENSION whatsapp VERSION '0.1' CASCADE;\n"
 	  . "SELECT extversion FROM pg_extension WHERE extname = 'whatsapp';",
 	'0.1', 'CREATE EXTENSION whatsapp VERSION 0.1', dbname => 'upgrade');
+# The library of this release runs with the 0.1 objects until the update
+# (the server restarted on the new library before ALTER EXTENSION UPDATE):
+# wa_send writes the outbox without the 0.3 column queued_by.  One session
+# sends before and after the update: its plans are made again.
+$node->safe_psql('upgrade',
+	"SELECT whatsapp.wa_account_set('main', '1099887766', '')");
 WaTest::psql_is($node,
-	"ALTER EXTENSION whatsapp UPDATE;\n"
+	"SELECT whatsapp.wa_send('+525512345678', 'queued at 0.1', dedupe_key => 'legacy:1') > 0;",
+	't', 'wa_send works with the 0.1 objects', dbname => 'upgrade');
+WaTest::psql_is($node,
+	"SELECT whatsapp.wa_send('+525512345678', 'just before', dedupe_key => 'legacy:2') > 0;\n"
+	  . "ALTER EXTENSION whatsapp UPDATE;\n"
+	  . "SELECT whatsapp.wa_send('+525512345678', 'just after', dedupe_key => 'new:1') > 0;\n"
 	  . "SELECT extversion FROM pg_extension WHERE extname = 'whatsapp';",
-	$version, "ALTER EXTENSION whatsapp UPDATE reaches $version",
+	"t\nt\n$version", "ALTER EXTENSION whatsapp UPDATE reaches $version",
 	dbname => 'upgrade');
 WaTest::psql_is($node,
 	q{SELECT whatsapp.normalize_phone('+52 55 1234 5678')},
@@ -208,6 +220,36 @@ WaTest::psql_is($node,
 	q{SELECT p.prosrc LIKE '%public.res_company%' OR p.prosrc NOT LIKE '%_odoo_company_exists%'
 	    FROM pg_proc p WHERE p.oid = 'whatsapp.wa_odoo_enable'::regproc},
 	'f', 'after the update wa_odoo_enable looks the company up in C',
+	dbname => 'upgrade');
+# what 0.3 changed: messages record the role that queued them; those
+# queued before have none and are for admins only.
+WaTest::psql_is($node,
+	q{SELECT string_agg(dedupe_key || '=' || CASE WHEN queued_by IS NULL THEN 'none'
+				WHEN queued_by = current_user THEN 'me' ELSE queued_by END, ',' ORDER BY id)
+	    FROM whatsapp.messages},
+	'legacy:1=none,legacy:2=none,new:1=me',
+	'after the update older messages have no queued_by, newer ones their role',
+	dbname => 'upgrade');
+$node->safe_psql('postgres',
+	'CREATE ROLE wa_up_sender IN ROLE whatsapp_sender;'
+	  . ' CREATE ROLE wa_up_admin IN ROLE whatsapp_admin, whatsapp_sender;');
+my $legacy_id = $node->safe_psql('upgrade',
+	q{SELECT id FROM whatsapp.message WHERE dedupe_key = 'legacy:1'});
+WaTest::psql_fails($node,
+	"SET ROLE wa_up_sender; SELECT whatsapp.wa_cancel($legacy_id);",
+	'42501', 'a sender may not cancel a message queued before 0.3',
+	dbname => 'upgrade');
+WaTest::psql_fails($node,
+	"SET ROLE wa_up_sender; SELECT whatsapp.wa_send('+525512345678', 'again', dedupe_key => 'legacy:1');",
+	'42501', 'nor learn its id through its dedupe_key', dbname => 'upgrade');
+WaTest::psql_is($node,
+	"SET ROLE wa_up_admin; SELECT whatsapp.wa_cancel($legacy_id);",
+	't', 'an admin cancels a message queued before 0.3', dbname => 'upgrade');
+WaTest::psql_is($node,
+	"COPY whatsapp.account_input (name, phone_number_id, access_token) FROM STDIN;\n"
+	  . "main\t1099887766\t\n\\.\n"
+	  . "SELECT phone_number_id FROM whatsapp.accounts WHERE name = 'main';",
+	'1099887766', 'after the update COPY into whatsapp.account_input works',
 	dbname => 'upgrade');
 
 # ---------------------------------------------------------------------

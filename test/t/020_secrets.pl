@@ -1,10 +1,11 @@
 # test/t/020_secrets.pl: the key file, key rotation, and secrets that
 # never show up in clear: not in pg_dump, the server log, pg_stat_activity
-# or whatsapp.log.
+# or whatsapp.log; secrets set with COPY into whatsapp.account_input; and
+# what the log redaction does not cover.
 #
-# Run with PERL5LIB=/usr/lib/postgresql/15/lib/pgxs/src/test/perl and the
-# PostgreSQL 15 binaries first in PATH:
-#   prove -v test/t/020_secrets.pl
+# Run through "make prove_installcheck PROVE_TESTS=test/t/020_secrets.pl",
+# or with the binaries of the PostgreSQL under test first in PATH:
+#   prove -I test/perl -v test/t/020_secrets.pl
 #
 # The secrets used here are random test values.  Checks for their absence
 # use index() rather than unlike(), so that a failure never prints the text
@@ -13,7 +14,16 @@
 use strict;
 use warnings;
 
-use lib ($ENV{PERL5LIB} ? () : '/usr/lib/postgresql/15/lib/pgxs/src/test/perl');
+# PostgreSQL's test modules and pg_regress, unless PERL5LIB and PG_REGRESS
+# name them: those of the pg_config first in PATH.
+my $pgxs;
+BEGIN
+{
+	$pgxs = `pg_config --pkglibdir`;
+	chomp $pgxs;
+	$pgxs .= '/pgxs';
+}
+use lib ($ENV{PERL5LIB} ? () : "$pgxs/src/test/perl");
 
 use Digest::SHA qw(sha256_hex);
 use File::Copy qw(move);
@@ -164,8 +174,7 @@ sub session_quit
 }
 
 # PostgreSQL::Test::Cluster runs pg_regress --config-auth at init.
-$ENV{PG_REGRESS} //=
-  '/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress';
+$ENV{PG_REGRESS} //= "$pgxs/src/test/regress/pg_regress";
 
 # Run one pgbench transaction of a script with :tok bound to $token.
 sub run_pgbench
@@ -683,5 +692,240 @@ like_masked($log, qr/invalid input syntax for type integer: "\*\*\*"/, $vt,
 ok(!contains(slurp_file($node->logfile), $vt),
 	'handshake, log: the verify token is nowhere in the server log');
 
+# ---------------------------------------------------------------------------
+# e. Secrets through COPY: whatsapp.account_input
+# ---------------------------------------------------------------------------
+
+# The data of COPY ... FROM STDIN is never statement text: no log setting
+# writes it.  The statement itself is redacted as well, as it names the
+# view.  Errors carry the COPY line number, never the line.
+my $ctoken = random_secret('EAACOPYTOKEN');
+my $capp = random_secret('COPYAPPSECRET');
+my $cverify = random_secret('COPYVERIFY');
+my @csecrets = ($ctoken, $capp, $cverify);
+my $copy_cols =
+  'COPY whatsapp.account_input (name, phone_number_id, access_token, app_secret, verify_token, max_mps) FROM STDIN';
+
+# COPY with its data, as psql reads it from its input.
+sub copy_sql
+{
+	my ($head, @lines) = @_;
+	return "$head;\n" . join('', map { "$_\n" } @lines) . "\\.\n";
+}
+
+# Does the text hold any of the secrets?
+sub holds_secret
+{
+	my ($text, @list) = @_;
+	return scalar grep { contains($text, $_) } @list;
+}
+
+set_log_statement($node, 'all');
+$log_start = -s $node->logfile;
+
+($ret, $out, $err) = run_sql_verbose($node,
+	copy_sql($copy_cols, "copied\t4101\t$ctoken\t$capp\t$cverify\t80"));
+is($ret, 0, 'COPY: an account set through account_input');
+is($node->safe_psql('postgres',
+		q{SELECT has_access_token || ',' || has_app_secret || ',' || has_verify_token
+		    FROM whatsapp.accounts WHERE name = 'copied'}),
+	'true,true,true', 'COPY: the account has its three secrets');
+# The verify token that COPY sealed is the one given.
+($ret, $out, $err) = run_sql($node,
+	"SELECT whatsapp.wa_verify_webhook('subscribe', '$cverify', 'challenge-copy')");
+is($out, 'challenge-copy', 'COPY: the sealed verify token is the one in the data');
+
+# Failing rows, each in a COPY of its own; a client with VERBOSITY default
+# sees the CONTEXT line too.
+my %copy_failing = (
+	'a row the trigger refuses (max_mps 0), line 2' => copy_sql(
+		$copy_cols,
+		"copied-ok\t4102\t$ctoken\t\\N\t\\N\t80",
+		"copied-bad\t4103\t$ctoken\t$capp\t$cverify\t0"),
+	'a row with too many fields' =>
+	  copy_sql($copy_cols, "copied\t4101\t$ctoken\t$capp\t$cverify\t80\textra"),
+	'a row with too few fields' =>
+	  copy_sql($copy_cols, "copied\t4101\t$ctoken\t$capp"),
+	'a CSV row with quotes and too many fields' => copy_sql(
+		"$copy_cols (FORMAT csv)",
+		qq{copied,4101,"$ctoken,x","$capp",$cverify,80,extra}),
+	'a token where max_mps belongs' =>
+	  copy_sql($copy_cols, "copied\t4101\t$capp\t$cverify\t80\t$ctoken"),
+	'a phone number id that is not digits' =>
+	  copy_sql($copy_cols, "copied\t41O1\t$ctoken\t$capp\t$cverify\t80"));
+my %copy_errors;
+foreach my $name (sort keys %copy_failing)
+{
+	($ret, $out, $err) = run_sql_verbose($node, $copy_failing{$name});
+	isnt($ret, 0, "COPY, $name: fails");
+	like($err, qr/CONTEXT:\s+COPY account_input, line \d+\s*$/m,
+		"COPY, $name: the context names the line");
+	ok(!holds_secret($out . $err, @csecrets),
+		"COPY, $name: the client sees no secret");
+	$copy_errors{$name} = $err;
+}
+like($copy_errors{'a phone number id that is not digits'},
+	qr/ERROR:\s+phone_number_id must consist of digits only/,
+	'COPY: the trigger raises wa_account_set\'s own error');
+like($copy_errors{'a row the trigger refuses (max_mps 0), line 2'},
+	qr/CONTEXT:\s+COPY account_input, line 2\s*$/m,
+	'COPY: the failing row is line 2');
+like($copy_errors{'a token where max_mps belongs'},
+	qr/ERROR:\s+max_mps must be a whole number/,
+	'COPY: a misplaced token in max_mps is refused without being quoted');
+like($copy_errors{'a row with too few fields'},
+	qr/ERROR:\s+missing data for column "verify_token"/,
+	'COPY: a short line names the missing column');
+is($node->safe_psql('postgres',
+		q{SELECT count(*) FROM whatsapp.account WHERE name IN ('copied-ok', 'copied-bad')}),
+	'0', 'COPY: a failing row fails the whole COPY');
+
+# pg_stat_activity while a COPY waits (its row waits for the account's
+# lock) and after.
+$locker = start_session($node);
+$caller = start_session($node);
+session_send($caller, 'SELECT pg_backend_pid();', 1);
+$caller_pid = session_wait($caller);
+$caller_pid =~ s/\s+//g;
+session_send($locker,
+	"BEGIN; SELECT 1 FROM whatsapp.account WHERE name = 'copied' AND dropped_at IS NULL FOR UPDATE;"
+);
+# (not session_send: a ";" after the COPY data would stop psql reading)
+$caller->{in} .= copy_sql($copy_cols, "copied\t4101\t$ctoken\t$capp\t$cverify\t80");
+$caller->{h}->pump_nb while length($caller->{in}) > 0;
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $caller_pid"
+	),
+	'COPY, pg_stat_activity: the COPY waits for the row lock');
+$running = $node->safe_psql('postgres',
+	"SELECT state || ' ' || query FROM pg_stat_activity WHERE pid = $caller_pid");
+like($running, qr/^active COPY whatsapp\.account_input <redacted>$/,
+	'COPY, pg_stat_activity: the running COPY shows a redacted text');
+$all_queries = $node->safe_psql('postgres',
+	'SELECT string_agg(query, E\'\n\') FROM pg_stat_activity WHERE pid <> pg_backend_pid()');
+ok(!holds_secret($all_queries, @csecrets),
+	'COPY, pg_stat_activity: no session shows a secret');
+session_send($locker, 'COMMIT;');
+session_wait($caller);
+session_quit($caller);
+session_quit($locker);
+
+# With log_statement off, the duration line of the COPY.
+set_log_statement($node, 'none');
+($ret, $out, $err) = run_sql_verbose($node,
+	copy_sql($copy_cols, "copied\t4101\t$ctoken\t$capp\t$cverify\t80"));
+is($ret, 0, 'COPY, duration logged: the COPY succeeds');
+
+$log = slurp_file($node->logfile, $log_start);
+like($log, qr/statement: COPY whatsapp\.account_input <redacted>/,
+	'COPY, log: the statement is logged, redacted');
+like($log, qr/duration: [\d.]+ ms\s+statement: COPY whatsapp\.account_input <redacted>/,
+	'COPY, log: the duration line is redacted');
+like($log, qr/CONTEXT:\s+COPY account_input, line 2\n/,
+	'COPY, log: a failing row is named by its line number');
+like($log, qr/ERROR:\s+(?:\S+:\s+)?extra data after last expected column/,
+	'COPY, log: the errors of COPY itself are logged');
+ok(!holds_secret($log, @csecrets), 'COPY, log: no secret in the server log');
+
+# INSERT INTO the view names it, so it is redacted like wa_account_set.
+($ret, $out, $err) = run_sql($node,
+	"INSERT INTO whatsapp.account_input (name, phone_number_id, access_token) VALUES ('inserted', '4104', '$ctoken')"
+);
+is($ret, 0, 'INSERT into account_input works');
+ok(!holds_secret(slurp_file($node->logfile, $log_start), @csecrets),
+	'INSERT into account_input: no secret in the server log');
+
+# ---------------------------------------------------------------------------
+# f. What redaction does not cover (README, "What the secrecy promises do
+#	 not cover"): statement text that spells the function another way, or
+#	 that calls it from a function of the caller's own, reaches the log.
+#	 COPY into account_input is the way that does not depend on it.
+# ---------------------------------------------------------------------------
+set_log_statement($node, 'all');
+$log_start = -s $node->logfile;
+my $gap_unicode = random_secret('EAAGAPUNICODE');
+my $gap_wrapper = random_secret('EAAGAPWRAPPER');
+
+($ret, $out, $err) = run_sql($node,
+	qq{SELECT whatsapp.U&"wa\\005faccount_set"('gap', '4201', '$gap_unicode')});
+is($ret, 0, 'not covered: a call spelled with U&"..." escapes works');
+$node->safe_psql(
+	'postgres', q{
+CREATE FUNCTION public.set_whatsapp_token(t text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM whatsapp.wa_account_set('gap', '4201', t);
+END
+$$;});
+($ret, $out, $err) = run_sql($node,
+	"SELECT public.set_whatsapp_token('$gap_wrapper')");
+is($ret, 0, 'not covered: a call through a plpgsql wrapper works');
+
+$log = slurp_file($node->logfile, $log_start);
+ok(contains($log, $gap_unicode),
+	'not covered: the U&"..." spelling puts the token in the log');
+ok(contains($log, $gap_wrapper),
+	'not covered: the wrapper\'s call puts the token in the log');
+
+# The same two through COPY: nothing.
+($ret, $out, $err) = run_sql_verbose($node,
+	copy_sql('COPY whatsapp.account_input (name, phone_number_id, access_token) FROM STDIN',
+		"gap\t4201\t$ctoken"));
+is($ret, 0, 'not covered, by COPY instead: the token is set');
+ok(!holds_secret(slurp_file($node->logfile, $log_start), @csecrets),
+	'not covered, by COPY instead: no COPY secret in the log');
+
 $node->stop;
+
+# ---------------------------------------------------------------------------
+# g. Without preloading: COPY's data still never is statement text, and a
+#	 row the trigger refuses is still named by its line only; but a line
+#	 COPY itself cannot parse is quoted by COPY's CONTEXT (README).
+# ---------------------------------------------------------------------------
+my $plain = PostgreSQL::Test::Cluster->new('secrets_nopreload');
+$plain->init;
+$plain->append_conf(
+	'postgresql.conf', q{
+log_statement = 'all'
+log_min_duration_statement = 0
+});
+$plain->start;
+$plain->safe_psql('postgres', 'CREATE EXTENSION whatsapp CASCADE');
+my $ptoken = random_secret('EAAPLAINTOKEN');
+my $pparse = random_secret('EAAPLAINPARSE');
+
+($ret, $out, $err) = run_sql_verbose($plain,
+	copy_sql('COPY whatsapp.account_input (name, phone_number_id, access_token) FROM STDIN',
+		"plain\t4301\t$ptoken"));
+is($ret, 0, 'no preload, COPY: the account is set');
+($ret, $out, $err) = run_sql_verbose($plain,
+	copy_sql('COPY whatsapp.account_input (name, phone_number_id, access_token, max_mps) FROM STDIN',
+		"plain\t4301\t$ptoken\t80", "plain\t4301\t$ptoken\t0"));
+isnt($ret, 0, 'no preload, COPY: a row the trigger refuses fails');
+like($err, qr/CONTEXT:\s+COPY account_input, line 2\s*$/m,
+	'no preload, COPY: its context names the line');
+ok(!contains($out . $err, $ptoken), 'no preload, COPY: the client sees no token');
+# Where no log hook runs at all (the message does not go to the log, so
+# the hook is not called), the trigger's own errors still show the client
+# the line number only.
+($ret, $out, $err) = run_sql_verbose($plain,
+	"SET log_min_messages = fatal;\n"
+	  . copy_sql('COPY whatsapp.account_input (name, phone_number_id, access_token, max_mps) FROM STDIN',
+		"plain\t4301\t$ptoken\t0"));
+isnt($ret, 0, 'no hook, COPY: a row the trigger refuses fails');
+like($err, qr/CONTEXT:\s+COPY account_input, line 1\s*$/m,
+	'no hook, COPY: its context names the line');
+ok(!contains($out . $err, $ptoken), 'no hook, COPY: the client sees no token');
+($ret, $out, $err) = run_sql_verbose($plain,
+	copy_sql('COPY whatsapp.account_input (name, phone_number_id, access_token) FROM STDIN',
+		"plain\t4301\t$pparse\textra"));
+isnt($ret, 0, 'no preload, COPY: a line with too many fields fails');
+my $plain_log = slurp_file($plain->logfile);
+ok(!contains($plain_log, $ptoken),
+	'no preload, COPY: no token of a row the trigger handled is in the log');
+ok(contains($plain_log, $pparse),
+	'not covered, no preload: COPY quotes a line it cannot parse in the log');
+$plain->stop;
+
 done_testing();

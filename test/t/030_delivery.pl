@@ -100,16 +100,16 @@ like($req[0]{body}, qr/"kept"/, 'and it is the committed one');
 	$bg->query_safe('COMMIT');
 	ok($mock->wait_requests(1, 10), 'the request leaves after COMMIT');
 	$bg->quit;
+	# Recording an answer makes the worker claim once more (the
+	# recipient's next message may go): let that claim pass before 4.
+	chomp $out;
+	ok(WaTest::wait_for($node,
+			"SELECT state FROM whatsapp.messages WHERE id = $out", 'sent', 10),
+		'and is recorded as sent');
+	usleep(200_000);
 }
 
 # --- 4. NOTIFY whatsapp is a doorbell: rows inserted behind the API -------
-# From an idle worker: the answer of section 3 recorded first, since a
-# worker that records answers claims again afterwards, and would find the
-# row that way.
-ok(WaTest::wait_for($node,
-		"SELECT count(*) FROM whatsapp.messages WHERE state IN ('queued', 'sending')",
-		'0', 30), 'the worker is idle');
-usleep(200_000);
 $seq0 = $mock->last_seq;
 WaTest::psql_ok($node, q{
 	INSERT INTO whatsapp.message (account_id, recipient, kind, payload)
@@ -174,11 +174,18 @@ $id = send_text('+56987654321', 'reset');
 ok(WaTest::wait_for($node, "SELECT state || ':' || failure_type || ':' || attempts FROM whatsapp.messages WHERE id = $id",
 		'failed:network:3', 40), 'connection resets fail as network after max_attempts');
 
-# malformed success answer: sent, without a wamid
+# malformed success answer: no wamid, so not sent; retried like a 5xx
 $mock->add_rule({ match => { to => '+34699887766' }, times => 1, action => { malformed => JSON::PP::true } });
 $id = send_text('+34699887766', 'malformed');
-ok(WaTest::wait_for($node, "SELECT state || ':' || (wamid IS NULL) FROM whatsapp.messages WHERE id = $id",
-		'sent:true', 30), 'a malformed 200 answer is sent without wamid');
+ok(WaTest::wait_for($node, "SELECT state || ':' || attempts || ':' || (wamid LIKE 'wamid.MOCK%') FROM whatsapp.messages WHERE id = $id",
+		'sent:2:true', 30), 'a malformed 200 answer is retried, and the retry is sent');
+{
+	my (undef, $wamid) = WaTest::run_psql($node, "SELECT wamid FROM whatsapp.messages WHERE id = $id");
+	WaTest::psql_is($node,
+		"SELECT attempt, http_status, message FROM whatsapp.wa_log($id) ORDER BY attempt",
+		qq~1|200|HTTP 200 without messages[0].id; answer: {"messages":[{"id":\n2|200|accepted: $wamid~,
+		'wa_log: the malformed answer quoted, then the accepted retry');
+}
 
 # account back-off: 130429 with Retry-After holds the whole account
 $mock->add_rule({ match => { to => '+525598765432' }, times => 1,

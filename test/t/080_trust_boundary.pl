@@ -231,6 +231,22 @@ sub check_round
 	return;
 }
 
+# A round of every path after a plant that spoils res_company, then
+# wa_odoo_enable for a company, which must fail with $sqlstate.
+sub plant_round
+{
+	my ($tag, $label, $sqlstate) = @_;
+	mark_log();
+	every_path($tag);
+	check_round($label);
+	WaTest::psql_fails($node, q{
+		SELECT whatsapp.wa_odoo_enable('refund_posted', 'refund_posted', 'es_MX', 'mx', NULL,
+									   company_id => 1)}, $sqlstate,
+		"$label: wa_odoo_enable for a company fails with $sqlstate", connstr => $as_admin);
+	check_round("$label, wa_odoo_enable");
+	return;
+}
+
 # --- 0. Nothing planted: every path works --------------------------------
 mark_log();
 every_path('plain');
@@ -283,14 +299,7 @@ WaTest::psql_ok($node, q{
 			   name, partner_id, currency_id
 		  FROM public.res_company_t;
 }, 'odoo puts a view at res_company', connstr => $as_odoo);
-mark_log();
-every_path('company');
-check_round('view at res_company');
-WaTest::psql_fails($node, q{
-	SELECT whatsapp.wa_odoo_enable('refund_posted', 'refund_posted', 'es_MX', 'mx', NULL,
-								   company_id => 1)}, '42809',
-	'wa_odoo_enable refuses a view at res_company', connstr => $as_admin);
-check_round('wa_odoo_enable on a view at res_company');
+plant_round('company', 'view at res_company', '42809');
 $node->safe_psql('odoo', q{
 	DROP VIEW public.res_company;
 	ALTER TABLE public.res_company_t RENAME TO res_company;
@@ -382,14 +391,7 @@ WaTest::psql_ok($node, q{
 		USING format('("%s")', key)::public.spytext;
 }, 'odoo gives res_company.id, phone_blacklist.number and ir_config_parameter.key types with their own = and casts',
 	connstr => $as_odoo);
-mark_log();
-every_path('types');
-check_round('columns of types with a user-defined equality');
-WaTest::psql_fails($node, q{
-	SELECT whatsapp.wa_odoo_enable('refund_posted', 'refund_posted', 'es_MX', 'mx', NULL,
-								   company_id => 1)}, '42804',
-	'wa_odoo_enable refuses a res_company.id that is not an integer', connstr => $as_admin);
-check_round('wa_odoo_enable on a res_company.id of another type');
+plant_round('types', 'columns of types with a user-defined equality', '42804');
 
 is($node->safe_psql('postgres',
 		q{SELECT rolsuper FROM pg_roles WHERE rolname = 'odoo'}), 'f',
