@@ -1302,8 +1302,11 @@ set_confirmed(void)
  * With whatsapp.database = '*', a database without the extension is not
  * served: say so in the slot, for the launcher, and leave the database
  * (exit code 0: the launcher, not the postmaster, decides what is next).
- * "was_serving" tells a DROP EXTENSION from a first look.
+ * "was_serving" tells a DROP EXTENSION from a first look.  While serving,
+ * this only sets leave_now: the main loop leaves outside its PG_TRY.
  */
+static volatile bool leave_now = false;
+
 static void
 leave_without_extension(bool was_serving)
 {
@@ -1314,7 +1317,10 @@ leave_without_extension(bool was_serving)
 	ereport(was_serving ? LOG : DEBUG1,
 			(errmsg("whatsapp worker for database \"%s\" leaves: the extension is not installed there",
 					slot->datname)));
-	proc_exit(0);
+	if (was_serving)
+		leave_now = true;
+	else
+		proc_exit(0);
 }
 
 typedef struct WaCycle
@@ -1764,6 +1770,8 @@ wa_worker_main(Datum main_arg)
 		MemoryContextReset(cycle_context);
 		if (stop)
 			proc_exit(1);
+		if (leave_now)
+			proc_exit(0);
 
 		now = GetCurrentTimestamp();
 		timeout = got_sigterm ? 100 : next_timeout(now, next_poll, next_purge);
