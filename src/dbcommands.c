@@ -169,7 +169,7 @@ wa_process_utility(PlannedStmt *pstmt, const char *queryString,
 {
 	Node	   *parsetree = pstmt->utilityStmt;
 	NodeTag		tag = nodeTag(parsetree);
-	Oid			found = exclusive_target(parsetree);
+	Oid			found = wa_shared ? exclusive_target(parsetree) : InvalidOid;
 	volatile Oid target = InvalidOid;
 	volatile bool held = false;
 	bool		drops_extension;
