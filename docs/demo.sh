@@ -8,6 +8,13 @@
 # project's mock Cloud API on 127.0.0.1, sends a few messages and shows
 # them going through their states.  Everything is removed at the end.
 #
+# To try the extension as installed from its Debian package instead:
+#
+#   WA_DEMO_INSTALLED=1 bash docs/demo.sh
+#
+# installs no packages and builds nothing; it needs only docs/ and test/mock/
+# of this tree, and curl, node and openssl.
+#
 # With a real token it talks to Meta instead of the mock:
 #
 #   WA_TOKEN=EAAG... WA_PHONE_NUMBER_ID=1234567890 WA_TO=+5215512345678 \
@@ -33,15 +40,29 @@ fi
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 cd "$repo"
-say "packages"
-bash test/install_deps.sh
-
-say "build and install"
-make -s PG_CONFIG="$PG_CONFIG" >/dev/null
-if [ "$(id -u)" -eq 0 ]; then
-	make -s PG_CONFIG="$PG_CONFIG" install >/dev/null
+if [ "${WA_DEMO_INSTALLED:-0}" = 1 ]; then
+	say "the installed extension"
+	for f in "$("$PG_CONFIG" --sharedir)/extension/whatsapp.control" \
+		"$("$PG_CONFIG" --pkglibdir)/whatsapp.so"; do
+		if [ ! -f "$f" ]; then
+			echo "WA_DEMO_INSTALLED=1, but $f is missing: install the package" \
+				"postgresql-$("$PG_CONFIG" --version | sed 's/^PostgreSQL \([0-9]*\).*/\1/')-whatsapp," \
+				"or run without WA_DEMO_INSTALLED to build from this tree" >&2
+			exit 1
+		fi
+		echo "$f"
+	done
 else
-	sudo make -s PG_CONFIG="$PG_CONFIG" install >/dev/null
+	say "packages"
+	bash test/install_deps.sh
+
+	say "build and install"
+	make -s PG_CONFIG="$PG_CONFIG" >/dev/null
+	if [ "$(id -u)" -eq 0 ]; then
+		make -s PG_CONFIG="$PG_CONFIG" install >/dev/null
+	else
+		sudo make -s PG_CONFIG="$PG_CONFIG" install >/dev/null
+	fi
 fi
 
 dir=$(mktemp -d /tmp/whatsapp-demo.XXXXXX)
@@ -109,6 +130,13 @@ if ! $real; then
 	]'
 fi
 
+# The launcher starts the database's worker a moment after the extension
+# appears: wait for it, so that the first send finds it serving.
+for _ in $(seq 1 100); do
+	[ "$(psql -Atc "SELECT worker_running FROM whatsapp.status" 2>/dev/null)" = t ] && break
+	sleep 0.2
+done
+
 say "send, inside one transaction"
 if $real; then
 	psql <<EOF
@@ -133,9 +161,11 @@ fi
 
 say "states, as the worker delivers"
 for i in $(seq 1 20); do
+	# Counted before the table is shown, so that the last table shows
+	# every message in its final state.
+	left=$(psql -At -c "SELECT count(*) FROM whatsapp.messages WHERE state IN ('queued', 'sending')")
 	psql -c "SELECT id, recipient, kind, state, attempts, failure_type, error_code, wamid
 	           FROM whatsapp.messages ORDER BY id"
-	left=$(psql -At -c "SELECT count(*) FROM whatsapp.messages WHERE state IN ('queued', 'sending')")
 	[ "$left" = 0 ] && break
 	sleep 1
 done

@@ -110,7 +110,19 @@ SELECT label, pg_temp.vis(whatsapp._odoo_format_amount(amount, decimals, roundin
 	('no res_lang', 1234.5, 2, 0.01, NULL, NULL, NULL, 'US$', 'before'),
 	('no symbol', 1234.5, 2, 0.01, '.', ',', '[3,0]', NULL, 'before'),
 	('position NULL', 1234.5, 2, 0.01, '.', ',', '[3,0]', 'X', NULL),
-	('small', 0.5, 2, 0.01, '.', ',', '[3,0]', '$', 'before')
+	('small', 0.5, 2, 0.01, '.', ',', '[3,0]', '$', 'before'),
+	-- odoo/addons/base/data/res.lang.csv: en_IN is [3,2,0] (lakhs, crores), de_CH [3,3]
+	('en_IN [3,2,0]', 123456789.5, 2, 0.01, '.', ',', '[3,2,0]', '₹', 'before'),
+	('en_IN [3,2,0], short', 12345, 2, 0.01, '.', ',', '[3,2,0]', '₹', 'before'),
+	('en_IN [3,2,0], negative', -1234567, 2, 0.01, '.', ',', '[3,2,0]', '₹', 'before'),
+	('de_CH [3,3]', 1234567890, 2, 0.01, '.', '''', '[3,3]', 'CHF', 'after'),
+	-- a negative amount that rounds to zero: odoo/tools/float_utils.py's
+	-- round() keeps the sign, "%.2f" prints -0.0 as "-0.00"
+	('minus zero, rounding 0.05', -0.02, 2, 0.05, '.', ',', '[3,0]', '$', 'before'),
+	('exactly zero', 0, 2, 0.01, '.', ',', '[3,0]', '$', 'before'),
+	-- odoo/tools/misc.py format_amount: the no-break space stays without a symbol
+	('empty symbol, before', 1234.5, 2, 0.01, '.', ',', '[3,0]', '', 'before'),
+	('empty symbol, after', 1234.5, 2, 0.01, ',', '.', '[3,0]', '', 'after')
   ) AS c(label, amount, decimals, rounding, dp, ts, grp, symbol, pos);
 SELECT whatsapp._odoo_format_amount('NaN', 2, 0.01, '.', ',', '[3,0]', '$', 'before') AS nan;
 
@@ -295,6 +307,21 @@ SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'es_MX
 DELETE FROM whatsapp.message WHERE dedupe_key = 'sale.order:219:sale_order_confirmed';
 UPDATE public.sale_order SET state = 'draft' WHERE id = 219;
 UPDATE public.sale_order SET state = 'sale' WHERE id = 219;
+-- A template Meta paused (message_template_status_update) fails the Odoo
+-- message at commit too, failure_type template, until it is approved.
+SELECT lang FROM whatsapp.messages m, LATERAL (SELECT m.payload #>> '{template,language,code}' AS lang) l
+ WHERE dedupe_key = 'sale.order:219:sale_order_confirmed';
+UPDATE whatsapp.templates SET status = 'PAUSED' WHERE name = 'order_confirmed' AND language = 'es_MX';
+DELETE FROM whatsapp.message WHERE dedupe_key = 'sale.order:219:sale_order_confirmed';
+UPDATE public.sale_order SET state = 'draft' WHERE id = 219;
+UPDATE public.sale_order SET state = 'sale' WHERE id = 219;
+SELECT state, failure_type, regexp_replace(error_title, 'since .*;', 'since …;') AS error_title
+  FROM whatsapp.messages WHERE dedupe_key = 'sale.order:219:sale_order_confirmed';
+UPDATE whatsapp.templates SET status = NULL WHERE name = 'order_confirmed' AND language = 'es_MX';
+DELETE FROM whatsapp.message WHERE dedupe_key = 'sale.order:219:sale_order_confirmed';
+UPDATE public.sale_order SET state = 'draft' WHERE id = 219;
+UPDATE public.sale_order SET state = 'sale' WHERE id = 219;
+SELECT state FROM whatsapp.messages WHERE dedupe_key = 'sale.order:219:sale_order_confirmed';
 -- sr@latin is not a template language: its base, else the rule's.
 UPDATE public.res_partner SET lang = 'sr@latin' WHERE id = 10;
 INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
@@ -302,14 +329,59 @@ INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, p
 VALUES (220, 1, 10, 10, 10, 3, 'S00220', 'sale', now() AT TIME ZONE 'UTC', 1234.5);
 UPDATE public.res_partner SET lang = 'es_MX' WHERE id = 10;
 SELECT dedupe_key, state, lang, params FROM m WHERE dedupe_key ~ '^sale\.order:2(19|20):' ORDER BY id;
--- No access_token: failed with the reason; the extension never writes one.
+-- No access_token: the extension creates one as Odoo's portal.mixin
+-- _portal_ensure_token does (addons/portal/models/portal_mixin.py: a
+-- uuid4 written to the document), in the confirming transaction, as the
+-- table's owner; the link carries it.
 SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'es_MX', 'mx',
 							   '{"header": "portal_pdf", "body": ["partner_name", "document_name"]}');
 INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
 							   currency_id, name, state, date_order, amount_total)
-VALUES (221, 1, 10, 10, 10, 3, 'S00221', 'sale', now() AT TIME ZONE 'UTC', 1);
+VALUES (221, 1, 10, 10, 10, 3, 'S00221', 'draft', now() AT TIME ZONE 'UTC', 1);
+SELECT p ->> 'access_token_created_at_commit' AS created_at_commit, p #>> '{links,pdf}' AS pdf,
+	   p ->> 'link_warning' AS link_warning
+  FROM whatsapp.wa_odoo_preview('sale_order_confirmed', 221) p;
+SELECT access_token IS NULL AS preview_wrote_nothing FROM public.sale_order WHERE id = 221;
+UPDATE public.sale_order SET state = 'sale' WHERE id = 221;
 SELECT state, failure_type, error_title FROM m WHERE dedupe_key LIKE 'sale.order:221:%';
-SELECT access_token IS NULL AS still_no_token FROM public.sale_order WHERE id = 221;
+SELECT o.access_token ~ '^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$' AS uuid4,
+	   mm.payload #>> '{template,components,0,parameters,0,document,link}'
+		 = 'https://erp.example.com/my/orders/221?access_token=' || o.access_token
+		   || '&report_type=pdf&download=true' AS link_has_it
+  FROM public.sale_order o, whatsapp.message mm
+ WHERE o.id = 221 AND mm.dedupe_key = 'sale.order:221:sale_order_confirmed';
+-- The write cannot be caught if it fails, so what the catalog shows is
+-- checked first (the owner's privileges, forced row security): then the
+-- message fails with the reason and nothing is written.
+ALTER TABLE public.sale_order ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+CREATE POLICY everything ON public.sale_order USING (true);
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (224, 1, 10, 10, 10, 3, 'S00224', 'sale', now() AT TIME ZONE 'UTC', 1);
+DROP POLICY everything ON public.sale_order;
+ALTER TABLE public.sale_order DISABLE ROW LEVEL SECURITY, NO FORCE ROW LEVEL SECURITY;
+SELECT state, failure_type, error_title FROM m WHERE dedupe_key ~ '^sale\.order:224:' ORDER BY id;
+SELECT count(*) AS tokens_written FROM public.sale_order WHERE id = 224 AND access_token IS NOT NULL;
+-- The rule's own public address wins over web.base.url; links on a URL
+-- that customers and Meta cannot reach, or an unfrozen web.base.url, get
+-- a warning from wa_odoo_enable and wa_odoo_preview.
+SELECT pg_temp.try($$SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'es_MX', 'mx',
+							   '{"header": "portal_pdf", "base_url": "http://shop.example.com"}')$$);
+SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'es_MX', 'mx',
+							   '{"header": "portal_pdf", "body": ["partner_name"], "base_url": "https://tienda.example.com.mx/"}');
+SELECT regexp_replace(p #>> '{links,pdf}', 'access_token=[0-9a-f-]{36}&', 'access_token=<its token>&') AS pdf,
+	   p ->> 'link_warning' AS link_warning
+  FROM whatsapp.wa_odoo_preview('sale_order_confirmed', 221) p;
+SELECT whatsapp._odoo_link_warning(u) AS warning
+  FROM unnest(ARRAY['https://erp.example.com', 'http://erp.example.com', 'https://localhost:8069',
+					'https://192.168.1.20', 'http://10.0.0.5:8069/', 'https://odoo', 'https://erp.local']) u;
+UPDATE public.ir_config_parameter SET value = 'http://localhost:8069' WHERE key = 'web.base.url';
+DELETE FROM public.ir_config_parameter WHERE key = 'web.base.url.freeze';
+SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'es_MX', 'mx',
+							   '{"header": "portal_pdf", "body": ["partner_name", "document_name"]}');
+SELECT p ->> 'link_warning' AS link_warning FROM whatsapp.wa_odoo_preview('sale_order_confirmed', 221) p;
+UPDATE public.ir_config_parameter SET value = 'https://erp.example.com/' WHERE key = 'web.base.url';
+INSERT INTO public.ir_config_parameter (key, value) VALUES ('web.base.url.freeze', 'True');
 -- No web.base.url either.
 DELETE FROM public.ir_config_parameter WHERE key = 'web.base.url';
 INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
@@ -568,6 +640,161 @@ INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, p
 							   currency_id, name, state, date_order, amount_total)
 VALUES (3, 1, 13, 13, 13, 4, 'S00003', 'sale', now() AT TIME ZONE 'UTC', 3);
 SELECT dedupe_key, recipient, state, params FROM m WHERE dedupe_key LIKE 'sale.order:3:%';
+
+-- ---------------------------------------------------------------------
+-- Odoo 18 migrated to 19 with OpenUpgrade: res_partner keeps a stale
+-- mobile, ir_module_module says 19
+-- ---------------------------------------------------------------------
+TRUNCATE whatsapp.message;
+\set ECHO none
+\i test/odoo/drop.sql
+\i test/odoo/odoo19_migrated.sql
+\o /dev/null
+\i test/odoo/data.sql
+\o
+\set ECHO all
+SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'es_MX', 'mx');
+-- 19 reads phone only (addons/phone_validation/models/res_partner.py has no
+-- mobile from 19 on): the number frozen in mobile is never used, not even
+-- when phone_sanitized is empty or phone is missing.
+UPDATE public.res_partner SET phone = '+52 55 3333 4444', mobile = '+52 55 1111 2222',
+	   phone_sanitized = NULL WHERE id = 10;
+UPDATE public.res_partner SET mobile = '+52 55 1111 2222' WHERE id = 15;
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (1, 1, 10, 10, 10, 3, 'S00001', 'sale', now() AT TIME ZONE 'UTC', 1),
+	   (2, 1, 15, 15, 15, 3, 'S00002', 'sale', now() AT TIME ZONE 'UTC', 2);
+SELECT dedupe_key, recipient, state, error_title FROM m ORDER BY id;
+SELECT p ->> 'odoo_version' AS odoo_version, p ->> 'odoo_version_source' AS source,
+	   p ->> 'odoo_schema' AS odoo_schema, p ->> 'recipient' AS recipient
+  FROM whatsapp.wa_odoo_preview('sale_order_confirmed', 1) p;
+-- The same tables as an 18 database (base 18.0): mobile comes before phone.
+UPDATE public.ir_module_module SET latest_version = '18.0.1.3' WHERE name = 'base';
+SELECT p ->> 'odoo_version' AS odoo_version, p ->> 'recipient' AS recipient
+  FROM whatsapp.wa_odoo_preview('sale_order_confirmed', 1) p;
+UPDATE public.ir_module_module SET latest_version = 'saas~18.4.1.3' WHERE name = 'base';
+SELECT p ->> 'odoo_version' AS odoo_version FROM whatsapp.wa_odoo_preview('sale_order_confirmed', 1) p;
+UPDATE public.ir_module_module SET latest_version = '19.0.1.3' WHERE name = 'base';
+
+-- The language amounts and dates are written in, when the partner's is
+-- not an active res_lang row: Odoo's get_lang (odoo/tools/misc.py) takes
+-- the company's partner's language, then en_US, then the first active
+-- language by name (res.lang get_installed sorts by name).
+SELECT whatsapp.wa_odoo_enable('invoice_posted', 'invoice_posted', 'es_MX', 'mx',
+							   '["partner_name", "amount_residual", "invoice_date_due"]');
+INSERT INTO public.account_move (id, journal_id, company_id, partner_id, commercial_partner_id, currency_id,
+								 name, state, move_type, date, invoice_date, invoice_date_due,
+								 amount_total, amount_residual)
+VALUES (1, 1, 1, 13, 13, 4, 'INV/2025/00001', 'draft', 'out_invoice', current_date, current_date,
+		'2031-03-31', 1234.5, 1234.5);
+CREATE TEMP VIEW lang_steps AS
+SELECT p ->> 'format_language' AS format_language, pg_temp.vis(p #>> '{values,amount_residual}') AS amount,
+	   p #>> '{values,invoice_date_due}' AS due
+  FROM whatsapp.wa_odoo_preview('invoice_posted', 1) p;
+SELECT 'pt_BR active' AS step, * FROM lang_steps;
+UPDATE public.res_lang SET active = false WHERE code = 'pt_BR';
+SELECT 'pt_BR inactive: the company''s es_MX' AS step, * FROM lang_steps;
+UPDATE public.res_lang SET active = false WHERE code = 'es_MX';
+SELECT 'es_MX inactive too: en_US' AS step, * FROM lang_steps;
+UPDATE public.res_lang SET active = false WHERE code = 'en_US';
+SELECT 'en_US inactive too: first by name' AS step, * FROM lang_steps;
+DELETE FROM public.res_lang WHERE code = 'pt_BR';
+SELECT 'pt_BR not in res_lang at all' AS step, * FROM lang_steps;
+DROP VIEW lang_steps;
+
+-- ---------------------------------------------------------------------
+-- Odoo's upgrades under enabled events: no trigger depends on a column,
+-- and wa_odoo_pause() silences bulk UPDATEs
+-- ---------------------------------------------------------------------
+TRUNCATE whatsapp.message;
+\set ECHO none
+\i test/odoo/drop.sql
+\i test/odoo/odoo18.sql
+\o /dev/null
+\i test/odoo/data.sql
+\o
+\set ECHO all
+SELECT whatsapp.wa_odoo_enable(e, 'odoo_event', 'es_MX', 'mx')
+  FROM unnest(ARRAY['sale_order_confirmed', 'invoice_posted', 'refund_posted', 'invoice_sent']) e;
+-- The triggers' definitions: no UPDATE OF, no column in WHEN.
+SELECT tgname, regexp_replace(pg_get_triggerdef(oid), '^.* (AFTER .*) ON .*(WHEN .*)$', '\1 ... \2') AS def
+  FROM pg_trigger WHERE tgname LIKE 'whatsapp\_%' ORDER BY tgname;
+SELECT count(*) AS column_dependencies FROM pg_depend d JOIN pg_trigger t ON d.objid = t.oid
+ WHERE d.classid = 'pg_trigger'::regclass AND t.tgname LIKE 'whatsapp\_%' AND d.refobjsubid <> 0;
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+VALUES (1, 1, 10, 10, 10, 3, 'S00001', 'draft', now() AT TIME ZONE 'UTC', 10);
+INSERT INTO public.account_move (id, journal_id, company_id, partner_id, commercial_partner_id, currency_id,
+								 name, state, move_type, date, invoice_date, amount_total, amount_residual)
+VALUES (1, 1, 1, 10, 10, 3, 'INV/2025/00001', 'draft', 'out_invoice', current_date, current_date, 5, 5);
+-- Writes that do not enter a state record nothing (the check is in C now).
+UPDATE public.sale_order SET amount_total = 11 WHERE id = 1;
+UPDATE public.account_move SET amount_total = 6 WHERE id = 1;
+SELECT count(*) AS after_other_writes FROM whatsapp.message;
+-- Every column the extension reads, of every table it reads: ALTER COLUMN
+-- TYPE, then DROP COLUMN, with the events enabled (key columns that
+-- Odoo's own constraints need are only retyped).
+CREATE TEMP TABLE odoo_cols (n serial, tbl text, col text, newtype text, drop_it boolean);
+INSERT INTO odoo_cols (tbl, col, newtype, drop_it) VALUES
+	('sale_order', 'state', 'text', true), ('sale_order', 'name', 'text', true),
+	('sale_order', 'client_order_ref', 'text', true), ('sale_order', 'access_token', 'text', true),
+	('sale_order', 'amount_total', 'double precision', true), ('sale_order', 'date_order', 'timestamptz', true),
+	('sale_order', 'currency_id', 'bigint', true), ('sale_order', 'company_id', 'bigint', false),
+	('sale_order', 'partner_id', 'bigint', false), ('sale_order', 'id', 'bigint', false),
+	('account_move', 'state', 'text', true), ('account_move', 'move_type', 'text', true),
+	('account_move', 'is_move_sent', 'text', true), ('account_move', 'name', 'text', true),
+	('account_move', 'ref', 'text', true), ('account_move', 'access_token', 'text', true),
+	('account_move', 'amount_total', 'double precision', true), ('account_move', 'amount_residual', 'double precision', true),
+	('account_move', 'invoice_date', 'timestamp', true), ('account_move', 'invoice_date_due', 'timestamp', true),
+	('account_move', 'date', 'timestamp', true), ('account_move', 'partner_id', 'bigint', false),
+	('account_move', 'company_id', 'bigint', false), ('account_move', 'currency_id', 'bigint', false),
+	('account_move', 'id', 'bigint', false),
+	('res_partner', 'name', 'text', true), ('res_partner', 'lang', 'text', true),
+	('res_partner', 'phone', 'text', true), ('res_partner', 'mobile', 'text', true),
+	('res_partner', 'phone_sanitized', 'text', true), ('res_partner', 'country_id', 'bigint', false),
+	('res_partner', 'commercial_partner_id', 'bigint', false),
+	('res_company', 'name', 'text', false), ('res_country', 'phone_code', 'bigint', true),
+	('res_currency', 'symbol', 'text', true), ('res_currency', 'position', 'text', true),
+	('res_currency', 'decimal_places', 'bigint', true), ('res_currency', 'rounding', 'double precision', true),
+	('res_lang', 'decimal_point', 'text', true), ('res_lang', 'thousands_sep', 'text', true),
+	('res_lang', 'grouping', 'text', true), ('res_lang', 'date_format', 'text', true),
+	('res_lang', 'active', 'text', true),
+	('ir_config_parameter', 'value', 'varchar', true), ('ir_module_module', 'latest_version', 'text', true),
+	('phone_blacklist', 'active', 'text', true);
+SELECT n, tbl, col,
+	   pg_temp.try(format('ALTER TABLE public.%I ALTER COLUMN %I TYPE %s USING %I::%s', tbl, col, newtype, col, newtype)) AS retype,
+	   CASE WHEN drop_it THEN pg_temp.try(format('ALTER TABLE public.%I DROP COLUMN %I', tbl, col)) END AS dropped
+  FROM odoo_cols ORDER BY n;
+DROP TABLE odoo_cols;
+SELECT event, triggers_installed FROM whatsapp.odoo_rules ORDER BY event;
+-- Odoo's writes go on; with its state gone, no order enters a state.
+UPDATE public.sale_order SET partner_id = 13 WHERE id = 1;
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id)
+VALUES (2, 1, 10, 10, 10);
+SELECT count(*) AS messages FROM whatsapp.message;
+
+-- wa_odoo_pause: documents committed while paused record nothing, then or
+-- later.
+\set ECHO none
+\i test/odoo/drop.sql
+\i test/odoo/odoo18.sql
+\o /dev/null
+\i test/odoo/data.sql
+\o
+\set ECHO all
+SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'es_MX', 'mx');
+INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id,
+							   currency_id, name, state, date_order, amount_total)
+SELECT g, 1, 10, 10, 10, 3, 'S0000' || g, 'draft', now() AT TIME ZONE 'UTC', g FROM generate_series(1, 4) g;
+SELECT whatsapp.wa_odoo_pause('odoo -u sale');
+SELECT paused_by = session_user AS by_me, reason FROM whatsapp.odoo_paused;
+UPDATE public.sale_order SET state = 'sale' WHERE id IN (1, 2);
+SELECT p ->> 'fires' AS fires, p ->> 'why_not' AS why_not
+  FROM whatsapp.wa_odoo_preview('sale_order_confirmed', 1) p;
+SELECT whatsapp.wa_odoo_resume();
+SELECT whatsapp.wa_odoo_resume();
+UPDATE public.sale_order SET state = 'sale' WHERE id = 3;
+SELECT dedupe_key, state FROM m ORDER BY id;
 
 -- ---------------------------------------------------------------------
 -- Odoo 19

@@ -80,7 +80,7 @@ RETURNS text LANGUAGE sql AS $$
 			'profile', jsonb_build_object('name', 'Cliente ' || coalesce(wa_id, user_id)),
 			'wa_id', wa_id, 'user_id', user_id))),
 		jsonb_build_array(jsonb_strip_nulls(jsonb_build_object(
-			'from', wa_id, 'id', wamid, 'timestamp', ts::text, 'type', 'text',
+			'from', wa_id, 'from_user_id', user_id, 'id', wamid, 'timestamp', ts::text, 'type', 'text',
 			'text', jsonb_build_object('body', body)))),
 		pnid)
 $$;
@@ -148,7 +148,10 @@ SELECT what, whatsapp.wa_verify_webhook(mode, token, challenge) AS answer
 	('NULL challenge', 'subscribe', 'verify-main', NULL)) v(what, mode, token, challenge);
 
 -- ---------------------------------------------------------------------
--- 2. Signatures: every wrong one is class 28 and changes nothing
+-- 2. Signatures: every wrong one is class 28 and changes nothing.  The
+-- signature is checked on the raw bytes before anything is parsed, against
+-- each app secret on file; another account's secret verifies, but what the
+-- payload says about accounts of other secrets is refused (below).
 -- ---------------------------------------------------------------------
 SELECT pg_temp.text_from('5215512340000', 'wamid.SIG', 'signed?') AS body \gset
 SELECT encode(hmac(:'body', 'app-secret-main', 'sha256'), 'hex') AS hex \gset
@@ -171,7 +174,8 @@ INSERT INTO sig_case (what, signature) VALUES
 	('correct', 'sha256=' || :'hex');
 SELECT n, what, pg_temp.try(format('SELECT whatsapp.wa_receive(%L, %L)', :'body', signature)) AS result
   FROM sig_case ORDER BY n;
--- two payloads stored (the last two cases), one message
+-- three payloads stored (another account's secret, and the last two
+-- cases), one message
 SELECT count(*) AS payloads FROM whatsapp.webhook;
 SELECT wamid, text FROM whatsapp.inbound;
 
@@ -179,7 +183,9 @@ SELECT wamid, text FROM whatsapp.inbound;
 SELECT whatsapp.wa_receive('{"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550783881","phone_number_id":"106540352242922"},"contacts":[{"profile":{"name":"Sheena Nelson"},"wa_id":"16505551234"}],"messages":[{"from":"16505551234","id":"wamid.OPENSSL1","timestamp":"1749416383","type":"text","text":{"body":"¿Viene en otro color?"}}]}}]}]}',
 	'sha256=7f88cd7aea5379240fa8dcb52b8610d592c045cf9f61f754818b42941bab5588') AS openssl_vector;
 
--- Which secret: the account the payload names, else the WABA, else each.
+-- Which secret verifies does not depend on what the payload names; which
+-- changes apply does: only those of accounts that share that secret.  An
+-- account without an app secret shares none.
 CREATE TEMP TABLE route_case (n serial, what text, body text, secret text);
 INSERT INTO route_case (what, body, secret) VALUES
 	('names second, second''s secret',
@@ -203,6 +209,72 @@ INSERT INTO route_case (what, body, secret) VALUES
 SELECT n, what, pg_temp.try(format('SELECT pg_temp.recv(%L, %L)', body, secret)) AS result
   FROM route_case ORDER BY n;
 SELECT w.id, w.account, w.applied, w.ignored FROM whatsapp.webhooks w ORDER BY w.id;
+
+
+-- Unsigned or wrongly signed input is 28000 whatever its shape or size:
+-- nothing is parsed before the signature is checked.
+SELECT what, pg_temp.try(format('SELECT whatsapp.wa_receive(%L, %L)', body, 'sha256=' || repeat('ab', 32))) AS result
+  FROM (VALUES ('not JSON', 'object=whatsapp_business_account'),
+			   ('empty', ''),
+			   ('nested 100000 deep', repeat('[', 100000)),
+			   ('16 MB', '{"object": "whatsapp_business_account", "padding": "' || repeat('x', 16 * 1024 * 1024) || '"}'),
+			   ('a \u0000', '{"object": "whatsapp_business_account", "x": "\u0000"}')) v(what, body);
+-- Correctly signed: not JSON is 22P02; JSON nested deeper than jsonb can
+-- parse is stored and applies nothing.
+SELECT pg_temp.try($$SELECT pg_temp.recv('object=whatsapp_business_account')$$) AS signed_not_json,
+	   pg_temp.try(format('SELECT pg_temp.recv(%L)', repeat('[', 100000))) AS signed_nested;
+SELECT length(payload), applied, ignored FROM whatsapp.webhooks ORDER BY id DESC LIMIT 1;
+
+-- One payload signed with main's secret that also carries changes of
+-- account second (another secret): main's part is applied; second's
+-- status, opt-out and template update are refused and noted.
+WITH s AS (SELECT whatsapp.wa_send('+52 55 2222 0001', 'de second', account => 'second') AS id)
+SELECT id AS sec1 FROM s \gset
+UPDATE whatsapp.message SET state = 'sent', wamid = 'wamid.SEC1', attempts = 1, sent_at = now() WHERE id = :sec1;
+INSERT INTO whatsapp.templates (account, name, language, category) VALUES ('second', 'promo_second', 'es', 'MARKETING');
+SELECT pg_temp.recv(jsonb_build_object('object', 'whatsapp_business_account', 'entry', jsonb_build_array(
+	jsonb_build_object('id', '102290129340398', 'changes', jsonb_build_array(
+		jsonb_build_object('field', 'messages', 'value', pg_temp.inbound(
+			'[{"profile": {"name": "Mixta"}, "wa_id": "5215522220002"}]',
+			'[{"from": "5215522220002", "id": "wamid.MIXED-main", "timestamp": "1749416390", "type": "text", "text": {"body": "hola main"}}]')::jsonb
+			-> 'entry' -> 0 -> 'changes' -> 0 -> 'value'),
+		jsonb_build_object('field', 'messages', 'value', pg_temp.meta('200200200') || jsonb_build_object('statuses',
+			jsonb_build_array(pg_temp.st('wamid.SEC1', 'read', 1749416391, :'sec1')))),
+		jsonb_build_object('field', 'user_preferences', 'value', pg_temp.meta('200200200') ||
+			'{"user_preferences": [{"wa_id": "5215522220001", "detail": "User requested to stop marketing messages",
+			  "category": "marketing_messages", "value": "stop", "timestamp": 1749416392}]}'::jsonb))),
+	jsonb_build_object('id', '300300300', 'changes', jsonb_build_array(
+		jsonb_build_object('field', 'message_template_status_update', 'value',
+			'{"event": "DISABLED", "message_template_id": 77, "message_template_name": "promo_second",
+			  "message_template_language": "es", "reason": "INCORRECT_CATEGORY"}'::jsonb),
+		jsonb_build_object('field', 'template_category_update', 'value',
+			'{"message_template_id": 77, "message_template_name": "promo_second",
+			  "message_template_language": "es", "previous_category": "MARKETING", "new_category": "UTILITY"}'::jsonb)))))::text)
+	AS mixed_applied;
+SELECT account, applied, unnest(ignored) AS note FROM whatsapp.webhooks WHERE id = (SELECT max(id) FROM whatsapp.webhook);
+SELECT wamid, text FROM whatsapp.inbound WHERE wamid = 'wamid.MIXED-main';
+SELECT state, read_at FROM whatsapp.messages WHERE id = :sec1;
+SELECT count(*) AS opted_out FROM whatsapp.opt_out WHERE identifier = '+525522220001';
+SELECT account, name, category, status FROM whatsapp.templates WHERE name = 'promo_second';
+-- ... and the same changes signed with second's own secret apply.
+SELECT pg_temp.recv(pg_temp.statuses(jsonb_build_array(pg_temp.st('wamid.SEC1', 'read', 1749416391, :'sec1')), '200200200'),
+					'app-secret-second') AS second_signs;
+SELECT state FROM whatsapp.messages WHERE id = :sec1;
+
+-- A template update whose WABA is unknown, or missing, reaches no account.
+INSERT INTO whatsapp.templates (account, name, language, category) VALUES (NULL, 'shared_tpl', 'es', 'UTILITY');
+SELECT pg_temp.recv(pg_temp.env('{"event": "PAUSED", "message_template_id": 78, "message_template_name": "shared_tpl",
+	"message_template_language": "es", "reason": "LOW_QUALITY"}', 'message_template_status_update', '999000999')) AS unknown_waba,
+	   pg_temp.recv(pg_temp.env('{"event": "PAUSED", "message_template_id": 78, "message_template_name": "shared_tpl",
+	"message_template_language": "es", "reason": "LOW_QUALITY"}', 'message_template_status_update', NULL)) AS no_waba;
+SELECT account, name, status FROM whatsapp.templates WHERE name = 'shared_tpl';
+SELECT applied, ignored FROM whatsapp.webhooks ORDER BY id DESC LIMIT 2;
+-- A template listed for every account (account NULL), paused in main's
+-- WABA: main gets a row of its own, second keeps the shared one.
+SELECT pg_temp.recv(pg_temp.env('{"event": "PAUSED", "message_template_id": 78, "message_template_name": "shared_tpl",
+	"message_template_language": "es", "reason": "LOW_QUALITY"}', 'message_template_status_update')) AS main_waba;
+SELECT account, name, category, status FROM whatsapp.templates WHERE name = 'shared_tpl' ORDER BY account NULLS FIRST;
+DELETE FROM whatsapp.templates;
 
 -- ---------------------------------------------------------------------
 -- 3. Statuses: by callback data, then wamid; never backwards
@@ -375,12 +447,61 @@ SELECT wamid, type, wa_id, phone, user_id, username, name, text, context_wamid,
 SELECT wamid, referral ->> 'source_type' AS referral, raw -> 'errors' -> 0 ->> 'code' AS error_code
   FROM whatsapp.inbound WHERE referral IS NOT NULL OR type = 'unsupported' ORDER BY id;
 
--- For a dropped or unknown account: logged, not stored.
+-- A reaction is recorded on the message it reacts to (m2, above); a later
+-- removal (no emoji) clears it; an older reaction arriving late does not
+-- override a newer one.
+SELECT reaction, reacted_at FROM whatsapp.messages WHERE id = :m2;
+CREATE FUNCTION pg_temp.react(wamid text, emoji text, ts bigint, target text) RETURNS text LANGUAGE sql AS $$
+	SELECT pg_temp.inbound('[{"profile": {"name": "Ana López"}, "wa_id": "5215511112222"}]',
+		jsonb_build_array(jsonb_build_object('from', '5215511112222', 'id', wamid, 'timestamp', ts::text,
+			'type', 'reaction', 'reaction', jsonb_strip_nulls(jsonb_build_object('message_id', target, 'emoji', emoji)))))
+$$;
+SELECT pg_temp.recv(pg_temp.react('wamid.REACT2', NULL, 1749419100, 'wamid.M2')) AS removed,
+	   pg_temp.recv(pg_temp.react('wamid.REACT3', '❤️', 1749419050, 'wamid.M2')) AS older;
+SELECT reaction, reacted_at FROM whatsapp.messages WHERE id = :m2;
+SELECT pg_temp.recv(pg_temp.react('wamid.REACT4', '🙏', 1749419200, 'wamid.M3')) AS on_m3,
+	   pg_temp.recv(pg_temp.react('wamid.REACT5', '🙏', 1749419200, 'wamid.NOT-OURS')) AS unknown_target;
+SELECT id - :m1 + 1 AS m, reaction FROM whatsapp.messages WHERE id IN (:m2, :m3) ORDER BY id;
+SELECT unnest(ignored) AS note FROM whatsapp.webhooks ORDER BY id DESC LIMIT 1;
+
+-- Edits replace the text of the message they edit, keeping the previous
+-- one in its history; they are not new messages.  A revoke marks the
+-- original revoked and clears its text.
+SELECT pg_temp.recv(pg_temp.text_from('5215512347777', 'wamid.ED1', 'Llego el martes', ts => 1749419300)) AS original;
+CREATE FUNCTION pg_temp.edit(wamid text, original text, body text, ts bigint) RETURNS text LANGUAGE sql AS $$
+	SELECT pg_temp.inbound('[{"profile": {"name": "Edita"}, "wa_id": "5215512347777"}]',
+		jsonb_build_array(jsonb_build_object('from', '5215512347777', 'id', wamid, 'timestamp', ts::text,
+			'type', 'edit', 'edit', jsonb_build_object('original_message_id', original,
+				'message', jsonb_build_object('type', 'text', 'text', jsonb_build_object('body', body))))))
+$$;
+SELECT pg_temp.recv(pg_temp.edit('wamid.ED1-e1', 'wamid.ED1', 'Llego el miércoles', 1749419360)) AS first_edit,
+	   pg_temp.recv(pg_temp.edit('wamid.ED1-e1', 'wamid.ED1', 'Llego el miércoles', 1749419360) || ' ') AS same_edit_again,
+	   pg_temp.recv(pg_temp.edit('wamid.ED1-e2', 'wamid.ED1', 'Llego el jueves', 1749419420)) AS second_edit,
+	   pg_temp.recv(pg_temp.edit('wamid.ED1-e0', 'wamid.ED1', 'Llego el lunes', 1749419330)) AS older_edit_late;
+SELECT wamid, text, edited_at, jsonb_path_query_array(history, '$[*].text') AS previous,
+	   jsonb_path_query_array(history, '$[*].by') AS edits
+  FROM whatsapp.inbound WHERE wamid LIKE 'wamid.ED1%' ORDER BY id;
+SELECT pg_temp.recv(pg_temp.inbound('[{"profile": {"name": "Edita"}, "wa_id": "5215512347777"}]',
+	'[{"from": "5215512347777", "id": "wamid.ED1-r", "timestamp": "1749419500", "type": "revoke",
+	   "revoke": {"original_message_id": "wamid.ED1"}}]')) AS revoked;
+SELECT wamid, text, history, revoked_at, raw ? 'text' AS has_content FROM whatsapp.inbound WHERE wamid LIKE 'wamid.ED1%';
+SELECT pg_temp.recv(pg_temp.edit('wamid.ED9-e1', 'wamid.ED9', 'nunca llegó', 1749419600)) AS edit_of_unknown;
+SELECT unnest(ignored) AS note FROM whatsapp.webhooks ORDER BY id DESC LIMIT 1;
+-- an edit to STOP opts the sender out at the edit's time
+SELECT pg_temp.recv(pg_temp.text_from('5215512347778', 'wamid.ED2', 'Stoy en camino', ts => 1749419700)) AS typo;
+SELECT pg_temp.recv(replace(pg_temp.edit('wamid.ED2-e1', 'wamid.ED2', 'STOP', 1749419710), '5215512347777', '5215512347778')) AS edited_to_stop;
+SELECT identifier, scope, source FROM whatsapp.opt_out WHERE identifier = '+525512347778';
+DELETE FROM whatsapp.opt_out WHERE identifier = '+525512347778';
+
+-- For a dropped or unknown account: not stored, and noted on the stored
+-- payload (and logged as webhook_ignored).
 SELECT pg_temp.recv(pg_temp.text_from('5215533334444', 'wamid.DROPPED', 'hola', pnid => '500500500')) AS dropped_account;
 SELECT pg_temp.recv(pg_temp.text_from('5215533334444', 'wamid.UNKNOWN', 'hola', pnid => '999999')) AS unknown_account;
 SELECT count(*) AS stored FROM whatsapp.inbound WHERE wamid IN ('wamid.DROPPED', 'wamid.UNKNOWN');
-SELECT event, message FROM whatsapp.log WHERE event = 'inbound' AND message_id IS NULL
-   AND message LIKE '%not stored' ORDER BY message;
+SELECT applied, ignored FROM whatsapp.webhooks ORDER BY id DESC LIMIT 2;
+SELECT event, regexp_replace(message, '^payload \d+: ', '') AS message FROM whatsapp.log
+ WHERE event = 'webhook_ignored' AND message LIKE '%no active account has phone_number_id%'
+ ORDER BY at DESC, message LIMIT 2;
 
 -- ---------------------------------------------------------------------
 -- 6. Opt-out and opt-in
@@ -409,12 +530,12 @@ INSERT INTO batch (id) SELECT whatsapp.wa_send(r, 'hola') FROM unnest(ARRAY['+52
 SELECT recipient, state, failure_type, error_title FROM pg_temp.batch();
 TRUNCATE batch;
 
--- An ordinary later message does not lift it; START does.
-SELECT pg_temp.recv(pg_temp.text_from('5215512345678', 'wamid.KW-later', 'gracias')) AS ordinary;
+-- An ordinary later message does not lift it; a later START does.
+SELECT pg_temp.recv(pg_temp.text_from('5215512345678', 'wamid.KW-later', 'gracias', ts => 1749416400)) AS ordinary;
 SELECT count(*) AS still_opted_out FROM whatsapp.opt_out WHERE identifier = '+525512345678';
-SELECT pg_temp.recv(pg_temp.text_from('5215512345678', 'wamid.KW-start', 'Start')) AS start;
+SELECT pg_temp.recv(pg_temp.text_from('5215512345678', 'wamid.KW-start', 'Start', ts => 1749416500)) AS start;
 SELECT count(*) AS opted_out FROM whatsapp.opt_out WHERE identifier = '+525512345678';
-SELECT pg_temp.recv(pg_temp.text_from('34612345678', 'wamid.KW-alta', 'ALTA')) AS alta;
+SELECT pg_temp.recv(pg_temp.text_from('34612345678', 'wamid.KW-alta', 'ALTA', ts => 1749416500)) AS alta;
 SELECT whatsapp.wa_send('+34 612 34 56 78', 'de nuevo') > 0 AS queued;
 SELECT state FROM whatsapp.messages WHERE payload -> 'text' ->> 'body' = 'de nuevo';
 
@@ -449,6 +570,87 @@ SELECT pg_temp.recv(pg_temp.env(pg_temp.meta() || '{"user_preferences": [{"wa_id
 	"detail": "User requested to resume marketing messages", "category": "marketing_messages",
 	"value": "resume", "timestamp": 1749421100}]}', 'user_preferences')) AS prefs_resume;
 SELECT count(*) AS opted_out FROM whatsapp.opt_out WHERE identifier = '+525577778888';
+
+-- Consent in the order of the events' own times, per identifier and
+-- scope.  user_preferences: a stop at T+100 and a resume at T, in both
+-- arrival orders; the older event never overrides the newer one.
+CREATE FUNCTION pg_temp.pref(wa_id text, value text, ts bigint) RETURNS text LANGUAGE sql AS $$
+	SELECT pg_temp.env(pg_temp.meta() || jsonb_build_object(
+		'contacts', jsonb_build_array(jsonb_build_object('wa_id', wa_id, 'profile', jsonb_build_object('name', 'Pref'))),
+		'user_preferences', jsonb_build_array(jsonb_build_object('wa_id', wa_id,
+			'detail', 'User requested to ' || value || ' marketing messages',
+			'category', 'marketing_messages', 'value', value, 'timestamp', ts))), 'user_preferences')
+$$;
+CREATE FUNCTION pg_temp.scopes(identifier text) RETURNS text LANGUAGE sql AS $$
+	SELECT coalesce(string_agg(scope, ',' ORDER BY scope), '-') FROM whatsapp.opt_out o WHERE o.identifier = $1
+$$;
+-- newer stop first, then the older resume
+SELECT pg_temp.recv(pg_temp.pref('5215561110001', 'stop', 1749430100)) AS stop_t100,
+	   pg_temp.recv(pg_temp.pref('5215561110001', 'resume', 1749430000)) AS resume_t;
+SELECT pg_temp.scopes('+525561110001') AS in_force;
+SELECT unnest(ignored) AS note FROM whatsapp.webhooks ORDER BY id DESC LIMIT 1;
+-- older resume first, then the newer stop
+SELECT pg_temp.recv(pg_temp.pref('5215561110002', 'resume', 1749430000)) AS resume_t,
+	   pg_temp.recv(pg_temp.pref('5215561110002', 'stop', 1749430100)) AS stop_t100;
+SELECT pg_temp.scopes('+525561110002') AS in_force;
+-- a newer resume lifts it; replaying the old stop (its exact bytes, or the
+-- same event in another payload) changes nothing
+SELECT pg_temp.recv(pg_temp.pref('5215561110002', 'resume', 1749430200)) AS resume_t200;
+SELECT pg_temp.scopes('+525561110002') AS in_force;
+SELECT pg_temp.recv(pg_temp.pref('5215561110002', 'stop', 1749430100)) AS replayed_bytes,
+	   pg_temp.recv(pg_temp.pref('5215561110002', 'stop', 1749430100) || ' ') AS replayed_event;
+SELECT pg_temp.scopes('+525561110002') AS in_force;
+SELECT action, scope, source, event_at FROM whatsapp.consents WHERE identifier = '+525561110002' ORDER BY id;
+
+-- Keywords likewise: a STOP at T+100 and a START at T, both orders.
+SELECT pg_temp.recv(pg_temp.text_from('5215561110003', 'wamid.ORD-stop', 'STOP', ts => 1749430100)) AS stop_t100,
+	   pg_temp.recv(pg_temp.text_from('5215561110003', 'wamid.ORD-start', 'START', ts => 1749430000)) AS start_t;
+SELECT pg_temp.scopes('+525561110003') AS in_force;
+SELECT pg_temp.recv(pg_temp.text_from('5215561110004', 'wamid.ORD-start2', 'START', ts => 1749430000)) AS start_t,
+	   pg_temp.recv(pg_temp.text_from('5215561110004', 'wamid.ORD-stop2', 'STOP', ts => 1749430100)) AS stop_t100;
+SELECT pg_temp.scopes('+525561110004') AS in_force;
+-- per scope: STOP PROMOTIONS at T+100 outlives a START (all) at T+50
+SELECT pg_temp.recv(pg_temp.text_from('5215561110005', 'wamid.ORD-promo', 'Stop promotions', ts => 1749430100)) AS stop_promotions_t100,
+	   pg_temp.recv(pg_temp.text_from('5215561110005', 'wamid.ORD-start3', 'START', ts => 1749430050)) AS start_t50;
+SELECT pg_temp.scopes('+525561110005') AS in_force;
+-- wa_opt_in (now) lifts an opt-out of yesterday; a STOP of yesterday that
+-- Meta delivers only now does not override it
+SELECT pg_temp.recv(pg_temp.text_from('5215561110006', 'wamid.ORD-stop6', 'STOP',
+	ts => extract(epoch FROM now() - interval '1 day')::bigint)) AS stop_yesterday;
+SELECT whatsapp.wa_opt_in('+52 55 6111 0006') AS lifted_now;
+SELECT pg_temp.recv(pg_temp.text_from('5215561110006', 'wamid.ORD-stop6b', 'BAJA',
+	ts => extract(epoch FROM now() - interval '2 hours')::bigint)) AS late_stop;
+SELECT pg_temp.scopes('+525561110006') AS in_force;
+
+-- An opt-out from a wa_id the normalizer rejects (a NANP exchange cannot
+-- start with 1) is recorded under the raw wa_id, noted, and blocks sends
+-- to it; a user_preferences stop with only a user id is recorded too.
+SELECT pg_temp.recv(pg_temp.text_from('16501230100', 'wamid.RAW-stop', 'STOP', ts => 1749430300)) AS raw_stop;
+SELECT identifier, scope, source FROM whatsapp.opt_out WHERE identifier = '+16501230100';
+SELECT unnest(ignored) AS note FROM whatsapp.webhooks ORDER BY id DESC LIMIT 1;
+INSERT INTO batch (id) VALUES (whatsapp.wa_send('+16501230100', 'hola'));
+SELECT recipient, state, failure_type, error_title FROM pg_temp.batch();
+TRUNCATE batch;
+SELECT pg_temp.recv(pg_temp.env(pg_temp.meta() || '{"user_preferences": [{"wa_id": "16501230199",
+	"detail": "User requested to stop marketing messages", "category": "marketing_messages",
+	"value": "stop", "timestamp": 1749430310}]}', 'user_preferences')) AS raw_pref_stop;
+SELECT identifier, scope, source FROM whatsapp.opt_out WHERE identifier = '+16501230199';
+
+-- contacts[] are matched by wa_id or user id, never by position: a STOP
+-- whose only contact is someone else opts out the sender alone, and links
+-- no one to them.
+SELECT pg_temp.recv(pg_temp.inbound(
+	'[{"profile": {"name": "Otra Persona"}, "wa_id": "5215561119999", "user_id": "MX.7000000000000001"}]',
+	'[{"from": "5215561110007", "id": "wamid.OTHER-contact", "timestamp": "1749430400", "type": "text", "text": {"body": "STOP"}}]'))
+	AS stop_other_contact;
+SELECT identifier FROM whatsapp.opt_out
+ WHERE identifier IN ('+525561110007', '+525561119999', 'MX.7000000000000001') ORDER BY 1;
+SELECT wa_id, user_id, name FROM whatsapp.inbound WHERE wamid = 'wamid.OTHER-contact';
+SELECT pg_temp.recv(pg_temp.env(pg_temp.meta() || '{"contacts": [{"wa_id": "5215561119998", "user_id": "MX.7000000000000002", "profile": {"name": "Otra"}}],
+	"user_preferences": [{"wa_id": "5215561110008", "detail": "User requested to stop marketing messages",
+	  "category": "marketing_messages", "value": "stop", "timestamp": 1749430410}]}', 'user_preferences')) AS pref_other_contact;
+SELECT identifier, scope FROM whatsapp.opt_out
+ WHERE identifier IN ('+525561110008', '+525561119998', 'MX.7000000000000002') ORDER BY 1;
 
 -- Coexistence echoes are neither inbound nor a STOP.
 SELECT pg_temp.recv(pg_temp.env(pg_temp.meta() || '{"message_echoes": [{"from": "15550783881", "to": "5215566665555",
@@ -528,6 +730,85 @@ SELECT name, category, status FROM whatsapp.templates ORDER BY name;
 SELECT message FROM whatsapp.log WHERE message LIKE 'template %' ORDER BY at, message;
 
 -- ---------------------------------------------------------------------
+-- 7b. Meta's account events act
+-- ---------------------------------------------------------------------
+CREATE FUNCTION pg_temp.acct() RETURNS TABLE (name text, paused boolean, paused_reason text,
+	meta_status text, quality text, messaging_limit text, display_phone_number text)
+LANGUAGE sql AS $$
+	SELECT name, paused, paused_reason, meta_status, quality, messaging_limit, display_phone_number
+	  FROM whatsapp.accounts WHERE name IN ('main', 'second') ORDER BY name
+$$;
+-- the entry's "time" is when Meta sent it
+CREATE FUNCTION pg_temp.acct_event(value jsonb, field text DEFAULT 'account_update',
+								   waba text DEFAULT '102290129340398') RETURNS text LANGUAGE sql AS $$
+	SELECT jsonb_set(pg_temp.env(value, field, waba)::jsonb, '{entry,0,time}', '1749500000')::text
+$$;
+SELECT whatsapp.wa_send('+52 55 7777 0001', 'while banned') AS ban1 \gset
+-- scheduled for disabling: recorded, not paused
+SELECT pg_temp.recv(pg_temp.acct_event('{"event": "DISABLED_UPDATE", "ban_info": {"waba_ban_state": "SCHEDULE_FOR_DISABLE", "waba_ban_date": "June 20, 2025"}}')) AS scheduled;
+SELECT * FROM pg_temp.acct();
+-- disabled (banned): main is paused and says why; its queued message stays queued
+SELECT pg_temp.recv(pg_temp.acct_event('{"event": "DISABLED_UPDATE", "ban_info": {"waba_ban_state": "DISABLE", "waba_ban_date": "June 20, 2025"}}')) AS banned;
+SELECT * FROM pg_temp.acct();
+SELECT meta_status_at FROM whatsapp.accounts WHERE name = 'main';
+SELECT state FROM whatsapp.messages WHERE id = :ban1;
+-- reinstated: resumed
+SELECT pg_temp.recv(pg_temp.acct_event('{"event": "DISABLED_UPDATE", "ban_info": {"waba_ban_state": "REINSTATE", "waba_ban_date": "June 21, 2025"}}')) AS reinstated;
+SELECT name, paused, meta_status FROM pg_temp.acct();
+-- restricted messaging: paused, with the restriction and its end
+SELECT pg_temp.recv(pg_temp.acct_event('{"event": "ACCOUNT_RESTRICTION", "restriction_info": [
+	{"restriction_type": "RESTRICTED_BIZ_INITIATED_MESSAGING", "expiration": 1751000000},
+	{"restriction_type": "RESTRICTED_ADD_PHONE_NUMBER_ACTION", "expiration": 1751000000}]}')) AS restricted;
+SELECT name, paused, paused_reason FROM pg_temp.acct();
+SELECT whatsapp.wa_account_set('main', '106540352242922', NULL, waba_id => '102290129340398') AS resumed_by_admin;
+SELECT name, paused FROM pg_temp.acct();
+-- offboarded: paused; reconnected: resumed.  A violation is recorded.
+SELECT pg_temp.recv(pg_temp.acct_event('{"event": "ACCOUNT_OFFBOARDED"}')) AS offboarded;
+SELECT name, paused, paused_reason FROM pg_temp.acct();
+SELECT pg_temp.recv(pg_temp.acct_event('{"event": "ACCOUNT_RECONNECTED"}')) AS reconnected,
+	   pg_temp.recv(pg_temp.acct_event('{"event": "ACCOUNT_VIOLATION", "violation_info": {"violation_type": "SCAM"}}')) AS violation;
+SELECT name, paused, meta_status FROM pg_temp.acct();
+SELECT message FROM whatsapp.log WHERE message LIKE 'account_update%' ORDER BY at, message;
+
+-- phone_number_quality_update: recorded on the account whose display
+-- number (learned from the metadata of messages webhooks) it names
+SELECT pg_temp.recv(pg_temp.acct_event('{"display_phone_number": "15550783881", "event": "FLAGGED",
+	"current_limit": "TIER_1K"}', 'phone_number_quality_update')) AS flagged;
+SELECT name, quality, messaging_limit, display_phone_number FROM pg_temp.acct();
+SELECT pg_temp.recv(pg_temp.acct_event('{"display_phone_number": "15550783881", "event": "UNFLAGGED",
+	"max_daily_conversations_per_business": "TIER_10K"}', 'phone_number_quality_update')) AS unflagged,
+	   pg_temp.recv(pg_temp.acct_event('{"display_phone_number": "+1 555-078-9999", "event": "DOWNGRADE",
+	"old_limit": "TIER_10K", "current_limit": "TIER_1K"}', 'phone_number_quality_update')) AS another_number;
+SELECT name, quality, messaging_limit, quality_at FROM whatsapp.accounts WHERE name IN ('main', 'second') ORDER BY name;
+SELECT applied, ignored FROM whatsapp.webhooks ORDER BY id DESC LIMIT 1;
+
+-- a template Meta paused or disabled fails new sends at enqueue
+-- (failure_type template) until Meta approves it again; its quality score
+-- is recorded
+INSERT INTO whatsapp.templates (account, name, language, category) VALUES
+	('main', 'pedido_listo', 'es_MX', 'UTILITY'), ('main', 'pedido_listo', 'en_US', 'UTILITY');
+SELECT pg_temp.recv(pg_temp.acct_event('{"event": "PAUSED", "message_template_id": 9001, "message_template_name": "pedido_listo",
+	"message_template_language": "es_MX", "reason": null, "other_info": {"title": "FIRST_PAUSE", "description": "Your template has been paused for 3 hours"}}',
+	'message_template_status_update')) AS paused,
+	   pg_temp.recv(pg_temp.acct_event('{"previous_quality_score": "GREEN", "new_quality_score": "RED", "message_template_id": 9001,
+	"message_template_name": "pedido_listo", "message_template_language": "es_MX"}', 'message_template_quality_update')) AS quality;
+SELECT name, language, status, quality FROM whatsapp.templates WHERE name = 'pedido_listo' ORDER BY language;
+INSERT INTO batch (id) VALUES
+	(whatsapp.wa_send_template('+52 55 7777 0002', 'pedido_listo', 'es-MX')),
+	(whatsapp.wa_send_template('+52 55 7777 0002', 'pedido_listo', 'en_US'));
+SELECT kind, state, failure_type, regexp_replace(error_title, 'since .*;', 'since …;') AS error_title FROM pg_temp.batch();
+TRUNCATE batch;
+SELECT pg_temp.recv(pg_temp.acct_event('{"event": "DISABLED", "message_template_id": 9001, "message_template_name": "pedido_listo",
+	"message_template_language": "es_MX", "reason": "INCORRECT_CATEGORY"}', 'message_template_status_update')) AS disabled;
+INSERT INTO batch (id) VALUES (whatsapp.wa_send_template('+52 55 7777 0002', 'pedido_listo', 'es_MX'));
+SELECT pg_temp.recv(pg_temp.acct_event('{"event": "APPROVED", "message_template_id": 9001, "message_template_name": "pedido_listo",
+	"message_template_language": "es_MX", "reason": "NONE"}', 'message_template_status_update')) AS approved;
+INSERT INTO batch (id) VALUES (whatsapp.wa_send_template('+52 55 7777 0002', 'pedido_listo', 'es_MX'));
+SELECT kind, state, failure_type FROM pg_temp.batch();
+TRUNCATE batch;
+DELETE FROM whatsapp.templates WHERE name = 'pedido_listo';
+
+-- ---------------------------------------------------------------------
 -- 8. The 24-hour window
 -- ---------------------------------------------------------------------
 SELECT pg_temp.recv(pg_temp.text_from('5491133334444', 'wamid.WIN1', 'hola',
@@ -563,7 +844,7 @@ INSERT INTO bad_case (what, body) VALUES
 	('malformed JSON', '{"object": "whatsapp_business_account", "entry": ['),
 	('not JSON at all', 'object=whatsapp_business_account'),
 	('empty body', ''),
-	('JSON that jsonb cannot hold (\u0000)', '{"object": "whatsapp_business_account", "x": "\u0000"}'),
+	('a \u0000 (replaced by U+FFFD; nothing else to apply)', '{"object": "whatsapp_business_account", "x": "\u0000"}'),
 	('a JSON array', '[1, 2, 3]'),
 	('a JSON string', '"hello"'),
 	('another object type', '{"object": "page", "entry": [{"id": "1", "changes": []}]}'),
@@ -599,6 +880,38 @@ $$;
 SELECT w.id - :before AS n, w.applied, w.ignored FROM whatsapp.webhooks w WHERE w.id > :before ORDER BY w.id;
 SELECT state, delivered_at IS NOT NULL AS has_delivered_at, pricing FROM whatsapp.messages WHERE id = :p1;
 SELECT wamid, type, wa_id, sent_at = received_at AS receipt_time FROM whatsapp.inbound WHERE wamid = 'wamid.BAD-TYPE';
+
+-- A text with \u0000 (a NUL, which PostgreSQL's text cannot hold): the
+-- NUL becomes U+FFFD and the payload is applied, with a note; the stored
+-- payload keeps the exact bytes.
+SELECT pg_temp.recv(replace(pg_temp.text_from('5215512348888', 'wamid.NUL1', 'hola'), 'hola', 'ho\u0000la')) AS with_nul;
+SELECT text, text = 'ho' || U&'\FFFD' || 'la' AS replacement_character FROM whatsapp.inbound WHERE wamid = 'wamid.NUL1';
+SELECT applied, ignored, strpos(payload, 'ho\u0000la') > 0 AS verbatim FROM whatsapp.webhooks ORDER BY id DESC LIMIT 1;
+-- an escaped backslash before "u0000" is text, not a NUL
+SELECT pg_temp.recv(replace(pg_temp.text_from('5215512348888', 'wamid.NUL2', 'hola'), 'hola', 'C:\\u0000')) AS escaped_backslash;
+SELECT text FROM whatsapp.inbound WHERE wamid = 'wamid.NUL2';
+
+-- Redelivery: the same bytes again change nothing and add no held row and
+-- no log row; the copy is stored once more, marked as a redelivery.
+SELECT whatsapp.wa_send('+52 55 4444 7777', 'redelivery') AS rd1 \gset
+UPDATE whatsapp.message SET state = 'sending', attempts = 1 WHERE id = :rd1;
+SELECT pg_temp.env(pg_temp.meta() || jsonb_build_object(
+	'statuses', jsonb_build_array(pg_temp.st('wamid.RD1', 'delivered', 1749423200, :'rd1')),
+	'errors', '[{"code": 131008, "title": "Required parameter is missing", "error_data": {"details": "x is required"}}]'::jsonb)) AS redelivered \gset
+SELECT count(*) AS log_before, (SELECT max(id) FROM whatsapp.webhook) AS first_id FROM whatsapp.log \gset
+SELECT pg_temp.recv(:'redelivered') AS first, pg_temp.recv(:'redelivered') AS second, pg_temp.recv(:'redelivered') AS third;
+SELECT count(*) AS held FROM whatsapp.status_held WHERE wamid = 'wamid.RD1';
+SELECT count(*) - :log_before AS new_log_rows FROM whatsapp.log;
+SELECT id - :first_id AS n, applied, duplicate_of - :first_id AS duplicate_of,
+	   regexp_replace(ignored::text, 'payload \d+', 'payload N') AS ignored
+  FROM whatsapp.webhooks WHERE id > :first_id ORDER BY id;
+-- the same status in other bytes (another order of its keys) is held once
+SELECT pg_temp.recv(pg_temp.statuses(jsonb_build_array(jsonb_build_object('timestamp', '1749423200',
+	'status', 'delivered', 'id', 'wamid.RD1', 'biz_opaque_callback_data', :'rd1')))) AS other_bytes;
+SELECT count(*) AS held FROM whatsapp.status_held WHERE wamid = 'wamid.RD1';
+SELECT pg_temp.sent(:rd1, 'wamid.RD1');
+SELECT state, (SELECT count(*) FROM whatsapp.status_held WHERE wamid = 'wamid.RD1') AS held_left
+  FROM whatsapp.messages WHERE id = :rd1;
 
 -- A 3 MB payload.
 SELECT pg_temp.recv(pg_temp.env(pg_temp.meta() || jsonb_build_object('statuses',

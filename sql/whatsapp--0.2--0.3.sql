@@ -321,3 +321,731 @@ SELECT m.id,
 	   m.queued_by
   FROM whatsapp.message m
   LEFT JOIN whatsapp.account a ON a.id OPERATOR(pg_catalog.=) m.account_id;
+
+/* ========================================================================
+ * Issue 12, item 4: Odoo's upgrades are never blocked by the extension.
+ *
+ * Until 0.3 the UPDATE trigger was "UPDATE OF state, move_type, ..." and
+ * both triggers had a WHEN clause on those columns: PostgreSQL records a
+ * dependency of the trigger on each column, so Odoo's own ALTER COLUMN
+ * TYPE or DROP COLUMN of state, move_type or is_move_sent (an upgrade, a
+ * migration script) failed because of us.  Now no trigger names a column:
+ * the WHEN clause reads only the setting whatsapp.odoo_events, and the
+ * trigger function checks in C, from the old and new rows it is handed,
+ * whether the row entered the event's state (a comparison of two column
+ * values per event queued; no SQL).
+ *
+ * wa_odoo_pause() and wa_odoo_resume() silence every event of the
+ * database for "odoo -u" and migrations, whose bulk UPDATEs would
+ * otherwise fire events for recent documents.
+ *
+ * Existing triggers are made again in the new form, below.
+ * ======================================================================== */
+
+/*
+ * Put the two triggers of an event on its table; with recreate, drop and
+ * make again the ones that are there (the 0.3 update).
+ */
+CREATE FUNCTION whatsapp._odoo_install_triggers(event text, recreate boolean)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	ev text := _odoo_install_triggers.event;
+	tbl text := whatsapp._odoo_table(ev);
+	rel regclass := to_regclass(format('public.%I', tbl));
+	op text;
+	trg text;
+	there boolean;
+BEGIN
+	IF rel IS NULL THEN
+		RETURN;
+	END IF;
+	FOREACH op IN ARRAY ARRAY['insert', 'update']
+	LOOP
+		trg := format('whatsapp_%s_%s', ev, op);
+		there := EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = rel AND t.tgname = trg);
+		IF there AND recreate THEN
+			EXECUTE format('DROP TRIGGER %I ON public.%I', trg, tbl);
+			there := false;
+		END IF;
+		IF NOT there THEN
+			EXECUTE format('CREATE CONSTRAINT TRIGGER %I AFTER %s ON public.%I'
+						   ' DEFERRABLE INITIALLY DEFERRED FOR EACH ROW'
+						   ' WHEN (pg_catalog.current_setting(''whatsapp.odoo_events'', true) IS DISTINCT FROM ''off'')'
+						   ' EXECUTE FUNCTION whatsapp._odoo_trigger(%L)',
+						   trg, upper(op), tbl, ev);
+		END IF;
+	END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION whatsapp._odoo_install_triggers(text, boolean) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION whatsapp.wa_odoo_enable(
+	event text, template text, language text DEFAULT NULL,
+	account text DEFAULT NULL, params jsonb DEFAULT NULL,
+	company_id integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	link_warning text;
+	ev text := wa_odoo_enable.event;
+	tbl text := whatsapp._odoo_table(ev);
+	lang text := replace(btrim(wa_odoo_enable.language), '-', '_');
+	acct text;
+	k text;
+	v jsonb;
+	has_body boolean := false;
+	has_named boolean := false;
+	op text;
+	trg text;
+	found_company boolean;
+BEGIN
+	PERFORM whatsapp._odoo_check_schema(ev);
+
+	IF wa_odoo_enable.template IS NULL OR wa_odoo_enable.template !~ '^[a-z0-9_]+$'
+	   OR length(wa_odoo_enable.template) > 512 THEN
+		RAISE EXCEPTION 'template % is not a Cloud API template name',
+				coalesce(quote_literal(wa_odoo_enable.template), 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Template names use only lower case letters, digits and underscores, as in "order_confirmation".';
+	END IF;
+	IF lang IS NOT NULL AND lang !~ '^[A-Za-z]{2,3}(_[A-Za-z0-9]{2,4})?$' THEN
+		RAISE EXCEPTION 'language % is not a template language code', quote_literal(wa_odoo_enable.language)
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use a code such as ''es'', ''es_MX'' or ''pt_BR'', or NULL for each partner''s language.';
+	END IF;
+
+	IF wa_odoo_enable.account IS NULL THEN
+		SELECT a.name INTO acct FROM whatsapp.account a
+		 WHERE a.is_default AND a.dropped_at IS NULL;
+		IF acct IS NULL THEN
+			RAISE EXCEPTION 'there is no default whatsapp account'
+				USING ERRCODE = 'object_not_in_prerequisite_state',
+					  HINT = 'Pass the account argument, or create an account with whatsapp.wa_account_set().';
+		END IF;
+	ELSE
+		SELECT a.name INTO acct FROM whatsapp.account a
+		 WHERE a.name = wa_odoo_enable.account AND a.dropped_at IS NULL;
+		IF acct IS NULL THEN
+			RAISE EXCEPTION 'whatsapp account "%" does not exist', wa_odoo_enable.account
+				USING ERRCODE = 'undefined_object',
+					  HINT = 'Create it with whatsapp.wa_account_set(), or see whatsapp.accounts for the names.';
+		END IF;
+	END IF;
+
+	IF wa_odoo_enable.params IS NOT NULL THEN
+		CASE jsonb_typeof(wa_odoo_enable.params)
+		WHEN 'array' THEN
+			PERFORM whatsapp._odoo_check_words(ev, wa_odoo_enable.params, 'an element');
+		WHEN 'object' THEN
+			FOR k, v IN SELECT * FROM jsonb_each(wa_odoo_enable.params)
+			LOOP
+				IF k = 'header' THEN
+					IF v IS DISTINCT FROM '"portal_pdf"'::jsonb THEN
+						RAISE EXCEPTION 'header % of params is not supported', v::text
+							USING ERRCODE = 'invalid_parameter_value',
+								  HINT = '"header": "portal_pdf" adds the document''s PDF from Odoo''s portal as a document header.';
+					END IF;
+				ELSIF k = 'base_url' THEN
+					IF jsonb_typeof(v) <> 'string'
+					   OR (v #>> '{}') !~ '^https://[A-Za-z0-9.-]+(:[0-9]+)?(/[^?#[:space:]]*)?$' THEN
+						RAISE EXCEPTION '"base_url" of params must be an https URL such as "https://erp.example.com"'
+							USING ERRCODE = 'invalid_parameter_value',
+								  HINT = 'It is the public address of Odoo for this rule''s links; without it the links use web.base.url.';
+					END IF;
+				ELSIF k = 'body' THEN
+					IF jsonb_typeof(v) <> 'array' THEN
+						RAISE EXCEPTION '"body" of params must be an array of parameter words'
+							USING ERRCODE = 'invalid_parameter_value';
+					END IF;
+					PERFORM whatsapp._odoo_check_words(ev, v, 'an element of "body"');
+					has_body := true;
+				ELSE
+					IF k !~ '^[a-z0-9_]+$' OR length(k) > 128 THEN
+						RAISE EXCEPTION '% is not a template parameter name', quote_literal(k)
+							USING ERRCODE = 'invalid_parameter_value',
+								  HINT = 'Named template parameters use lower case letters, digits and underscores.';
+					END IF;
+					PERFORM whatsapp._odoo_check_words(ev, v, format('parameter %s', k));
+					has_named := true;
+				END IF;
+			END LOOP;
+			IF has_body AND has_named THEN
+				RAISE EXCEPTION 'params mixes "body" (positional) with named parameters'
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'A template has either positional or named parameters.';
+			END IF;
+		ELSE
+			RAISE EXCEPTION 'params of whatsapp.wa_odoo_enable has an unsupported form'
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Pass an array of parameter words (positional), an object mapping template parameter names to words (named), optionally with "header": "portal_pdf" (then "body": [...] holds positional words), or NULL.';
+		END CASE;
+	END IF;
+
+	IF wa_odoo_enable.company_id IS NOT NULL THEN
+		/* read in C, never by SQL: Odoo's role owns res_company */
+		found_company := whatsapp._odoo_company_exists(wa_odoo_enable.company_id);
+		IF NOT found_company THEN
+			RAISE EXCEPTION 'Odoo company % does not exist', wa_odoo_enable.company_id
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Pass an id of res_company, or NULL for every company without a rule of its own.';
+		END IF;
+	END IF;
+
+	UPDATE whatsapp.odoo_rule r
+	   SET template = wa_odoo_enable.template, language = lang, account = acct,
+		   params = wa_odoo_enable.params, updated_at = now(), updated_by = session_user
+	 WHERE r.event = ev AND r.company_id IS NOT DISTINCT FROM wa_odoo_enable.company_id;
+	IF NOT FOUND THEN
+		INSERT INTO whatsapp.odoo_rule (event, company_id, template, language, account, params)
+		VALUES (ev, wa_odoo_enable.company_id, wa_odoo_enable.template, lang, acct,
+				wa_odoo_enable.params);
+	END IF;
+
+	/* Links: will customers and Meta reach them? */
+	IF wa_odoo_enable.params::text ~ '"(portal_url|portal_pdf)"' THEN
+		link_warning := whatsapp._odoo_link_warning(wa_odoo_enable.params ->> 'base_url');
+		IF link_warning IS NOT NULL THEN
+			RAISE WARNING 'the links of event % may not work: %', ev, link_warning
+				USING HINT = 'Set web.base.url to Odoo''s public https address and web.base.url.freeze to True in Odoo''s system parameters, or give the rule "base_url" in params.';
+		END IF;
+	END IF;
+
+	/* The triggers, when they are not there yet (no column in them). */
+	PERFORM whatsapp._odoo_install_triggers(ev, false);
+END
+$$;
+
+/*
+ * Issue 12, item 3 (links): why links on base_url (NULL: web.base.url,
+ * and then also web.base.url.freeze) may not reach customers and Meta;
+ * NULL when they look public.  Reads ir_config_parameter in C
+ * (odoo_read.c), never by SQL.
+ */
+CREATE FUNCTION whatsapp._odoo_link_warning(base_url text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'wa_odoo_link_warnings'
+LANGUAGE C STABLE;
+REVOKE ALL ON FUNCTION whatsapp._odoo_link_warning(text) FROM PUBLIC;
+
+/* The triggers of 0.2 and before, made again without their columns. */
+DO $$
+DECLARE
+	ev text;
+BEGIN
+	FOR ev IN SELECT DISTINCT substring(t.tgname FROM '^whatsapp_(.*)_(insert|update)$')
+				FROM pg_trigger t
+			   WHERE t.tgfoid = 'whatsapp._odoo_trigger()'::regprocedure
+				 AND t.tgrelid IN (SELECT c.oid FROM pg_class c
+									WHERE c.relnamespace = 'public'::regnamespace
+									  AND c.relname IN ('sale_order', 'account_move'))
+	LOOP
+		IF ev IN ('sale_order_confirmed', 'invoice_posted', 'refund_posted', 'invoice_sent') THEN
+			PERFORM whatsapp._odoo_install_triggers(ev, true);
+		END IF;
+	END LOOP;
+END
+$$;
+
+/*
+ * A pause of every Odoo event of this database: at most one row, while
+ * paused.  The trigger function reads it (in C, with a fresh snapshot, so
+ * that a long transaction started before the pause sees it) for each row
+ * that entered an event's state; a document committed while paused
+ * records nothing, then or later.
+ */
+CREATE TABLE whatsapp.odoo_pause (
+	paused			boolean NOT NULL DEFAULT true PRIMARY KEY CHECK (paused),
+	paused_at		timestamptz NOT NULL DEFAULT now(),
+	paused_by		text NOT NULL DEFAULT session_user,
+	reason			text
+);
+SELECT pg_catalog.pg_extension_config_dump('whatsapp.odoo_pause', '');
+REVOKE ALL ON whatsapp.odoo_pause FROM PUBLIC;
+
+CREATE FUNCTION whatsapp.wa_odoo_pause(reason text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	INSERT INTO whatsapp.odoo_pause (reason) VALUES (wa_odoo_pause.reason)
+	ON CONFLICT (paused) DO UPDATE SET reason = coalesce(EXCLUDED.reason, whatsapp.odoo_pause.reason);
+	RAISE NOTICE 'Odoo events are paused in database %: documents committed from now on send nothing, until whatsapp.wa_odoo_resume()',
+		current_database();
+END
+$$;
+
+CREATE FUNCTION whatsapp.wa_odoo_resume()
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	DELETE FROM whatsapp.odoo_pause;
+	IF NOT FOUND THEN
+		RAISE NOTICE 'Odoo events were not paused in database %', current_database();
+	END IF;
+END
+$$;
+
+/* Whether and since when the events are paused (whatsapp_admin). */
+CREATE VIEW whatsapp.odoo_paused AS
+SELECT p.paused_at, p.paused_by, p.reason FROM whatsapp.odoo_pause p;
+
+REVOKE ALL ON FUNCTION whatsapp.wa_odoo_pause(text), whatsapp.wa_odoo_resume() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION whatsapp.wa_odoo_pause(text), whatsapp.wa_odoo_resume()
+	TO whatsapp_admin;
+REVOKE ALL ON whatsapp.odoo_paused FROM PUBLIC;
+GRANT SELECT ON whatsapp.odoo_paused TO whatsapp_admin;
+
+
+
+
+
+/* ========================================================================
+ * Webhooks you can trust (src/webhook*.c)
+ *
+ * A payload changes only the accounts that share the app secret that
+ * verified it; consent events apply in the order of their own timestamps;
+ * Meta's account and template events act.
+ * ======================================================================== */
+
+
+/*
+ * Redeliveries.  Meta retries a payload for days; one of the same bytes as
+ * a payload stored before is stored again, marked duplicate_of that one,
+ * and applies nothing.  digest is the SHA-256 of the exact bytes.
+ */
+ALTER TABLE whatsapp.webhook
+	ADD COLUMN digest bytea,
+	ADD COLUMN duplicate_of bigint;
+CREATE INDEX webhook_digest_idx ON whatsapp.webhook (digest)
+	WHERE digest IS NOT NULL;
+
+CREATE OR REPLACE VIEW whatsapp.webhooks AS
+SELECT w.id,
+	   w.received_at,
+	   a.name AS account,
+	   w.applied,
+	   w.ignored,
+	   w.payload,
+	   w.duplicate_of
+  FROM whatsapp.webhook w
+  LEFT JOIN whatsapp.account a ON a.id = w.account_id;
+
+/* A status is held once per number, wamid and kind, however often it comes. */
+DELETE FROM whatsapp.status_held h
+ USING whatsapp.status_held k
+ WHERE k.phone_number_id = h.phone_number_id AND k.wamid = h.wamid
+   AND k.status ->> 'status' IS NOT DISTINCT FROM h.status ->> 'status'
+   AND k.id < h.id;
+CREATE UNIQUE INDEX status_held_once ON whatsapp.status_held
+	(phone_number_id, wamid, (status ->> 'status'));
+
+/*
+ * Consent in time order.  Meta delivers out of order and retries for
+ * days, so consent events (keywords, buttons, user_preferences, 131050,
+ * wa_opt_out, wa_opt_in) apply in the order of their own timestamps, per
+ * identifier and scope: consent_latest keeps, for each, the time and kind
+ * of the newest event applied there.  An event applies where it is newer;
+ * at the same second an opt-out wins over an opt-in; a replay (the same
+ * time again) changes nothing.
+ */
+CREATE TABLE whatsapp.consent_latest (
+	identifier		text NOT NULL,
+	scope			text NOT NULL,
+	event_at		timestamptz NOT NULL,	/* the event's own time */
+	action			text NOT NULL,
+	CONSTRAINT consent_latest_pkey PRIMARY KEY (identifier, scope),
+	CONSTRAINT consent_latest_action_check CHECK (action IN ('opt_out', 'opt_in')),
+	CONSTRAINT consent_latest_scope_check CHECK (scope IN ('all', 'marketing'))
+);
+SELECT pg_catalog.pg_extension_config_dump('whatsapp.consent_latest', '');
+INSERT INTO whatsapp.consent_latest (identifier, scope, event_at, action)
+SELECT identifier, scope, since, 'opt_out' FROM whatsapp.opt_out;
+
+/* The consent log shows each event's own time too. */
+ALTER TABLE whatsapp.consent ADD COLUMN event_at timestamptz;
+UPDATE whatsapp.consent SET event_at = at;
+
+CREATE OR REPLACE VIEW whatsapp.consents AS
+SELECT c.id,
+	   c.at,
+	   c.identifier,
+	   c.action,
+	   c.scope,
+	   c.source,
+	   c.reason,
+	   a.name AS account,
+	   c.wamid,
+	   c.recorded_by,
+	   (SELECT pg_catalog.array_agg(o.scope ORDER BY o.scope)
+		  FROM whatsapp.opt_out o
+		 WHERE o.identifier = c.identifier) AS opted_out_now,
+	   c.event_at
+  FROM whatsapp.consent c
+  LEFT JOIN whatsapp.account a ON a.id = c.account_id;
+
+/*
+ * Every identifier of the people behind ids.  Since 0.3 an identifier that
+ * cannot be normalized but is a wa_id ('+' and digits) is kept as it is,
+ * so that an opt-out from it is recorded and blocks sends to it.
+ */
+CREATE OR REPLACE FUNCTION whatsapp._identities(ids text[])
+RETURNS text[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH f AS (
+		SELECT DISTINCT x AS id
+		  FROM pg_catalog.unnest($1) i,
+			   pg_catalog.unnest(COALESCE(whatsapp._identity_forms(i),
+				   CASE WHEN i ~ '^\+[0-9]{1,20}$' THEN ARRAY[i] END)) x
+	), users AS (
+		SELECT id FROM f WHERE id NOT LIKE '+%'
+		UNION
+		SELECT im.user_id FROM whatsapp.inbound_message im
+		 WHERE im.phone IN (SELECT id FROM f) AND im.user_id IS NOT NULL
+	), phones AS (
+		SELECT id FROM f WHERE id LIKE '+%'
+		UNION
+		SELECT x FROM whatsapp.inbound_message im,
+			   pg_catalog.unnest(whatsapp._identity_forms(im.phone)) x
+		 WHERE im.user_id IN (SELECT id FROM users) AND im.phone IS NOT NULL
+	)
+	SELECT pg_catalog.array_agg(id ORDER BY id)
+	  FROM (SELECT id FROM users UNION SELECT id FROM phones) s
+$$;
+
+/*
+ * Apply one consent event of time p_at to every identifier of the person:
+ * p_action 'opt_out' records an opt-out of p_scope; 'opt_in' lifts one
+ * (scope 'all' lifts both scopes).  Only where the event is newer than
+ * the newest one applied to that identifier and scope (consent_latest).
+ * changed: the opt_out rows added or removed; stale: the (identifier,
+ * scope) pairs where a newer event is in force.  The consent log gets the
+ * identifiers that changed, or all of them with p_always (explicit SQL
+ * calls).
+ */
+CREATE FUNCTION whatsapp._consent_apply(
+	p_action text, p_account_id integer, p_ids text[], p_scope text,
+	p_source text, p_reason text, p_wamid text, p_at timestamptz,
+	p_always boolean DEFAULT false,
+	OUT changed integer, OUT stale integer)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	all_ids text[] := whatsapp._identities(p_ids);
+	scopes text[] := CASE WHEN p_action = 'opt_in' AND p_scope = 'all'
+						  THEN ARRAY['all', 'marketing'] ELSE ARRAY[p_scope] END;
+	news_ids text[];
+	news_scopes text[];
+	changed_ids text[];
+BEGIN
+	changed := 0;
+	stale := 0;
+	IF all_ids IS NULL OR p_at IS NULL THEN
+		RETURN;
+	END IF;
+	SELECT count(*) INTO stale
+	  FROM whatsapp.consent_latest l
+	 WHERE l.identifier = ANY (all_ids) AND l.scope = ANY (scopes) AND l.event_at > p_at;
+	WITH news AS (
+		INSERT INTO whatsapp.consent_latest AS l (identifier, scope, event_at, action)
+		SELECT x, s, p_at, p_action FROM unnest(all_ids) x, unnest(scopes) s
+		ON CONFLICT (identifier, scope) DO UPDATE
+		   SET event_at = EXCLUDED.event_at, action = EXCLUDED.action
+		 WHERE l.event_at < EXCLUDED.event_at
+			OR (l.event_at = EXCLUDED.event_at AND EXCLUDED.action = 'opt_out'
+				AND l.action = 'opt_in')
+		RETURNING l.identifier, l.scope)
+	SELECT array_agg(identifier), array_agg(scope) INTO news_ids, news_scopes FROM news;
+	IF news_ids IS NOT NULL THEN
+		IF p_action = 'opt_out' THEN
+			WITH ins AS (
+				INSERT INTO whatsapp.opt_out (identifier, scope, since, source, reason, account_id)
+				SELECT n.i, n.s, p_at, p_source, p_reason, p_account_id
+				  FROM unnest(news_ids, news_scopes) n(i, s)
+				ON CONFLICT (identifier, scope) DO NOTHING
+				RETURNING identifier)
+			SELECT array_agg(identifier) INTO changed_ids FROM ins;
+		ELSE
+			WITH del AS (
+				DELETE FROM whatsapp.opt_out o
+				 USING unnest(news_ids, news_scopes) n(i, s)
+				 WHERE o.identifier = n.i AND o.scope = n.s
+				RETURNING o.identifier)
+			SELECT array_agg(identifier) INTO changed_ids FROM del;
+		END IF;
+	END IF;
+	changed := coalesce(cardinality(changed_ids), 0);
+	INSERT INTO whatsapp.consent (identifier, action, scope, source, reason, account_id,
+								  wamid, event_at)
+	SELECT x, p_action, p_scope, p_source, p_reason, p_account_id, p_wamid, p_at
+	  FROM unnest(all_ids) x
+	 WHERE p_always OR x = ANY (changed_ids);
+END
+$$;
+REVOKE ALL ON FUNCTION whatsapp._consent_apply(text, integer, text[], text, text, text, text, timestamptz, boolean) FROM PUBLIC;
+
+/* The 0.1 entry points, now in time order: their event is now(). */
+CREATE OR REPLACE FUNCTION whatsapp._opt_out_apply(
+	p_account_id integer, p_ids text[], p_scope text, p_source text,
+	p_reason text DEFAULT NULL, p_wamid text DEFAULT NULL,
+	p_always boolean DEFAULT false)
+RETURNS integer
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT changed FROM whatsapp._consent_apply('opt_out', p_account_id, p_ids, p_scope,
+		p_source, p_reason, p_wamid, pg_catalog.now(), p_always)
+$$;
+
+CREATE OR REPLACE FUNCTION whatsapp._opt_in_apply(
+	p_account_id integer, p_ids text[], p_scope text, p_source text,
+	p_wamid text DEFAULT NULL, p_always boolean DEFAULT false)
+RETURNS integer
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT changed FROM whatsapp._consent_apply('opt_in', p_account_id, p_ids, p_scope,
+		p_source, NULL, p_wamid, pg_catalog.now(), p_always)
+$$;
+
+/*
+ * Identifiers seen together: an opt-out of one extends to the others, with
+ * the time of the event it came from, where no newer event is in force.
+ */
+CREATE OR REPLACE FUNCTION whatsapp._link_identities(p_account_id integer, p_ids text[],
+													 p_source text, p_wamid text)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	forms text[];
+	n integer;
+BEGIN
+	SELECT array_agg(DISTINCT x) INTO forms
+	  FROM unnest(p_ids) i, unnest(whatsapp._identity_forms(i)) x;
+	IF forms IS NULL OR NOT EXISTS (
+		SELECT 1 FROM whatsapp.opt_out o WHERE o.identifier = ANY (forms)) THEN
+		RETURN 0;
+	END IF;
+	WITH src AS (
+		SELECT DISTINCT ON (x, o.scope) x, o.scope, o.identifier AS via,
+			   coalesce(l.event_at, o.since) AS at
+		  FROM whatsapp.opt_out o
+		  LEFT JOIN whatsapp.consent_latest l
+			ON l.identifier = o.identifier AND l.scope = o.scope,
+			   unnest(forms) x
+		 WHERE o.identifier = ANY (forms)
+		 ORDER BY x, o.scope, at DESC),
+	clock AS (
+		INSERT INTO whatsapp.consent_latest AS l (identifier, scope, event_at, action)
+		SELECT x, scope, at, 'opt_out' FROM src
+		ON CONFLICT (identifier, scope) DO UPDATE
+		   SET event_at = EXCLUDED.event_at, action = 'opt_out'
+		 WHERE l.event_at < EXCLUDED.event_at
+		RETURNING l.identifier, l.scope),
+	ins AS (
+		INSERT INTO whatsapp.opt_out (identifier, scope, since, source, reason, account_id)
+		SELECT src.x, src.scope, src.at, p_source, 'same person as ' || src.via, p_account_id
+		  FROM src JOIN clock ON clock.identifier = src.x AND clock.scope = src.scope
+		ON CONFLICT (identifier, scope) DO NOTHING
+		RETURNING identifier, scope, reason, since),
+	c AS (
+		INSERT INTO whatsapp.consent (identifier, action, scope, source, reason, account_id,
+									  wamid, event_at)
+		SELECT identifier, 'opt_out', scope, p_source, reason, p_account_id, p_wamid, since
+		  FROM ins
+		RETURNING 1)
+	SELECT count(*) INTO n FROM c;
+	RETURN n;
+END
+$$;
+
+/*
+ * Meta's account events act.  An account_update that bans (DISABLED_UPDATE
+ * with DISABLE), restricts messaging (ACCOUNT_RESTRICTION) or offboards
+ * (ACCOUNT_OFFBOARDED, ACCOUNT_DELETED) the WABA pauses its accounts with
+ * paused_kind 'meta' and says why; REINSTATE and ACCOUNT_RECONNECTED, or
+ * wa_account_set, resume them.  meta_status is the last account event;
+ * quality and messaging_limit come from phone_number_quality_update.
+ */
+ALTER TABLE whatsapp.account
+	DROP CONSTRAINT account_paused_kind_check,
+	ADD CONSTRAINT account_paused_kind_check
+		CHECK (paused_kind IN ('token', 'key', 'binding', 'meta')),
+	ADD COLUMN display_phone_number text,	/* as Meta's webhooks show it */
+	ADD COLUMN meta_status text,			/* the last account_update */
+	ADD COLUMN meta_status_at timestamptz,
+	ADD COLUMN quality text,				/* the last phone_number_quality_update event */
+	ADD COLUMN messaging_limit text,
+	ADD COLUMN quality_at timestamptz;
+
+CREATE OR REPLACE VIEW whatsapp.accounts AS
+SELECT a.name,
+	   a.phone_number_id,
+	   a.waba_id,
+	   a.max_mps,
+	   a.is_default,
+	   a.access_token IS NOT NULL AS has_access_token,
+	   a.app_secret IS NOT NULL AS has_app_secret,
+	   a.verify_token IS NOT NULL AS has_verify_token,
+	   a.access_token_key AS key_id,
+	   a.paused_kind IS NOT NULL AS paused,
+	   a.paused_reason,
+	   a.paused_at,
+	   a.backoff_until,
+	   a.created_at,
+	   a.updated_at,
+	   a.display_phone_number,
+	   a.meta_status,
+	   a.meta_status_at,
+	   a.quality,
+	   a.messaging_limit,
+	   a.quality_at
+  FROM whatsapp.account a
+ WHERE a.dropped_at IS NULL;
+
+/*
+ * Templates: Meta's quality score (message_template_quality_update).  A
+ * template whose status is PAUSED or DISABLED fails new sends at enqueue
+ * (failure_type 'template') until Meta approves it again.
+ */
+ALTER TABLE whatsapp.templates ADD COLUMN quality text;
+CREATE INDEX templates_blocked_idx ON whatsapp.templates (name)
+	WHERE status IN ('PAUSED', 'DISABLED');
+
+/*
+ * A template status, category or quality update from Meta, for the
+ * accounts of the WABA it came from (p_accounts, account names).  Their
+ * own rows are updated.  A row listed for every account (account NULL) is updated only
+ * when p_every (those accounts are all the active ones); otherwise each of
+ * them gets a row of its own, a copy of the shared one with the new value,
+ * which takes precedence over the shared row for that account.  Returns
+ * the rows changed or added.
+ */
+CREATE FUNCTION whatsapp._template_update(p_accounts text[], p_every boolean,
+										  p_name text, p_language text,
+										  p_column text, p_value text)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n integer;
+	m integer := 0;
+BEGIN
+	IF p_column NOT IN ('status', 'category', 'quality') THEN
+		RAISE EXCEPTION 'whatsapp._template_update: unknown column %', p_column
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	UPDATE whatsapp.templates t
+	   SET status = CASE WHEN p_column = 'status' THEN p_value ELSE t.status END,
+		   category = CASE WHEN p_column = 'category' THEN p_value ELSE t.category END,
+		   quality = CASE WHEN p_column = 'quality' THEN p_value ELSE t.quality END
+	 WHERE t.name = p_name
+	   AND (p_language IS NULL OR t.language = p_language)
+	   AND (t.account = ANY (p_accounts) OR (p_every AND t.account IS NULL))
+	   AND CASE p_column WHEN 'status' THEN t.status WHEN 'category' THEN t.category
+						 ELSE t.quality END IS DISTINCT FROM p_value;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	IF NOT p_every THEN
+		INSERT INTO whatsapp.templates (account, name, language, category, status, quality)
+		SELECT a.name, t.name, t.language,
+			   CASE WHEN p_column = 'category' THEN p_value ELSE t.category END,
+			   CASE WHEN p_column = 'status' THEN p_value ELSE t.status END,
+			   CASE WHEN p_column = 'quality' THEN p_value ELSE t.quality END
+		  FROM whatsapp.templates t, unnest(p_accounts) a(name)
+		 WHERE t.account IS NULL AND t.name = p_name
+		   AND (p_language IS NULL OR t.language = p_language)
+		   AND CASE p_column WHEN 'status' THEN t.status WHEN 'category' THEN t.category
+							 ELSE t.quality END IS DISTINCT FROM p_value
+		   AND NOT EXISTS (SELECT 1 FROM whatsapp.templates o
+							WHERE o.account = a.name AND o.name = t.name
+							  AND o.language = t.language);
+		GET DIAGNOSTICS m = ROW_COUNT;
+	END IF;
+	RETURN n + m;
+END
+$$;
+REVOKE ALL ON FUNCTION whatsapp._template_update(text[], boolean, text, text, text, text) FROM PUBLIC;
+
+/*
+ * Edits, revokes and reactions.  An edit replaces the text of the inbound
+ * message it names and keeps the previous text in history; a revoke marks
+ * it revoked and clears its text; a reaction is recorded on the message it
+ * reacts to.
+ */
+ALTER TABLE whatsapp.inbound_message
+	ADD COLUMN edited_at timestamptz,
+	ADD COLUMN revoked_at timestamptz,
+	ADD COLUMN history jsonb;		/* [{text, replaced_at, by}], oldest first */
+ALTER TABLE whatsapp.message
+	ADD COLUMN reaction text,		/* the customer's emoji, NULL when removed */
+	ADD COLUMN reacted_at timestamptz;
+
+CREATE OR REPLACE VIEW whatsapp.inbound AS
+SELECT i.id,
+	   a.name AS account,
+	   i.wamid,
+	   i.wa_id,
+	   i.phone,
+	   i.user_id,
+	   i.parent_user_id,
+	   i.username,
+	   i.profile_name AS name,
+	   i.type,
+	   i.body AS text,
+	   i.context_wamid,
+	   i.in_reply_to,
+	   i.raw -> 'referral' AS referral,
+	   i.sent_at,
+	   i.received_at,
+	   i.raw,
+	   i.edited_at,
+	   i.revoked_at,
+	   i.history
+  FROM whatsapp.inbound_message i
+  LEFT JOIN whatsapp.account a ON a.id = i.account_id;
+
+/* The messages view shows the reaction too (appended after queued_by). */
+CREATE OR REPLACE VIEW whatsapp.messages AS
+SELECT m.id,
+	   a.name AS account,
+	   m.recipient,
+	   m.wa_id,
+	   m.kind,
+	   m.state,
+	   m.wamid,
+	   m.attempts,
+	   m.next_attempt_at,
+	   m.failure_type,
+	   m.http_status,
+	   m.error_code,
+	   m.error_title,
+	   m.error_details,
+	   m.fbtrace_id,
+	   m.dedupe_key,
+	   m.context,
+	   m.payload,
+	   m.created_at,
+	   m.sent_at,
+	   m.delivered_at,
+	   m.read_at,
+	   m.failed_at,
+	   m.pricing,
+	   m.conversation,
+	   m.queued_by,
+	   m.reaction,
+	   m.reacted_at
+  FROM whatsapp.message m
+  LEFT JOIN whatsapp.account a ON a.id OPERATOR(pg_catalog.=) m.account_id;

@@ -206,6 +206,37 @@ resolve_account(text *account)
 }
 
 /*
+ * A recipient that is "+" and digits (spaces, dashes, dots and parentheses
+ * aside) but not E.164: the form an opt-out from such a wa_id is recorded
+ * under.  Writes it into out (WA_E164_MAXLEN + 1 bytes).
+ */
+static bool
+raw_wa_id(const char *raw, char *out)
+{
+	int			n = 0;
+	const char *p = raw;
+
+	while (*p == ' ')
+		p++;
+	if (*p++ != '+')
+		return false;
+	out[n++] = '+';
+	for (; *p; p++)
+	{
+		if (*p >= '0' && *p <= '9')
+		{
+			if (n >= WA_E164_MAXLEN)
+				return false;
+			out[n++] = *p;
+		}
+		else if (*p != ' ' && *p != '-' && *p != '.' && *p != '(' && *p != ')')
+			return false;
+	}
+	out[n] = '\0';
+	return n > 1;
+}
+
+/*
  * Insert the message, owned by the caller, and return its id.  Inside SPI,
  * with the owner's rights.  recipient may be NULL; payload is a Cloud API
  * message object without the envelope ("type" and its object, plus
@@ -223,6 +254,7 @@ enqueue_as_owner(Oid caller, text *recipient, const char *kind,
 	Datum		values[N_INSERT_ARGS];
 	char		nulls[N_INSERT_ARGS];
 	WaRecipientVerdict verdict = {0};
+	bool		blocked_raw = false;
 	int			rc;
 	int64		id;
 	bool		isnull;
@@ -239,10 +271,20 @@ enqueue_as_owner(Oid caller, text *recipient, const char *kind,
 
 	account_id = resolve_account(account);
 
-	/* Opted out, or outside the 24-hour window (webhook.c)? */
+	/* Opted out, a paused template, outside the 24-hour window (recipient.c)? */
 	if (valid)
 		wa_recipient_check(account_id, e164, kind, JsonbPGetDatum(payload),
 						   &verdict);
+	else if (raw != NULL && raw_wa_id(raw, e164))
+	{
+		/*
+		 * Not E.164, but a wa_id an opt-out may have been recorded under
+		 * as it is: blocked rather than failed when it is opted out.
+		 */
+		if (wa_recipient_opted_out(account_id, e164, kind, JsonbPGetDatum(payload),
+								   &verdict))
+			blocked_raw = true;
+	}
 
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = Int32GetDatum(account_id);
@@ -255,8 +297,8 @@ enqueue_as_owner(Oid caller, text *recipient, const char *kind,
 	values[2] = CStringGetTextDatum(kind);
 	values[3] = JsonbPGetDatum(payload);
 	values[4] = CStringGetTextDatum(valid ? (verdict.state ? verdict.state : "queued") :
-									"failed");
-	if (valid && verdict.state)
+									blocked_raw ? verdict.state : "failed");
+	if ((valid || blocked_raw) && verdict.state)
 	{
 		values[5] = CStringGetTextDatum(verdict.failure_type);
 		values[6] = CStringGetTextDatum(verdict.error_title);

@@ -20,7 +20,9 @@
  *	 after an Odoo upgrade, a partner without a name or a usable phone, no
  *	 portal token) is checked before it could fail and becomes a message in
  *	 state "failed" whose error_title says why.  No subtransactions.
- * - Never write to Odoo's tables.
+ * - Never write to Odoo's tables, but for a document's missing
+ *	 access_token, which Odoo's own portal.mixin would create on sharing:
+ *	 written at commit as the table's owner (write_token, odoo_read.c).
  * - Never assume Odoo's version: which tables and columns exist, and with
  *	 what types, is read from the catalog.  A column that is missing or has
  *	 a type we cannot read counts as missing.  Odoo's tables live in schema
@@ -36,9 +38,10 @@
  * in a snapshot that sees the transaction's own writes.  Which tables,
  * columns and indexes exist is computed from the catalog once and again
  * after every catalog invalidation (syscache callbacks), under locks that
- * keep it true until commit.  Only two statements remain, both through
- * SPI: the INSERT of the message, and (when an index probe says the number
- * might be opted out or blacklisted) webhook.c's recipient check.
+ * keep it true until commit.  Only a few statements remain, through SPI:
+ * the INSERT of the message, and recipient.c's checks (the opt-out rule
+ * reads whatsapp.opt_out by index in C and asks SQL only about a
+ * marketing opt-out; a paused template is one query).
  *
  *-------------------------------------------------------------------------
  */
@@ -66,10 +69,12 @@
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "storage/lmgr.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/datetime.h"
 #include "utils/fmgroids.h"
+#include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -118,19 +123,19 @@ static const char *const model_portal[N_MODELS] = {"/my/orders/", "/my/invoices/
 enum
 {
 	T_DOC, T_PARTNER, T_COMPANY, T_COUNTRY, T_CURRENCY, T_LANG, T_CONFIG,
-	T_BLACKLIST,
+	T_BLACKLIST, T_MODULE,
 	T_COUNT
 };
 
 static const char *const table_names[T_COUNT] = {
 	NULL,						/* the model's table */
 	"res_partner", "res_company", "res_country", "res_currency", "res_lang",
-	"ir_config_parameter", "phone_blacklist"
+	"ir_config_parameter", "phone_blacklist", "ir_module_module"
 };
 
 /* Tables without which no message can be rendered at all. */
 static const bool table_required[T_COUNT] = {
-	true, true, true, true, true, false, false, false
+	true, true, true, true, true, false, false, false, false
 };
 
 typedef enum ColKind
@@ -153,8 +158,10 @@ typedef enum OdooCol
 	NC_ID, NC_PHONE_CODE,
 	YC_ID, YC_NAME, YC_SYMBOL, YC_POSITION, YC_DECIMALS, YC_ROUNDING,
 	LC_CODE, LC_DECIMAL_POINT, LC_THOUSANDS_SEP, LC_GROUPING, LC_DATE_FORMAT,
+	LC_ISACTIVE, LC_LABEL,
 	GC_KEY, GC_VALUE,
 	BC_NUMBER,
+	MC_NAME, MC_VERSION, MC_STATE,
 	NCOLS
 } OdooCol;
 
@@ -206,9 +213,14 @@ static const ColDef coldefs[NCOLS] = {
 	[LC_THOUSANDS_SEP] = {T_LANG, BOTH("thousands_sep"), K_TEXT},
 	[LC_GROUPING] = {T_LANG, BOTH("grouping"), K_TEXT},
 	[LC_DATE_FORMAT] = {T_LANG, BOTH("date_format"), K_TEXT},
+	[LC_ISACTIVE] = {T_LANG, BOTH("active"), K_BOOL},
+	[LC_LABEL] = {T_LANG, BOTH("name"), K_TEXT},
 	[GC_KEY] = {T_CONFIG, BOTH("key"), K_TEXT},
 	[GC_VALUE] = {T_CONFIG, BOTH("value"), K_TEXT},
 	[BC_NUMBER] = {T_BLACKLIST, BOTH("number"), K_TEXT},
+	[MC_NAME] = {T_MODULE, BOTH("name"), K_TEXT},
+	[MC_VERSION] = {T_MODULE, BOTH("latest_version"), K_TEXT},
+	[MC_STATE] = {T_MODULE, BOTH("state"), K_TEXT},
 };
 #undef BOTH
 
@@ -218,12 +230,15 @@ static const ColDef coldefs[NCOLS] = {
  * (p) and its country (pc), the currency, the partner's language (l); and,
  * only when something asks for them, the commercial partner (cp) and its
  * country, the company (co) with its partner (cop) and country, and the
- * commercial partner's language (l2, when the partner has none).
+ * commercial partner's language (l2, when the partner has none).  When
+ * that language is not an active res_lang row, Odoo's get_lang falls back
+ * (odoo/tools/misc.py): to the company's partner's language (l3), then
+ * en_US, then the first active language by name (lx, read specially).
  */
 enum
 {
 	A_D, A_P, A_PC, A_CUR, A_L,
-	A_CP, A_CPC, A_CO, A_COP, A_COC, A_L2,
+	A_CP, A_CPC, A_CO, A_COP, A_COC, A_L2, A_L3, A_LX,
 	N_ALIAS
 };
 
@@ -247,11 +262,13 @@ static const AliasDef alias_defs[N_ALIAS] = {
 	[A_COP] = {T_PARTNER, PC_ID, A_CO, CC_PARTNER},
 	[A_COC] = {T_COUNTRY, NC_ID, A_COP, PC_COUNTRY},
 	[A_L2] = {T_LANG, LC_CODE, A_CP, PC_LANG},
+	[A_L3] = {T_LANG, LC_CODE, A_COP, PC_LANG},
+	[A_LX] = {T_LANG, LC_CODE, -1, -1},
 };
 
 /* The column each table's rows are looked up by. */
 static const int table_key_col[T_COUNT] = {
-	DC_ID, PC_ID, CC_ID, NC_ID, YC_ID, LC_CODE, GC_KEY, BC_NUMBER
+	DC_ID, PC_ID, CC_ID, NC_ID, YC_ID, LC_CODE, GC_KEY, BC_NUMBER, MC_NAME
 };
 
 /*
@@ -282,19 +299,14 @@ static SPIPlanPtr plan_insert = NULL;
 static bool plan_insert_writes_owner = false;
 static SPIPlanPtr plan_existing = NULL;
 
-/* whatsapp.opt_out and its index on identifier (see maybe_opted_out) */
-static Oid	opt_out_relid = InvalidOid;
 /* the extension's own tables read here (see open_own_table) */
-static Oid	own_relids[4];
-static Oid	opt_out_index = InvalidOid;
-static Oid	opt_out_coll = InvalidOid;
+static Oid	own_relids[3];
 
 static void
 odoo_catalog_changed(Datum arg, int cacheid, uint32 hashvalue)
 {
 	for (int m = 0; m < N_MODELS; m++)
 		model_state[m].current = false;
-	opt_out_relid = InvalidOid;
 	memset(own_relids, 0, sizeof(own_relids));
 }
 
@@ -621,13 +633,18 @@ format_amount(Numeric amount, int decimals, Numeric rounding,
 	v = DirectFunctionCall2(numeric_round, v, Int32GetDatum(decimals));
 	txt = numeric_text(DatumGetNumeric(v));
 	if (txt[0] == '-')
-	{
-		negative = true;
 		txt++;
-	}
-	/* "-0.00" reads as 0 */
-	if (negative && strspn(txt, "0.") == strlen(txt))
-		negative = false;
+
+	/*
+	 * The sign is the amount's, not the rounded one's: Odoo rounds a float
+	 * with float_round, whose round() keeps the sign of a negative amount
+	 * that rounds to zero (odoo/tools/float_utils.py), and "%.2f" prints
+	 * that -0.0 as "-0.00".  Numeric has no negative zero, so an amount
+	 * stored as exactly 0 prints "0.00" in both.
+	 */
+	negative = DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(amount),
+												 DirectFunctionCall1(int4_numeric,
+																	 Int32GetDatum(0)))) < 0;
 	dot = strchr(txt, '.');
 	if (dot)
 		*dot = '\0';
@@ -647,22 +664,24 @@ format_amount(Numeric amount, int decimals, Numeric rounding,
 			appendStringInfoChar(&num, '0');
 	}
 
+	/*
+	 * format_amount (odoo/tools/misc.py) writes the no-break space whatever
+	 * the symbol: "symbol + U+00A0" before, "U+00A0 + symbol" after, with
+	 * an empty symbol ("currency.symbol or ''") too.  Any position but
+	 * "before" puts it after.
+	 */
 	initStringInfo(&out);
-	if (symbol != NULL && symbol[0] != '\0' && position != NULL &&
-		strcmp(position, "before") == 0)
+	if (position != NULL && strcmp(position, "before") == 0)
 	{
-		appendStringInfoString(&out, symbol);
+		appendStringInfoString(&out, symbol ? symbol : "");
 		appendStringInfoString(&out, nbsp());
 		append_nbsp(&out, num.data);
 	}
 	else
 	{
 		append_nbsp(&out, num.data);
-		if (symbol != NULL && symbol[0] != '\0')
-		{
-			appendStringInfoString(&out, nbsp());
-			appendStringInfoString(&out, symbol);
-		}
+		appendStringInfoString(&out, nbsp());
+		appendStringInfoString(&out, symbol ? symbol : "");
 	}
 	return out.data;
 }
@@ -819,7 +838,9 @@ typedef struct OdooRow
 	Datum	   *vals[N_ALIAS];	/* its columns, deformed once */
 	bool	   *nulls[N_ALIAS];
 	bool		loaded[N_ALIAS];
-	int			lang_from_cp;	/* -1: not known yet */
+	int			lang_alias;		/* the row A_L stands for; -1: not known yet */
+	int			version;		/* Odoo's major version; -1: not read yet, 0: unknown */
+	char	   *version_text;	/* ir_module_module.latest_version of base */
 } OdooRow;
 
 static Relation
@@ -875,6 +896,62 @@ fetch_row(OdooRow *r, int t, int64 ikey, const char *tkey)
 
 static char *row_text(OdooRow *r, int alias, int col);
 static int64 row_int(OdooRow *r, int alias, int col, bool *isnull);
+static char *datum_text(OdooRow *r, int col, Datum d);
+
+/*
+ * get_lang's last resort (odoo/tools/misc.py): en_US when it is active,
+ * else the first active language by name (res_lang.get_installed sorts by
+ * name).  A heap scan of res_lang, a table of a few dozen rows, and only
+ * for a partner whose language and company's language are both inactive.
+ */
+static HeapTuple
+fallback_lang(OdooRow *r)
+{
+	const OdooCatalog *c = r->cat;
+	Relation	rel = row_rel(r, T_LANG);
+	TupleDesc	desc = RelationGetDescr(rel);
+	HeapTuple	tup;
+	HeapTuple	best = NULL;
+	char	   *best_name = NULL;
+	SysScanDesc scan;
+
+	tup = fetch_row(r, T_LANG, 0, "en_US");
+	if (tup != NULL)
+	{
+		bool		isnull = true;
+		Datum		d = col_ok(c, LC_ISACTIVE) ?
+			heap_getattr(tup, c->attnum[LC_ISACTIVE], desc, &isnull) : BoolGetDatum(true);
+
+		if (!col_ok(c, LC_ISACTIVE) || (!isnull && DatumGetBool(d)))
+			return tup;
+		heap_freetuple(tup);
+	}
+	if (!col_ok(c, LC_ISACTIVE) || !col_ok(c, LC_LABEL))
+		return NULL;
+	scan = systable_beginscan(rel, InvalidOid, false, r->snap, 0, NULL);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, c->attnum[LC_ISACTIVE], desc, &isnull);
+		char	   *name;
+
+		if (isnull || !DatumGetBool(d))
+			continue;
+		d = heap_getattr(tup, c->attnum[LC_LABEL], desc, &isnull);
+		if (isnull)
+			continue;
+		name = datum_text(r, LC_LABEL, d);
+		if (best_name == NULL || strcmp(name, best_name) < 0)
+		{
+			if (best)
+				heap_freetuple(best);
+			best = heap_copytuple(tup);
+			best_name = name;
+		}
+	}
+	systable_endscan(scan);
+	return best;
+}
 
 static HeapTuple
 row_load(OdooRow *r, int a)
@@ -890,6 +967,8 @@ row_load(OdooRow *r, int a)
 		return NULL;
 	if (a == A_D)
 		r->tup[a] = fetch_row(r, t, r->res_id, NULL);
+	else if (a == A_LX)
+		r->tup[a] = fallback_lang(r);
 	else if (coldefs[def->key_col].kind == K_ID)
 	{
 		bool		isnull;
@@ -916,25 +995,12 @@ row_load(OdooRow *r, int a)
 	return r->tup[a];
 }
 
-/* The stored value of column col of alias a (false: no row, NULL, missing). */
+/* Column col of the row of alias a as loaded (false: no row, NULL, missing). */
 static bool
-row_get(OdooRow *r, int alias, int col, Datum *value)
+row_get_loaded(OdooRow *r, int alias, int col, Datum *value)
 {
 	AttrNumber	att;
 
-	if (alias == A_L)
-	{
-		if (r->lang_from_cp < 0)
-		{
-			Datum		d;
-
-			r->lang_from_cp = !row_get(r, A_P, PC_LANG, &d) ||
-				r->cat->atttype[PC_LANG] == JSONBOID ||
-				VARSIZE_ANY_EXHDR(DatumGetPointer(d)) == 0;
-		}
-		if (r->lang_from_cp)
-			alias = A_L2;
-	}
 	if (row_load(r, alias) == NULL || !col_ok(r->cat, col))
 		return false;
 	att = r->cat->attnum[col];
@@ -942,6 +1008,52 @@ row_get(OdooRow *r, int alias, int col, Datum *value)
 		return false;
 	*value = r->vals[alias][att - 1];
 	return true;
+}
+
+/* Is the language row of alias a there and active, as get_lang wants it? */
+static bool
+lang_usable(OdooRow *r, int alias)
+{
+	Datum		d;
+
+	if (row_load(r, alias) == NULL)
+		return false;
+	if (!col_ok(r->cat, LC_ISACTIVE))
+		return true;			/* no active column: every row counts */
+	return row_get_loaded(r, alias, LC_ISACTIVE, &d) && DatumGetBool(d);
+}
+
+/*
+ * The stored value of column col of alias a (false: no row, NULL,
+ * missing).  A_L is the language amounts and dates are written in: the
+ * partner's (the commercial partner's when the partner has none), or when
+ * that is no active res_lang row, what Odoo's get_lang falls back to.
+ */
+static bool
+row_get(OdooRow *r, int alias, int col, Datum *value)
+{
+	if (alias == A_L)
+	{
+		if (r->lang_alias < 0)
+		{
+			Datum		d;
+			int			first;
+
+			first = !row_get_loaded(r, A_P, PC_LANG, &d) ||
+				r->cat->atttype[PC_LANG] == JSONBOID ||
+				VARSIZE_ANY_EXHDR(DatumGetPointer(d)) == 0 ? A_L2 : A_L;
+			if (lang_usable(r, first))
+				r->lang_alias = first;
+			else if (lang_usable(r, A_L3))
+				r->lang_alias = A_L3;
+			else if (lang_usable(r, A_LX))
+				r->lang_alias = A_LX;
+			else
+				r->lang_alias = first;
+		}
+		alias = r->lang_alias;
+	}
+	return row_get_loaded(r, alias, col, value);
 }
 
 /* A translated (jsonb) field's text: en_US, else the first language. */
@@ -1080,6 +1192,59 @@ row_bool(OdooRow *r, int alias, int col)
 	return row_get(r, alias, col, &d) && DatumGetBool(d);
 }
 
+/*
+ * "19.0.1.3" or "saas~18.2.1.0" (ir_module_module.latest_version) -> 19,
+ * 18; 0 when it is not a version.
+ */
+static int
+parse_odoo_version(const char *v)
+{
+	long		major;
+	char	   *end;
+
+	if (v == NULL)
+		return 0;
+	if (strncmp(v, "saas~", 5) == 0)
+		v += 5;
+	major = strtol(v, &end, 10);
+	if (end == v || *end != '.' || major < 8 || major > 99)
+		return 0;
+	return (int) major;
+}
+
+/*
+ * The major version of the Odoo that owns the database: the
+ * latest_version of module base in ir_module_module, which Odoo (and
+ * OpenUpgrade) write when the module is installed or upgraded.  It is the
+ * only sure sign of a migrated 19, whose res_partner keeps the column
+ * mobile that 19 no longer has (OpenUpgrade drops no column).  0 when the
+ * table or the row is missing.  One index probe, read once per rendering.
+ */
+static int
+odoo_version(OdooRow *r)
+{
+	HeapTuple	tup;
+
+	if (r->version >= 0)
+		return r->version;
+	r->version = 0;
+	if (!OidIsValid(r->cat->relid[T_MODULE]) || !col_ok(r->cat, MC_VERSION))
+		return 0;
+	tup = fetch_row(r, T_MODULE, 0, "base");
+	if (tup != NULL)
+	{
+		char	   *state = tuple_text(r, tup, MC_STATE);
+
+		if (state == NULL || strcmp(state, "uninstalled") != 0)
+		{
+			r->version_text = tuple_text(r, tup, MC_VERSION);
+			r->version = parse_odoo_version(r->version_text);
+		}
+		heap_freetuple(tup);
+	}
+	return r->version;
+}
+
 /* ----------
  * The extension's own tables: the rule, its account, the template's languages
  * ----------
@@ -1097,10 +1262,10 @@ typedef struct OdooRule
 
 enum
 {
-	OWN_RULE, OWN_ACCOUNT, OWN_TEMPLATES, OWN_OPT_OUT,
+	OWN_RULE, OWN_ACCOUNT, OWN_TEMPLATES,
 	N_OWN
 };
-static const char *const own_names[N_OWN] = {"odoo_rule", "account", "templates", "opt_out"};
+static const char *const own_names[N_OWN] = {"odoo_rule", "account", "templates"};
 
 static Relation
 open_own_table(int which)
@@ -1116,6 +1281,35 @@ open_own_table(int which)
 		RangeVarGetRelidExtended(makeRangeVar("whatsapp", (char *) own_names[which], -1),
 								 AccessShareLock, 0, NULL, NULL);
 	return table_open(own_relids[which], NoLock);
+}
+
+/*
+ * Are the Odoo events of this database paused (a row in
+ * whatsapp.odoo_pause, see wa_odoo_pause)?  Read with a fresh snapshot: an
+ * upgrade's long transaction that started before the pause must see it.
+ * Before ALTER EXTENSION UPDATE makes the table, nothing is paused.
+ */
+static bool
+odoo_paused(void)
+{
+	Oid			relid;
+	Relation	rel;
+	Snapshot	snap;
+	SysScanDesc scan;
+	bool		paused;
+
+	relid = RangeVarGetRelidExtended(makeRangeVar("whatsapp", "odoo_pause", -1),
+									 AccessShareLock, RVR_MISSING_OK, NULL, NULL);
+	if (!OidIsValid(relid))
+		return false;
+	rel = table_open(relid, NoLock);
+	snap = RegisterSnapshot(GetLatestSnapshot());
+	scan = systable_beginscan(rel, InvalidOid, false, snap, 0, NULL);
+	paused = HeapTupleIsValid(systable_getnext(scan));
+	systable_endscan(scan);
+	UnregisterSnapshot(snap);
+	table_close(rel, NoLock);
+	return paused;
 }
 
 static AttrNumber
@@ -1290,48 +1484,6 @@ config_value(OdooRow *r, const char *key)
 	return v;
 }
 
-/*
- * Could the number be opted out or on Odoo's blacklist?  Two index probes
- * before the authoritative check (wa_recipient_check in webhook.c, an SPI
- * query): for a template, that check looks only at whatsapp.opt_out rows of
- * the number and at public.phone_blacklist rows of the number, so when
- * neither has a row for it there is nothing to decide.  Any row sends the
- * number to wa_recipient_check.
- */
-static bool
-maybe_opted_out(OdooRow *r, const char *e164)
-{
-	Relation	rel;
-	AttrNumber	a_identifier;
-	ScanKeyData skey;
-	SysScanDesc scan;
-	bool		found;
-	HeapTuple	tup;
-
-	if (OidIsValid(r->cat->relid[T_BLACKLIST]) &&
-		(tup = fetch_row(r, T_BLACKLIST, 0, e164)) != NULL)
-	{
-		heap_freetuple(tup);
-		return true;
-	}
-	rel = open_own_table(OWN_OPT_OUT);
-	a_identifier = own_attnum(rel, "identifier");
-	if (RelationGetRelid(rel) != opt_out_relid)
-	{
-		opt_out_index = wa_key_index(RelationGetRelid(rel), a_identifier, TEXTOID,
-									   &opt_out_coll);
-		opt_out_relid = RelationGetRelid(rel);
-	}
-	ScanKeyInit(&skey, a_identifier, BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(e164));
-	if (OidIsValid(opt_out_index))
-		skey.sk_collation = opt_out_coll;
-	scan = systable_beginscan(rel, opt_out_index, OidIsValid(opt_out_index), r->snap, 1, &skey);
-	found = HeapTupleIsValid(systable_getnext(scan));
-	systable_endscan(scan);
-	table_close(rel, NoLock);
-	return found;
-}
-
 /* Is the partner its own commercial partner (or has none)? */
 static bool
 own_commercial(OdooRow *row)
@@ -1386,6 +1538,17 @@ typedef struct OdooRender
 	int64		company_id;
 	bool		rule_company_null;
 	int64		rule_company;
+	/* for the preview */
+	int			odoo_version;	/* 0: not known from ir_module_module */
+	char	   *odoo_version_text;
+	char	   *format_lang;	/* the res_lang row amounts and dates follow */
+	char	   *link_page;		/* the links as the customer gets them */
+	char	   *link_pdf;
+	bool		base_url_from_rule;
+	char	   *base_url_used;
+	/* an access_token the extension creates for the document (see portal_link) */
+	char	   *token_new;
+	Oid			doc_relid;
 } OdooRender;
 
 static void fail(OdooRender *r, const char *failure_type, const char *fmt,...)
@@ -1450,7 +1613,8 @@ typedef struct OdooCtx
 	const OdooCatalog *cat;
 	OdooRow	   *row;
 	OdooRender *r;
-	char	   *base_url;		/* web.base.url without its last "/", once read */
+	char	   *base_url;		/* the rule's base_url, else web.base.url, without its last "/" */
+	bool		for_preview;
 } OdooCtx;
 
 static char *
@@ -1488,13 +1652,81 @@ amount_param(OdooCtx *x, int col, const char *vocab)
 					  row_text(row, A_L, LC_DECIMAL_POINT),
 					  row_text(row, A_L, LC_THOUSANDS_SEP),
 					  row_text(row, A_L, LC_GROUPING),
-					  nonempty(row_text(row, A_CUR, YC_SYMBOL)) ?
-					  row_text(row, A_CUR, YC_SYMBOL) : row_text(row, A_CUR, YC_NAME),
+					  row_text(row, A_CUR, YC_SYMBOL),
 					  row_text(row, A_CUR, YC_POSITION));
 	if (s == NULL)
 		fail(x->r, "template", "parameter %s: %s is not a finite number", vocab,
 			 qcol(x->m, col));
 	return s;
+}
+
+/* A random (version 4) UUID in its text form, as Python's str(uuid.uuid4()). */
+static char *
+new_uuid4(void)
+{
+	uint8		u[16];
+
+	if (!pg_strong_random(u, sizeof(u)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("whatsapp: could not generate random bytes for an Odoo access_token")));
+	u[6] = (u[6] & 0x0f) | 0x40;
+	u[8] = (u[8] & 0x3f) | 0x80;
+	return psprintf("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+					u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9],
+					u[10], u[11], u[12], u[13], u[14], u[15]);
+}
+
+/*
+ * Why the extension cannot write a new access_token to the document, or
+ * NULL.  The write cannot be caught if it fails (that would take a
+ * subtransaction per row), so whatever would make it fail for a reason
+ * the catalog shows is checked first: the column's type, the owner's
+ * privileges on the columns the UPDATE touches, and forced row security
+ * (whose policies apply to the owner too).
+ */
+static char *
+token_write_problem(OdooCtx *x)
+{
+	const OdooCatalog *c = x->cat;
+	Oid			relid = c->relid[T_DOC];
+	Oid			type = c->atttype[DC_TOKEN];
+	HeapTuple	tup;
+	Form_pg_class form;
+	Oid			owner;
+	bool		forced;
+	int32		typmod;
+
+	if (type != TEXTOID && type != VARCHAROID)
+		return psprintf("column %s is of type %s", qcol(x->m, DC_TOKEN), format_type_be(type));
+	{
+		Oid			t;
+		Oid			coll;
+
+		get_atttypetypmodcoll(relid, c->attnum[DC_TOKEN], &t, &typmod, &coll);
+	}
+	if (type == VARCHAROID && typmod >= 0 && typmod - VARHDRSZ < 36)
+		return psprintf("column %s is too short for a token", qcol(x->m, DC_TOKEN));
+	if (!col_ok(c, DC_ID))
+		return col_problem(c, x->m, DC_ID);
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tup))
+		return pstrdup("the table is gone");
+	form = (Form_pg_class) GETSTRUCT(tup);
+	owner = form->relowner;
+	forced = form->relrowsecurity && form->relforcerowsecurity;
+	ReleaseSysCache(tup);
+	if (forced)
+		return psprintf("public.%s forces row level security", model_table[x->m]);
+	/* table privileges, else column ones (an owner has them unless revoked) */
+	if ((pg_class_aclcheck(relid, owner, ACL_UPDATE) != ACLCHECK_OK &&
+		 pg_attribute_aclcheck(relid, c->attnum[DC_TOKEN], owner, ACL_UPDATE) != ACLCHECK_OK) ||
+		(pg_class_aclcheck(relid, owner, ACL_SELECT) != ACLCHECK_OK &&
+		 (pg_attribute_aclcheck(relid, c->attnum[DC_TOKEN], owner, ACL_SELECT) != ACLCHECK_OK ||
+		  pg_attribute_aclcheck(relid, c->attnum[DC_ID], owner, ACL_SELECT) != ACLCHECK_OK)))
+		return psprintf("its owner %s may not update %s", GetUserNameFromId(owner, false),
+						qcol(x->m, DC_TOKEN));
+	return NULL;
 }
 
 /* portal link of the document, or NULL (failing) */
@@ -1510,16 +1742,31 @@ portal_link(OdooCtx *x, const char *what, bool pdf)
 		return NULL;
 	}
 	token = nonempty(row_text(x->row, A_D, DC_TOKEN));
-	if (token == NULL)
+	if (token == NULL && x->r->token_new == NULL)
 	{
-		fail(x->r, "template",
-			 "%s: %s %ld has no access_token yet; Odoo creates one when the document is first shared from its portal, and the whatsapp extension never writes one",
-			 what, model_name[x->m], (long) x->r->res_id);
-		return NULL;
+		/*
+		 * Create it the way portal.mixin's _portal_ensure_token does (a
+		 * uuid4 written to the document), at commit, in the confirming
+		 * transaction (record() writes it), so that the link works the
+		 * first time.  The preview only says so.
+		 */
+		char	   *why = token_write_problem(x);
+
+		if (why != NULL)
+		{
+			fail(x->r, "template",
+				 "%s: %s %ld has no access_token yet, and the whatsapp extension cannot create one: %s",
+				 what, model_name[x->m], (long) x->r->res_id, why);
+			return NULL;
+		}
+		x->r->token_new = x->for_preview ? pstrdup("NEW-ACCESS-TOKEN-CREATED-AT-COMMIT") : new_uuid4();
+		x->r->doc_relid = x->cat->relid[T_DOC];
 	}
+	if (token == NULL)
+		token = x->r->token_new;
 	if (x->base_url == NULL)
-	{
 		x->base_url = nonempty(config_value(x->row, "web.base.url"));
+	{
 		if (x->base_url != NULL)
 		{
 			size_t		len = strlen(x->base_url);
@@ -1538,6 +1785,7 @@ portal_link(OdooCtx *x, const char *what, bool pdf)
 			 "table public.ir_config_parameter is missing, so there is no web.base.url");
 		return NULL;
 	}
+	x->r->base_url_used = x->base_url;
 	initStringInfo(&b);
 	appendStringInfo(&b, "%s%s%ld?access_token=", x->base_url, model_portal[x->m],
 					 (long) x->r->res_id);
@@ -1550,7 +1798,12 @@ portal_link(OdooCtx *x, const char *what, bool pdf)
 			appendStringInfo(&b, "%%%02X", *p);
 	}
 	if (pdf)
+	{
 		appendStringInfoString(&b, "&report_type=pdf&download=true");
+		x->r->link_pdf = b.data;
+	}
+	else
+		x->r->link_page = b.data;
 	return b.data;
 }
 
@@ -1842,7 +2095,10 @@ append_components(OdooCtx *x, Jsonb *params, StringInfo out)
 
 /*
  * The first number of the partner at alias that makes E.164:
- * phone_sanitized, mobile, then each part of phone split on "|".  The
+ * phone_sanitized, mobile (up to Odoo 18), then each part of phone split
+ * on "|".  From 19 on mobile is not read even where the column is still
+ * there: Odoo 19 has no such field (phone_validation reads phone only), so
+ * a migrated database keeps in it a number nobody sees or updates.  The
  * country code is the partner's country's, then the company's country's,
  * then whatsapp.default_country_code.  Appends what it tried to tried.
  */
@@ -1867,10 +2123,13 @@ partner_number(OdooCtx *x, int alias, int country_alias, char *e164, StringInfo 
 
 	for (int i = 0; i < 3; i++)
 	{
-		char	   *v = row_text(row, alias, cols[i]);
+		char	   *v;
 		char	   *part;
 		char	   *save = NULL;
 
+		if (cols[i] == PC_MOBILE && (!col_ok(x->cat, PC_MOBILE) || odoo_version(row) >= 19))
+			continue;
+		v = row_text(row, alias, cols[i]);
 		if (v == NULL)
 			continue;
 		for (part = strtok_r(v, "|", &save); part; part = strtok_r(NULL, "|", &save))
@@ -2062,7 +2321,8 @@ render(const OdooEvent *ev, int64 res_id, bool for_preview, OdooRender *r)
 	row.cat = &s->cat;
 	row.snap = GetActiveSnapshot();
 	row.res_id = res_id;
-	row.lang_from_cp = -1;
+	row.lang_alias = -1;
+	row.version = -1;
 	render_rows(ev, s, &row, for_preview, r);
 	row_close(&row);
 	PopActiveSnapshot();
@@ -2144,6 +2404,11 @@ render_rows(const OdooEvent *ev, OdooModelState *s, OdooRow *rowp, bool for_prev
 		r->fires = false;
 		r->note = pstrdup("whatsapp.odoo_events is off");
 	}
+	if (r->fires && odoo_paused())
+	{
+		r->fires = false;
+		r->note = pstrdup("the Odoo events of this database are paused (whatsapp.wa_odoo_pause); whatsapp.wa_odoo_resume() ends the pause");
+	}
 	/* Too old?  The document's own date: date_order, invoice_date, date. */
 	if (r->fires && wa_odoo_max_age > 0)
 	{
@@ -2189,6 +2454,17 @@ render_rows(const OdooEvent *ev, OdooModelState *s, OdooRow *rowp, bool for_prev
 	x.row = row;
 	x.r = r;
 	x.base_url = NULL;			/* read when a portal link needs it */
+	x.for_preview = for_preview;
+	if (rule.params != NULL && JB_ROOT_IS_OBJECT(rule.params))
+	{
+		JsonbValue *bu = getKeyJsonValueFromContainer(&rule.params->root, "base_url", 8, NULL);
+
+		if (bu != NULL && bu->type == jbvString)
+		{
+			x.base_url = pnstrdup(bu->val.string.val, bu->val.string.len);
+			r->base_url_from_rule = true;
+		}
+	}
 
 	r->document = nonempty(row_text(row, A_D, DC_NAME));
 	r->dedupe_key = psprintf("%s:%ld:%s", model_name[m], (long) res_id, ev->name);
@@ -2232,12 +2508,13 @@ render_rows(const OdooEvent *ev, OdooModelState *s, OdooRow *rowp, bool for_prev
 	appendStringInfoChar(&r->values, '}');
 
 	r->payload_jsonb = DirectFunctionCall1(jsonb_in, CStringGetDatum(r->payload.data));
-	if (r->state == NULL && !maybe_opted_out(row, r->recipient))
-		r->state = "queued";
-	else if (r->state == NULL)
+	if (r->state == NULL)
 	{
-		/* Opted out, or on Odoo's phone_blacklist?  (webhook.c decides) */
-		WaRecipientVerdict v;
+		/*
+		 * Opted out or on Odoo's phone_blacklist (the opt-out rule), or a
+		 * template Meta paused?  recipient.c decides, as for wa_send.
+		 */
+		WaRecipientVerdict v = {0};
 
 		wa_recipient_check(r->account_id, r->recipient, "template", r->payload_jsonb, &v);
 		if (v.state != NULL)
@@ -2253,6 +2530,67 @@ render_rows(const OdooEvent *ev, OdooModelState *s, OdooRow *rowp, bool for_prev
 	if (r->state != NULL && strcmp(r->state, "failed") == 0 && r->details == NULL)
 		r->details = psprintf("Recorded by the whatsapp trigger on %s at commit; the document was saved. wa_odoo_preview('%s', %ld) shows the message as it would be now.",
 							  model_table[m], ev->name, (long) res_id);
+	if (for_preview)
+	{
+		r->odoo_version = odoo_version(row);
+		r->odoo_version_text = row->version_text;
+		r->format_lang = row_text(row, A_L, LC_CODE);
+	}
+}
+
+/*
+ * Write the access_token render created to the document, as the table's
+ * owner (odoo_read.c: wa_odoo_as_owner_begin): planned and run with that
+ * role's rights, so that its own triggers and rules on the table run as
+ * it, as for Odoo's own writes.  The confirming transaction holds the
+ * row's lock already.  True when one row was updated.
+ */
+static SPIPlanPtr token_plan[N_MODELS];
+static Oid	token_plan_rel[N_MODELS];
+
+static bool
+write_token(OdooRender *r)
+{
+	OdooModel	m = r->ev->model;
+	WaOwnerContext oc;
+	Oid			types[2] = {TEXTOID, INT8OID};
+	Datum		values[2];
+	int			rc;
+	uint64		n;
+
+	wa_odoo_as_owner_begin(r->doc_relid, &oc);
+
+	/*
+	 * Our own triggers on the table must not queue events for this write:
+	 * PostgreSQL refuses to queue a deferred trigger inside a
+	 * security-restricted operation, and the write enters no state anyway.
+	 * Their WHEN clause reads this setting, reverted with the nest level.
+	 */
+	(void) set_config_option("whatsapp.odoo_events", "off", PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	if (token_plan[m] != NULL && token_plan_rel[m] != r->doc_relid)
+	{
+		SPI_freeplan(token_plan[m]);
+		token_plan[m] = NULL;
+	}
+	if (token_plan[m] == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(psprintf("UPDATE public.%s SET access_token = $1"
+											 " WHERE id = $2 AND (access_token IS NULL OR access_token = '')",
+											 model_table[m]), 2, types);
+
+		if (p == NULL || SPI_keepplan(p) != 0)
+			elog(ERROR, "whatsapp: could not prepare the access_token write: %s",
+				 SPI_result_code_string(SPI_result));
+		token_plan[m] = p;
+		token_plan_rel[m] = r->doc_relid;
+	}
+	values[0] = CStringGetTextDatum(r->token_new);
+	values[1] = Int64GetDatum(r->res_id);
+	rc = SPI_execute_plan(token_plan[m], values, NULL, false, 0);
+	n = SPI_processed;
+	wa_odoo_as_owner_end(&oc);
+	return rc == SPI_OK_UPDATE && n == 1;
 }
 
 /*
@@ -2284,6 +2622,19 @@ record(OdooRender *r)
 				 errhint("Run whatsapp.wa_odoo_enable again with an account that exists.")));
 		return;
 	}
+	/*
+	 * The access_token the rendering created, written first: a message
+	 * whose link would not work is recorded as failed instead.
+	 */
+	if (r->token_new != NULL && strcmp(r->state, "queued") == 0 && !write_token(r))
+	{
+		r->state = NULL;
+		fail(r, "template",
+			 "%s %ld has no access_token, and writing the new one changed no row (a rule or trigger of the table's owner)",
+			 model_name[r->ev->model], (long) r->res_id);
+		r->payload_jsonb = DirectFunctionCall1(jsonb_in, CStringGetDatum(r->payload.data));
+	}
+
 	/* Until ALTER EXTENSION UPDATE adds queued_by, write without it. */
 	write_owner = wa_message_has_queued_by();
 	if (plan_insert != NULL && write_owner != plan_insert_writes_owner)
@@ -2363,8 +2714,121 @@ record(OdooRender *r)
 
 /* ----------
  * The trigger
+ *
+ * Since 0.3 the triggers name no column (so that Odoo's own ALTER TABLE
+ * of state, move_type or is_move_sent never fails because of them): every
+ * INSERT and UPDATE of the table queues an event, and the check that the
+ * row entered the event's state, which a WHEN clause made before, is
+ * made here first, from the two row versions the trigger is handed, with
+ * column numbers cached until the table's next relcache invalidation.
  * ----------
  */
+typedef struct TrigCols
+{
+	Oid			relid;			/* InvalidOid: not computed */
+	AttrNumber	state;			/* 0: missing or not text */
+	AttrNumber	move_type;
+	AttrNumber	sent;			/* 0: missing or not boolean */
+} TrigCols;
+
+static TrigCols trig_cols[N_MODELS];
+static bool trig_callback_registered = false;
+
+static void
+trig_cols_changed(Datum arg, Oid relid)
+{
+	for (int m = 0; m < N_MODELS; m++)
+		if (!OidIsValid(relid) || trig_cols[m].relid == relid)
+			trig_cols[m].relid = InvalidOid;
+}
+
+static AttrNumber
+trig_attnum(TupleDesc desc, const char *name, bool text)
+{
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute a = TupleDescAttr(desc, i);
+
+		if (!a->attisdropped && strcmp(NameStr(a->attname), name) == 0)
+		{
+			if (text ? (a->atttypid == TEXTOID || a->atttypid == VARCHAROID) :
+				a->atttypid == BOOLOID)
+				return a->attnum;
+			return 0;
+		}
+	}
+	return 0;
+}
+
+static const TrigCols *
+trig_columns(OdooModel m, Relation rel)
+{
+	TrigCols   *tc = &trig_cols[m];
+
+	if (!trig_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(trig_cols_changed, (Datum) 0);
+		trig_callback_registered = true;
+	}
+	if (tc->relid != RelationGetRelid(rel))
+	{
+		TupleDesc	desc = RelationGetDescr(rel);
+
+		tc->state = trig_attnum(desc, "state", true);
+		tc->move_type = trig_attnum(desc, "move_type", true);
+		tc->sent = trig_attnum(desc, "is_move_sent", false);
+		tc->relid = RelationGetRelid(rel);
+	}
+	return tc;
+}
+
+/* Is text column att of tup one of the words (NULL-terminated)? */
+static bool
+trig_text_in(HeapTuple tup, TupleDesc desc, AttrNumber att, const char *const *words)
+{
+	bool		isnull;
+	Datum		d;
+	text	   *t;
+	int			len;
+
+	if (att == 0)
+		return false;
+	d = heap_getattr(tup, att, desc, &isnull);
+	if (isnull)
+		return false;
+	t = (text *) PG_DETOAST_DATUM_PACKED(d);
+	len = VARSIZE_ANY_EXHDR(t);
+	for (; *words; words++)
+		if ((int) strlen(*words) == len && memcmp(VARDATA_ANY(t), *words, len) == 0)
+			return true;
+	return false;
+}
+
+/* Does the row hold the event's state (the condition at commit, again)? */
+static bool
+trig_row_holds(const OdooEvent *ev, const TrigCols *tc, TupleDesc desc, HeapTuple tup)
+{
+	static const char *const sale_states[] = {"sale", "done", NULL};
+	static const char *const posted[] = {"posted", NULL};
+	const char *mt[2] = {ev->move_type, NULL};
+	bool		isnull;
+	Datum		d;
+
+	if (tup == NULL)
+		return false;
+	if (ev->model == M_SALE_ORDER)
+		return trig_text_in(tup, desc, tc->state, sale_states);
+	if (!trig_text_in(tup, desc, tc->state, posted) ||
+		!trig_text_in(tup, desc, tc->move_type, mt))
+		return false;
+	if (!ev->needs_sent)
+		return true;
+	if (tc->sent == 0)
+		return false;
+	d = heap_getattr(tup, tc->sent, desc, &isnull);
+	return !isnull && DatumGetBool(d);
+}
+
 PG_FUNCTION_INFO_V1(wa_odoo_trigger);
 
 Datum
@@ -2406,6 +2870,21 @@ wa_odoo_trigger(PG_FUNCTION_ARGS)
 	}
 	if (!wa_odoo_events)
 		return PointerGetDatum(NULL);
+
+	/* Did the row enter the event's state?  Most firings end here. */
+	{
+		const TrigCols *tc = trig_columns(ev->model, rel);
+		TupleDesc	desc = RelationGetDescr(rel);
+
+		if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+		{
+			if (!trig_row_holds(ev, tc, desc, td->tg_newtuple) ||
+				trig_row_holds(ev, tc, desc, td->tg_trigtuple))
+				return PointerGetDatum(NULL);
+		}
+		else if (!trig_row_holds(ev, tc, desc, td->tg_trigtuple))
+			return PointerGetDatum(NULL);
+	}
 
 	tup = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
 	attno = SPI_fnumber(RelationGetDescr(rel), "id");
@@ -2560,6 +3039,29 @@ wa_odoo_preview(PG_FUNCTION_ARGS)
 	appendStringInfoString(&b, ", \"context\": ");
 	appendStringInfoString(&b, r.context.len ? r.context.data : "null");
 	json_kv_str(&b, "odoo_schema", odoo_schema_guess(&model_state[ev->model].cat));
+	if (r.odoo_version > 0)
+		appendStringInfo(&b, ", \"odoo_version\": %d", r.odoo_version);
+	else
+		appendStringInfoString(&b, ", \"odoo_version\": null");
+	json_kv_str(&b, "odoo_version_source", r.odoo_version > 0 ?
+				psprintf("ir_module_module: base %s", r.odoo_version_text) :
+				"unknown: ir_module_module has no installed base module; see odoo_schema");
+	json_kv_str(&b, "format_language", r.format_lang);
+	json_kv_str(&b, "link_warning", (r.link_page || r.link_pdf) ?
+				wa_odoo_link_warning(r.base_url_used, !r.base_url_from_rule) : NULL);
+	appendStringInfo(&b, ", \"access_token_created_at_commit\": %s",
+					 r.token_new ? "true" : "false");
+	appendStringInfoString(&b, ", \"links\": {\"page\": ");
+	if (r.link_page)
+		escape_json(&b, r.link_page);
+	else
+		appendStringInfoString(&b, "null");
+	appendStringInfoString(&b, ", \"pdf\": ");
+	if (r.link_pdf)
+		escape_json(&b, r.link_pdf);
+	else
+		appendStringInfoString(&b, "null");
+	appendStringInfoChar(&b, '}');
 	appendStringInfoChar(&b, '}');
 
 	old = MemoryContextSwitchTo(outer);

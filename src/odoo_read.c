@@ -14,7 +14,9 @@
  * from SQL that they plan or run, would run as a superuser.
  *
  * Hence the rule: the extension never plans or runs SQL on a relation in
- * schema public, and never writes to one.  It reads Odoo's rows only here
+ * schema public with its own rights.  It writes to one in a single case,
+ * a document's missing access_token, and then as the table's owner
+ * (wa_odoo_as_owner_begin, below).  It reads Odoo's rows only here
  * and in odoo.c, and always the same way:
  *
  * - The relation must be an ordinary table (relkind 'r').  A view, a
@@ -57,6 +59,7 @@
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -64,6 +67,7 @@
 #include "utils/syscache.h"
 
 PG_FUNCTION_INFO_V1(wa_odoo_company_exists);
+PG_FUNCTION_INFO_V1(wa_odoo_link_warnings);
 
 /* What a relkind is called in messages. */
 static const char *
@@ -454,4 +458,143 @@ wa_odoo_company_exists(PG_FUNCTION_ARGS)
 	}
 	table_close(rel, NoLock);
 	PG_RETURN_BOOL(found);
+}
+
+/*
+ * The one write to an Odoo table (a document's missing access_token, see
+ * odoo.c) runs with the rights of the table's owner, Odoo's role, never
+ * the extension's: whatever triggers and rules that role put on its table
+ * run as that role, exactly as they do for Odoo's own writes.  As
+ * PostgreSQL's own maintenance commands do for a table's owner (VACUUM,
+ * ANALYZE, REFRESH MATERIALIZED VIEW): SetUserIdAndSecContext to the owner
+ * with SECURITY_LOCAL_USERID_CHANGE (no SET ROLE, no RESET can undo it)
+ * and SECURITY_RESTRICTED_OPERATION (the owner's code may not change
+ * session state: no temporary objects, no SET of GUCs that outlive it, no
+ * PREPARE, no cursors held beyond), inside a GUC nest level whose
+ * search_path is pg_catalog, pg_temp.
+ *
+ * On an error between begin and end nothing here needs undoing: the
+ * error aborts the transaction, or the subtransaction that catches it,
+ * and both restore the user id, the security context (AbortTransaction,
+ * AbortSubTransaction) and the GUC nest levels (AtEOXact_GUC,
+ * AtEOSubXact_GUC) as they were when it began.  A PG_TRY here could only
+ * restore them earlier, while the error is still being handled.
+ */
+void
+wa_odoo_as_owner_begin(Oid relid, WaOwnerContext *ctx)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "whatsapp: cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+
+	GetUserIdAndSecContext(&ctx->save_userid, &ctx->save_sec_context);
+	SetUserIdAndSecContext(owner, ctx->save_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	ctx->save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+}
+
+void
+wa_odoo_as_owner_end(WaOwnerContext *ctx)
+{
+	AtEOXact_GUC(false, ctx->save_nestlevel);
+	SetUserIdAndSecContext(ctx->save_userid, ctx->save_sec_context);
+}
+
+/* Is host one Meta cannot reach: localhost, a private or link-local address, a bare name? */
+static bool
+host_is_private(const char *host, size_t len)
+{
+	char		h[256];
+	unsigned int a,
+				b,
+				c,
+				d;
+	char		tail;
+
+	if (len == 0 || len >= sizeof(h))
+		return true;
+	memcpy(h, host, len);
+	h[len] = '\0';
+	for (char *p = h; *p; p++)
+		*p = pg_ascii_tolower((unsigned char) *p);
+	if (strcmp(h, "localhost") == 0 || (len > 10 && strcmp(h + len - 10, ".localhost") == 0) ||
+		(len > 6 && strcmp(h + len - 6, ".local") == 0) ||
+		(len > 9 && strcmp(h + len - 9, ".internal") == 0) || (len > 4 && strcmp(h + len - 4, ".lan") == 0))
+		return true;
+	if (h[0] == '[')
+		return true;			/* an IPv6 literal: never a public name for a document */
+	if (sscanf(h, "%u.%u.%u.%u%c", &a, &b, &c, &d, &tail) == 4)
+		return a == 10 || a == 127 || a == 0 || (a == 172 && b >= 16 && b <= 31) ||
+			(a == 192 && b == 168) || (a == 169 && b == 254) || (a == 100 && b >= 64 && b <= 127);
+	return strchr(h, '.') == NULL;
+}
+
+/*
+ * Why links built on base_url (or Odoo's web.base.url, when base_url is
+ * NULL) may not work for the customer and for Meta, or NULL when nothing
+ * is wrong.  check_freeze: also warn when web.base.url.freeze is not set,
+ * since Odoo then rewrites web.base.url to the address of the last
+ * administrator who logs in.
+ */
+char *
+wa_odoo_link_warning(const char *base_url, bool check_freeze)
+{
+	StringInfoData b;
+	const char *url = base_url;
+	const char *host;
+	size_t		hlen;
+
+	initStringInfo(&b);
+	if (url == NULL)
+		url = wa_odoo_config_param("web.base.url");
+	if (url == NULL || url[0] == '\0')
+		return pstrdup("ir_config_parameter has no web.base.url, so there is no link to build");
+	if (check_freeze)
+	{
+		char	   *freeze = wa_odoo_config_param("web.base.url.freeze");
+
+		if (freeze == NULL || !(pg_strcasecmp(freeze, "true") == 0 || strcmp(freeze, "1") == 0))
+			appendStringInfoString(&b, "web.base.url.freeze is not set, so Odoo rewrites web.base.url to the address of the last administrator who logs in; ");
+	}
+	if (pg_strncasecmp(url, "https://", 8) == 0)
+		host = url + 8;
+	else
+	{
+		appendStringInfo(&b, "%s is not https, and Meta fetches documents over https only; ",
+						 pg_strncasecmp(url, "http://", 7) == 0 ? "the base URL" : "the base URL has no https:// scheme and");
+		host = strstr(url, "://") ? strstr(url, "://") + 3 : url;
+	}
+	hlen = strcspn(host, ":/?#");
+	if (host[0] == '[')
+		hlen = strcspn(host, "]") + 1;
+	if (host_is_private(host, hlen))
+		appendStringInfo(&b, "host \"%.*s\" is not a public name, so customers and Meta cannot reach it; ",
+						 (int) hlen, host);
+	if (b.len == 0)
+		return NULL;
+	b.data[b.len - 2] = '\0';	/* the last "; " */
+	return b.data;
+}
+
+/*
+ * whatsapp._odoo_link_warning(base_url text) RETURNS text, for
+ * wa_odoo_enable: NULL when links on base_url (NULL: web.base.url, with
+ * its freeze) look public.
+ */
+Datum
+wa_odoo_link_warnings(PG_FUNCTION_ARGS)
+{
+	char	   *w = wa_odoo_link_warning(PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0)),
+										 PG_ARGISNULL(0));
+
+	if (w == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(w));
 }

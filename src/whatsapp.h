@@ -287,12 +287,17 @@ extern bool wa_may_act_on(Oid caller, const char *queued_by);
 extern bool wa_message_has_queued_by(void);
 
 /* ----------
- * Webhooks, opt-out and the 24-hour window (webhook.c).
+ * Keyword folding (keywords.c).
  * ----------
  */
 
 /* A message's text folded for keyword matching (palloc'd). */
 extern char *wa_fold_keyword(const char *s, int len);
+
+/* ----------
+ * The checks sending makes about a recipient (recipient.c).
+ * ----------
+ */
 
 /*
  * The E.164 forms one number is known by (itself; Brazil's mobiles with and
@@ -305,20 +310,40 @@ extern int	wa_phone_forms(const char *e164, char forms[][WA_E164_MAXLEN + 1]);
 typedef struct WaRecipientVerdict
 {
 	const char *state;			/* NULL: queue it; "blocked" or "failed" */
-	const char *failure_type;	/* "opted_out" or "whatsapp_unrecoverable" */
+	const char *failure_type;	/* "opted_out", "template" or "whatsapp_unrecoverable" */
 	int32		error_code;		/* 131047 outside the window, else 0 */
 	char	   *error_title;
 } WaRecipientVerdict;
 
 /*
+ * The opt-out rule, the one copy of it: NULL, or why the identifier (E.164,
+ * or the raw "+digits" of a wa_id that cannot be normalized) may not get a
+ * message of this kind (and template, for kind "template").  snap NULL:
+ * the running statement's snapshot.  Inside SPI.
+ */
+extern char *wa_opt_out_reason(int32 account_id, const char *identifier,
+							   const char *kind, const char *template_name,
+							   Snapshot snap);
+
+/*
  * For enqueue, inside its SPI connection, for a recipient that is valid
- * E.164: opted out (whatsapp.opt_out, or Odoo's phone_blacklist)?  A
- * free-form message outside the 24-hour window under whatsapp.window_check
- * (warns under "warn")?  payload is the message's jsonb Datum.
+ * E.164: opted out (wa_opt_out_reason)?  A template Meta paused or
+ * disabled?  A free-form message outside the 24-hour window under
+ * whatsapp.window_check (warns under "warn")?  payload is the message's
+ * jsonb Datum.
  */
 extern void wa_recipient_check(int32 account_id, const char *e164,
 							   const char *kind, Datum payload,
 							   WaRecipientVerdict *verdict);
+
+/* A template Meta paused or disabled: true (and *verdict set: failed, template). */
+extern bool wa_template_check(int32 account_id, Datum payload,
+							  WaRecipientVerdict *verdict);
+
+/* The opt-out rule for a message: true (and *verdict set: blocked) when opted out. */
+extern bool wa_recipient_opted_out(int32 account_id, const char *identifier,
+								   const char *kind, Datum payload,
+								   WaRecipientVerdict *verdict);
 
 /* ----------
  * Reading Odoo's tables without running their owner's code (odoo_read.c).
@@ -337,6 +362,22 @@ extern struct SysScanDescData *wa_key_scan(Relation rel, AttrNumber att,
 extern bool wa_odoo_blacklisted(const char *number, Snapshot snap);
 /* A value of Odoo's ir_config_parameter, or NULL. */
 extern char *wa_odoo_config_param(const char *key);
+
+/*
+ * Acting as the owner of an Odoo table, for the one write the extension
+ * makes there (odoo_read.c).  Ended by wa_odoo_as_owner_end, or by the
+ * (sub)transaction's abort, which restores both.
+ */
+typedef struct WaOwnerContext
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+} WaOwnerContext;
+
+extern void wa_odoo_as_owner_begin(Oid relid, WaOwnerContext *ctx);
+extern void wa_odoo_as_owner_end(WaOwnerContext *ctx);
+extern char *wa_odoo_link_warning(const char *base_url, bool check_freeze);
 
 /* ----------
  * Background worker (worker.c).

@@ -360,10 +360,12 @@ free_plans(void)
  * the account for each candidate: quadratic, about 0.4 s per claim of 200
  * with 10,000 queued.
  *
- * A recipient who opted out since enqueue (webhook.c) is blocked, not
- * sent.  Odoo's phone_blacklist is not in this SQL: Odoo's role owns it
- * and could attach code to it, so claim() reads it through odoo_read.c
- * and blocks those messages with block_blacklisted().
+ * A recipient who opted out since enqueue, or whom Odoo's phone_blacklist
+ * lists, is blocked, not sent: claim() asks the opt-out rule
+ * (wa_opt_out_reason, recipient.c, the one copy of it) about each claimed
+ * message and blocks those with block_opted_out(), in the claim's
+ * transaction, before any request leaves.  (Odoo's role owns
+ * phone_blacklist and could attach code to it, so no SQL reads it.)
  */
 static SPIPlanPtr
 prepare_claim(void)
@@ -373,15 +375,7 @@ prepare_claim(void)
 	SPIPlanPtr	plan;
 
 	sql = psprintf("WITH c AS ("
-				   " SELECT m.id,"
-				   "  (EXISTS (SELECT 1 FROM whatsapp.opt_out o"
-				   "   WHERE o.identifier = m.recipient AND (o.scope = 'all'"
-				   "    OR (m.kind = 'template' AND EXISTS (SELECT 1 FROM whatsapp.templates t"
-				   "     WHERE t.name = m.payload -> 'template' ->> 'name'"
-				   "       AND t.category = 'MARKETING' AND (t.account IS NULL OR t.account ="
-				   "        (SELECT a.name FROM whatsapp.account a WHERE a.id = m.account_id))))))"
-				   "   )"
-				   "   AS blocked"
+				   " SELECT m.id"
 				   " FROM whatsapp.message m"
 				   "  WHERE m.account_id = $1 AND m.state = 'queued'"
 				   "    AND m.next_attempt_at <= pg_catalog.now()"
@@ -392,55 +386,49 @@ prepare_claim(void)
 				   "           AND p.id < m.id OFFSET 0)"
 				   "  ORDER BY m.next_attempt_at, m.id"
 				   "  LIMIT $2"
-				   "  FOR UPDATE OF m SKIP LOCKED),"
-				   " b AS (INSERT INTO whatsapp.log (message_id, event, message)"
-				   "  SELECT c.id, 'blocked', 'recipient opted out by the time of the claim; not sent'"
-				   "    FROM c WHERE c.blocked)"
+				   "  FOR UPDATE OF m SKIP LOCKED)"
 				   " UPDATE whatsapp.message m"
-				   "    SET state = CASE WHEN c.blocked THEN 'blocked' ELSE 'sending' END,"
-				   "        attempts = m.attempts + CASE WHEN c.blocked THEN 0 ELSE 1 END,"
-				   "        failure_type = CASE WHEN c.blocked THEN 'opted_out'"
-				   "          ELSE m.failure_type END,"
-				   "        error_title = CASE WHEN c.blocked"
-				   "          THEN 'recipient opted out by the time of the claim'"
-				   "          ELSE m.error_title END,"
+				   "    SET state = 'sending', attempts = m.attempts + 1,"
 				   "        claimed_at = pg_catalog.now()"
 				   "   FROM c WHERE m.id = c.id"
 				   " RETURNING m.id, m.attempts,"
 				   "  (pg_catalog.jsonb_build_object('messaging_product', 'whatsapp',"
 				   "     'recipient_type', 'individual', 'to', m.recipient,"
 				   "     'biz_opaque_callback_data', m.id::text) || m.payload)::text,"
-				   "  c.blocked, m.recipient");
+				   "  m.recipient, m.kind, m.payload -> 'template' ->> 'name'");
 	plan = wa_keep_plan(sql, 2, claim_types);
 	pfree(sql);
 	return plan;
 }
 
 /*
- * Block claimed messages whose recipient is on Odoo's phone_blacklist, in
- * the claim's transaction, before any request leaves.
+ * Block claimed messages whose recipient the opt-out rule refuses, in the
+ * claim's transaction, before any request leaves; reasons[i] says why.
  */
 static void
-block_blacklisted(Datum *ids, int n)
+block_opted_out(Datum *ids, Datum *reasons, int n)
 {
-	Oid			types[1] = {INT8ARRAYOID};
-	Datum		args[1];
+	Oid			types[2] = {INT8ARRAYOID, TEXTARRAYOID};
+	Datum		args[2];
 	int			rc;
 
 	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL,
 											  TYPALIGN_DOUBLE));
+	args[1] = PointerGetDatum(construct_array(reasons, n, TEXTOID, -1, false,
+											  TYPALIGN_INT));
 	if (plan_block == NULL)
-		plan_block = wa_keep_plan("WITH b AS (UPDATE whatsapp.message m SET state = 'blocked',"
+		plan_block = wa_keep_plan("WITH r AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) r(id, reason)),"
+								  " b AS (UPDATE whatsapp.message m SET state = 'blocked',"
 								  "   attempts = m.attempts - 1, failure_type = 'opted_out',"
-								  "   error_title = 'recipient is on Odoo''s phone_blacklist by the time of the claim'"
-								  "  WHERE m.id = ANY ($1) AND m.state = 'sending' RETURNING m.id)"
+								  "   error_title = r.reason || ' by the time of the claim'"
+								  "  FROM r WHERE m.id = r.id AND m.state = 'sending'"
+								  "  RETURNING m.id, r.reason)"
 								  " INSERT INTO whatsapp.log (message_id, event, message)"
-								  " SELECT b.id, 'blocked',"
-								  "   'recipient on Odoo''s phone_blacklist by the time of the claim; not sent'"
-								  " FROM b", 1, types);
+								  " SELECT b.id, 'blocked', b.reason || ' by the time of the claim; not sent'"
+								  " FROM b", 2, types);
 	rc = SPI_execute_plan(plan_block, args, NULL, false, 0);
 	if (rc != SPI_OK_INSERT)
-		elog(ERROR, "whatsapp: blocking blacklisted messages failed: %s",
+		elog(ERROR, "whatsapp: blocking opted-out messages failed: %s",
 			 SPI_result_code_string(rc));
 }
 
@@ -661,8 +649,9 @@ load_accounts_guts(void)
 			fail_queued_of_account(id, "account has no access token");
 			continue;
 		}
-		if (!pause_null && strcmp(TextDatumGetCString(pause), "token") == 0)
-			continue;			/* waits for wa_account_set */
+		if (!pause_null && (strcmp(TextDatumGetCString(pause), "token") == 0 ||
+							strcmp(TextDatumGetCString(pause), "meta") == 0))
+			continue;			/* waits for wa_account_set (or Meta's word) */
 
 		/* Same ciphertext as before: keep the headers. */
 		if (prev && prev->headers && prev->sealed && a->key_id && prev->key_id &&
@@ -801,7 +790,8 @@ static int
 claim(WaPending *out, int free_slots, TimestampTz now)
 {
 	int			n = 0;
-	Datum	   *blacklisted = NULL;	/* ids, in SPI's context */
+	Datum	   *blocked = NULL; /* ids, in SPI's context */
+	Datum	   *reasons = NULL;
 
 	for (int i = 0; i < naccounts && free_slots > 0; i++)
 	{
@@ -810,7 +800,8 @@ claim(WaPending *out, int free_slots, TimestampTz now)
 		int			rc;
 		Datum		args[2];
 		uint64		claimed;
-		int			nblack;
+		int			nblocked;
+		SPITupleTable *tt;
 
 		if (!a->usable || !a->more || neutralized)
 			continue;
@@ -827,39 +818,47 @@ claim(WaPending *out, int free_slots, TimestampTz now)
 		if (rc != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "whatsapp claim failed: %s", SPI_result_code_string(rc));
 		claimed = SPI_processed;
-		nblack = 0;
-		if (claimed > 0 && blacklisted == NULL)
-			blacklisted = palloc(sizeof(Datum) * Max(free_slots, 1));
+		nblocked = 0;
+		if (claimed > 0 && blocked == NULL)
+		{
+			blocked = palloc(sizeof(Datum) * Max(free_slots, 1));
+			reasons = palloc(sizeof(Datum) * Max(free_slots, 1));
+		}
 
+		/* tt: the opt-out rule may run SPI queries and replace SPI_tuptable */
+		tt = SPI_tuptable;
 		for (uint64 r = 0; r < claimed; r++)
 		{
-			HeapTuple	tup = SPI_tuptable->vals[r];
+			HeapTuple	tup = tt->vals[r];
 			bool		isnull;
 			WaTransfer *t;
 			char	   *body;
-			char	   *recipient;
+			char	   *recipient = SPI_getvalue(tup, tt->tupdesc, 4);
+			char	   *kind = SPI_getvalue(tup, tt->tupdesc, 5);
+			char	   *tname = SPI_getvalue(tup, tt->tupdesc, 6);
+			char	   *reason;
 
-			/* blocked at the claim (opted out): never sent */
-			if (DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc, 4, &isnull)))
-				continue;
-			recipient = TextDatumGetCString(SPI_getbinval(tup, SPI_tuptable->tupdesc, 5, &isnull));
-			if (wa_odoo_blacklisted(recipient, NULL))
+			/* opted out since enqueue (the opt-out rule): never sent */
+			reason = recipient ? wa_opt_out_reason(a->id, recipient, kind, tname,
+												   GetLatestSnapshot()) : NULL;
+			if (reason != NULL)
 			{
-				blacklisted[nblack++] = SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull);
+				reasons[nblocked] = CStringGetTextDatum(reason);
+				blocked[nblocked++] = SPI_getbinval(tup, tt->tupdesc, 1, &isnull);
 				continue;
 			}
 			t = wa_http_new_transfer();
-			t->message_id = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
-			t->attempt = DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
+			t->message_id = DatumGetInt64(SPI_getbinval(tup, tt->tupdesc, 1, &isnull));
+			t->attempt = DatumGetInt32(SPI_getbinval(tup, tt->tupdesc, 2, &isnull));
 			t->account_id = a->id;
-			body = TextDatumGetCString(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull));
+			body = TextDatumGetCString(SPI_getbinval(tup, tt->tupdesc, 3, &isnull));
 			appendStringInfoString(&t->request, body);
 			out[n].t = t;
 			out[n].a = a;
 			n++;
 		}
-		if (nblack > 0)
-			block_blacklisted(blacklisted, nblack);
+		if (nblocked > 0)
+			block_opted_out(blocked, reasons, nblocked);
 		a->tokens -= claimed;
 		free_slots -= claimed;
 		a->more = ((int) claimed == quota);
@@ -1153,7 +1152,7 @@ record_results(void)
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "whatsapp record failed: %s", SPI_result_code_string(rc));
 
-	/* Webhooks (webhook.c): apply held statuses; 131050 is an opt-out. */
+	/* Webhooks (webhook_status.c): apply held statuses; 131050 is an opt-out. */
 	{
 		Datum		hook_args[2] = {args[0], args[3]};
 

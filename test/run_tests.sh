@@ -198,6 +198,27 @@ stage_mock() {
 	bash test/mock/selftest.sh
 }
 
+# The Debian package for 15 (test/deb_test.sh): built with dpkg-buildpackage
+# in a bookworm chroot, installed with apt-get in a clean one, the demo run
+# there against it.  Run by the main script as root, not as a --stage: it
+# makes chroots.  About 2 minutes once the chroot base and the packages are
+# cached (3 the first time); WA_TIMEOUT_DEB (seconds) bounds it.  As
+# another user, or with WA_DEB_TEST=0, only the versions and generated files
+# are checked (--check).
+stage_deb() {
+	local t0=$SECONDS
+	banner "15: deb"
+	if ! $is_root || [ "${WA_DEB_TEST:-1}" = 0 ]; then
+		say "only bash test/deb_test.sh --check (the package is built as root, unless WA_DEB_TEST=0)"
+		set -- --check
+	fi
+	if run_child timeout -k 30 "${WA_TIMEOUT_DEB:-1200}" bash "$repo/test/deb_test.sh" "$@"; then
+		record 15:deb pass $((SECONDS - t0))
+	else
+		record 15:deb FAIL $((SECONDS - t0))
+	fi
+}
+
 if [ "${1:-}" = "--stage" ]; then
 	cd "$repo" || exit 1
 	drop_proxies
@@ -509,6 +530,11 @@ for v in "${versions[@]}"; do
 		run_in_chroot "$v"
 	fi
 done
+
+# The package is tested once, with 15, by the run outside any chroot.
+if [ -z "${WA_IN_CHROOT:-}" ] && [[ " ${versions[*]} " == *" 15 "* ]]; then
+	stage_deb
+fi
 
 # ---- summary (inside a chroot, the run outside prints it)
 if [ -n "${WA_RESULTS_FILE:-}" ]; then

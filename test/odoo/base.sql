@@ -84,3 +84,19 @@ CREATE TABLE public.phone_blacklist (
 	write_date		timestamp without time zone,
 	CONSTRAINT phone_blacklist_unique_number UNIQUE (number)
 );
+
+-- Installed modules.  base's latest_version ('19.0.1.3') names the Odoo
+-- version; Odoo and OpenUpgrade write it when the module is installed or
+-- upgraded, so a database migrated to 19 says 19 while its res_partner
+-- still has 18's mobile.
+CREATE TABLE public.ir_module_module (
+	id				serial PRIMARY KEY,
+	name			varchar NOT NULL,
+	state			varchar,					-- installed | uninstalled | to upgrade | ...
+	latest_version	varchar,					-- '17.0.1.3'
+	create_uid		integer,
+	create_date		timestamp without time zone,
+	write_uid		integer,
+	write_date		timestamp without time zone,
+	CONSTRAINT ir_module_module_name_uniq UNIQUE (name)
+);

@@ -33,7 +33,8 @@ INSERT INTO public.res_lang (name, code, iso_code, url_code, active, direction, 
 	('Serbian (Latin) / srpski', 'sr@latin', 'sr@latin', 'sr@latin', true, 'ltr', '%d.%m.%Y', '%H:%M:%S', '1', '[3,0]', ',', '.');
 
 INSERT INTO public.ir_config_parameter (key, value) VALUES
-	('web.base.url', 'https://erp.example.com/');
+	('web.base.url', 'https://erp.example.com/'),
+	('web.base.url.freeze', 'True');
 
 -- The companies' own partners, then the companies.
 INSERT INTO public.res_partner (id, name, type, is_company, country_id, lang, active, commercial_partner_id) VALUES

@@ -51,6 +51,8 @@ INSERT INTO wa_allowed VALUES
 	('whatsapp_admin', 'wa_odoo_enable', false),
 	('whatsapp_admin', 'wa_odoo_disable', false),
 	('whatsapp_admin', 'wa_odoo_preview', false),
+	('whatsapp_admin', 'wa_odoo_pause', true),
+	('whatsapp_admin', 'wa_odoo_resume', true),
 	('whatsapp_admin', 'normalize_phone', false);
 
 -- Views each role may read (none may write through a view).
@@ -63,7 +65,8 @@ INSERT INTO wa_allowed_views VALUES
 	('whatsapp_reader', 'consents', false),
 	('whatsapp_reader', 'webhooks', false),
 	('whatsapp_admin', 'accounts', true),
-	('whatsapp_admin', 'odoo_rules', false);
+	('whatsapp_admin', 'odoo_rules', false),
+	('whatsapp_admin', 'odoo_paused', true);
 
 CREATE TEMP VIEW wa_fns AS
 	SELECT p.oid, p.proname, p.oid::regprocedure::text AS sig,

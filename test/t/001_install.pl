@@ -194,9 +194,41 @@ WaTest::psql_is($node,
 # sends before and after the update: its plans are made again.
 $node->safe_psql('upgrade',
 	"SELECT whatsapp.wa_account_set('main', '1099887766', '')");
+# An Odoo database with events enabled at 0.1: triggers of the old form,
+# "UPDATE OF state, ..." and WHEN clauses on the columns.
+my $repo = WaTest::repo();
+WaTest::psql_ok($node, qq{
+	\\set ECHO none
+	\\i $repo/test/odoo/odoo17.sql
+	\\o /dev/null
+	\\i $repo/test/odoo/data.sql
+	\\o
+	SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'es_MX', 'main');
+	SELECT whatsapp.wa_odoo_enable('invoice_sent', 'invoice_sent', 'es_MX', 'main');
+}, 'Odoo events enabled at 0.1', dbname => 'upgrade');
+is($node->safe_psql('upgrade', q{
+	SELECT count(*) FROM pg_depend d JOIN pg_trigger t ON d.objid = t.oid
+	 WHERE d.classid = 'pg_trigger'::regclass AND t.tgname LIKE 'whatsapp\_%'
+	   AND d.refobjsubid <> 0}) > 0, 1, 'the 0.1 triggers depend on columns');
 WaTest::psql_is($node,
 	"SELECT whatsapp.wa_send('+525512345678', 'queued at 0.1', dedupe_key => 'legacy:1') > 0;",
 	't', 'wa_send works with the 0.1 objects', dbname => 'upgrade');
+# ... and the worker's hook applies a held status with them too (the
+# webhook code reads the 0.3 account columns only where they exist).
+WaTest::psql_is($node, q{
+	SELECT whatsapp.wa_send('+525512345679', 'held at 0.1', dedupe_key => 'legacy:held') > 0;
+	INSERT INTO whatsapp.status_held (phone_number_id, message_id, wamid, status)
+	SELECT '1099887766', id, 'wamid.LEGACY-HELD',
+		   '{"id": "wamid.LEGACY-HELD", "status": "delivered", "timestamp": "1749416400"}'
+	  FROM whatsapp.message WHERE dedupe_key = 'legacy:held';
+	UPDATE whatsapp.message SET state = 'sent', wamid = 'wamid.LEGACY-HELD', attempts = 1
+	 WHERE dedupe_key = 'legacy:held';
+	SELECT count(*) FROM (SELECT whatsapp._after_record(
+		ARRAY(SELECT id FROM whatsapp.message WHERE dedupe_key = 'legacy:held'), ARRAY[NULL::integer])) x;
+	SELECT state FROM whatsapp.message WHERE dedupe_key = 'legacy:held';
+	DELETE FROM whatsapp.message WHERE dedupe_key = 'legacy:held';},
+	"t\n1\ndelivered", "_after_record applies a held status with the 0.1 objects",
+	dbname => 'upgrade');
 WaTest::psql_is($node,
 	"SELECT whatsapp.wa_send('+525512345678', 'just before', dedupe_key => 'legacy:2') > 0;\n"
 	  . "ALTER EXTENSION whatsapp UPDATE;\n"
@@ -214,6 +246,20 @@ WaTest::psql_is($node,
 	   WHERE conrelid = 'whatsapp.message'::regclass AND contype = 'c' AND convalidated},
 	'CHECK (whatsapp._failure_type_valid(failure_type)); CHECK (whatsapp._message_state_valid(state))',
 	'after the update the CHECK constraints are the validated C-function ones',
+	dbname => 'upgrade');
+# what 0.3 changed: the Odoo triggers were made again without columns, so
+# that Odoo's own ALTER TABLE is never blocked by them
+WaTest::psql_is($node, q{
+	SELECT count(*) FROM pg_trigger t
+	 WHERE t.tgname LIKE 'whatsapp\_%' AND pg_get_triggerdef(t.oid) NOT LIKE '%UPDATE OF%'
+	   AND pg_get_triggerdef(t.oid) NOT LIKE '%state%';
+	SELECT count(*) FROM pg_depend d JOIN pg_trigger t ON d.objid = t.oid
+	 WHERE d.classid = 'pg_trigger'::regclass AND t.tgname LIKE 'whatsapp\_%'
+	   AND d.refobjsubid <> 0;
+	ALTER TABLE public.account_move ALTER COLUMN is_move_sent TYPE text;
+	ALTER TABLE public.sale_order DROP COLUMN state;
+	SELECT 'altered';},
+	"4\n0\naltered", 'after the update the four Odoo triggers name no column, and Odoo can alter them',
 	dbname => 'upgrade');
 # what 0.3 changed: wa_odoo_enable runs no SQL on Odoo's res_company
 WaTest::psql_is($node,

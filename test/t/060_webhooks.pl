@@ -52,9 +52,10 @@ sub status_payload
 
 sub text_payload
 {
-	my ($wa_id, $wamid, $body) = @_;
+	my ($wa_id, $wamid, $body, $ts) = @_;
+	$ts //= '1749416383';
 	return payload(qq~"contacts":[{"profile":{"name":"Cliente"},"wa_id":"$wa_id"}],~
-		  . qq~"messages":[{"from":"$wa_id","id":"$wamid","timestamp":"1749416383",~
+		  . qq~"messages":[{"from":"$wa_id","id":"$wamid","timestamp":"$ts",~
 		  . qq~"type":"text","text":{"body":"$body"}}]~);
 }
 
@@ -114,8 +115,12 @@ sub state_of
 		'28000', 'one byte more in the body: 28000');
 	WaTest::psql_fails($node, "SELECT whatsapp.wa_receive(\$p\$$p\$p\$, NULL)",
 		'28000', 'no signature: 28000');
-	$e = WaTest::psql_fails($node, "SELECT whatsapp.wa_receive('{\"object\": ', '$sig')",
-		'22P02', 'not JSON: 22P02');
+	WaTest::psql_fails($node, "SELECT whatsapp.wa_receive('{\"object\": ', '$sig')",
+		'28000', 'not JSON and signed for other bytes: 28000 (checked before parsing)');
+	my $junk = '{"object": ';
+	$e = WaTest::psql_fails($node,
+		"SELECT whatsapp.wa_receive('$junk', '" . sign($junk) . "')",
+		'22P02', 'not JSON, correctly signed: 22P02');
 	WaTest::psql_is($node, "SELECT count(*) FROM whatsapp.webhook", '1',
 		'only the correctly signed payload was stored');
 }
@@ -264,7 +269,7 @@ my $b1 = send_text('+52 55 1234 5678', 'after STOP');
 WaTest::psql_is($node, "SELECT state, failure_type FROM whatsapp.messages WHERE id = $b1",
 	'blocked|opted_out', 'wa_send to +52 55 1234 5678 is blocked at once');
 # a later ordinary message does not lift it; the message was never sent
-is(receive(text_payload('5215512345678', 'wamid.STOP2', 'gracias')), '1', 'an ordinary message later');
+is(receive(text_payload('5215512345678', 'wamid.STOP2', 'gracias', '1749416400')), '1', 'an ordinary message later');
 my $b2 = send_text('+52 55 1234 5678', 'still blocked');
 is(state_of($b2), 'blocked', 'still blocked');
 # a message to someone else goes, and proves the worker looked
@@ -274,7 +279,7 @@ ok(WaTest::wait_for($node, "SELECT state FROM whatsapp.messages WHERE id = $c1",
 @req = grep { ($_->{to} // '') eq '+525512345678' } @{ $mock->requests($seq0) };
 is(scalar(@req), 0, 'nothing went to the opted-out number');
 # START lifts it
-is(receive(text_payload('5215512345678', 'wamid.START1', 'Start')), '1', 'START');
+is(receive(text_payload('5215512345678', 'wamid.START1', 'Start', '1749416500')), '1', 'START, sent after the STOP');
 my $b3 = send_text('+52 55 1234 5678', 'welcome back');
 ok(WaTest::wait_for($node, "SELECT state FROM whatsapp.messages WHERE id = $b3", 'sent', 30),
 	'after START, messages go again');
@@ -289,7 +294,7 @@ ok(WaTest::wait_for($node, "SELECT state FROM whatsapp.messages WHERE id = $b3",
 	my $secret2 = $secret . '-rotated';
 	my $sig2 = sign($p1, $secret2);
 	WaTest::psql_ok($node,
-		"SELECT whatsapp.wa_account_set('main', '1099887766', NULL, app_secret => '$secret2')",
+		"SELECT whatsapp.wa_account_set('main', '1099887766', NULL, app_secret => '$secret2', waba_id => '2099887766', max_mps => 1000)",
 		'another session changes the app secret');
 	my $p2 = text_payload('5215500000061', 'wamid.CACHE2', 'hola');
 	my ($out, $ret) = $bg->query("SELECT whatsapp.wa_receive(\$p\$$p2\$p\$, '" . sign($p2) . "')");
@@ -300,6 +305,34 @@ ok(WaTest::wait_for($node, "SELECT state FROM whatsapp.messages WHERE id = $b3",
 		'and accepts the new one');
 	$bg->quit;
 	$secret = $secret2;
+}
+
+# --- 6b. Meta bans the WABA: the worker holds the account's messages ----
+# account_update DISABLED_UPDATE with DISABLE (Meta's documented shape):
+# the account is paused, status and accounts say why, nothing is sent;
+# REINSTATE resumes it and the queued message goes.
+{
+	my $ban = '{"object":"whatsapp_business_account","entry":[{"id":"2099887766","time":1749500000,'
+	  . '"changes":[{"value":{"event":"DISABLED_UPDATE","ban_info":{"waba_ban_state":"DISABLE",'
+	  . '"waba_ban_date":"June 20, 2025"}},"field":"account_update"}]}]}';
+	is(receive($ban), '1', 'account_update DISABLE is applied');
+	WaTest::psql_like($node, "SELECT paused || ' ' || paused_reason FROM whatsapp.accounts WHERE name = 'main'",
+		qr/^true Meta disabled \(banned\) WABA 2099887766 on June 20, 2025/, 'accounts says the account is paused, and why');
+	WaTest::psql_like($node, "SELECT array_to_string(paused_accounts, ';') FROM whatsapp.status",
+		qr/^main: Meta disabled \(banned\) WABA 2099887766/, 'and so does status');
+	$seq0 = $mock->last_seq;
+	my $held = send_text('+52 55 9999 0061', 'while banned');
+	sleep 3;
+	is(state_of($held), 'queued', 'a message of the banned account stays queued');
+	@req = grep { ($_->{to} // '') eq '+525599990061' } @{ $mock->requests($seq0) };
+	is(scalar(@req), 0, 'and nothing reaches the API');
+	(my $reinstate = $ban) =~ s/"DISABLE"/"REINSTATE"/;
+	$reinstate =~ s/June 20/June 21/;
+	is(receive($reinstate), '1', 'REINSTATE is applied');
+	WaTest::psql_is($node, "SELECT paused FROM whatsapp.accounts WHERE name = 'main'", 'f',
+		'the account is resumed');
+	ok(WaTest::wait_for($node, "SELECT state FROM whatsapp.messages WHERE id = $held", 'sent', 30),
+		'and the held message is sent');
 }
 
 # --- 7. Nothing secret anywhere ------------------------------------------

@@ -146,8 +146,10 @@ WaTest::psql_ok($node, qq{
 	SELECT whatsapp.wa_odoo_enable('sale_order_confirmed', 'order_confirmed', 'es_MX', 'mx',
 		'["partner_name", "document_name", "amount_total"]');
 	SELECT whatsapp.wa_odoo_enable('invoice_posted', 'invoice_posted', 'es_MX', 'mx',
-		'["partner_name", "document_name", "amount_total"]');
+		'["partner_name", "document_name", "portal_url"]');
 }, 'wa_admin sets the account and enables two Odoo events', connstr => $as_admin);
+# The invoices are posted without an access_token: at commit the extension
+# writes one to account_move (the only write to an Odoo table), as odoo.
 
 ok(WaTest::wait_until(sub { WaTest::worker_pid($node, 'odoo') ne '' }, 60, 'the worker'),
 	'a worker serves the odoo database');
@@ -346,6 +348,18 @@ check_round('triggers and rules on Odoo\'s tables');
 my @ran = spy_lines();
 ok(scalar(grep { /trigger on sale_order/ } @ran) > 0,
 	'the triggers do fire on odoo\'s own writes (as odoo)');
+# odoo's own UPDATE of the invoice fires the rule once; the extension's
+# access_token write at commit fires it and the trigger again, as odoo
+# (check_round above: never as anyone else).
+ok(scalar(grep { /SPY rule on account_move ran as odoo \(superuser: f\)/ } @ran) >= 2,
+	'the access_token write fires odoo\'s rule on account_move, as odoo');
+ok(scalar(grep { /SPY trigger on account_move ran as odoo \(superuser: f\)/ } @ran) >= 3,
+	'and odoo\'s trigger on account_move (insert, update, the token write), as odoo');
+is($node->safe_psql('odoo', qq{
+	SELECT m.state || ' ' || (m.payload::text LIKE '%' || mv.access_token || '%')
+	  FROM public.account_move mv, whatsapp.message m
+	 WHERE mv.id = $doc AND m.dedupe_key = 'account.move:$doc:invoice_posted'}),
+	'sent true', 'the invoice got a token, and its message the link with it');
 $node->safe_psql('odoo', q{
 	DO $$
 	DECLARE
