@@ -1331,6 +1331,19 @@ typedef struct WaCycle
 	bool		claim;
 } WaCycle;
 
+/*
+ * Errors a cycle meets when the extension's objects disappear under it,
+ * which a DROP EXTENSION committing meanwhile causes.
+ */
+static bool
+extension_object_vanished(int sqlerrcode)
+{
+	return sqlerrcode == ERRCODE_UNDEFINED_TABLE ||
+		sqlerrcode == ERRCODE_UNDEFINED_FUNCTION ||
+		sqlerrcode == ERRCODE_UNDEFINED_SCHEMA ||
+		sqlerrcode == ERRCODE_UNDEFINED_OBJECT;
+}
+
 static void
 run_cycle(WaCycle *what)
 {
@@ -1749,10 +1762,25 @@ wa_worker_main(Datum main_arg)
 
 			HOLD_INTERRUPTS();
 			MemoryContextSwitchTo(cycle_context);
-			/* the whole report: message, detail, hint, context */
-			EmitErrorReport();
 			edata = CopyErrorData();
-			FlushErrorState();
+			if (extension_object_vanished(edata->sqlerrcode))
+			{
+				/*
+				 * A DROP EXTENSION committed while the cycle ran: the next
+				 * cycle sees the extension gone.  Logged, whole, as LOG.
+				 */
+				FlushErrorState();
+				edata->elevel = LOG;
+				edata->message = psprintf("whatsapp worker cycle failed, as an object of the extension is gone (DROP EXTENSION?): %s",
+										  edata->message ? edata->message : "error");
+				ThrowErrorData(edata);
+			}
+			else
+			{
+				/* the whole report: message, detail, hint, context */
+				EmitErrorReport();
+				FlushErrorState();
+			}
 			AbortCurrentTransaction();
 			/* an error outside a transaction may have left a lock held */
 			LWLockReleaseAll();
