@@ -58,4 +58,13 @@ extern PGDLLEXPORT void _PG_init(void);
 	CreateWaitEventSet(TopMemoryContext, (nevents))
 #endif
 
+/* Does roleid own the database?  16 folded the per-class checks into one. */
+#if PG_VERSION_NUM >= 160000
+#define WA_DATABASE_OWNERCHECK(dboid, roleid) \
+	object_ownercheck(DatabaseRelationId, (dboid), (roleid))
+#else
+#define WA_DATABASE_OWNERCHECK(dboid, roleid) \
+	pg_database_ownercheck((dboid), (roleid))
+#endif
+
 #endif							/* WHATSAPP_COMPAT_H */

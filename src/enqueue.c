@@ -132,10 +132,7 @@ prepare_plans(void)
 static void
 warn_if_undelivered(void)
 {
-	char		names[WA_MAX_DATABASES][NAMEDATALEN];
-	int			n;
 	char	   *dbname;
-	bool		listed = false;
 
 	if (warned_no_worker)
 		return;
@@ -152,23 +149,21 @@ warn_if_undelivered(void)
 	}
 
 	dbname = get_database_name(MyDatabaseId);
-	n = wa_parse_database_list(wa_database, names, WA_MAX_DATABASES);
-	for (int i = 0; i < n; i++)
-		if (dbname != NULL && strcmp(names[i], dbname) == 0)
-			listed = true;
-	if (!listed)
+	if (dbname == NULL || !wa_database_listed(dbname))
 		ereport(WARNING,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("no whatsapp worker serves database \"%s\"",
 						dbname ? dbname : "?"),
 				 errdetail("Messages are queued and will be delivered once a worker serves this database."),
-				 errhint("Add the database to whatsapp.database and restart the server.")));
+				 errhint("Add the database to whatsapp.database (or set it to '*') and reload the configuration.")));
 	else if (!wa_worker_serves_current_database())
 		ereport(WARNING,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("the whatsapp worker for database \"%s\" is not running", dbname),
 				 errdetail("Messages are queued and will be delivered once the worker runs."),
-				 errhint("Check the server log for the worker's messages; whatsapp.database lists the served databases.")));
+				 wa_serve_all()
+				 ? errhint("With whatsapp.database = '*' the launcher starts it within seconds of CREATE EXTENSION, but never for a template database; the server log says why it does not run.")
+				 : errhint("Check the server log for the worker's messages; whatsapp.database lists the served databases.")));
 }
 
 /* Resolve the account argument (NULL means the default) to its id. */

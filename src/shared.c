@@ -1,18 +1,23 @@
 /*-------------------------------------------------------------------------
  *
  * shared.c
- *	  Shared memory between the backends that enqueue and the workers that
- *	  deliver: one slot per served database, the commit-time wake, and the
+ *	  Shared memory between the backends that enqueue, the launcher and
+ *	  the workers that deliver: one slot per served database, the
+ *	  commit-time wakes, the holds of database-level commands, and the
  *	  worker status function behind the whatsapp.status view.
  *
  * A backend that enqueued a message sets the worker's latch from a
  * transaction callback once its transaction has committed.  The callback
  * runs after the commit is recorded and so must not raise: it only uses
- * atomics and SetLatch.
+ * atomics, a spinlock and SetLatch.  The same callback rings the
+ * launcher's doorbell after CREATE EXTENSION or CREATE DATABASE, so that
+ * with whatsapp.database = '*' a new database is served within a second.
  *
  *-------------------------------------------------------------------------
  */
 #include "whatsapp.h"
+
+#include <signal.h>
 
 #include "access/xact.h"
 #include "funcapi.h"
@@ -28,12 +33,21 @@ WaShared   *wa_shared = NULL;
 /* Per-transaction wishes, applied at commit by wa_xact_callback. */
 static bool wake_at_commit = false;
 static bool accounts_changed_at_commit = false;
+static bool launcher_wake_at_commit = false;
+static Oid	launcher_announce_at_commit = InvalidOid;
 static bool xact_callback_registered = false;
+
+static Size
+shared_size(void)
+{
+	return add_size(offsetof(WaShared, slots),
+					mul_size(max_worker_processes, sizeof(WaDbSlot)));
+}
 
 void
 wa_shmem_request(void)
 {
-	RequestAddinShmemSpace(MAXALIGN(sizeof(WaShared)));
+	RequestAddinShmemSpace(MAXALIGN(shared_size()));
 	RequestNamedLWLockTranche("whatsapp", 1);
 }
 
@@ -43,85 +57,129 @@ wa_shmem_startup(void)
 	bool		found;
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	wa_shared = ShmemInitStruct("whatsapp", sizeof(WaShared), &found);
+	wa_shared = ShmemInitStruct("whatsapp", shared_size(), &found);
 	if (!found)
 	{
-		char		names[WA_MAX_DATABASES][NAMEDATALEN];
-		int			n;
-
-		memset(wa_shared, 0, sizeof(WaShared));
+		memset(wa_shared, 0, shared_size());
 		wa_shared->lock = &(GetNamedLWLockTranche("whatsapp"))->lock;
-		n = wa_parse_database_list(wa_database, names, WA_MAX_DATABASES);
-		wa_shared->nslots = n;
-		for (int i = 0; i < n; i++)
+		SpinLockInit(&wa_shared->announce_mutex);
+		wa_shared->nslots = max_worker_processes;
+		for (int i = 0; i < wa_shared->nslots; i++)
 		{
 			WaDbSlot   *slot = &wa_shared->slots[i];
 
-			strlcpy(slot->datname, names[i], NAMEDATALEN);
 			pg_atomic_init_u32(&slot->wake_pending, 0);
 			pg_atomic_init_u32(&slot->accounts_generation, 0);
 			pg_atomic_init_u64(&slot->sent_total, 0);
 			pg_atomic_init_u32(&slot->inflight, 0);
 			pg_atomic_init_u64(&slot->queue_depth, 0);
 			pg_atomic_init_u64(&slot->sent_last_minute, 0);
-			strlcpy(slot->state, "not started", sizeof(slot->state));
 		}
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
 
-/*
- * Split whatsapp.database into names.  Blanks around names are dropped,
- * duplicates and empty entries are skipped.  Returns the count; names
- * beyond "max" are ignored (the caller warns).
- */
-int
-wa_parse_database_list(const char *list, char names[][NAMEDATALEN], int max)
+static bool
+is_blank(char c)
 {
-	int			n = 0;
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* Is whatsapp.database "*" (blanks around it allowed)? */
+bool
+wa_serve_all(void)
+{
+	const char *p = wa_database;
+
+	if (p == NULL)
+		return false;
+	while (is_blank(*p))
+		p++;
+	if (*p++ != '*')
+		return false;
+	while (is_blank(*p))
+		p++;
+	return *p == '\0';
+}
+
+/*
+ * Split a whatsapp.database list into names (palloc'd, in the current
+ * memory context).  Blanks around names are dropped, duplicates and empty
+ * entries skipped, names cut to NAMEDATALEN - 1 bytes as PostgreSQL cuts
+ * identifiers.  "*" yields no names: see wa_serve_all().
+ */
+List *
+wa_database_names(const char *list)
+{
+	List	   *names = NIL;
 	const char *p = list;
 
 	if (list == NULL)
-		return 0;
-	while (*p && n < max)
+		return NIL;
+	while (*p)
 	{
 		const char *start;
 		const char *end;
 		int			len;
+		char	   *name;
+		ListCell   *lc;
 		bool		dup = false;
 
-		while (*p == ' ' || *p == '\t' || *p == ',')
+		while (is_blank(*p) || *p == ',')
 			p++;
 		start = p;
 		while (*p && *p != ',')
 			p++;
 		end = p;
-		while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+		while (end > start && is_blank(end[-1]))
 			end--;
 		len = end - start;
-		if (len == 0)
+		if (len == 0 || (len == 1 && *start == '*'))
 			continue;
 		if (len >= NAMEDATALEN)
 			len = NAMEDATALEN - 1;
-		memcpy(names[n], start, len);
-		names[n][len] = '\0';
-		for (int i = 0; i < n; i++)
-			if (strcmp(names[i], names[n]) == 0)
+		name = pnstrdup(start, len);
+		foreach(lc, names)
+			if (strcmp((char *) lfirst(lc), name) == 0)
 				dup = true;
-		if (!dup)
-			n++;
+		if (dup)
+			pfree(name);
+		else
+			names = lappend(names, name);
 	}
-	return n;
+	return names;
 }
 
-/* The slot of a database, or NULL when no worker is configured for it. */
+/* Does whatsapp.database name this database (or say "*")? */
+bool
+wa_database_listed(const char *name)
+{
+	List	   *names;
+	ListCell   *lc;
+	bool		found = false;
+
+	if (wa_serve_all())
+		return true;
+	names = wa_database_names(wa_database);
+	foreach(lc, names)
+		if (strcmp((char *) lfirst(lc), name) == 0)
+			found = true;
+	list_free_deep(names);
+	return found;
+}
+
+/*
+ * The slot of a database, or NULL when no worker is meant for it.  Read
+ * without the lock, from commit callbacks too: a slot given back and taken
+ * again meanwhile can at worst wake a worker for nothing.
+ */
 WaDbSlot *
 wa_slot_for_database(Oid dboid)
 {
-	if (wa_shared == NULL)
+	if (wa_shared == NULL || !OidIsValid(dboid))
 		return NULL;
 	for (int i = 0; i < wa_shared->nslots; i++)
-		if (wa_shared->slots[i].dboid == dboid)
+		if (wa_shared->slots[i].in_use && wa_shared->slots[i].dboid == dboid)
 			return &wa_shared->slots[i];
 	return NULL;
 }
@@ -136,8 +194,60 @@ wa_worker_serves_current_database(void)
 }
 
 /*
+ * Ring the launcher's doorbell, naming a database whose extension may have
+ * appeared (or InvalidOid: look at pg_database again).  From the commit
+ * callback: spinlock and SetLatch only.
+ */
+static void
+ring_launcher(Oid dboid)
+{
+	Latch	   *latch;
+
+	if (wa_shared == NULL)
+		return;
+	SpinLockAcquire(&wa_shared->announce_mutex);
+	if (OidIsValid(dboid))
+	{
+		bool		known = false;
+
+		for (int i = 0; i < wa_shared->nannounced; i++)
+			if (wa_shared->announced[i] == dboid)
+				known = true;
+		if (!known && wa_shared->nannounced < WA_MAX_ANNOUNCED)
+			wa_shared->announced[wa_shared->nannounced++] = dboid;
+		else if (!known)
+			wa_shared->announce_overflow = true;
+	}
+	latch = wa_shared->launcher_latch;
+	SpinLockRelease(&wa_shared->announce_mutex);
+	if (latch != NULL)
+		SetLatch(latch);
+}
+
+/*
+ * The launcher takes what was announced: up to max database OIDs into out
+ * (returns how many); *overflow says that more were announced than kept,
+ * so that every database is worth a new look.
+ */
+int
+wa_take_announced(Oid *out, int max, bool *overflow)
+{
+	int			n;
+
+	SpinLockAcquire(&wa_shared->announce_mutex);
+	n = Min(wa_shared->nannounced, max);
+	memcpy(out, wa_shared->announced, n * sizeof(Oid));
+	*overflow = wa_shared->announce_overflow || wa_shared->nannounced > max;
+	wa_shared->nannounced = 0;
+	wa_shared->announce_overflow = false;
+	SpinLockRelease(&wa_shared->announce_mutex);
+	return n;
+}
+
+/*
  * Transaction callback.  At commit, set the latch of the worker serving
- * this database.  No ereport here: the commit is already recorded.
+ * this database, and the launcher's when asked.  No ereport here: the
+ * commit is already recorded.
  */
 static void
 wa_xact_callback(XactEvent event, void *arg)
@@ -162,14 +272,20 @@ wa_xact_callback(XactEvent event, void *arg)
 						SetLatch(latch);
 				}
 			}
+			if (launcher_wake_at_commit)
+				ring_launcher(launcher_announce_at_commit);
 			wake_at_commit = false;
 			accounts_changed_at_commit = false;
+			launcher_wake_at_commit = false;
+			launcher_announce_at_commit = InvalidOid;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
 			wake_at_commit = false;
 			accounts_changed_at_commit = false;
+			launcher_wake_at_commit = false;
+			launcher_announce_at_commit = InvalidOid;
 			break;
 		default:
 			break;
@@ -200,6 +316,92 @@ wa_accounts_changed_at_commit(void)
 	accounts_changed_at_commit = true;
 }
 
+void
+wa_wake_launcher_at_commit(Oid dboid)
+{
+	ensure_xact_callback();
+	launcher_wake_at_commit = true;
+	if (OidIsValid(dboid))
+		launcher_announce_at_commit = dboid;
+}
+
+/* ----------
+ * Holds: a database that a command needs without other sessions.
+ * ----------
+ */
+
+/*
+ * Hold dboid for this backend: no worker starts for it until
+ * wa_release_database().  False when every entry is taken (the command
+ * then goes on without one).
+ */
+bool
+wa_hold_database(Oid dboid)
+{
+	WaHold	   *free_entry = NULL;
+	TimestampTz now = GetCurrentTimestamp();
+
+	LWLockAcquire(wa_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < WA_MAX_HOLDS; i++)
+	{
+		WaHold	   *h = &wa_shared->holds[i];
+
+		/* an entry whose time is up, or whose backend is gone, is free */
+		if (OidIsValid(h->dboid) &&
+			(h->pid != 0 ? kill(h->pid, 0) != 0 : h->until <= now))
+			h->dboid = InvalidOid;
+		if (h->dboid == dboid && (h->pid == 0 || h->pid == MyProcPid))
+			free_entry = h;
+		else if (!OidIsValid(h->dboid) && free_entry == NULL)
+			free_entry = h;
+	}
+	if (free_entry != NULL)
+	{
+		free_entry->dboid = dboid;
+		free_entry->pid = MyProcPid;
+		free_entry->until = 0;
+	}
+	LWLockRelease(wa_shared->lock);
+	return free_entry != NULL;
+}
+
+/* The command is over: workers may start again after delay_ms. */
+void
+wa_release_database(Oid dboid, int delay_ms)
+{
+	LWLockAcquire(wa_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < WA_MAX_HOLDS; i++)
+	{
+		WaHold	   *h = &wa_shared->holds[i];
+
+		if (h->dboid == dboid && h->pid == MyProcPid)
+		{
+			h->pid = 0;
+			h->until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay_ms);
+		}
+	}
+	LWLockRelease(wa_shared->lock);
+}
+
+/* Does a command hold dboid now? */
+bool
+wa_database_held(Oid dboid, TimestampTz now)
+{
+	bool		held = false;
+
+	LWLockAcquire(wa_shared->lock, LW_SHARED);
+	for (int i = 0; i < WA_MAX_HOLDS; i++)
+	{
+		WaHold	   *h = &wa_shared->holds[i];
+
+		if (h->dboid == dboid &&
+			(h->pid != 0 ? kill(h->pid, 0) == 0 : h->until > now))
+			held = true;
+	}
+	LWLockRelease(wa_shared->lock);
+	return held;
+}
+
 /* SQL: whatsapp._wake_at_commit(accounts_changed boolean) */
 PG_FUNCTION_INFO_V1(wa_wake_at_commit_sql);
 Datum
@@ -212,8 +414,9 @@ wa_wake_at_commit_sql(PG_FUNCTION_ARGS)
 }
 
 /*
- * SQL: whatsapp._worker_status() returns one row per database named in
- * whatsapp.database.  Without preloading it returns no rows.
+ * SQL: whatsapp._worker_status() returns one row per served database: each
+ * one named in whatsapp.database, or with "*", each one whose worker found
+ * the extension installed.  Without preloading it returns no rows.
  */
 PG_FUNCTION_INFO_V1(wa_worker_status);
 Datum
@@ -231,6 +434,9 @@ wa_worker_status(PG_FUNCTION_ARGS)
 		WaDbSlot   *slot = &wa_shared->slots[i];
 		Datum		values[9];
 		bool		nulls[9] = {0};
+
+		if (!slot->in_use || !(slot->listed || slot->confirmed))
+			continue;
 
 		values[0] = CStringGetDatum(slot->datname);
 		values[0] = DirectFunctionCall1(namein, values[0]);

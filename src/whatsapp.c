@@ -202,16 +202,62 @@ check_country_code(char **newval, void **extra, GucSource source)
 	return true;
 }
 
+/*
+ * whatsapp.database: "*" alone, or names separated by commas, each shorter
+ * than NAMEDATALEN bytes once the blanks around it are dropped.
+ */
+static bool
+check_database(char **newval, void **extra, GucSource source)
+{
+	const char *p = *newval;
+	bool		star = false;
+	int			names = 0;
+
+	if (p == NULL)
+		return true;
+	while (*p)
+	{
+		const char *start;
+		const char *end;
+
+		while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == ',')
+			p++;
+		start = p;
+		while (*p && *p != ',')
+			p++;
+		end = p;
+		while (end > start && (end[-1] == ' ' || end[-1] == '\t' ||
+							   end[-1] == '\n' || end[-1] == '\r'))
+			end--;
+		if (end == start)
+			continue;
+		if (end - start == 1 && *start == '*')
+			star = true;
+		else
+			names++;
+		if (end - start >= NAMEDATALEN)
+		{
+			GUC_check_errdetail("Database name \"%.*s\" is longer than %d bytes.",
+								(int) (end - start), start, NAMEDATALEN - 1);
+			return false;
+		}
+	}
+	if (star && names > 0)
+	{
+		GUC_check_errdetail("\"*\" stands alone: it means every database in which the extension is installed.");
+		return false;
+	}
+	return true;
+}
+
 static void
 define_settings(void)
 {
-	/* A postmaster setting can only be defined while preloading. */
-	if (process_shared_preload_libraries_in_progress)
-		DefineCustomStringVariable("whatsapp.database",
-								   "Comma-separated list of databases a delivery worker serves.",
-								   "Takes effect at server start. Empty means no database is served.",
-								   &wa_database, "",
-								   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("whatsapp.database",
+							   "Databases a delivery worker serves: a comma-separated list, or * for every database with the extension.",
+							   "Takes effect on reload. Empty means no database is served.",
+							   &wa_database, "",
+							   PGC_SIGHUP, 0, check_database, NULL, NULL);
 	DefineCustomStringVariable("whatsapp.api_url",
 							   "Base URL of the WhatsApp Cloud API.",
 							   "https only; http is accepted for loopback addresses (mocks).",
@@ -328,5 +374,6 @@ _PG_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = wa_shmem_startup_hook;
 
+	wa_install_dbcommand_hook();
 	wa_register_workers();
 }

@@ -16,9 +16,11 @@
 
 #include "access/attnum.h"
 #include "fmgr.h"
+#include "nodes/pg_list.h"
 #include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "storage/spin.h"
 #include "utils/relcache.h"
 #include "utils/snapshot.h"
 #include "utils/timestamp.h"
@@ -27,14 +29,11 @@
 #error "WHATSAPP_VERSION must be defined by the Makefile"
 #endif
 
-/* Highest number of databases whatsapp.database may list. */
-#define WA_MAX_DATABASES 16
-
 /* ----------
  * Settings (whatsapp.c).  Names match the GUCs without the prefix.
  * ----------
  */
-extern char *wa_database;			/* postmaster: comma-separated list */
+extern char *wa_database;			/* sighup: comma-separated list, or "*" */
 extern char *wa_api_url;			/* sighup, superuser only */
 extern char *wa_api_version;		/* sighup, superuser only */
 extern char *wa_key_file;			/* sighup, superuser only */
@@ -65,15 +64,26 @@ extern int	wa_odoo_max_age;		/* user, minutes */
 extern bool wa_preloaded;
 
 /* ----------
- * Shared state (shared.c).  One slot per database named in
- * whatsapp.database; only atomics, pids, latches and counters live here,
- * never a pointer into a process's own memory.
+ * Shared state (shared.c).  One slot per database that a worker serves or
+ * checks, max_worker_processes of them (a database needs a worker, and
+ * there can be no more workers than that).  Only atomics, pids, latches
+ * and counters live here, never a pointer into a process's own memory.
+ *
+ * The launcher alone takes and gives back slots; it sets in_use, listed,
+ * generation, datname and dboid while no worker runs in the slot.  The
+ * worker sets pid, latch, confirmed, extension_missing and the figures.
  * ----------
  */
 typedef struct WaDbSlot
 {
+	bool		in_use;			/* taken by the launcher for a database */
+	bool		listed;			/* named in whatsapp.database */
+	bool		confirmed;		/* its worker found the extension installed */
+	bool		extension_missing;	/* whatsapp.database = '*': its worker
+									 * found no extension and left */
+	uint32		generation;		/* bumped each time the slot is taken */
 	char		datname[NAMEDATALEN];
-	Oid			dboid;			/* set by the worker once connected */
+	Oid			dboid;			/* InvalidOid while a listed one is missing */
 	pid_t		pid;			/* 0 while no worker runs */
 	Latch	   *latch;			/* the worker's latch, or NULL */
 	pg_atomic_uint32 wake_pending;	/* 1 after a wake, until the worker reads it */
@@ -88,11 +98,42 @@ typedef struct WaDbSlot
 	char		last_error[256];
 } WaDbSlot;
 
+/*
+ * A database that a command such as DROP DATABASE needs without other
+ * sessions (dbcommands.c): no worker starts for it while the backend "pid"
+ * runs the command, nor before "until".
+ */
+typedef struct WaHold
+{
+	Oid			dboid;			/* InvalidOid: the entry is free */
+	pid_t		pid;			/* the backend running the command, or 0 */
+	TimestampTz until;			/* after the command: restart delay */
+} WaHold;
+
+#define WA_MAX_HOLDS		16
+/* Milliseconds between a worker's stop and its next start. */
+#define WA_RESTART_DELAY_MS	10000
+/* Databases announced to the launcher and not read yet. */
+#define WA_MAX_ANNOUNCED	32
+
 typedef struct WaShared
 {
-	LWLock	   *lock;			/* protects the non-atomic fields of slots */
-	int			nslots;
-	WaDbSlot	slots[WA_MAX_DATABASES];
+	LWLock	   *lock;			/* protects slots' and holds' plain fields */
+	WaHold		holds[WA_MAX_HOLDS];
+
+	/*
+	 * The launcher's doorbell, rung at the commit of CREATE EXTENSION,
+	 * CREATE DATABASE and the like.  Rung from commit callbacks, which must
+	 * not raise: so a spinlock, not the LWLock.
+	 */
+	slock_t		announce_mutex;
+	Latch	   *launcher_latch;	/* NULL while no launcher runs */
+	int			nannounced;
+	bool		announce_overflow;	/* more than fit: check every database */
+	Oid			announced[WA_MAX_ANNOUNCED];
+
+	int			nslots;			/* max_worker_processes at server start */
+	WaDbSlot	slots[FLEXIBLE_ARRAY_MEMBER];
 } WaShared;
 
 extern WaShared *wa_shared;
@@ -100,12 +141,28 @@ extern WaShared *wa_shared;
 extern void wa_shmem_request(void);
 extern void wa_shmem_startup(void);
 extern WaDbSlot *wa_slot_for_database(Oid dboid);
-extern int	wa_parse_database_list(const char *list, char names[][NAMEDATALEN], int max);
+
+/* whatsapp.database: "*"?  Else the names it lists (a List of char *). */
+extern bool wa_serve_all(void);
+extern List *wa_database_names(const char *list);
+extern bool wa_database_listed(const char *name);
 
 /* Called by enqueue and account functions: wake the worker at commit. */
 extern void wa_wake_worker_at_commit(void);
 extern void wa_accounts_changed_at_commit(void);
 extern bool wa_worker_serves_current_database(void);
+/* Ring the launcher's doorbell at commit, naming a database (or none). */
+extern void wa_wake_launcher_at_commit(Oid dboid);
+/* For the launcher: the databases announced since the last call. */
+extern int	wa_take_announced(Oid *out, int max, bool *overflow);
+
+/* Holds (dbcommands.c takes them, the launcher honours them). */
+extern bool wa_hold_database(Oid dboid);
+extern void wa_release_database(Oid dboid, int delay_ms);
+extern bool wa_database_held(Oid dboid, TimestampTz now);
+
+/* Make room for a command that needs a database without other sessions. */
+extern void wa_install_dbcommand_hook(void);
 
 /* ----------
  * Phone numbers (phone.c).

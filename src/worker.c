@@ -1288,6 +1288,40 @@ extension_present(void)
 	return OidIsValid(oid);
 }
 
+/* The extension is installed here: the status view shows this database. */
+static void
+set_confirmed(void)
+{
+	LWLockAcquire(wa_shared->lock, LW_EXCLUSIVE);
+	slot->confirmed = true;
+	LWLockRelease(wa_shared->lock);
+}
+
+/*
+ * With whatsapp.database = '*', a database without the extension is not
+ * served: say so in the slot, for the launcher, and leave the database
+ * (exit code 0: the launcher, not the postmaster, decides what is next).
+ * "was_serving" tells a DROP EXTENSION from a first look.  While serving,
+ * this only sets leave_now: the main loop leaves outside its PG_TRY.
+ */
+static volatile bool leave_now = false;
+
+static void
+leave_without_extension(bool was_serving)
+{
+	LWLockAcquire(wa_shared->lock, LW_EXCLUSIVE);
+	slot->extension_missing = true;
+	slot->confirmed = false;
+	LWLockRelease(wa_shared->lock);
+	ereport(was_serving ? LOG : DEBUG1,
+			(errmsg("whatsapp worker for database \"%s\" leaves: the extension is not installed there",
+					slot->datname)));
+	if (was_serving)
+		leave_now = true;
+	else
+		proc_exit(0);
+}
+
 typedef struct WaCycle
 {
 	bool		wake;			/* a commit or NOTIFY: anything may be due */
@@ -1296,6 +1330,19 @@ typedef struct WaCycle
 	bool		purge;
 	bool		claim;
 } WaCycle;
+
+/*
+ * Errors a cycle meets when the extension's objects disappear under it,
+ * which a DROP EXTENSION committing meanwhile causes.
+ */
+static bool
+extension_object_vanished(int sqlerrcode)
+{
+	return sqlerrcode == ERRCODE_UNDEFINED_TABLE ||
+		sqlerrcode == ERRCODE_UNDEFINED_FUNCTION ||
+		sqlerrcode == ERRCODE_UNDEFINED_SCHEMA ||
+		sqlerrcode == ERRCODE_UNDEFINED_OBJECT;
+}
 
 static void
 run_cycle(WaCycle *what)
@@ -1312,8 +1359,12 @@ run_cycle(WaCycle *what)
 	{
 		end_work();
 		set_state("idle: extension whatsapp is not installed in this database");
+		if (wa_serve_all())
+			leave_without_extension(true);
 		return;
 	}
+	if (!slot->confirmed)
+		set_confirmed();
 	prepare_plans();
 	if (!in_doubt_resolved)
 		resolve_in_doubt();
@@ -1533,6 +1584,9 @@ wa_worker_main(Datum main_arg)
 	volatile bool claim_deferred = false;
 	volatile TimestampTz last_claim_at = 0;
 	volatile bool stop = false;
+	uint32		generation;
+	Oid			dboid;
+	bool		installed;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, wa_worker_sigterm);
@@ -1541,10 +1595,34 @@ wa_worker_main(Datum main_arg)
 	if (wa_shared == NULL || slotno < 0 || slotno >= wa_shared->nslots)
 		proc_exit(0);
 	slot = &wa_shared->slots[slotno];
+	memcpy(&generation, MyBgworkerEntry->bgw_extra, sizeof(uint32));
+	LWLockAcquire(wa_shared->lock, LW_SHARED);
+	dboid = (slot->in_use && slot->generation == generation) ? slot->dboid : InvalidOid;
+	LWLockRelease(wa_shared->lock);
+	if (!OidIsValid(dboid))
+	{
+		/* the launcher gave the slot away before this worker ran */
+		slot = NULL;
+		proc_exit(0);
+	}
 	take_slot();
 
-	BackgroundWorkerInitializeConnection(slot->datname, NULL, 0);
+	/* By OID: a database renamed meanwhile is still the one meant. */
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("whatsapp worker");
+
+	/* DROP DATABASE or the like began meanwhile: make room at once. */
+	if (wa_database_held(MyDatabaseId, GetCurrentTimestamp()))
+		proc_exit(0);
+
+	/* With "*", a database without the extension is left at once. */
+	StartTransactionCommand();
+	installed = OidIsValid(get_extension_oid("whatsapp", true));
+	CommitTransactionCommand();
+	if (installed)
+		set_confirmed();
+	else if (wa_serve_all())
+		leave_without_extension(false);
 
 	/* The worker's own transactions: short, durable, read committed. */
 	SetConfigOption("default_transaction_isolation", "read committed",
@@ -1684,10 +1762,25 @@ wa_worker_main(Datum main_arg)
 
 			HOLD_INTERRUPTS();
 			MemoryContextSwitchTo(cycle_context);
-			/* the whole report: message, detail, hint, context */
-			EmitErrorReport();
 			edata = CopyErrorData();
-			FlushErrorState();
+			if (extension_object_vanished(edata->sqlerrcode))
+			{
+				/*
+				 * A DROP EXTENSION committed while the cycle ran: the next
+				 * cycle sees the extension gone.  Logged, whole, as LOG.
+				 */
+				FlushErrorState();
+				edata->elevel = LOG;
+				edata->message = psprintf("whatsapp worker cycle failed, as an object of the extension is gone (DROP EXTENSION?): %s",
+										  edata->message ? edata->message : "error");
+				ThrowErrorData(edata);
+			}
+			else
+			{
+				/* the whole report: message, detail, hint, context */
+				EmitErrorReport();
+				FlushErrorState();
+			}
 			AbortCurrentTransaction();
 			/* an error outside a transaction may have left a lock held */
 			LWLockReleaseAll();
@@ -1704,6 +1797,8 @@ wa_worker_main(Datum main_arg)
 		MemoryContextReset(cycle_context);
 		if (stop)
 			proc_exit(1);
+		if (leave_now)
+			proc_exit(0);
 
 		now = GetCurrentTimestamp();
 		timeout = got_sigterm ? 100 : next_timeout(now, next_poll, next_purge);
