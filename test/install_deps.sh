@@ -28,6 +28,7 @@ PACKAGES=(
 	nodejs
 	curl
 	openssl
+	python3-psycopg2	# docs/examples/webhook.py, run by test/t/097_examples.pl
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

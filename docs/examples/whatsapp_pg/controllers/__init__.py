@@ -1,0 +1,2 @@
+# docs/examples/whatsapp_pg/controllers: the webhook route.
+from . import webhook
