@@ -7,7 +7,7 @@
 #   make installcheck             pg_regress, the isolation specs and the TAP
 #                                 tests; pg_regress and the specs run against
 #                                 the server at PGHOST/PGPORT, which must
-#                                 preload the library (see README, Tests)
+#                                 preload the library (see docs/operations.md, Tests)
 #   make installcheck TAP_TESTS=  the same without the TAP tests
 #   make installcheck-rr          pg_regress once more at REPEATABLE READ
 #   make prove_installcheck       the TAP tests alone (test/t/*.pl); each

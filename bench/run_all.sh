@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/run_all.sh: run every benchmark, then print a Markdown table of the
-# results for the README's performance table.
+# results for the performance table of docs/performance.md.
 #
 #   bash bench/run_all.sh            # all six, about 15 minutes
 #   bash bench/run_all.sh latency    # only some: throughput enqueue latency memory webhook odoo

@@ -16,7 +16,7 @@
  * "COPY whatsapp.account_input <redacted>".  This is a scan of the
  * statement's text, so it cannot see a name spelled another way (a
  * U&"..." identifier with escapes, a name assembled by dynamic SQL) or a
- * call made inside a function of the caller's own; the README lists
+ * call made inside a function of the caller's own; docs/security.md lists
  * those, and COPY into whatsapp.account_input is the way that needs no
  * redaction.  While a sensitive statement runs:
  *

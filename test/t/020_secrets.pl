@@ -837,7 +837,7 @@ ok(!holds_secret(slurp_file($node->logfile, $log_start), @csecrets),
 	'INSERT into account_input: no secret in the server log');
 
 # ---------------------------------------------------------------------------
-# f. What redaction does not cover (README, "What the secrecy promises do
+# f. What redaction does not cover (docs/security.md, "What the secrecy promises do
 #	 not cover"): statement text that spells the function another way, or
 #	 that calls it from a function of the caller's own, reaches the log.
 #	 COPY into account_input is the way that does not depend on it.
@@ -881,7 +881,7 @@ $node->stop;
 # ---------------------------------------------------------------------------
 # g. Without preloading: COPY's data still never is statement text, and a
 #	 row the trigger refuses is still named by its line only; but a line
-#	 COPY itself cannot parse is quoted by COPY's CONTEXT (README).
+#	 COPY itself cannot parse is quoted by COPY's CONTEXT (docs/security.md).
 # ---------------------------------------------------------------------------
 my $plain = PostgreSQL::Test::Cluster->new('secrets_nopreload');
 $plain->init;

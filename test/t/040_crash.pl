@@ -19,7 +19,7 @@
 # in_doubt event.  After a graceful stop there are none.
 #
 # One line per scenario is printed (and written to $WA_RELIABILITY_OUT when
-# set) for the README's reliability table:
+# set) for the reliability table of docs/reliability.md:
 #   RELIABILITY scenario=immediate queued=10000 sent=10000 failed=0 lost=0 ...
 use strict;
 use warnings;
