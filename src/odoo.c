@@ -46,6 +46,8 @@
  *-------------------------------------------------------------------------
  */
 #include "whatsapp.h"
+#include "odoo_links.h"
+#include "odoo_sent.h"
 #include "spi_plans.h"
 
 #include <math.h>
@@ -102,7 +104,7 @@ typedef struct OdooEvent
 	const char *name;
 	OdooModel	model;
 	const char *move_type;		/* account_move.move_type it needs */
-	bool		needs_sent;		/* is_move_sent must be true */
+	bool		needs_sent;		/* mailed to the customer (odoo_sent.c) */
 } OdooEvent;
 
 static const OdooEvent odoo_events[] = {
@@ -149,7 +151,7 @@ typedef enum ColKind
 
 typedef enum OdooCol
 {
-	DC_ID, DC_NAME, DC_STATE, DC_MOVE_TYPE, DC_SENT, DC_PARTNER, DC_COMPANY,
+	DC_ID, DC_NAME, DC_STATE, DC_MOVE_TYPE, DC_PARTNER, DC_COMPANY,
 	DC_CURRENCY, DC_TOTAL, DC_RESIDUAL, DC_DATE, DC_DATE2, DC_DUE, DC_REF,
 	DC_TOKEN,
 	PC_ID, PC_NAME, PC_COMMERCIAL, PC_LANG, PC_PHONE, PC_MOBILE, PC_SANITIZED,
@@ -178,7 +180,6 @@ static const ColDef coldefs[NCOLS] = {
 	[DC_NAME] = {T_DOC, BOTH("name"), K_TEXT},
 	[DC_STATE] = {T_DOC, BOTH("state"), K_TEXT},
 	[DC_MOVE_TYPE] = {T_DOC, {NULL, "move_type"}, K_TEXT},
-	[DC_SENT] = {T_DOC, {NULL, "is_move_sent"}, K_BOOL},
 	[DC_PARTNER] = {T_DOC, BOTH("partner_id"), K_ID},
 	[DC_COMPANY] = {T_DOC, BOTH("company_id"), K_ID},
 	[DC_CURRENCY] = {T_DOC, BOTH("currency_id"), K_ID},
@@ -1184,14 +1185,6 @@ row_ts(OdooRow *r, int alias, int col, Timestamp *ts)
 	return !TIMESTAMP_NOT_FINITE(*ts);
 }
 
-static bool
-row_bool(OdooRow *r, int alias, int col)
-{
-	Datum		d;
-
-	return row_get(r, alias, col, &d) && DatumGetBool(d);
-}
-
 /*
  * "19.0.1.3" or "saas~18.2.1.0" (ir_module_module.latest_version) -> 19,
  * 18; 0 when it is not a version.
@@ -1549,6 +1542,10 @@ typedef struct OdooRender
 	/* an access_token the extension creates for the document (see portal_link) */
 	char	   *token_new;
 	Oid			doc_relid;
+	/* invoice_sent: the mail_message that fired it (0: the preview) */
+	int64		sent_msg_id;
+	/* where base_url_used comes from: "rule", "website N", "web.base.url" */
+	char	   *base_url_source;
 } OdooRender;
 
 static void fail(OdooRender *r, const char *failure_type, const char *fmt,...)
@@ -1764,8 +1761,24 @@ portal_link(OdooCtx *x, const char *what, bool pdf)
 	}
 	if (token == NULL)
 		token = x->r->token_new;
+	if (x->base_url != NULL && x->r->base_url_source == NULL)
+		x->r->base_url_source = pstrdup("rule");
 	if (x->base_url == NULL)
+	{
+		/* the document's website, else its company's, as get_base_url */
+		int64		website = 0;
+
+		x->base_url = wa_odoo_website_base_url(model_table[x->m], x->r->res_id,
+											   x->r->company_null, x->r->company_id,
+											   x->row->snap, &website);
+		if (x->base_url != NULL)
+			x->r->base_url_source = psprintf("website %ld", (long) website);
+	}
+	if (x->base_url == NULL)
+	{
 		x->base_url = nonempty(config_value(x->row, "web.base.url"));
+		x->r->base_url_source = pstrdup("web.base.url");
+	}
 	{
 		if (x->base_url != NULL)
 		{
@@ -2294,7 +2307,8 @@ static void render_rows(const OdooEvent *ev, OdooModelState *s, OdooRow *row,
 						bool for_preview, OdooRender *r);
 
 static void
-render(const OdooEvent *ev, int64 res_id, bool for_preview, OdooRender *r)
+render(const OdooEvent *ev, int64 res_id, bool for_preview, OdooRender *r,
+	   int64 sent_msg_id)
 {
 	OdooModelState *s = prepare_model(ev->model);
 	OdooRow		row;
@@ -2302,6 +2316,7 @@ render(const OdooEvent *ev, int64 res_id, bool for_preview, OdooRender *r)
 	memset(r, 0, sizeof(*r));
 	r->ev = ev;
 	r->res_id = res_id;
+	r->sent_msg_id = sent_msg_id;
 	initStringInfo(&r->payload);
 	initStringInfo(&r->values);
 	appendStringInfoChar(&r->values, '{');
@@ -2389,13 +2404,26 @@ render_rows(const OdooEvent *ev, OdooModelState *s, OdooRow *rowp, bool for_prev
 			r->note = psprintf("account_move %ld is in state %s, not posted", (long) res_id,
 							   state ? state : "NULL");
 		}
-		else if (ev->needs_sent)
+		else if (ev->needs_sent && r->sent_msg_id > 0)
 		{
-			if (!row_bool(row, A_D, DC_SENT))
+			/*
+			 * Did the message that fired this mail the invoice to its
+			 * customer?  (The preview has no message: it shows what the
+			 * next one would send.)
+			 */
+			bool		no_partner,
+						no_commercial;
+			int64		pid = row_int(row, A_D, DC_PARTNER, &no_partner);
+			int64		cpid = row_int(row, A_P, PC_COMMERCIAL, &no_commercial);
+			char	   *why = no_partner ?
+				psprintf("account_move %ld has no partner", (long) res_id) :
+				wa_odoo_sent_problem(r->sent_msg_id, res_id, pid,
+									 no_commercial ? 0 : cpid, row->snap);
+
+			if (why != NULL)
 			{
 				r->fires = false;
-				r->note = psprintf("account_move %ld is not sent (is_move_sent is not true)",
-								   (long) res_id);
+				r->note = why;
 			}
 		}
 	}
@@ -2728,7 +2756,6 @@ typedef struct TrigCols
 	Oid			relid;			/* InvalidOid: not computed */
 	AttrNumber	state;			/* 0: missing or not text */
 	AttrNumber	move_type;
-	AttrNumber	sent;			/* 0: missing or not boolean */
 } TrigCols;
 
 static TrigCols trig_cols[N_MODELS];
@@ -2776,7 +2803,6 @@ trig_columns(OdooModel m, Relation rel)
 
 		tc->state = trig_attnum(desc, "state", true);
 		tc->move_type = trig_attnum(desc, "move_type", true);
-		tc->sent = trig_attnum(desc, "is_move_sent", false);
 		tc->relid = RelationGetRelid(rel);
 	}
 	return tc;
@@ -2811,22 +2837,13 @@ trig_row_holds(const OdooEvent *ev, const TrigCols *tc, TupleDesc desc, HeapTupl
 	static const char *const sale_states[] = {"sale", "done", NULL};
 	static const char *const posted[] = {"posted", NULL};
 	const char *mt[2] = {ev->move_type, NULL};
-	bool		isnull;
-	Datum		d;
 
 	if (tup == NULL)
 		return false;
 	if (ev->model == M_SALE_ORDER)
 		return trig_text_in(tup, desc, tc->state, sale_states);
-	if (!trig_text_in(tup, desc, tc->state, posted) ||
-		!trig_text_in(tup, desc, tc->move_type, mt))
-		return false;
-	if (!ev->needs_sent)
-		return true;
-	if (tc->sent == 0)
-		return false;
-	d = heap_getattr(tup, tc->sent, desc, &isnull);
-	return !isnull && DatumGetBool(d);
+	return trig_text_in(tup, desc, tc->state, posted) &&
+		trig_text_in(tup, desc, tc->move_type, mt);
 }
 
 PG_FUNCTION_INFO_V1(wa_odoo_trigger);
@@ -2860,7 +2877,8 @@ wa_odoo_trigger(PG_FUNCTION_ARGS)
 		!(TRIGGER_FIRED_BY_INSERT(td->tg_event) || TRIGGER_FIRED_BY_UPDATE(td->tg_event)) ||
 		td->tg_trigger->tgnargs < 1 ||
 		(ev = find_event(td->tg_trigger->tgargs[0])) == NULL ||
-		strcmp(RelationGetRelationName(rel), model_table[ev->model]) != 0 ||
+		strcmp(RelationGetRelationName(rel),
+			   ev->needs_sent ? WA_ODOO_SENT_TABLE : model_table[ev->model]) != 0 ||
 		nsp == NULL || strcmp(nsp, "public") != 0)
 	{
 		ereport(WARNING,
@@ -2870,6 +2888,27 @@ wa_odoo_trigger(PG_FUNCTION_ARGS)
 	}
 	if (!wa_odoo_events)
 		return PointerGetDatum(NULL);
+
+	/*
+	 * invoice_sent: a message inserted on mail_message.  Is it about an
+	 * invoice, of an outgoing kind?  Most messages end here; the rest is
+	 * checked at rendering (odoo_sent.c).
+	 */
+	if (ev->needs_sent)
+	{
+		int64		msg_id;
+
+		if (!TRIGGER_FIRED_BY_INSERT(td->tg_event) ||
+			!wa_odoo_sent_candidate(rel, td->tg_trigtuple, &id, &msg_id))
+			return PointerGetDatum(NULL);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "whatsapp: SPI_connect failed");
+		render(ev, id, false, &r, msg_id);
+		if (r.fires && r.state != NULL)
+			record(&r);
+		SPI_finish();
+		return PointerGetDatum(NULL);
+	}
 
 	/* Did the row enter the event's state?  Most firings end here. */
 	{
@@ -2903,7 +2942,7 @@ wa_odoo_trigger(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "whatsapp: SPI_connect failed");
-	render(ev, id, false, &r);
+	render(ev, id, false, &r, 0);
 	if (r.fires && r.state != NULL)
 		record(&r);
 	SPI_finish();
@@ -2978,7 +3017,7 @@ wa_odoo_preview(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "whatsapp: SPI_connect failed");
-	render(ev, id, true, &r);
+	render(ev, id, true, &r, 0);
 	if (!r.found)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
@@ -3047,8 +3086,15 @@ wa_odoo_preview(PG_FUNCTION_ARGS)
 				psprintf("ir_module_module: base %s", r.odoo_version_text) :
 				"unknown: ir_module_module has no installed base module; see odoo_schema");
 	json_kv_str(&b, "format_language", r.format_lang);
+	json_kv_str(&b, "fires_on", ev->needs_sent ?
+				"the invoice mailed to its customer: a mail_message on account.move of type comment or email_outgoing, of a subtype that is not internal, with the customer among its recipients and an attachment (Odoo's Send)" :
+				NULL);
+	json_kv_str(&b, "base_url_source", r.base_url_source);
+	/* a website's domain does not move: only web.base.url needs its freeze */
 	json_kv_str(&b, "link_warning", (r.link_page || r.link_pdf) ?
-				wa_odoo_link_warning(r.base_url_used, !r.base_url_from_rule) : NULL);
+				wa_odoo_link_warning(r.base_url_used,
+									 r.base_url_source != NULL &&
+									 strcmp(r.base_url_source, "web.base.url") == 0) : NULL);
 	appendStringInfo(&b, ", \"access_token_created_at_commit\": %s",
 					 r.token_new ? "true" : "false");
 	appendStringInfoString(&b, ", \"links\": {\"page\": ");
