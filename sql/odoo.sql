@@ -784,7 +784,12 @@ INSERT INTO odoo_cols (tbl, col, newtype, drop_it) VALUES
 	('res_lang', 'grouping', 'text', true), ('res_lang', 'date_format', 'text', true),
 	('res_lang', 'active', 'text', true),
 	('ir_config_parameter', 'value', 'varchar', true), ('ir_module_module', 'latest_version', 'text', true),
-	('phone_blacklist', 'active', 'text', true);
+	('phone_blacklist', 'active', 'text', true),
+	('mail_message', 'model', 'text', true), ('mail_message', 'message_type', 'text', true),
+	('mail_message', 'res_id', 'bigint', true), ('mail_message', 'subtype_id', 'bigint', true),
+	('mail_message_subtype', 'internal', 'text', true),
+	('mail_message_res_partner_rel', 'res_partner_id', 'bigint', false),
+	('message_attachment_rel', 'attachment_id', 'bigint', false);
 SELECT n, tbl, col,
 	   pg_temp.try(format('ALTER TABLE public.%I ALTER COLUMN %I TYPE %s USING %I::%s', tbl, col, newtype, col, newtype)) AS retype,
 	   CASE WHEN drop_it THEN pg_temp.try(format('ALTER TABLE public.%I DROP COLUMN %I', tbl, col)) END AS dropped
@@ -795,6 +800,7 @@ SELECT event, triggers_installed FROM whatsapp.odoo_rules ORDER BY event;
 UPDATE public.sale_order SET partner_id = 13 WHERE id = 1;
 INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id)
 VALUES (2, 1, 10, 10, 10);
+INSERT INTO public.mail_message (body) VALUES ('<p>a message after the columns went</p>');
 SELECT count(*) AS messages FROM whatsapp.message;
 
 -- wa_odoo_pause: documents committed while paused record nothing, then or

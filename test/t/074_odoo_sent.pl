@@ -3,8 +3,9 @@
 # Print, Download and Send do to the database in that version, as read in
 # Odoo's source (docs/odoo-sent-links.md): only Send records a message.
 # Also: a note that names the customer, a chatter message without the
-# invoice attached, an 18/19 batch that is still pending, a message on a
-# draft invoice, and the 0.2 -> 0.3 move of the triggers.
+# invoice attached, a mail on a draft invoice, the invoice mailed to
+# another partner, an 18 batch that is still pending, and a second Send.
+# (The 0.2 -> 0.3 move of the triggers is in 001_install.pl.)
 use strict;
 use warnings;
 
