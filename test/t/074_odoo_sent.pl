@@ -83,8 +83,8 @@ sub message_post
 }
 
 my %print = (
-	# account.move.action_invoice_print: is_move_sent, then the report,
-	# which stores its PDF (attachment_use)
+	# account.move.action_invoice_print: is_move_sent, then the report, which
+	# stores its PDF as an attachment (its "attachment" name expression)
 	16 => sub {
 		my ($inv) = @_;
 		return "UPDATE public.account_move SET is_move_sent = true WHERE id = $inv;"
