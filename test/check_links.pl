@@ -16,9 +16,9 @@
 #     link texts: `src/worker.c`, bash bench/webhook.sh, test/t/*.pl) exists:
 #     a path whose first part is a top-level directory of ROOT must exist
 #     there (globs must match something), and a file name or path with a
-#     source extension must exist somewhere in ROOT, unless it is one of the
-#     few names of other projects listed below (Odoo's files, the path an
-#     Odoo module is copied to).
+#     source extension must exist somewhere in ROOT (a bare .py or .js name
+#     is not checked), unless it is one of the few paths of other projects
+#     listed below (Odoo's source and addons).
 #
 # Links to other sites (http:, https:, mailto:) are not followed.  Prints
 # one line per problem, "FILE:LINE: what", and exits 1 when there is any.
@@ -38,13 +38,17 @@ my $root = abs_path($ARGV[0] // dirname(abs_path(__FILE__)) . '/..');
 
 # Paths that the docs name and that are not this repository's, on purpose.
 my @foreign = (
-	qr{^odoo/},                     # Odoo's own source (odoo/tools/misc.py)
-	qr{^addons/whatsapp_pg(?:/|$)}, # where the example Odoo module is copied to
+	qr{^odoo/},      # Odoo's own source (odoo/tools/misc.py)
+	qr{^addons/},    # Odoo's addons (addons/account/...), and where the
+	                 # example Odoo module is copied to (addons/whatsapp_pg)
 	qr{X\.Y},                       # a placeholder version
 );
 
-# Extensions of the files a bare name refers to.
+# Extensions of the files a name refers to.  A bare name (no '/') is
+# checked only with the extensions of this project's own sources: a bare
+# .py or .js name is as likely Odoo's or Node's (account_move_send.py).
 my $srcext = qr/\.(?:c|h|sql|out|spec|pl|pm|sh|py|js|md)$/;
+my $ownext = qr/\.(?:c|h|sql|out|spec|pl|pm|sh|md)$/;
 
 my @docs = ('README.md', 'bench/README.md');
 find(
@@ -135,7 +139,8 @@ sub check_path_token
 		problem($doc, $ln, "names $tok, which is not in the repository")
 		  unless grep { -e $_ } @m;
 	}
-	elsif ($tok =~ $srcext && $tok !~ /[*?]/ && ($tok =~ m{/} || !$in_block))
+	elsif ($tok =~ $srcext && $tok !~ /[*?]/
+		&& ($tok =~ m{/} || (!$in_block && $tok =~ $ownext)))
 	{
 		my $base = $tok;
 		$base =~ s{.*/}{};
