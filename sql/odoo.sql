@@ -526,8 +526,16 @@ UPDATE public.account_move SET name = 'BILL/2025/00001', amount_total = 999 WHER
 UPDATE public.account_move SET name = 'MISC/2025/00001' WHERE id = 4;
 COMMIT;
 SELECT dedupe_key, template, lang, params FROM m WHERE dedupe_key LIKE 'account.move:%' ORDER BY id;
--- sent: is_move_sent becomes true on a posted out_invoice
+-- sent: is_move_sent becomes true on a posted out_invoice.  In 17, Send &
+-- Print stores the official PDF (invoice_pdf_report_file) in the same
+-- transaction: the header is that attachment, not the portal's report.
+BEGIN;
+INSERT INTO public.ir_attachment (id, name, res_model, res_field, res_id, company_id, type,
+								  access_token, db_datas, mimetype)
+VALUES (71, 'INV_2025_00001.pdf', 'account.move', 'invoice_pdf_report_file', 1, 1, 'binary',
+		'att-tok-71', convert_to('%PDF-1.7', 'UTF8'), 'application/pdf');
 UPDATE public.account_move SET is_move_sent = true WHERE id IN (1, 3, 5);
+COMMIT;
 -- a draft marked sent sends once it is posted
 UPDATE public.account_move SET state = 'posted', name = 'INV/2025/00005', amount_total = 5, amount_residual = 5,
 	   invoice_date_due = '2031-02-28', access_token = 'inv-tok-5' WHERE id = 5;

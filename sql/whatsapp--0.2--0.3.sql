@@ -923,8 +923,8 @@ SELECT m.id,
  * it at the deadline, and deletes the row in the same transaction.
  * ------------------------------------------------------------------------ */
 CREATE TABLE whatsapp.odoo_pdf_wait (
-	message_id		bigint PRIMARY KEY
-					REFERENCES whatsapp.message (id) ON DELETE CASCADE,
+	message_id		bigint PRIMARY KEY,		-- whatsapp.message (no foreign key:
+											-- TRUNCATE and purges stay as they are)
 	res_id			bigint NOT NULL,		-- the account_move
 	until			timestamptz NOT NULL,	-- then without the header
 	base_url		text NOT NULL,			-- of the link, as at commit

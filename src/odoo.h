@@ -251,6 +251,14 @@ typedef struct OdooRender
 	/* an access_token the extension creates for the document (see portal_link) */
 	char	   *token_new;
 	Oid			doc_relid;
+	/* an invoice's official PDF (odoo_pdf.c) */
+	char	   *pdf_source;		/* where the header comes from, for the preview */
+	int64		att_id;			/* its attachment, 0: none */
+	char	   *att_token_new;	/* an access_token created for it */
+	Oid			att_relid;
+	bool		pdf_waits;		/* none yet: the message waits for it */
+	TimestampTz pdf_until;
+	char	   *pdf_base_url;
 } OdooRender;
 
 /* What the parameter functions share. */
@@ -262,6 +270,7 @@ typedef struct OdooCtx
 	OdooRender *r;
 	char	   *base_url;		/* the rule's base_url, else web.base.url, without its last "/" */
 	bool		for_preview;
+	int64		pdf_wait_us;	/* the rule's pdf_wait */
 } OdooCtx;
 
 extern void odoo_fail(OdooRender *r, const char *failure_type, const char *fmt,...)

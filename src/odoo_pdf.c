@@ -546,14 +546,15 @@ wa_odoo_pdf_wait_record(int32 account_id, const char *dedupe_key, int64 res_id,
  * access_token as Odoo would) and make the message due now; not found by
  * the deadline, let it go without the header (it is due at the deadline
  * already).  The message row is locked first, so that a claim, a
- * wa_cancel or this cannot interleave: a message no longer queued only
- * loses its wait row.  Returns how many waits remain.  Runs in the
+ * wa_cancel or this cannot interleave: a message no longer queued (or
+ * gone: purged, truncated) only loses its wait row.  Returns how many waits remain.  Runs in the
  * caller's transaction, inside SPI.
  */
 int
 wa_odoo_pdf_release(void)
 {
 	static SPIPlanPtr plan_list = NULL;
+	static SPIPlanPtr plan_state = NULL;
 	static SPIPlanPtr plan_done = NULL;
 	static SPIPlanPtr plan_header = NULL;
 	int			rc;
@@ -573,16 +574,25 @@ wa_odoo_pdf_release(void)
 	if (plan_list == NULL)
 	{
 		SPIPlanPtr	p = SPI_prepare("SELECT w.message_id, w.res_id, w.until OPERATOR(pg_catalog.<=) pg_catalog.now(),"
-									"  w.base_url, w.document, m.state"
+									"  w.base_url, w.document"
 									" FROM whatsapp.odoo_pdf_wait w"
-									" JOIN whatsapp.message m ON m.id OPERATOR(pg_catalog.=) w.message_id"
-									" ORDER BY w.message_id"
-									" FOR UPDATE OF m",
+									" ORDER BY w.message_id FOR UPDATE",
 									0, NULL);
 
 		if (p == NULL || SPI_keepplan(p) != 0)
 			elog(ERROR, "whatsapp: could not prepare the PDF wait scan");
 		plan_list = p;
+	}
+	if (plan_state == NULL)
+	{
+		Oid			t[1] = {INT8OID};
+		SPIPlanPtr	p = SPI_prepare("SELECT state FROM whatsapp.message"
+									" WHERE id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+									1, t);
+
+		if (p == NULL || SPI_keepplan(p) != 0)
+			elog(ERROR, "whatsapp: could not prepare the PDF wait's message lock");
+		plan_state = p;
 	}
 	if (plan_done == NULL)
 	{
@@ -626,10 +636,17 @@ wa_odoo_pdf_release(void)
 		bool		expired = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
 		char	   *base_url = SPI_getvalue(tup, desc, 4);
 		char	   *doc = SPI_getvalue(tup, desc, 5);
-		char	   *state = SPI_getvalue(tup, desc, 6);
+		char	   *state = NULL;
 		Datum		arg = Int64GetDatum(message_id);
 		WaOdooPdf	pdf;
 		bool		done = true;
+
+		rc = SPI_execute_plan(plan_state, &arg, NULL, false, 1);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "whatsapp: could not lock the waiting message: %s",
+				 SPI_result_code_string(rc));
+		if (SPI_processed == 1)
+			state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 
 		if (state != NULL && strcmp(state, "queued") == 0)
 		{
