@@ -929,6 +929,7 @@ CREATE TABLE whatsapp.odoo_pdf_wait (
 	until			timestamptz NOT NULL,	-- then without the header
 	base_url		text NOT NULL,			-- of the link, as at commit
 	document		text,					-- account_move.name, for the file name
+	upload			boolean NOT NULL DEFAULT false,	-- by media id ("pdf_upload")
 	created_at		timestamptz NOT NULL DEFAULT now()
 );
 SELECT pg_catalog.pg_extension_config_dump('whatsapp.odoo_pdf_wait', '');
@@ -1022,6 +1023,14 @@ BEGIN
 								  HINT = 'An invoice''s message waits up to that long for the invoice''s official PDF, then goes without the header; "0" or no "pdf_wait" sends it without the header at once.';
 					END IF;
 					has_wait := true;
+				ELSIF k = 'pdf_upload' THEN
+					/* the worker uploads the invoice's PDF to Meta, and sends its media id */
+					IF jsonb_typeof(v) <> 'boolean' THEN
+						RAISE EXCEPTION '"pdf_upload" of params must be true or false'
+							USING ERRCODE = 'invalid_parameter_value',
+								  HINT = 'true: the worker uploads an invoice''s official PDF to Meta and sends its media id, for an Odoo that Meta cannot reach.';
+					END IF;
+					has_wait := true;
 				ELSIF k = 'base_url' THEN
 					IF jsonb_typeof(v) <> 'string'
 					   OR (v #>> '{}') !~ '^https://[A-Za-z0-9.-]+(:[0-9]+)?(/[^?#[:space:]]*)?$' THEN
@@ -1047,7 +1056,7 @@ BEGIN
 				END IF;
 			END LOOP;
 			IF has_wait AND NOT (wa_odoo_enable.params ? 'header') THEN
-				RAISE EXCEPTION '"pdf_wait" of params needs "header": "portal_pdf"'
+				RAISE EXCEPTION '"pdf_wait" and "pdf_upload" of params need "header": "portal_pdf"'
 					USING ERRCODE = 'invalid_parameter_value';
 			END IF;
 			IF has_body AND has_named THEN

@@ -503,17 +503,19 @@ render_rows(const OdooEvent *ev, OdooModelState *s, OdooRow *rowp, bool for_prev
 	x.base_url = NULL;			/* read when a portal link needs it */
 	x.for_preview = for_preview;
 	x.pdf_wait_us = 0;
+	x.pdf_upload = false;
 	if (rule.params != NULL && JB_ROOT_IS_OBJECT(rule.params))
 	{
 		JsonbValue *bu = getKeyJsonValueFromContainer(&rule.params->root, "base_url", 8, NULL);
-
 		JsonbValue *pw = getKeyJsonValueFromContainer(&rule.params->root, "pdf_wait", 8, NULL);
+		JsonbValue *pu = getKeyJsonValueFromContainer(&rule.params->root, "pdf_upload", 10, NULL);
 
 		if (bu != NULL && bu->type == jbvString)
 		{
 			x.base_url = pnstrdup(bu->val.string.val, bu->val.string.len);
 			r->base_url_from_rule = true;
 		}
+		x.pdf_upload = pu != NULL && pu->type == jbvBool && pu->val.boolean;
 		if (pw != NULL && pw->type == jbvString)
 		{
 			/* checked by wa_odoo_enable: from 0 to 7 days */
@@ -784,7 +786,7 @@ record(OdooRender *r)
 		/* no official PDF yet, and the rule waits for it */
 		if (r->pdf_waits)
 			wa_odoo_pdf_wait_record(r->account_id, r->dedupe_key, r->res_id, r->pdf_until,
-									r->pdf_base_url, r->document);
+									r->pdf_base_url, r->document, r->pdf_upload);
 		wa_wake_worker_at_commit();
 	}
 }

@@ -256,7 +256,8 @@ typedef struct OdooRender
 	int64		att_id;			/* its attachment, 0: none */
 	char	   *att_token_new;	/* an access_token created for it */
 	Oid			att_relid;
-	bool		pdf_waits;		/* none yet: the message waits for it */
+	bool		pdf_waits;		/* none yet (or to upload): the message waits */
+	bool		pdf_upload;		/* the worker uploads it to Meta */
 	TimestampTz pdf_until;
 	char	   *pdf_base_url;
 } OdooRender;
@@ -271,6 +272,7 @@ typedef struct OdooCtx
 	char	   *base_url;		/* the rule's base_url, else web.base.url, without its last "/" */
 	bool		for_preview;
 	int64		pdf_wait_us;	/* the rule's pdf_wait */
+	bool		pdf_upload;		/* the rule's pdf_upload */
 } OdooCtx;
 
 extern void odoo_fail(OdooRender *r, const char *failure_type, const char *fmt,...)

@@ -60,7 +60,13 @@
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "storage/fd.h"
 #include "storage/lmgr.h"
+#include "commands/dbcommands.h"
+
+#include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -75,6 +81,7 @@
 
 static const Oid text_types[] = {TEXTOID, VARCHAROID, InvalidOid};
 static const Oid id_types[] = {INT4OID, INT8OID, InvalidOid};
+static const Oid bytea_types[] = {BYTEAOID, InvalidOid};
 
 /* ir_attachment as the catalog shows it now */
 typedef struct AttTable
@@ -88,7 +95,8 @@ typedef struct AttTable
 				type,
 				token,
 				mimetype,
-				store_fname;
+				store_fname,
+				db_datas;
 	Oid			id_type,
 				res_id_type,
 				model_type;
@@ -176,6 +184,7 @@ att_table(AttTable *t)
 	t->token = wa_odoo_column(t->relid, "access_token", text_types, NULL, LOG);
 	t->mimetype = wa_odoo_column(t->relid, "mimetype", text_types, NULL, LOG);
 	t->store_fname = wa_odoo_column(t->relid, "store_fname", text_types, NULL, LOG);
+	t->db_datas = wa_odoo_column(t->relid, "db_datas", bytea_types, NULL, LOG);
 	if (t->id == 0 || t->res_model == 0 || t->res_id == 0 || t->res_field == 0 ||
 		t->name == 0 || t->token == 0)
 		return false;
@@ -272,6 +281,13 @@ wa_odoo_invoice_pdf(int64 move_id, int version, const char *doc_name, Snapshot s
 		if (out->token != NULL && out->token[0] == '\0')
 			out->token = NULL;
 		out->store_fname = att_text(tup, desc, t.store_fname);
+		out->db_datas = NULL;
+		if (t.db_datas != 0)
+		{
+			d = heap_getattr(tup, t.db_datas, desc, &isnull);
+			if (!isnull)
+				out->db_datas = DatumGetByteaPCopy(d);
+		}
 	}
 	systable_endscan(scan);
 	table_close(rel, NoLock);
@@ -483,6 +499,88 @@ wa_odoo_pdf_filename(const char *att_name, const char *doc_name, const char *tab
 	return f.data;
 }
 
+/*
+ * The bytes of an attachment stored as a file: whatsapp.odoo_data_dir +
+ * /filestore/<this database>/<store_fname>, where store_fname is what
+ * Odoo writes ("ab/ab01...", hex digits and one "/"), nothing else: a
+ * name that could leave the filestore is refused.  NULL with *why set
+ * when it cannot be read.  At most 100 MB, Meta's limit for documents.
+ */
+#define WA_MAX_DOCUMENT (100 * 1024 * 1024)
+
+static char *
+filestore_read(const char *store_fname, size_t *len, char **why)
+{
+	char	   *path;
+	int			fd;
+	struct stat st;
+	char	   *buf;
+	size_t		got = 0;
+	int			slashes = 0;
+
+	*why = NULL;
+	if (wa_odoo_data_dir == NULL || wa_odoo_data_dir[0] == '\0')
+	{
+		*why = pstrdup("the PDF is in Odoo's filestore, and whatsapp.odoo_data_dir is not set");
+		return NULL;
+	}
+	for (const char *p = store_fname; *p; p++)
+	{
+		if (*p == '/')
+			slashes++;
+		else if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+			slashes = 99;
+	}
+	if (slashes != 1 || store_fname[0] == '/')
+	{
+		*why = psprintf("store_fname \"%s\" is not a name Odoo gives a file", store_fname);
+		return NULL;
+	}
+	path = psprintf("%s/filestore/%s/%s", wa_odoo_data_dir,
+					get_database_name(MyDatabaseId), store_fname);
+	fd = OpenTransientFile(path, O_RDONLY | PG_BINARY);
+	if (fd < 0)
+	{
+		*why = psprintf("could not open \"%s\": %m", path);
+		return NULL;
+	}
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > WA_MAX_DOCUMENT)
+	{
+		*why = psprintf("\"%s\" is not a regular file of at most 100 MB", path);
+		CloseTransientFile(fd);
+		return NULL;
+	}
+	buf = palloc(st.st_size + 1);
+	while (got < (size_t) st.st_size)
+	{
+		ssize_t		n = read(fd, buf + got, st.st_size - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+		{
+			*why = psprintf("could not read \"%s\": %s", path, n < 0 ? strerror(errno) : "short read");
+			CloseTransientFile(fd);
+			return NULL;
+		}
+		got += n;
+	}
+	CloseTransientFile(fd);
+	*len = got;
+	return buf;
+}
+
+/* {"type": "header", "parameters": [{"type": "document", "document": {"id": ...}}]} */
+static void
+header_media_json(StringInfo out, const char *media_id, const char *filename)
+{
+	appendStringInfoString(out, "{\"type\": \"header\", \"parameters\": [{\"type\": \"document\", \"document\": {\"id\": ");
+	escape_json(out, media_id);
+	appendStringInfoString(out, ", \"filename\": ");
+	escape_json(out, filename);
+	appendStringInfoString(out, "}}]}");
+}
+
 /* {"type": "header", "parameters": [{"type": "document", "document": {...}}]} */
 void
 wa_odoo_header_json(StringInfo out, const char *link, const char *filename)
@@ -496,30 +594,36 @@ wa_odoo_header_json(StringInfo out, const char *link, const char *filename)
 
 /*
  * Record that message (account_id, dedupe_key), just inserted as queued,
- * waits for the official PDF of invoice res_id until the deadline: its
- * next_attempt_at is the deadline, and a row of whatsapp.odoo_pdf_wait
- * holds what the header needs.  Inside SPI, in the recording transaction.
+ * waits for the official PDF of invoice res_id until the deadline, and a
+ * row of whatsapp.odoo_pdf_wait holds what the header needs.  Its
+ * next_attempt_at is a minute past the deadline: the worker makes it due
+ * when it ends the wait (wa_odoo_pdf_release), so that no claim takes it
+ * between the deadline and the worker's last look for the PDF; and should
+ * the worker never get to it, it still leaves, without the header.
+ * Inside SPI, in the recording transaction.
  */
 void
 wa_odoo_pdf_wait_record(int32 account_id, const char *dedupe_key, int64 res_id,
-						TimestampTz until, const char *base_url, const char *doc_name)
+						TimestampTz until, const char *base_url, const char *doc_name,
+						bool upload)
 {
 	static SPIPlanPtr plan = NULL;
-	Oid			types[6] = {INT4OID, TEXTOID, TIMESTAMPTZOID, INT8OID, TEXTOID, TEXTOID};
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			types[7] = {INT4OID, TEXTOID, TIMESTAMPTZOID, INT8OID, TEXTOID, TEXTOID, BOOLOID};
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int			rc;
 
 	if (plan == NULL)
 	{
-		SPIPlanPtr	p = SPI_prepare("WITH m AS (UPDATE whatsapp.message SET next_attempt_at = $3"
+		SPIPlanPtr	p = SPI_prepare("WITH m AS (UPDATE whatsapp.message"
+									"  SET next_attempt_at = $3 OPERATOR(pg_catalog.+) interval '1 minute'"
 									"  WHERE account_id OPERATOR(pg_catalog.=) $1"
 									"    AND dedupe_key OPERATOR(pg_catalog.=) $2"
 									"    AND state OPERATOR(pg_catalog.=) 'queued'"
 									"  RETURNING id)"
-									" INSERT INTO whatsapp.odoo_pdf_wait (message_id, res_id, until, base_url, document)"
-									" SELECT m.id, $4, $3, $5, $6 FROM m",
-									6, types);
+									" INSERT INTO whatsapp.odoo_pdf_wait (message_id, res_id, until, base_url, document, upload)"
+									" SELECT m.id, $4, $3, $5, $6, $7 FROM m",
+									7, types);
 
 		if (p == NULL || SPI_keepplan(p) != 0)
 			elog(ERROR, "whatsapp: could not prepare the PDF wait: %s",
@@ -535,6 +639,7 @@ wa_odoo_pdf_wait_record(int32 account_id, const char *dedupe_key, int64 res_id,
 		values[5] = CStringGetTextDatum(doc_name);
 	else
 		nulls[5] = 'n';
+	values[6] = BoolGetDatum(upload);
 	rc = SPI_execute_plan(plan, values, nulls, false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "whatsapp: could not record the PDF wait: %s", SPI_result_code_string(rc));
@@ -542,21 +647,22 @@ wa_odoo_pdf_wait_record(int32 account_id, const char *dedupe_key, int64 res_id,
 
 /*
  * The worker's turn: for each message waiting for its invoice's PDF, look
- * for the PDF; found, add the header (creating the attachment's
- * access_token as Odoo would) and make the message due now; not found by
- * the deadline, let it go without the header (it is due at the deadline
- * already).  The message row is locked first, so that a claim, a
+ * for the PDF; found, add the header (by link, creating the attachment's
+ * access_token as Odoo would; or uploaded to Meta, by media id) and make
+ * the message due now; not found by the deadline, make it due without
+ * the header.  The message row is locked first, so that a claim, a
  * wa_cancel or this cannot interleave: a message no longer queued (or
  * gone: purged, truncated) only loses its wait row.  Returns how many waits remain.  Runs in the
  * caller's transaction, inside SPI.
  */
 int
-wa_odoo_pdf_release(void)
+wa_odoo_pdf_release(WaMediaUploader upload)
 {
 	static SPIPlanPtr plan_list = NULL;
 	static SPIPlanPtr plan_state = NULL;
 	static SPIPlanPtr plan_done = NULL;
 	static SPIPlanPtr plan_header = NULL;
+	static SPIPlanPtr plan_due = NULL;
 	int			rc;
 	uint64		n;
 	SPITupleTable *tt;
@@ -574,7 +680,7 @@ wa_odoo_pdf_release(void)
 	if (plan_list == NULL)
 	{
 		SPIPlanPtr	p = SPI_prepare("SELECT w.message_id, w.res_id, w.until OPERATOR(pg_catalog.<=) pg_catalog.now(),"
-									"  w.base_url, w.document"
+									"  w.base_url, w.document, w.upload"
 									" FROM whatsapp.odoo_pdf_wait w"
 									" ORDER BY w.message_id FOR UPDATE",
 									0, NULL);
@@ -586,7 +692,7 @@ wa_odoo_pdf_release(void)
 	if (plan_state == NULL)
 	{
 		Oid			t[1] = {INT8OID};
-		SPIPlanPtr	p = SPI_prepare("SELECT state FROM whatsapp.message"
+		SPIPlanPtr	p = SPI_prepare("SELECT state, account_id FROM whatsapp.message"
 									" WHERE id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
 									1, t);
 
@@ -621,6 +727,18 @@ wa_odoo_pdf_release(void)
 		plan_header = p;
 	}
 
+	if (plan_due == NULL)
+	{
+		Oid			t[1] = {INT8OID};
+		SPIPlanPtr	p = SPI_prepare("UPDATE whatsapp.message SET next_attempt_at = pg_catalog.now()"
+									" WHERE id OPERATOR(pg_catalog.=) $1 AND state OPERATOR(pg_catalog.=) 'queued'",
+									1, t);
+
+		if (p == NULL || SPI_keepplan(p) != 0)
+			elog(ERROR, "whatsapp: could not prepare the PDF wait's end");
+		plan_due = p;
+	}
+
 	rc = SPI_execute_plan(plan_list, NULL, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "whatsapp: could not read the PDF waits: %s", SPI_result_code_string(rc));
@@ -636,7 +754,9 @@ wa_odoo_pdf_release(void)
 		bool		expired = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
 		char	   *base_url = SPI_getvalue(tup, desc, 4);
 		char	   *doc = SPI_getvalue(tup, desc, 5);
+		bool		by_upload = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
 		char	   *state = NULL;
+		int32		account_id = 0;
 		Datum		arg = Int64GetDatum(message_id);
 		WaOdooPdf	pdf;
 		bool		done = true;
@@ -646,7 +766,11 @@ wa_odoo_pdf_release(void)
 			elog(ERROR, "whatsapp: could not lock the waiting message: %s",
 				 SPI_result_code_string(rc));
 		if (SPI_processed == 1)
+		{
 			state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+			account_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+													 SPI_tuptable->tupdesc, 2, &isnull));
+		}
 
 		if (state != NULL && strcmp(state, "queued") == 0)
 		{
@@ -655,7 +779,56 @@ wa_odoo_pdf_release(void)
 				version = wa_odoo_version();
 				need_version = false;
 			}
-			if (wa_odoo_invoice_pdf(res_id, version, doc, GetActiveSnapshot(), &pdf))
+			if (by_upload && upload != NULL &&
+				wa_odoo_invoice_pdf(res_id, version, doc, GetActiveSnapshot(), &pdf))
+			{
+				/* the file to Meta's media endpoint, its id in the header */
+				char	   *why = NULL;
+				char	   *data;
+				size_t		len = 0;
+				char	   *media_id = NULL;
+				char	   *fname = wa_odoo_pdf_filename(pdf.name, doc, "account_move", res_id);
+
+				if (pdf.db_datas != NULL)
+				{
+					data = VARDATA_ANY(pdf.db_datas);
+					len = VARSIZE_ANY_EXHDR(pdf.db_datas);
+				}
+				else if (pdf.store_fname != NULL)
+					data = filestore_read(pdf.store_fname, &len, &why);
+				else
+				{
+					data = NULL;
+					why = pstrdup("the attachment has neither db_datas nor store_fname");
+				}
+				if (data != NULL)
+					media_id = upload(account_id, fname, "application/pdf", data, len, &why);
+				if (media_id != NULL)
+				{
+					StringInfoData h;
+					Datum		hv[2];
+
+					initStringInfo(&h);
+					header_media_json(&h, media_id, fname);
+					hv[0] = arg;
+					hv[1] = DirectFunctionCall1(jsonb_in, CStringGetDatum(h.data));
+					rc = SPI_execute_plan(plan_header, hv, NULL, false, 0);
+					if (rc != SPI_OK_UPDATE)
+						elog(ERROR, "whatsapp: could not add the PDF header: %s",
+							 SPI_result_code_string(rc));
+				}
+				else
+				{
+					/* tried again at the next turn, until the deadline */
+					ereport(LOG,
+							(errmsg("whatsapp: message %lld: could not upload the PDF of account.move %lld (ir_attachment %lld): %s",
+									(long long) message_id, (long long) res_id,
+									(long long) pdf.id, why ? why : "unknown")));
+					done = expired;
+				}
+			}
+			else if (!by_upload &&
+					 wa_odoo_invoice_pdf(res_id, version, doc, GetActiveSnapshot(), &pdf))
 			{
 				char	   *token = pdf.token;
 				StringInfoData h;
@@ -695,6 +868,10 @@ wa_odoo_pdf_release(void)
 		}
 		if (done)
 		{
+			/* due now: with the header just added, or without it */
+			rc = SPI_execute_plan(plan_due, &arg, NULL, false, 0);
+			if (rc != SPI_OK_UPDATE)
+				elog(ERROR, "whatsapp: could not make the message due: %s", SPI_result_code_string(rc));
 			rc = SPI_execute_plan(plan_done, &arg, NULL, false, 0);
 			if (rc != SPI_OK_DELETE)
 				elog(ERROR, "whatsapp: could not end the PDF wait: %s", SPI_result_code_string(rc));

@@ -293,7 +293,28 @@ invoice_pdf_link(OdooCtx *x, char **filename)
 	WaOdooPdf	pdf;
 	char	   *token;
 
-	if (!wa_odoo_invoice_pdf(r->res_id, version, doc, x->row->snap, &pdf))
+	bool		found = wa_odoo_invoice_pdf(r->res_id, version, doc, x->row->snap, &pdf);
+
+	if (x->pdf_upload && (found || version != 16))
+	{
+		/*
+		 * The worker uploads the file to Meta and puts the media id in the
+		 * header, at its next turn or when the PDF appears, until the wait
+		 * ends (at once when the rule does not wait).
+		 */
+		if (!link_base(x, what))
+			return NULL;
+		r->pdf_waits = true;
+		r->pdf_upload = true;
+		r->pdf_until = GetCurrentTransactionStartTimestamp() + x->pdf_wait_us;
+		r->pdf_base_url = x->base_url;
+		r->pdf_source = found ?
+			psprintf("ir_attachment %lld, uploaded to Meta by the worker", (long long) pdf.id) :
+			psprintf("none yet: the message waits for the official PDF until %s, to upload it to Meta, then goes without the header",
+					 timestamptz_to_str(r->pdf_until));
+		return NULL;
+	}
+	if (!found)
 	{
 		if (version == 16)
 		{
@@ -545,7 +566,8 @@ odoo_append_components(OdooCtx *x, Jsonb *params, StringInfo out)
 				continue;
 			val = k;
 			/* options of the rule, read elsewhere: no template parameters */
-			if (strcmp(key, "base_url") == 0 || strcmp(key, "pdf_wait") == 0)
+			if (strcmp(key, "base_url") == 0 || strcmp(key, "pdf_wait") == 0 ||
+				strcmp(key, "pdf_upload") == 0)
 				continue;
 			if (strcmp(key, "header") == 0)
 			{

@@ -37,6 +37,7 @@
 extern char *wa_database;			/* sighup: comma-separated list, or "*" */
 extern char *wa_api_url;			/* sighup, superuser only */
 extern char *wa_api_version;		/* sighup, superuser only */
+extern char *wa_odoo_data_dir;		/* sighup, superuser only */
 extern char *wa_key_file;			/* sighup, superuser only */
 extern char *wa_proxy;				/* sighup, superuser only */
 extern char *wa_ca_file;			/* sighup, superuser only */
@@ -392,8 +393,13 @@ typedef struct WaOdooPdf
 	char	   *name;
 	char	   *token;			/* NULL: none yet */
 	char	   *store_fname;	/* NULL: in the database */
+	bytea	   *db_datas;		/* the file, when stored in the database */
 	Oid			relid;			/* public.ir_attachment */
 } WaOdooPdf;
+
+/* The worker's upload of a file (worker.c): the media id, or NULL with *why. */
+typedef char *(*WaMediaUploader) (int32 account_id, const char *filename, const char *mime,
+								  const char *data, size_t len, char **why);
 
 extern int	wa_odoo_version(void);
 extern bool wa_odoo_invoice_pdf(int64 move_id, int version, const char *doc_name,
@@ -407,8 +413,8 @@ extern char *wa_odoo_pdf_filename(const char *att_name, const char *doc_name,
 extern void wa_odoo_header_json(StringInfo out, const char *link, const char *filename);
 extern void wa_odoo_pdf_wait_record(int32 account_id, const char *dedupe_key, int64 res_id,
 									TimestampTz until, const char *base_url,
-									const char *doc_name);
-extern int	wa_odoo_pdf_release(void);
+									const char *doc_name, bool upload);
+extern int	wa_odoo_pdf_release(WaMediaUploader upload);
 
 /* ----------
  * Background worker (worker.c).

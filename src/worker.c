@@ -1354,6 +1354,35 @@ extension_object_vanished(int sqlerrcode)
  */
 static int	odoo_pdf_waits = -1;		/* -1: not looked yet */
 
+/*
+ * Upload a file for account_id to Meta's media endpoint (the account's
+ * messages URL with /media for /messages), with the account's token: the
+ * media id, or NULL with *why.  Synchronous: the worker sends nothing
+ * meanwhile, for at most four times whatsapp.http_timeout.
+ */
+static char *
+upload_media(int32 account_id, const char *filename, const char *mime,
+			 const char *data, size_t len, char **why)
+{
+	WaAccount  *a = find_account(account_id);
+	size_t		ulen;
+
+	if (a == NULL || !a->usable || a->headers == NULL || a->headers->list == NULL)
+	{
+		*why = psprintf("account %d cannot send now", (int) account_id);
+		return NULL;
+	}
+	ulen = strlen(a->url);
+	if (ulen < 9 || strcmp(a->url + ulen - 9, "/messages") != 0)
+	{
+		*why = pstrdup("the account's URL does not end in /messages");
+		return NULL;
+	}
+	/* the list's first entry is the Authorization header (headers_make) */
+	return wa_http_upload_media(psprintf("%.*s/media", (int) (ulen - 9), a->url),
+								a->headers->list->data, filename, mime, data, len, why);
+}
+
 static void
 release_odoo_pdf_waits(void)
 {
@@ -1366,11 +1395,16 @@ release_odoo_pdf_waits(void)
 		end_work();
 		return;
 	}
+	/* an upload needs the accounts as they are now */
+	prepare_plans();
+	if (!accounts_loaded ||
+		pg_atomic_read_u32(&slot->accounts_generation) != seen_generation)
+		load_accounts();
 	owner = CurrentResourceOwner;
 	BeginInternalSubTransaction(NULL);
 	PG_TRY();
 	{
-		odoo_pdf_waits = wa_odoo_pdf_release();
+		odoo_pdf_waits = wa_odoo_pdf_release(upload_media);
 		ReleaseCurrentSubTransaction();
 		CurrentResourceOwner = owner;
 	}

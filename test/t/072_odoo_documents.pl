@@ -19,6 +19,9 @@
 #       message leaves without the header at the deadline); a rule
 #       without pdf_wait sends without the header at once; an order keeps
 #       the portal's report.
+#       With "pdf_upload", the worker uploads the PDF (from the filestore,
+#       or from the database) to the mock's media endpoint and sends the
+#       media id it answers.
 #   16: the stored report; none stored yet (the portal link, no wait).
 use strict;
 use warnings;
@@ -26,6 +29,7 @@ use warnings;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use JSON::PP;
+use Digest::SHA;
 use Time::HiRes qw(usleep time);
 use WaTest;
 
@@ -266,6 +270,69 @@ is_deeply(header_of($body), { type => 'document', document => {
 		filename => 'S00007.pdf' } },
 	'the order\'s header is its report by the portal');
 
+# --- 17.6 Uploaded to Meta, sent by media id ("pdf_upload") ---------------
+# Odoo's data_dir, as the worker may read it (a superuser-only setting).
+my $data_dir = PostgreSQL::Test::Utils::tempdir();
+WaTest::psql_ok($node, qq{
+	ALTER SYSTEM SET whatsapp.odoo_data_dir = '$data_dir';
+	SELECT pg_reload_conf();
+	SET client_min_messages = error;
+	SELECT whatsapp.wa_odoo_enable('refund_posted', 'invoice_posted', 'es_MX', 'mx',
+		'{"header": "portal_pdf", "body": ["partner_name", "document_name"], "pdf_upload": true}');
+	INSERT INTO public.account_move (id, journal_id, company_id, partner_id, commercial_partner_id,
+		currency_id, name, state, move_type, date, amount_total)
+	VALUES (11, 1, 1, 10, 10, 3, '/', 'draft', 'out_refund', current_date, 100),
+		   (12, 1, 1, 13, 13, 4, '/', 'draft', 'out_refund', current_date, 100);
+}, 'odoo_data_dir set; credit notes uploaded to Meta', dbname => 'odoo');
+WaTest::psql_fails($node, q{SELECT whatsapp.wa_odoo_enable('invoice_sent', 'invoice_posted', 'es_MX', 'mx',
+		'{"header": "portal_pdf", "body": ["partner_name"], "pdf_upload": "yes"}')}, '22023',
+	'pdf_upload must be a boolean', dbname => 'odoo');
+# The file of credit note 11 in the filestore, as Odoo names it.
+my $pdf11 = "%PDF-1.7\n% official credit note RINV/2025/00011\n" . ('x' x 5000) . "\n%%EOF\n";
+my $sha11 = Digest::SHA::sha1_hex($pdf11);
+mkdir "$data_dir/filestore";
+mkdir "$data_dir/filestore/odoo";
+mkdir "$data_dir/filestore/odoo/" . substr($sha11, 0, 2);
+PostgreSQL::Test::Utils::append_to_file("$data_dir/filestore/odoo/" . substr($sha11, 0, 2) . "/$sha11", $pdf11);
+$seq0 = $mock->last_seq;
+WaTest::psql_ok($node, 'BEGIN;' . post_sql(11, 'RINV/2025/00011') . qq{
+	INSERT INTO public.ir_attachment (id, name, res_model, res_field, res_id, company_id, type,
+		store_fname, file_size, checksum, mimetype, public)
+	VALUES (511, 'RINV_2025_00011.pdf', 'account.move', 'invoice_pdf_report_file', 11, 1, 'binary',
+		'@{[substr($sha11, 0, 2)]}/$sha11', @{[length $pdf11]}, '$sha11', 'application/pdf', false);
+	COMMIT;}, 'RINV/2025/00011 posted with its PDF in the filestore', dbname => 'odoo', connstr => $as_odoo);
+$reqs = $mock->wait_requests(2, 30, since => $seq0);
+ok($reqs, 'two requests: the upload, then the message');
+my ($up, $msg) = @{ $reqs // [ {}, {} ] };
+is($up->{path}, '/v24.0/1099887766/media', 'first the upload, to the account\'s media endpoint');
+is($up->{headers}{authorization}, "Bearer $token", 'with its token');
+is_deeply({ map { $_ => $up->{media}{$_} } qw(filename mime type messaging_product size sha256) },
+	{ filename => 'RINV_2025_00011.pdf', mime => 'application/pdf', type => 'application/pdf',
+	  messaging_product => 'whatsapp', size => length($pdf11),
+	  sha256 => Digest::SHA::sha256_hex($pdf11) },
+	'the file from the filestore, byte for byte');
+$body = $msg->{body} ? body_of($msg) : {};
+is_deeply(header_of($body), { type => 'document', document => {
+		id => $up->{media}{id}, filename => 'RINV_2025_00011.pdf' } },
+	'then the message, with the media id Meta answered');
+is($node->safe_psql('odoo', 'SELECT access_token IS NULL FROM public.ir_attachment WHERE id = 511'), 't',
+	'no access_token needed');
+
+# In the database (db_datas).
+$seq0 = $mock->last_seq;
+WaTest::psql_ok($node, 'BEGIN;' . post_sql(12, 'RINV/2025/00012')
+	  . pdf_sql(512, 12, 'RINV_2025_00012.pdf', 'db', undef) . 'COMMIT;',
+	'RINV/2025/00012 posted with its PDF in the database', dbname => 'odoo', connstr => $as_odoo);
+$reqs = $mock->wait_requests(2, 30, since => $seq0);
+($up, $msg) = @{ $reqs // [ {}, {} ] };
+is_deeply([ $up->{media}{size}, $up->{media}{sha256} ],
+	[ length('%PDF-1.7 official invoice RINV_2025_00012.pdf'),
+	  Digest::SHA::sha256_hex('%PDF-1.7 official invoice RINV_2025_00012.pdf') ],
+	'the bytes of db_datas uploaded');
+$body = $msg->{body} ? body_of($msg) : {};
+is((header_of($body) // {})->{document}{id}, $up->{media}{id}, 'sent by that media id');
+is($body->{to}, '+5511912345678', 'to João');
+
 # --- 16 -----------------------------------------------------------------------
 load_fixture(16);
 enable_rules();
@@ -306,7 +373,8 @@ is_deeply(header_of($body), { type => 'document', document => {
 	'16: the portal\'s invoice report');
 
 # Every request of this test: no portal link of a 17 invoice.
-my @links = map { my $h = header_of(body_of($_)); $h ? $h->{document}{link} : () } @{ $mock->requests(0) };
+my @links = map { my $h = header_of(body_of($_)); $h && $h->{document}{link} ? $h->{document}{link} : () }
+	grep { $_->{path} =~ m{/messages$} } @{ $mock->requests(0) };
 is(scalar(grep { m{/my/invoices/[1-4]\?} } @links), 0, 'no 17 invoice was ever sent by its portal link');
 
 done_testing();
