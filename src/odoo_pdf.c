@@ -503,8 +503,12 @@ wa_odoo_pdf_filename(const char *att_name, const char *doc_name, const char *tab
  * The bytes of an attachment stored as a file: whatsapp.odoo_data_dir +
  * /filestore/<this database>/<store_fname>, where store_fname is what
  * Odoo writes ("ab/ab01...", hex digits and one "/"), nothing else: a
- * name that could leave the filestore is refused.  NULL with *why set
- * when it cannot be read.  At most 100 MB, Meta's limit for documents.
+ * name that could leave the filestore is refused, and so are symbolic
+ * links (the directory of two hex digits, the file): the filestore
+ * belongs to Odoo's system user, which must not make the server read a
+ * file of its own (its key file, say) and send it to Meta.  NULL with
+ * *why set when it cannot be read.  At most 100 MB, Meta's limit for
+ * documents.
  */
 #define WA_MAX_DOCUMENT (100 * 1024 * 1024)
 
@@ -531,14 +535,21 @@ filestore_read(const char *store_fname, size_t *len, char **why)
 		else if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
 			slashes = 99;
 	}
-	if (slashes != 1 || store_fname[0] == '/')
+	if (slashes != 1 || strlen(store_fname) < 4 || store_fname[2] != '/')
 	{
 		*why = psprintf("store_fname \"%s\" is not a name Odoo gives a file", store_fname);
 		return NULL;
 	}
+	path = psprintf("%s/filestore/%s/%.2s", wa_odoo_data_dir,
+					get_database_name(MyDatabaseId), store_fname);
+	if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+	{
+		*why = psprintf("\"%s\" is not a directory (a symbolic link is not followed)", path);
+		return NULL;
+	}
 	path = psprintf("%s/filestore/%s/%s", wa_odoo_data_dir,
 					get_database_name(MyDatabaseId), store_fname);
-	fd = OpenTransientFile(path, O_RDONLY | PG_BINARY);
+	fd = OpenTransientFile(path, O_RDONLY | O_NOFOLLOW | PG_BINARY);
 	if (fd < 0)
 	{
 		*why = psprintf("could not open \"%s\": %m", path);

@@ -333,6 +333,30 @@ $body = $msg->{body} ? body_of($msg) : {};
 is((header_of($body) // {})->{document}{id}, $up->{media}{id}, 'sent by that media id');
 is($body->{to}, '+5511912345678', 'to João');
 
+# A file of the filestore that is a symbolic link is not read: Odoo's system
+# user must not make the server upload a file of its own.
+PostgreSQL::Test::Utils::append_to_file("$data_dir/not-odoo", "a file of the database server\n");
+my $fake = 'cd' . ('0' x 38);
+mkdir "$data_dir/filestore/odoo/cd";
+symlink("$data_dir/not-odoo", "$data_dir/filestore/odoo/cd/$fake") or die "symlink: $!";
+WaTest::psql_ok($node, q{
+	INSERT INTO public.account_move (id, journal_id, company_id, partner_id, commercial_partner_id,
+		currency_id, name, state, move_type, date, amount_total)
+	VALUES (13, 1, 1, 14, 14, 2, '/', 'draft', 'out_refund', current_date, 100);
+}, 'a third credit note', dbname => 'odoo', connstr => $as_odoo);
+$seq0 = $mock->last_seq;
+WaTest::psql_ok($node, 'BEGIN;' . post_sql(13, 'RINV/2025/00013') . qq{
+	INSERT INTO public.ir_attachment (id, name, res_model, res_field, res_id, company_id, type,
+		store_fname, mimetype, public)
+	VALUES (513, 'RINV_2025_00013.pdf', 'account.move', 'invoice_pdf_report_file', 13, 1, 'binary',
+		'cd/$fake', 'application/pdf', false);
+	COMMIT;}, 'RINV/2025/00013 posted, its store_fname a symbolic link', dbname => 'odoo', connstr => $as_odoo);
+$reqs = $mock->wait_requests(1, 30, since => $seq0);
+is_deeply([ map { $_->{path} } @{ $reqs // [] } ], [ '/v24.0/1099887766/messages' ], 'no upload');
+$body = $reqs ? body_of($reqs->[0]) : {};
+is_deeply([ map { $_->{type} } @{ $body->{template}{components} // [] } ], ['body'],
+	'the message went without the header');
+
 # --- 16 -----------------------------------------------------------------------
 load_fixture(16);
 enable_rules();
