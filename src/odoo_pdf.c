@@ -208,11 +208,13 @@ att_text(HeapTuple tup, TupleDesc desc, AttrNumber att)
  * The official PDF of invoice (account.move) move_id, in snapshot snap:
  * version 16 (by the report's attachment name, from doc_name), else the
  * attachment of invoice_pdf_report_file.  Of several, the newest.  False
- * when there is none (or ir_attachment is not as Odoo makes it).
+ * when there is none (or ir_attachment is not as Odoo makes it).  With
+ * with_data, out->db_datas gets the file when the database holds it (for
+ * an upload; never at commit, where only the link is made).
  */
 bool
 wa_odoo_invoice_pdf(int64 move_id, int version, const char *doc_name, Snapshot snap,
-					WaOdooPdf *out)
+					bool with_data, WaOdooPdf *out)
 {
 	AttTable	t;
 	Relation	rel;
@@ -282,7 +284,7 @@ wa_odoo_invoice_pdf(int64 move_id, int version, const char *doc_name, Snapshot s
 			out->token = NULL;
 		out->store_fname = att_text(tup, desc, t.store_fname);
 		out->db_datas = NULL;
-		if (t.db_datas != 0)
+		if (with_data && t.db_datas != 0)
 		{
 			d = heap_getattr(tup, t.db_datas, desc, &isnull);
 			if (!isnull)
@@ -791,7 +793,7 @@ wa_odoo_pdf_release(WaMediaUploader upload)
 				need_version = false;
 			}
 			if (by_upload && upload != NULL &&
-				wa_odoo_invoice_pdf(res_id, version, doc, GetActiveSnapshot(), &pdf))
+				wa_odoo_invoice_pdf(res_id, version, doc, GetActiveSnapshot(), true, &pdf))
 			{
 				/* the file to Meta's media endpoint, its id in the header */
 				char	   *why = NULL;
@@ -839,7 +841,7 @@ wa_odoo_pdf_release(WaMediaUploader upload)
 				}
 			}
 			else if (!by_upload &&
-					 wa_odoo_invoice_pdf(res_id, version, doc, GetActiveSnapshot(), &pdf))
+					 wa_odoo_invoice_pdf(res_id, version, doc, GetActiveSnapshot(), false, &pdf))
 			{
 				char	   *token = pdf.token;
 				StringInfoData h;

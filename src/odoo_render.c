@@ -292,8 +292,7 @@ invoice_pdf_link(OdooCtx *x, char **filename)
 	char	   *doc = odoo_nonempty(odoo_row_text(x->row, A_D, DC_NAME));
 	WaOdooPdf	pdf;
 	char	   *token;
-
-	bool		found = wa_odoo_invoice_pdf(r->res_id, version, doc, x->row->snap, &pdf);
+	bool		found = wa_odoo_invoice_pdf(r->res_id, version, doc, x->row->snap, false, &pdf);
 
 	if (x->pdf_upload && (found || version != 16))
 	{
@@ -306,7 +305,7 @@ invoice_pdf_link(OdooCtx *x, char **filename)
 			return NULL;
 		r->pdf_waits = true;
 		r->pdf_upload = true;
-		r->pdf_until = GetCurrentTransactionStartTimestamp() + x->pdf_wait_us;
+		r->pdf_until = GetCurrentTimestamp() + x->pdf_wait_us;
 		r->pdf_base_url = x->base_url;
 		r->pdf_source = found ?
 			psprintf("ir_attachment %lld, uploaded to Meta by the worker", (long long) pdf.id) :
@@ -326,7 +325,7 @@ invoice_pdf_link(OdooCtx *x, char **filename)
 			if (!link_base(x, what))
 				return NULL;
 			r->pdf_waits = true;
-			r->pdf_until = GetCurrentTransactionStartTimestamp() + x->pdf_wait_us;
+			r->pdf_until = GetCurrentTimestamp() + x->pdf_wait_us;
 			r->pdf_base_url = x->base_url;
 			r->pdf_source = psprintf("none yet: the message waits for the official PDF until %s, then goes without the header",
 									 timestamptz_to_str(r->pdf_until));

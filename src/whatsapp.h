@@ -403,7 +403,7 @@ typedef char *(*WaMediaUploader) (int32 account_id, const char *filename, const 
 
 extern int	wa_odoo_version(void);
 extern bool wa_odoo_invoice_pdf(int64 move_id, int version, const char *doc_name,
-								Snapshot snap, WaOdooPdf *out);
+								Snapshot snap, bool with_data, WaOdooPdf *out);
 extern char *wa_uuid4(void);
 extern char *wa_odoo_attachment_token_problem(Oid relid);
 extern bool wa_odoo_attachment_token_write(Oid relid, int64 att_id, const char *token);
