@@ -17,15 +17,19 @@
 #include "whatsapp.h"
 #include "spi_plans.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 
 static SPIPlanPtr plan_audit = NULL;
 
 /*
  * Append one row: function, and target (may be NULL).  Runs its own SPI
- * level, so it may be called inside or outside SPI.
+ * level, so it may be called inside or outside SPI.  The library serves
+ * every version of the extension: before ALTER EXTENSION UPDATE to 0.3
+ * there is no whatsapp.audit, and nothing is written.
  */
 void
 wa_audit(const char *function, const char *target)
@@ -34,7 +38,10 @@ wa_audit(const char *function, const char *target)
 	Oid			types[2] = {TEXTOID, TEXTOID};
 	Datum		values[2];
 	char		nulls[2] = {' ', ' '};
+	Oid			nsp = get_namespace_oid("whatsapp", true);
 
+	if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid("audit", nsp)))
+		return;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
