@@ -232,6 +232,29 @@ extern const char *wa_unseal_result_hint(WaUnsealResult r);
 extern void wa_wipe(char *secret);
 
 /*
+ * Subkeys for purposes other than sealing: HMAC-SHA256(key, label) for
+ * every key of the key file, current key first (seal.c).
+ */
+#define WA_SUBKEY_BYTES		32
+typedef struct WaSubkey
+{
+	uint8		raw[WA_SUBKEY_BYTES];
+	char		id[17];			/* the key id of the key it comes from */
+} WaSubkey;
+extern int	wa_derive_subkeys(const char *label, bool create, WaSubkey **out);
+
+/*
+ * The keyed hashes of an identifier (subject.c): "erased:" key id ":" 64
+ * hex digits, one per key of the key file (current first), in *out; returns
+ * how many (0 without a usable key file).  Never raises for the key file.
+ */
+#define WA_SUBJECT_HASH_PREFIX	"erased:"
+extern int	wa_subject_hashes(const char *identifier, char ***out);
+
+/* One row of whatsapp.audit (audit.c), from C: function and target. */
+extern void wa_audit(const char *function, const char *target);
+
+/*
  * Decode 2 * nbytes hexadecimal digits (either case) into out; false when
  * one is not a hexadecimal digit.
  */
