@@ -1136,3 +1136,596 @@ BEGIN
 	END IF;
 END
 $$;
+
+/* ------------------------------------------------------------------------
+ * Issue 12, item 1: the official PDF as an invoice's document header
+ * (src/odoo_pdf.c, docs/odoo-documents.md).
+ *
+ * From Odoo 17 on, the portal's PDF of an invoice is a pro-forma until
+ * the official PDF exists, and a ZIP when an EDI XML exists beside it.  An
+ * invoice's "portal_pdf" header is therefore the official PDF itself
+ * (ir_attachment, by /web/content), or no header.  "pdf_wait" in params
+ * lets the message wait for that PDF: it is queued with next_attempt_at
+ * at the deadline, and a row here says what it waits for.  The worker
+ * adds the header when the PDF appears, or lets the message go without
+ * it at the deadline, and deletes the row in the same transaction.
+ * ------------------------------------------------------------------------ */
+CREATE TABLE whatsapp.odoo_pdf_wait (
+	message_id		bigint PRIMARY KEY,		-- whatsapp.message (no foreign key:
+											-- TRUNCATE and purges stay as they are)
+	res_id			bigint NOT NULL,		-- the account_move
+	until			timestamptz NOT NULL,	-- then without the header
+	base_url		text NOT NULL,			-- of the link, as at commit
+	document		text,					-- account_move.name, for the file name
+	upload			boolean NOT NULL DEFAULT false,	-- by media id ("pdf_upload")
+	created_at		timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('whatsapp.odoo_pdf_wait', '');
+REVOKE ALL ON whatsapp.odoo_pdf_wait FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION whatsapp.wa_odoo_enable(
+	event text, template text, language text DEFAULT NULL,
+	account text DEFAULT NULL, params jsonb DEFAULT NULL,
+	company_id integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	link_warning text;
+	ev text := wa_odoo_enable.event;
+	tbl text := whatsapp._odoo_table(ev);
+	lang text := replace(btrim(wa_odoo_enable.language), '-', '_');
+	acct text;
+	k text;
+	v jsonb;
+	has_body boolean := false;
+	has_named boolean := false;
+	op text;
+	trg text;
+	found_company boolean;
+	wait interval;
+	has_wait boolean := false;
+BEGIN
+	PERFORM whatsapp._odoo_check_schema(ev);
+
+	IF wa_odoo_enable.template IS NULL OR wa_odoo_enable.template !~ '^[a-z0-9_]+$'
+	   OR length(wa_odoo_enable.template) > 512 THEN
+		RAISE EXCEPTION 'template % is not a Cloud API template name',
+				coalesce(quote_literal(wa_odoo_enable.template), 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Template names use only lower case letters, digits and underscores, as in "order_confirmation".';
+	END IF;
+	IF lang IS NOT NULL AND lang !~ '^[A-Za-z]{2,3}(_[A-Za-z0-9]{2,4})?$' THEN
+		RAISE EXCEPTION 'language % is not a template language code', quote_literal(wa_odoo_enable.language)
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use a code such as ''es'', ''es_MX'' or ''pt_BR'', or NULL for each partner''s language.';
+	END IF;
+
+	IF wa_odoo_enable.account IS NULL THEN
+		SELECT a.name INTO acct FROM whatsapp.account a
+		 WHERE a.is_default AND a.dropped_at IS NULL;
+		IF acct IS NULL THEN
+			RAISE EXCEPTION 'there is no default whatsapp account'
+				USING ERRCODE = 'object_not_in_prerequisite_state',
+					  HINT = 'Pass the account argument, or create an account with whatsapp.wa_account_set().';
+		END IF;
+	ELSE
+		SELECT a.name INTO acct FROM whatsapp.account a
+		 WHERE a.name = wa_odoo_enable.account AND a.dropped_at IS NULL;
+		IF acct IS NULL THEN
+			RAISE EXCEPTION 'whatsapp account "%" does not exist', wa_odoo_enable.account
+				USING ERRCODE = 'undefined_object',
+					  HINT = 'Create it with whatsapp.wa_account_set(), or see whatsapp.accounts for the names.';
+		END IF;
+	END IF;
+
+	IF wa_odoo_enable.params IS NOT NULL THEN
+		CASE jsonb_typeof(wa_odoo_enable.params)
+		WHEN 'array' THEN
+			PERFORM whatsapp._odoo_check_words(ev, wa_odoo_enable.params, 'an element');
+		WHEN 'object' THEN
+			FOR k, v IN SELECT * FROM jsonb_each(wa_odoo_enable.params)
+			LOOP
+				IF k = 'header' THEN
+					IF v IS DISTINCT FROM '"portal_pdf"'::jsonb THEN
+						RAISE EXCEPTION 'header % of params is not supported', v::text
+							USING ERRCODE = 'invalid_parameter_value',
+								  HINT = '"header": "portal_pdf" adds the document''s PDF as a document header: an invoice''s official PDF, an order''s report.';
+					END IF;
+				ELSIF k = 'pdf_wait' THEN
+					/* how long an invoice's message waits for its official PDF */
+					IF jsonb_typeof(v) <> 'string' THEN
+						wait := NULL;
+					ELSE
+						BEGIN
+							wait := (v #>> '{}')::interval;
+						EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow
+								   OR interval_field_overflow THEN
+							wait := NULL;
+						END;
+					END IF;
+					IF wait IS NULL OR wait < interval '0' OR wait > interval '7 days' THEN
+						RAISE EXCEPTION '"pdf_wait" of params must be an interval from "0" to "7 days", such as "30 minutes"'
+							USING ERRCODE = 'invalid_parameter_value',
+								  HINT = 'An invoice''s message waits up to that long for the invoice''s official PDF, then goes without the header; "0" or no "pdf_wait" sends it without the header at once.';
+					END IF;
+					has_wait := true;
+				ELSIF k = 'pdf_upload' THEN
+					/* the worker uploads the invoice's PDF to Meta, and sends its media id */
+					IF jsonb_typeof(v) <> 'boolean' THEN
+						RAISE EXCEPTION '"pdf_upload" of params must be true or false'
+							USING ERRCODE = 'invalid_parameter_value',
+								  HINT = 'true: the worker uploads an invoice''s official PDF to Meta and sends its media id, for an Odoo that Meta cannot reach.';
+					END IF;
+					has_wait := true;
+				ELSIF k = 'base_url' THEN
+					IF jsonb_typeof(v) <> 'string'
+					   OR (v #>> '{}') !~ '^https://[A-Za-z0-9.-]+(:[0-9]+)?(/[^?#[:space:]]*)?$' THEN
+						RAISE EXCEPTION '"base_url" of params must be an https URL such as "https://erp.example.com"'
+							USING ERRCODE = 'invalid_parameter_value',
+								  HINT = 'It is the public address of Odoo for this rule''s links; without it the links use web.base.url.';
+					END IF;
+				ELSIF k = 'body' THEN
+					IF jsonb_typeof(v) <> 'array' THEN
+						RAISE EXCEPTION '"body" of params must be an array of parameter words'
+							USING ERRCODE = 'invalid_parameter_value';
+					END IF;
+					PERFORM whatsapp._odoo_check_words(ev, v, 'an element of "body"');
+					has_body := true;
+				ELSE
+					IF k !~ '^[a-z0-9_]+$' OR length(k) > 128 THEN
+						RAISE EXCEPTION '% is not a template parameter name', quote_literal(k)
+							USING ERRCODE = 'invalid_parameter_value',
+								  HINT = 'Named template parameters use lower case letters, digits and underscores.';
+					END IF;
+					PERFORM whatsapp._odoo_check_words(ev, v, format('parameter %s', k));
+					has_named := true;
+				END IF;
+			END LOOP;
+			IF has_wait AND NOT (wa_odoo_enable.params ? 'header') THEN
+				RAISE EXCEPTION '"pdf_wait" and "pdf_upload" of params need "header": "portal_pdf"'
+					USING ERRCODE = 'invalid_parameter_value';
+			END IF;
+			IF has_body AND has_named THEN
+				RAISE EXCEPTION 'params mixes "body" (positional) with named parameters'
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'A template has either positional or named parameters.';
+			END IF;
+		ELSE
+			RAISE EXCEPTION 'params of whatsapp.wa_odoo_enable has an unsupported form'
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Pass an array of parameter words (positional), an object mapping template parameter names to words (named), optionally with "header": "portal_pdf" (then "body": [...] holds positional words), or NULL.';
+		END CASE;
+	END IF;
+
+	IF wa_odoo_enable.company_id IS NOT NULL THEN
+		/* read in C, never by SQL: Odoo's role owns res_company */
+		found_company := whatsapp._odoo_company_exists(wa_odoo_enable.company_id);
+		IF NOT found_company THEN
+			RAISE EXCEPTION 'Odoo company % does not exist', wa_odoo_enable.company_id
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Pass an id of res_company, or NULL for every company without a rule of its own.';
+		END IF;
+	END IF;
+
+	UPDATE whatsapp.odoo_rule r
+	   SET template = wa_odoo_enable.template, language = lang, account = acct,
+		   params = wa_odoo_enable.params, updated_at = now(), updated_by = session_user
+	 WHERE r.event = ev AND r.company_id IS NOT DISTINCT FROM wa_odoo_enable.company_id;
+	IF NOT FOUND THEN
+		INSERT INTO whatsapp.odoo_rule (event, company_id, template, language, account, params)
+		VALUES (ev, wa_odoo_enable.company_id, wa_odoo_enable.template, lang, acct,
+				wa_odoo_enable.params);
+	END IF;
+
+	/* Links: will customers and Meta reach them? */
+	IF wa_odoo_enable.params::text ~ '"(portal_url|portal_pdf)"' THEN
+		link_warning := whatsapp._odoo_link_warning(wa_odoo_enable.params ->> 'base_url');
+		IF link_warning IS NOT NULL THEN
+			RAISE WARNING 'the links of event % may not work: %', ev, link_warning
+				USING HINT = 'Set web.base.url to Odoo''s public https address and web.base.url.freeze to True in Odoo''s system parameters, or give the rule "base_url" in params.';
+		END IF;
+	END IF;
+
+	/* The triggers, when they are not there yet (no column in them). */
+	PERFORM whatsapp._odoo_install_triggers(ev, false);
+END
+$$;
+
+/* ========================================================================
+ * Issue 13, items 2 to 4: access and erasure on request, and the audit
+ * (src/subject.c, src/audit.c).
+ *
+ * whatsapp.audit gets one row per admin action: wa_account_set, COPY
+ * whatsapp.account_input, wa_account_drop, wa_rotate_key and wa_rebind
+ * write theirs in C; wa_opt_in, wa_opt_out, wa_subject_export and
+ * wa_subject_erase below; wa_odoo_enable, wa_odoo_disable, wa_odoo_pause
+ * and wa_odoo_resume through triggers on the tables they change, which
+ * write a row only when one of these functions is on the call stack (a
+ * restore of those tables writes none).  A row names the function and its
+ * target (an account name, a key id, an Odoo rule, the last four digits of
+ * a number), never a secret or a message body.
+ * ======================================================================== */
+CREATE SEQUENCE whatsapp.audit_id_seq AS bigint;
+
+CREATE TABLE whatsapp.audit (
+	id				bigint NOT NULL DEFAULT pg_catalog.nextval('whatsapp.audit_id_seq'::pg_catalog.regclass),
+	at				timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+	session_role	text NOT NULL DEFAULT session_user,	/* session_user of the call */
+	function		text NOT NULL,	/* the SQL function, or account_input */
+	target			text,			/* what it acted on; never a secret */
+	CONSTRAINT audit_pkey PRIMARY KEY (id)
+);
+ALTER SEQUENCE whatsapp.audit_id_seq OWNED BY whatsapp.audit.id;
+CREATE INDEX audit_at_idx ON whatsapp.audit USING brin (at);
+SELECT pg_catalog.pg_extension_config_dump('whatsapp.audit', '');
+SELECT pg_catalog.pg_extension_config_dump('whatsapp.audit_id_seq', '');
+
+/* Append-only, for its owner too (a superuser can still drop the trigger). */
+CREATE FUNCTION whatsapp._audit_append_only()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RAISE EXCEPTION 'whatsapp.audit is append-only: % is refused', TG_OP
+		USING ERRCODE = 'insufficient_privilege',
+			  HINT = 'Rows are only ever added, by the extension''s admin functions.';
+END
+$$;
+CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON whatsapp.audit
+	FOR EACH ROW EXECUTE FUNCTION whatsapp._audit_append_only();
+CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON whatsapp.audit
+	FOR EACH STATEMENT EXECUTE FUNCTION whatsapp._audit_append_only();
+
+/* One row, from the SQL functions (which run as the extension's owner). */
+CREATE FUNCTION whatsapp._audit(function text, target text)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	INSERT INTO whatsapp.audit (function, target) VALUES ($1, $2)
+$$;
+
+/* How the audit names a person: the last four characters, never more. */
+CREATE FUNCTION whatsapp._audit_person(phone text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE WHEN $1 IS NULL THEN NULL
+				WHEN $1 ~ '[A-Za-z]' THEN 'user id ending ' || right(btrim($1), 4)
+				ELSE 'number ending ' || right(regexp_replace($1, '[^0-9]', '', 'g'), 4) END
+$$;
+
+/*
+ * The Odoo functions' rows: the rule or pause row they changed.  Only when
+ * the function is on the call stack (GET DIAGNOSTICS PG_CONTEXT), so that
+ * a pg_restore of these tables, which runs CREATE EXTENSION's triggers,
+ * audits nothing.
+ */
+CREATE FUNCTION whatsapp._audit_odoo_trigger()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	stack text;
+	fn text;
+	r record;
+BEGIN
+	GET DIAGNOSTICS stack = PG_CONTEXT;
+	fn := substring(stack FROM 'function whatsapp\.(wa_odoo_[a-z]+)\(');
+	IF fn IS NULL THEN
+		RETURN NULL;
+	END IF;
+	IF TG_TABLE_NAME = 'odoo_rule' THEN
+		r := CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+		PERFORM whatsapp._audit(fn, format('event %s, %s, rule %s, template %s',
+			r.event, CASE WHEN r.company_id IS NULL THEN 'every company'
+						  ELSE 'company ' || r.company_id END, r.id, r.template));
+	ELSE
+		PERFORM whatsapp._audit(fn, 'every Odoo event of database ' || current_database());
+	END IF;
+	RETURN NULL;
+END
+$$;
+CREATE TRIGGER odoo_rule_audit AFTER INSERT OR UPDATE OR DELETE ON whatsapp.odoo_rule
+	FOR EACH ROW EXECUTE FUNCTION whatsapp._audit_odoo_trigger();
+CREATE TRIGGER odoo_pause_audit AFTER INSERT OR UPDATE OR DELETE ON whatsapp.odoo_pause
+	FOR EACH ROW EXECUTE FUNCTION whatsapp._audit_odoo_trigger();
+
+/* ------------------------------------------------------------------------
+ * Keyed hashes of erased people (src/subject.c).  Not granted to anyone.
+ * ------------------------------------------------------------------------ */
+CREATE FUNCTION whatsapp._subject_hash(identifier text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'wa_subject_hash_sql'
+LANGUAGE C VOLATILE STRICT;
+
+CREATE FUNCTION whatsapp._subject_hashes(identifiers text[])
+RETURNS text[]
+AS 'MODULE_PATHNAME', 'wa_subject_hashes_sql'
+LANGUAGE C VOLATILE STRICT;
+
+/*
+ * Every identifier of the person phone names (a number in any form, or a
+ * business-scoped user id): its forms, and what inbound messages linked to
+ * them.  Raises 22004 for NULL and 22023 for what is neither.
+ */
+CREATE FUNCTION whatsapp._subject_ids(phone text)
+RETURNS text[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RETURN whatsapp._identities(whatsapp._check_consent_args(phone, 'all'));
+END
+$$;
+
+/*
+ * The strings under which the person may appear inside text (webhook
+ * payloads, log lines, statuses): each number's digits, with Mexico's
+ * mobile "521" form too, and each user id.
+ */
+CREATE FUNCTION whatsapp._subject_strings(ids text[])
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT array_agg(DISTINCT s) FROM (
+		SELECT CASE WHEN i LIKE '+%' THEN substr(i, 2) ELSE i END AS s FROM unnest($1) i
+		UNION ALL
+		SELECT '521' || substr(i, 4) FROM unnest($1) i
+		 WHERE i LIKE '+52%' AND i NOT LIKE '+521%') x
+$$;
+
+/* Is value (a recipient, or a wa_id without "+") one of ids? */
+CREATE FUNCTION whatsapp._subject_match(value text, ids text[])
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT $1 IS NOT NULL AND $1 NOT LIKE 'erased:%'
+	   AND ($1 = ANY ($2) OR '+' || $1 = ANY ($2)
+			OR coalesce(whatsapp._identity_forms($1) && $2, false)
+			OR ($1 ~ '^[0-9]{6,20}$'
+				AND coalesce(whatsapp._identity_forms('+' || $1) && $2, false)))
+$$;
+
+REVOKE ALL ON FUNCTION whatsapp._audit(text, text), whatsapp._audit_person(text),
+	whatsapp._subject_hash(text), whatsapp._subject_hashes(text[]),
+	whatsapp._subject_ids(text), whatsapp._subject_strings(text[]),
+	whatsapp._subject_match(text, text[]) FROM PUBLIC;
+
+/* ------------------------------------------------------------------------
+ * wa_subject_export(phone) RETURNS jsonb (whatsapp_admin)
+ *
+ * Everything the extension holds about one person, under every identifier
+ * known for them: the rows of each table, whole, as jsonb.  Webhook
+ * payloads and held statuses are the stored payloads in which one of the
+ * identifiers appears.  erased_records counts what an earlier
+ * wa_subject_erase kept of them under keyed hashes.
+ * ------------------------------------------------------------------------ */
+CREATE FUNCTION whatsapp.wa_subject_export(phone text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	ids text[] := whatsapp._subject_ids(wa_subject_export.phone);
+	strs text[] := whatsapp._subject_strings(ids);
+	pats text[];
+	hashes text[] := whatsapp._subject_hashes(ids);
+	msg_ids bigint[];
+	result jsonb;
+BEGIN
+	SELECT array_agg('%' || s || '%') INTO pats FROM unnest(strs) s;
+	SELECT coalesce(array_agg(m.id ORDER BY m.id), '{}') INTO msg_ids
+	  FROM whatsapp.message m
+	 WHERE whatsapp._subject_match(m.recipient, ids) OR whatsapp._subject_match(m.wa_id, ids);
+
+	result := jsonb_build_object(
+		'identifiers', to_jsonb(ids),
+		'exported_at', now(),
+		'messages', (SELECT coalesce(jsonb_agg(to_jsonb(m) || jsonb_build_object('account', a.name)
+											   ORDER BY m.id), '[]')
+					   FROM whatsapp.message m LEFT JOIN whatsapp.account a ON a.id = m.account_id
+					  WHERE m.id = ANY (msg_ids)),
+		'inbound', (SELECT coalesce(jsonb_agg(to_jsonb(i) || jsonb_build_object('account', a.name)
+											  ORDER BY i.id), '[]')
+					  FROM whatsapp.inbound_message i LEFT JOIN whatsapp.account a ON a.id = i.account_id
+					 WHERE i.phone = ANY (ids) OR i.user_id = ANY (ids)
+						OR i.parent_user_id = ANY (ids) OR whatsapp._subject_match(i.wa_id, ids)),
+		'log', (SELECT coalesce(jsonb_agg(to_jsonb(l) ORDER BY l.at, l.message_id), '[]')
+				  FROM whatsapp.log l
+				 WHERE l.message_id = ANY (msg_ids) OR l.message LIKE ANY (pats)),
+		'opt_outs', (SELECT coalesce(jsonb_agg(to_jsonb(o) ORDER BY o.identifier, o.scope), '[]')
+					   FROM whatsapp.opt_out o WHERE o.identifier = ANY (ids)),
+		'consents', (SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.id), '[]')
+					   FROM whatsapp.consent c
+					  WHERE c.identifier = ANY (ids) OR c.reason LIKE ANY (pats)),
+		'consent_latest', (SELECT coalesce(jsonb_agg(to_jsonb(l) ORDER BY l.identifier, l.scope), '[]')
+							 FROM whatsapp.consent_latest l WHERE l.identifier = ANY (ids)),
+		'webhooks', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', w.id,
+									 'received_at', w.received_at, 'payload', w.payload)
+									 ORDER BY w.id), '[]')
+					   FROM whatsapp.webhook w WHERE w.payload LIKE ANY (pats)),
+		'statuses_held', (SELECT coalesce(jsonb_agg(to_jsonb(h) ORDER BY h.id), '[]')
+							FROM whatsapp.status_held h WHERE h.status::text LIKE ANY (pats)),
+		'erased_records', (SELECT count(*) FROM whatsapp.opt_out o WHERE o.identifier = ANY (hashes))
+						  + (SELECT count(*) FROM whatsapp.message m WHERE m.recipient = ANY (hashes)));
+	PERFORM whatsapp._audit('wa_subject_export', whatsapp._audit_person(wa_subject_export.phone));
+	RETURN result;
+END
+$$;
+
+/* ------------------------------------------------------------------------
+ * wa_subject_erase(phone) RETURNS integer (whatsapp_admin)
+ *
+ * Removes the person's content and identifiers from every table of the
+ * extension, and returns the number of rows changed or deleted:
+ * - messages: queued ones are cancelled first; every one keeps its
+ *   skeleton (id, account, kind, state, times, codes, pricing, wamid,
+ *   dedupe_key, so that the same dedupe_key still dedupes), with the
+ *   recipient replaced by its keyed hash, the payload reduced to its type
+ *   (and a template's name and language), and wa_id, context, reaction
+ *   and any error text that names the person removed;
+ * - inbound messages, statuses held and the newest-consent clock: deleted;
+ * - opt-outs: kept, under the keyed hash of each identifier, so that the
+ *   erased number stays blocked on every send path (recipient.c);
+ * - the consent log: identifiers replaced by their hashes, reasons removed;
+ * - log lines and stored webhook payloads that name the person: the line
+ *   is removed, the payload emptied (for everyone else it names too).
+ * A message being sent to the person (state sending) makes it refuse with
+ * 55006: the worker records the answer within whatsapp.http_timeout, and
+ * then the erasure can run.  Odoo's tables are never touched.
+ * ------------------------------------------------------------------------ */
+CREATE FUNCTION whatsapp.wa_subject_erase(phone text)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	ids text[] := whatsapp._subject_ids(wa_subject_erase.phone);
+	strs text[] := whatsapp._subject_strings(ids);
+	pats text[];
+	msg_ids bigint[];
+	in_flight bigint;
+	total integer := 0;
+	n integer;
+BEGIN
+	SELECT array_agg('%' || s || '%') INTO pats FROM unnest(strs) s;
+	/* Lock them: the worker's claim of one waits, or has happened. */
+	SELECT coalesce(array_agg(m.id ORDER BY m.id), '{}') INTO msg_ids
+	  FROM (SELECT m.id FROM whatsapp.message m
+			 WHERE whatsapp._subject_match(m.recipient, ids) OR whatsapp._subject_match(m.wa_id, ids)
+			 ORDER BY m.id FOR UPDATE) m;
+	SELECT min(m.id) INTO in_flight FROM whatsapp.message m
+	 WHERE m.id = ANY (msg_ids) AND m.state = 'sending';
+	IF in_flight IS NOT NULL THEN
+		RAISE EXCEPTION 'message % to this person is being sent right now', in_flight
+			USING ERRCODE = 'object_in_use',
+				  DETAIL = 'Nothing was erased. The worker records Meta''s answer within whatsapp.http_timeout; until then the message is in flight.',
+				  HINT = 'Run whatsapp.wa_subject_erase() again in a few seconds.';
+	END IF;
+
+	/* Queued messages are cancelled: nothing more goes to this person. */
+	WITH c AS (
+		UPDATE whatsapp.message m SET state = 'cancelled'
+		 WHERE m.id = ANY (msg_ids) AND m.state = 'queued'
+		RETURNING m.id)
+	INSERT INTO whatsapp.log (message_id, event, message)
+	SELECT c.id, 'cancel', 'cancelled by wa_subject_erase (' || session_user || ')' FROM c;
+
+	UPDATE whatsapp.message m
+	   SET recipient = CASE WHEN m.recipient IS NULL THEN NULL
+							ELSE whatsapp._subject_hash(m.recipient) END,
+		   wa_id = NULL,
+		   payload = jsonb_strip_nulls(jsonb_build_object(
+				'type', m.payload -> 'type',
+				'template', CASE WHEN m.payload ? 'template' THEN jsonb_strip_nulls(jsonb_build_object(
+								'name', m.payload -> 'template' -> 'name',
+								'language', m.payload -> 'template' -> 'language')) END,
+				'erased', true)),
+		   context = NULL,
+		   reaction = NULL,
+		   error_title = CASE WHEN m.error_title LIKE ANY (pats) THEN NULL ELSE m.error_title END,
+		   error_details = CASE WHEN m.error_details LIKE ANY (pats) THEN NULL ELSE m.error_details END
+	 WHERE m.id = ANY (msg_ids);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	total := total + n;
+
+	UPDATE whatsapp.log l SET message = NULL WHERE l.message LIKE ANY (pats);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	total := total + n;
+
+	DELETE FROM whatsapp.inbound_message i
+	 WHERE i.phone = ANY (ids) OR i.user_id = ANY (ids)
+		OR i.parent_user_id = ANY (ids) OR whatsapp._subject_match(i.wa_id, ids);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	total := total + n;
+
+	/* The opt-outs stay, as hashes. */
+	INSERT INTO whatsapp.opt_out (identifier, scope, since, source)
+	SELECT whatsapp._subject_hash(o.identifier), o.scope, o.since, 'wa_subject_erase'
+	  FROM whatsapp.opt_out o WHERE o.identifier = ANY (ids)
+	ON CONFLICT (identifier, scope) DO NOTHING;
+	DELETE FROM whatsapp.opt_out o WHERE o.identifier = ANY (ids);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	total := total + n;
+
+	UPDATE whatsapp.consent c
+	   SET identifier = CASE WHEN c.identifier = ANY (ids)
+							 THEN whatsapp._subject_hash(c.identifier) ELSE c.identifier END,
+		   reason = NULL
+	 WHERE c.identifier = ANY (ids) OR c.reason LIKE ANY (pats);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	total := total + n;
+
+	DELETE FROM whatsapp.consent_latest l WHERE l.identifier = ANY (ids);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	total := total + n;
+
+	UPDATE whatsapp.webhook w SET payload = '' WHERE w.payload LIKE ANY (pats);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	total := total + n;
+
+	DELETE FROM whatsapp.status_held h WHERE h.status::text LIKE ANY (pats);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	total := total + n;
+
+	PERFORM whatsapp._audit('wa_subject_erase',
+		whatsapp._audit_person(wa_subject_erase.phone) || ', ' || total || ' rows');
+	RETURN total;
+END
+$$;
+
+/* wa_opt_out and wa_opt_in are audited; wa_opt_in also lifts the hashed
+ * opt-outs an erasure kept of the person. */
+CREATE OR REPLACE FUNCTION whatsapp.wa_opt_out(phone text, scope text DEFAULT 'all', reason text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	forms text[] := whatsapp._check_consent_args(wa_opt_out.phone, wa_opt_out.scope);
+	changed boolean;
+BEGIN
+	changed := whatsapp._opt_out_apply(NULL, forms, wa_opt_out.scope, 'wa_opt_out',
+									   wa_opt_out.reason, NULL, true) > 0;
+	PERFORM whatsapp._audit('wa_opt_out', whatsapp._audit_person(wa_opt_out.phone)
+							|| ', scope ' || wa_opt_out.scope);
+	RETURN changed;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION whatsapp.wa_opt_in(phone text, scope text DEFAULT 'all')
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	forms text[] := whatsapp._check_consent_args(wa_opt_in.phone, wa_opt_in.scope);
+	changed boolean;
+	n integer;
+BEGIN
+	changed := whatsapp._opt_in_apply(NULL, forms, wa_opt_in.scope, 'wa_opt_in', NULL, true) > 0;
+	DELETE FROM whatsapp.opt_out o
+	 WHERE o.identifier = ANY (whatsapp._subject_hashes(whatsapp._identities(forms)))
+	   AND (wa_opt_in.scope = 'all' OR o.scope = wa_opt_in.scope);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	PERFORM whatsapp._audit('wa_opt_in', whatsapp._audit_person(wa_opt_in.phone)
+							|| ', scope ' || wa_opt_in.scope);
+	RETURN changed OR n > 0;
+END
+$$;
+
+REVOKE ALL ON whatsapp.audit FROM PUBLIC;
+REVOKE ALL ON SEQUENCE whatsapp.audit_id_seq FROM PUBLIC;
+GRANT SELECT ON whatsapp.audit TO whatsapp_admin;
+REVOKE ALL ON FUNCTION whatsapp._audit_append_only(), whatsapp._audit_odoo_trigger(),
+	whatsapp.wa_subject_export(text), whatsapp.wa_subject_erase(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION whatsapp.wa_subject_export(text), whatsapp.wa_subject_erase(text)
+	TO whatsapp_admin;

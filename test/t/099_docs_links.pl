@@ -7,7 +7,8 @@
 # (in the same file and in another), a path in a code span that is not in
 # the repository, a link split across two lines, and a heading whose slug
 # needs GitHub's rules (punctuation dropped, spaces kept as '-', a second
-# heading of the same text getting "-1").
+# heading of the same text getting "-1"); and a link to a file that
+# test/docs_pending.txt lists, which is pending while it is missing.
 use strict;
 use warnings;
 
@@ -78,6 +79,7 @@ Links: [a missing file](missing.md), [no such heading](#no-such-heading),
 [split across
 lines](reliability.md#not-there-either), and a path in a code span:
 `src/no_such_file.c`, `test/t/*.nothing`, and `notes/elsewhere.md`.
+A file another branch adds (test/docs_pending.txt): [monitoring](monitoring.md).
 EOF
 {
 	my ($rc, $out) = check($root);
@@ -99,6 +101,8 @@ EOF
 	like($out, qr{names test/t/\*\.nothing, which is not in the repository}, 'a glob that matches nothing');
 	like($out, qr{names notes/elsewhere\.md, which is not in the repository},
 		'a path outside the repository');
+	like($out, qr/^pending: docs\/monitoring\.md, named 1 time\(s\), is not in the tree yet$/m,
+		'a link to a file listed in test/docs_pending.txt is pending, not a problem');
 	like($out, qr/^\d+ files checked, 8 problems$/m, 'exactly those 8 problems');
 }
 
