@@ -908,3 +908,32 @@ SELECT m.id,
 	   m.reacted_at
   FROM whatsapp.message m
   LEFT JOIN whatsapp.account a ON a.id OPERATOR(pg_catalog.=) m.account_id;
+
+
+
+
+
+/* ========================================================================
+ * Content retention (src/retention.c, whatsapp.content_retention)
+ *
+ * After content_retention (default 90 days) the worker sets what a message
+ * said, and who it was to or from, to NULL: message.payload, recipient,
+ * wa_id, error_details and reaction; inbound_message's numbers, ids,
+ * names, text, raw message and edit history; webhook.payload.  Held
+ * statuses that old are deleted.  What happened stays: ids, states, times,
+ * codes, wamids, dedupe keys, pricing.  So the content columns become
+ * nullable, and each table gets a partial index on its time column that
+ * holds only the rows not purged yet: a turn of the purge finds its next
+ * batch there however long the history is, and a purged row leaves it.
+ * Messages queued or in flight are never purged, and are not in it.
+ * ======================================================================== */
+ALTER TABLE whatsapp.message ALTER COLUMN payload DROP NOT NULL;
+ALTER TABLE whatsapp.inbound_message ALTER COLUMN raw DROP NOT NULL;
+ALTER TABLE whatsapp.webhook ALTER COLUMN payload DROP NOT NULL;
+
+CREATE INDEX message_retention_idx ON whatsapp.message (created_at)
+	WHERE payload IS NOT NULL AND state NOT IN ('queued', 'sending');
+CREATE INDEX inbound_message_retention_idx ON whatsapp.inbound_message (received_at)
+	WHERE raw IS NOT NULL;
+CREATE INDEX webhook_retention_idx ON whatsapp.webhook (received_at)
+	WHERE payload IS NOT NULL;

@@ -44,6 +44,7 @@ extern int	wa_http_timeout;		/* sighup, milliseconds */
 extern int	wa_max_attempts;		/* sighup */
 extern int	wa_in_doubt;			/* sighup, WA_IN_DOUBT_* */
 extern int	wa_log_retention;		/* sighup, minutes */
+extern int	wa_content_retention;	/* sighup, minutes */
 extern int	wa_poll_interval;		/* sighup, milliseconds */
 extern int	wa_shutdown_timeout;	/* sighup, milliseconds */
 extern int	wa_batch_size;			/* sighup */
@@ -379,6 +380,16 @@ typedef struct WaOwnerContext
 extern void wa_odoo_as_owner_begin(Oid relid, WaOwnerContext *ctx);
 extern void wa_odoo_as_owner_end(WaOwnerContext *ctx);
 extern char *wa_odoo_link_warning(const char *base_url, bool check_freeze);
+
+/* ----------
+ * Content retention (retention.c).
+ * ----------
+ */
+/* Most rows per table that one turn of the purge changes. */
+#define WA_CONTENT_PURGE_BATCH	500
+
+/* One turn of the purge, inside SPI; true when more rows are due. */
+extern bool wa_purge_content(void);
 
 /* ----------
  * Background worker (worker.c).
