@@ -736,7 +736,9 @@ parse_payload(text *payload, char **why, int *nuls)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
 				 errmsg("webhook payload is not JSON"),
-				 edata->detail ? errdetail("%s", edata->detail) : 0,
+				 edata->detail && strchr(edata->detail, '"') == NULL ?
+				 errdetail("%s", edata->detail) :
+				 errdetail("The JSON parser stopped at a token it could not read (not shown: a payload holds names, numbers and texts)."),
 				 errhint("Pass the request body exactly as received; Meta posts JSON.")));
 	if (doc == NULL)
 		*why = pstrdup(edata->message);

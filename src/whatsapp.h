@@ -180,6 +180,12 @@ extern void wa_install_dbcommand_hook(void);
 extern bool wa_normalize_phone(const char *input, const char *default_cc,
 							   char *out);
 
+/*
+ * A phone number as log lines and messages may show it: its last four
+ * digits only, as "number ending in 0173" (palloc'd).
+ */
+extern char *wa_phone_for_log(const char *number);
+
 /* ----------
  * Sealing (seal.c).  See seal.c for the format.
  * ----------
