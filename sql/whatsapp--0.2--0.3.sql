@@ -937,3 +937,40 @@ CREATE INDEX inbound_message_retention_idx ON whatsapp.inbound_message (received
 	WHERE raw IS NOT NULL;
 CREATE INDEX webhook_retention_idx ON whatsapp.webhook (received_at)
 	WHERE payload IS NOT NULL;
+
+/*
+ * An argument of wa_opt_out or wa_opt_in that is not a number is named in
+ * the error by its last four digits only: errors reach the server log, and
+ * a near-miss of a real number is that person's number all the same.
+ */
+CREATE OR REPLACE FUNCTION whatsapp._check_consent_args(phone text, scope text)
+RETURNS text[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	forms text[];
+	digits text;
+BEGIN
+	IF phone IS NULL THEN
+		RAISE EXCEPTION 'phone must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Pass a phone number such as ''+52 55 1234 5678'', or a business-scoped user id such as ''MX.1502576394655843''.';
+	END IF;
+	IF scope IS NULL OR scope NOT IN ('all', 'marketing') THEN
+		RAISE EXCEPTION 'scope must be ''all'' or ''marketing'', not %', coalesce(quote_literal(scope), 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = '''all'' blocks every message, ''marketing'' only templates whose category in whatsapp.templates is MARKETING.';
+	END IF;
+	forms := whatsapp._identity_forms(phone);
+	IF forms IS NULL THEN
+		digits := regexp_replace(phone, '[^0-9]', '', 'g');
+		RAISE EXCEPTION 'phone (%) is neither a phone number that can be made E.164 nor a business-scoped user id',
+			CASE WHEN digits = '' THEN 'a value without digits'
+				 ELSE 'ending in ' || right(digits, 4) END
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Write the number with its country code, such as ''+52 55 1234 5678'', or set whatsapp.default_country_code for national numbers.';
+	END IF;
+	RETURN forms;
+END
+$$;
