@@ -499,20 +499,20 @@ parse_signature(text *sig, uint8 *digest)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 				 errmsg("webhook signature is malformed"),
-				 errdetail("A signature is \"sha256=\" followed by 64 hexadecimal digits."),
+				 errdetail("A signature is sha256= followed by 64 hexadecimal digits."),
 				 errhint("Pass the request's X-Hub-Signature-256 header unchanged; X-Hub-Signature (SHA-1) is not accepted.")));
 	if (len - WA_SIG_PREFIX_LEN != WA_SHA256_LEN * 2)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 				 errmsg("webhook signature has the wrong length"),
-				 errdetail("After \"sha256=\" a signature has 64 hexadecimal digits, not %d characters.",
+				 errdetail("After sha256= a signature has 64 hexadecimal digits, not %d characters.",
 						   len - WA_SIG_PREFIX_LEN),
 				 errhint("Pass the request's X-Hub-Signature-256 header unchanged, without surrounding spaces.")));
 	if (!wa_hex_decode(p + WA_SIG_PREFIX_LEN, WA_SHA256_LEN, digest))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 				 errmsg("webhook signature is malformed"),
-				 errdetail("A signature is \"sha256=\" followed by 64 hexadecimal digits."),
+				 errdetail("A signature is sha256= followed by 64 hexadecimal digits."),
 				 errhint("Pass the request's X-Hub-Signature-256 header unchanged.")));
 }
 
