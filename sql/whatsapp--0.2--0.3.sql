@@ -931,6 +931,11 @@ ALTER TABLE whatsapp.message ALTER COLUMN payload DROP NOT NULL;
 ALTER TABLE whatsapp.inbound_message ALTER COLUMN raw DROP NOT NULL;
 ALTER TABLE whatsapp.webhook ALTER COLUMN payload DROP NOT NULL;
 
+/* A message to be sent has its content: a purged one is never queued again. */
+ALTER TABLE whatsapp.message ADD CONSTRAINT message_payload_check
+	CHECK (payload IS NOT NULL OR state NOT IN ('queued', 'sending')) NOT VALID;
+ALTER TABLE whatsapp.message VALIDATE CONSTRAINT message_payload_check;
+
 CREATE INDEX message_retention_idx ON whatsapp.message (created_at)
 	WHERE payload IS NOT NULL AND state NOT IN ('queued', 'sending');
 CREATE INDEX inbound_message_retention_idx ON whatsapp.inbound_message (received_at)

@@ -835,6 +835,7 @@ claim(WaPending *out, int free_slots, TimestampTz now)
 			bool		isnull;
 			WaTransfer *t;
 			char	   *body;
+			Datum		d;
 			char	   *recipient = SPI_getvalue(tup, tt->tupdesc, 4);
 			char	   *kind = SPI_getvalue(tup, tt->tupdesc, 5);
 			char	   *tname = SPI_getvalue(tup, tt->tupdesc, 6);
@@ -853,7 +854,12 @@ claim(WaPending *out, int free_slots, TimestampTz now)
 			t->message_id = DatumGetInt64(SPI_getbinval(tup, tt->tupdesc, 1, &isnull));
 			t->attempt = DatumGetInt32(SPI_getbinval(tup, tt->tupdesc, 2, &isnull));
 			t->account_id = a->id;
-			body = TextDatumGetCString(SPI_getbinval(tup, tt->tupdesc, 3, &isnull));
+			d = SPI_getbinval(tup, tt->tupdesc, 3, &isnull);
+			/* message_payload_check keeps content in every queued message */
+			if (isnull)
+				elog(ERROR, "whatsapp message " INT64_FORMAT " was claimed without a payload",
+					 t->message_id);
+			body = TextDatumGetCString(d);
 			appendStringInfoString(&t->request, body);
 			out[n].t = t;
 			out[n].a = a;

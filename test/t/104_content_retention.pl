@@ -245,6 +245,8 @@ ok(WaTest::wait_until(sub {
 		'and a new message is sent meanwhile');
 	WaTest::psql_is($node, "SELECT whatsapp.wa_retry($failed_id)", 'f',
 		'a purged failed message cannot be retried (wa_retry returns false)');
+	WaTest::psql_fails($node, "UPDATE whatsapp.message SET state = 'queued' WHERE id = $failed_id",
+		'23514', 'nor queued again by hand: message_payload_check');
 	$bg->query_safe('COMMIT');
 	$bg->quit;
 	purge_now();
