@@ -17,7 +17,7 @@
  * schema public with its own rights.  It writes to one in a single case,
  * a document's missing access_token, and then as the table's owner
  * (wa_odoo_as_owner_begin, below).  It reads Odoo's rows only here
- * and in odoo.c, and always the same way:
+ * and in odoo_data.c, and always the same way:
  *
  * - The relation must be an ordinary table (relkind 'r').  A view, a
  *	 partitioned or foreign table, a sequence or a materialized view in its
