@@ -1729,3 +1729,74 @@ REVOKE ALL ON FUNCTION whatsapp._audit_append_only(), whatsapp._audit_odoo_trigg
 	whatsapp.wa_subject_export(text), whatsapp.wa_subject_erase(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION whatsapp.wa_subject_export(text), whatsapp.wa_subject_erase(text)
 	TO whatsapp_admin;
+
+
+
+
+
+/* ========================================================================
+ * Content retention (src/retention.c, whatsapp.content_retention)
+ *
+ * After content_retention (default 90 days) the worker sets what a message
+ * said, and who it was to or from, to NULL: message.payload, recipient,
+ * wa_id, error_details and reaction; inbound_message's numbers, ids,
+ * names, text, raw message and edit history; webhook.payload.  Held
+ * statuses that old are deleted.  What happened stays: ids, states, times,
+ * codes, wamids, dedupe keys, pricing.  So the content columns become
+ * nullable, and each table gets a partial index on its time column that
+ * holds only the rows not purged yet: a turn of the purge finds its next
+ * batch there however long the history is, and a purged row leaves it.
+ * Messages queued or in flight are never purged, and are not in it.
+ * ======================================================================== */
+ALTER TABLE whatsapp.message ALTER COLUMN payload DROP NOT NULL;
+ALTER TABLE whatsapp.inbound_message ALTER COLUMN raw DROP NOT NULL;
+ALTER TABLE whatsapp.webhook ALTER COLUMN payload DROP NOT NULL;
+
+/* A message to be sent has its content: a purged one is never queued again. */
+ALTER TABLE whatsapp.message ADD CONSTRAINT message_payload_check
+	CHECK (payload IS NOT NULL OR state NOT IN ('queued', 'sending')) NOT VALID;
+ALTER TABLE whatsapp.message VALIDATE CONSTRAINT message_payload_check;
+
+CREATE INDEX message_retention_idx ON whatsapp.message (created_at)
+	WHERE payload IS NOT NULL AND state NOT IN ('queued', 'sending');
+CREATE INDEX inbound_message_retention_idx ON whatsapp.inbound_message (received_at)
+	WHERE raw IS NOT NULL;
+CREATE INDEX webhook_retention_idx ON whatsapp.webhook (received_at)
+	WHERE payload IS NOT NULL;
+
+/*
+ * An argument of wa_opt_out or wa_opt_in that is not a number is named in
+ * the error by its last four digits only: errors reach the server log, and
+ * a near-miss of a real number is that person's number all the same.
+ */
+CREATE OR REPLACE FUNCTION whatsapp._check_consent_args(phone text, scope text)
+RETURNS text[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	forms text[];
+	digits text;
+BEGIN
+	IF phone IS NULL THEN
+		RAISE EXCEPTION 'phone must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Pass a phone number such as ''+52 55 1234 5678'', or a business-scoped user id such as ''MX.1502576394655843''.';
+	END IF;
+	IF scope IS NULL OR scope NOT IN ('all', 'marketing') THEN
+		RAISE EXCEPTION 'scope must be ''all'' or ''marketing'', not %', coalesce(quote_literal(scope), 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = '''all'' blocks every message, ''marketing'' only templates whose category in whatsapp.templates is MARKETING.';
+	END IF;
+	forms := whatsapp._identity_forms(phone);
+	IF forms IS NULL THEN
+		digits := regexp_replace(phone, '[^0-9]', '', 'g');
+		RAISE EXCEPTION 'phone (%) is neither a phone number that can be made E.164 nor a business-scoped user id',
+			CASE WHEN digits = '' THEN 'a value without digits'
+				 ELSE 'ending in ' || right(digits, 4) END
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Write the number with its country code, such as ''+52 55 1234 5678'', or set whatsapp.default_country_code for national numbers.';
+	END IF;
+	RETURN forms;
+END
+$$;

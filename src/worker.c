@@ -74,8 +74,10 @@
  * claimed at once.
  */
 #define WA_CLAIM_MIN_INTERVAL_MS 20
-/* How often old log rows are purged. */
+/* How often old log rows, and old content, are purged. */
 #define WA_PURGE_INTERVAL_MS	60000
+/* The next turn of a content purge that has more rows due. */
+#define WA_CONTENT_PURGE_AGAIN_MS 200
 /* Pause after an error in a cycle, so a persistent one does not spin. */
 #define WA_ERROR_PAUSE_MS		1000
 
@@ -834,6 +836,7 @@ claim(WaPending *out, int free_slots, TimestampTz now)
 			bool		isnull;
 			WaTransfer *t;
 			char	   *body;
+			Datum		d;
 			char	   *recipient = SPI_getvalue(tup, tt->tupdesc, 4);
 			char	   *kind = SPI_getvalue(tup, tt->tupdesc, 5);
 			char	   *tname = SPI_getvalue(tup, tt->tupdesc, 6);
@@ -852,7 +855,12 @@ claim(WaPending *out, int free_slots, TimestampTz now)
 			t->message_id = DatumGetInt64(SPI_getbinval(tup, tt->tupdesc, 1, &isnull));
 			t->attempt = DatumGetInt32(SPI_getbinval(tup, tt->tupdesc, 2, &isnull));
 			t->account_id = a->id;
-			body = TextDatumGetCString(SPI_getbinval(tup, tt->tupdesc, 3, &isnull));
+			d = SPI_getbinval(tup, tt->tupdesc, 3, &isnull);
+			/* message_payload_check keeps content in every queued message */
+			if (isnull)
+				elog(ERROR, "whatsapp message " INT64_FORMAT " was claimed without a payload",
+					 t->message_id);
+			body = TextDatumGetCString(d);
 			appendStringInfoString(&t->request, body);
 			out[n].t = t;
 			out[n].a = a;
@@ -1546,6 +1554,22 @@ flush_results(void)
 	nresults = 0;
 }
 
+/*
+ * One turn of the content purge (retention.c), in a transaction of its
+ * own, between delivery turns.  True when more rows are due.
+ */
+static bool
+purge_content_turn(void)
+{
+	bool		more = false;
+
+	begin_work("whatsapp: content purge");
+	if (extension_present())
+		more = wa_purge_content();
+	end_work();
+	return more;
+}
+
 /* When must the loop wake up next, in milliseconds (-1: only on events)? */
 static long
 next_timeout(TimestampTz now, TimestampTz next_poll, TimestampTz next_purge)
@@ -1666,6 +1690,7 @@ wa_worker_main(Datum main_arg)
 	WaitEventSet *set;
 	volatile TimestampTz next_poll = 0;
 	volatile TimestampTz next_purge = 0;
+	volatile TimestampTz next_content_purge = 0;
 	volatile TimestampTz drain_deadline = 0;
 	volatile bool wake = true;
 	volatile bool claim_deferred = false;
@@ -1841,6 +1866,21 @@ wa_worker_main(Datum main_arg)
 					if (what.purge)
 						next_purge = TimestampTzPlusMilliseconds(now, WA_PURGE_INTERVAL_MS);
 				}
+
+				/*
+				 * Content past whatsapp.content_retention, a bounded batch
+				 * per turn, after this turn's claim; when more is due, the
+				 * next batch comes after the next turn's.
+				 */
+				if (now >= next_content_purge && !leave_now)
+				{
+					bool		more;
+
+					next_content_purge = TimestampTzPlusMilliseconds(now, WA_PURGE_INTERVAL_MS);
+					more = purge_content_turn();
+					if (more)
+						next_content_purge = TimestampTzPlusMilliseconds(now, WA_CONTENT_PURGE_AGAIN_MS);
+				}
 			}
 		}
 		PG_CATCH();
@@ -1888,7 +1928,8 @@ wa_worker_main(Datum main_arg)
 			proc_exit(0);
 
 		now = GetCurrentTimestamp();
-		timeout = got_sigterm ? 100 : next_timeout(now, next_poll, next_purge);
+		timeout = got_sigterm ? 100 :
+			next_timeout(now, next_poll, Min(next_purge, next_content_purge));
 		if (claim_deferred)
 		{
 			long		ms = (long) ((TimestampTzPlusMilliseconds(last_claim_at, WA_CLAIM_MIN_INTERVAL_MS) - now) / 1000);
@@ -1929,6 +1970,9 @@ wa_worker_main(Datum main_arg)
 			/* URLs depend on settings: rebuild them with the accounts */
 			accounts_loaded = false;
 			wake = true;
+			/* a retention just changed applies now */
+			next_purge = 0;
+			next_content_purge = 0;
 		}
 	}
 }
