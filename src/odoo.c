@@ -2710,6 +2710,8 @@ record(OdooRender *r)
 			 SPI_result_code_string(rc));
 	if (SPI_processed > 0 && strcmp(r->state, "queued") == 0)
 		wa_wake_worker_at_commit();
+	else if (SPI_processed > 0)
+		wa_stats_count_enqueue(r->account_id, r->state, r->failure_type);
 }
 
 /* ----------

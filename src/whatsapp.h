@@ -381,6 +381,16 @@ extern void wa_odoo_as_owner_end(WaOwnerContext *ctx);
 extern char *wa_odoo_link_warning(const char *base_url, bool check_freeze);
 
 /* ----------
+ * Statistics behind whatsapp.stats (stats.c).
+ * ----------
+ */
+/* Are the 0.3 statistics objects installed? */
+extern bool wa_stats_present(void);
+/* Count a message recorded as failed or blocked at enqueue (inside SPI). */
+extern void wa_stats_count_enqueue(int32 account_id, const char *state,
+								   const char *failure_type);
+
+/* ----------
  * Background worker (worker.c).
  * ----------
  */
