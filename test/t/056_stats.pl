@@ -253,6 +253,43 @@ WaTest::psql_is($node,
 	  . 'blocked,retried,requests,request_time,stats_reset',
 	'the columns of the view: counters and the account name, no secret, no number');
 
+# --- 8b. The worker's other paths -----------------------------------------
+# Opted out after enqueue, in the same transaction: blocked by the claim.
+WaTest::psql_ok($node, q{
+	BEGIN;
+	SELECT whatsapp.wa_send('+52 55 4444 5555', 'tarde', account => 'main');
+	SELECT whatsapp.wa_opt_out('+52 55 4444 5555');
+	COMMIT;
+}, 'queued, then opted out before the claim');
+ok(WaTest::wait_for($node, "SELECT state FROM whatsapp.messages WHERE recipient = '+525544445555'",
+		'blocked', 30), 'blocked at the claim');
+# An account without a token: the worker fails its queued messages as
+# "account" when it loads the accounts (here after the second
+# wa_account_set, which changes only max_mps and keeps no token).
+WaTest::psql_ok($node, q{
+	SELECT whatsapp.wa_account_set('notoken', '1066554433', '');
+	SELECT whatsapp.wa_send('+52 55 6666 7777', 'sin token', account => 'notoken');
+	SELECT whatsapp.wa_account_set('notoken', '1066554433', NULL, max_mps => 500);
+}, 'an account without a token, and a message for it');
+ok(WaTest::wait_for($node, "SELECT state || ':' || failure_type FROM whatsapp.messages WHERE recipient = '+525566667777'",
+		'failed:account', 30), 'failed as account by the worker');
+# In doubt: in flight when the server stops at once; whatsapp.in_doubt = fail.
+$mock->add_rule({ match => { to => '+525588889999' }, action => { latency_ms => 8000 } });
+my $g = send_text('+52 55 8888 9999', 'en vuelo');
+ok(WaTest::wait_for($node, "SELECT state FROM whatsapp.messages WHERE id = $g", 'sending', 30),
+	'a request in flight');
+$node->stop('immediate');
+$node->append_conf('postgresql.conf', "whatsapp.in_doubt = 'fail'\n");
+$node->start;
+ok(WaTest::wait_for($node, "SELECT state || ':' || failure_type FROM whatsapp.messages WHERE id = $g",
+		'failed:network', 60), 'failed in doubt after the restart');
+$mock->clear_rules;
+#            sent del read failed pi oo acc tpl rec unrec net blocked retried requests
+is(counters('main'), '0|0|0|1|0|0|0|0|0|0|1|1|0|0',
+	'main: blocked 1 at the claim, failed 1 in doubt (network), no request (its answer was lost)');
+is(counters('notoken'), '0|0|0|1|0|0|1|0|0|0|0|0|0|0', 'notoken: failed 1 as account');
+WaTest::psql_ok($node, 'SELECT whatsapp.wa_stats_reset()', 'every account reset again');
+
 # --- 9. Another database counts on its own -------------------------------
 WaTest::psql_ok($node, q{CREATE DATABASE stats2}, 'a second database');
 WaTest::psql_ok($node, q{
