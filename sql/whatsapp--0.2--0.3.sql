@@ -910,6 +910,234 @@ SELECT m.id,
   LEFT JOIN whatsapp.account a ON a.id OPERATOR(pg_catalog.=) m.account_id;
 
 /* ========================================================================
+ * Issue 12, item 2: invoice_sent means sent to the customer.
+ *
+ * account_move.is_move_sent does not say it: Odoo 16's Print sets it,
+ * and from 17 on it is set whenever the official PDF is generated (Print
+ * included), before any mail leaves.  What only sending writes, in 16 to
+ * 19, is the message posted on the invoice (src/odoo_sent.c): a
+ * mail_message on model 'account.move' of type 'comment' (or
+ * 'email_outgoing'), of a subtype that is not internal, with the customer
+ * among its recipients (mail_message_res_partner_rel) and the invoice
+ * attached (message_attachment_rel).  So invoice_sent has one trigger,
+ * AFTER INSERT on mail_message, deferred to commit and naming no column;
+ * the other events keep theirs on sale_order and account_move.  The
+ * invoice_sent triggers of 0.2 on account_move go.
+ * ======================================================================== */
+
+/* The Odoo table an event's triggers are on. */
+CREATE FUNCTION whatsapp._odoo_trigger_table(event text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF event = 'invoice_sent' THEN
+		RETURN 'mail_message';
+	END IF;
+	RETURN whatsapp._odoo_table(event);
+END
+$$;
+
+/* The operations an event's triggers fire on. */
+CREATE FUNCTION whatsapp._odoo_trigger_ops(event text)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE WHEN $1 = 'invoice_sent' THEN ARRAY['insert'] ELSE ARRAY['insert', 'update'] END
+$$;
+REVOKE ALL ON FUNCTION whatsapp._odoo_trigger_table(text), whatsapp._odoo_trigger_ops(text)
+	FROM PUBLIC;
+
+/*
+ * Put the triggers of an event on its table; with recreate, drop and make
+ * again the ones that are there, and drop the event's triggers left on
+ * another table by an older version (invoice_sent's on account_move).
+ */
+CREATE OR REPLACE FUNCTION whatsapp._odoo_install_triggers(event text, recreate boolean)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	ev text := _odoo_install_triggers.event;
+	tbl text := whatsapp._odoo_trigger_table(ev);
+	rel regclass := to_regclass(format('public.%I', tbl));
+	old_tbl text := whatsapp._odoo_table(ev);
+	op text;
+	trg text;
+	there boolean;
+BEGIN
+	IF recreate AND old_tbl <> tbl AND to_regclass(format('public.%I', old_tbl)) IS NOT NULL THEN
+		FOREACH op IN ARRAY ARRAY['insert', 'update']
+		LOOP
+			trg := format('whatsapp_%s_%s', ev, op);
+			IF EXISTS (SELECT 1 FROM pg_trigger t
+						WHERE t.tgrelid = to_regclass(format('public.%I', old_tbl)) AND t.tgname = trg) THEN
+				EXECUTE format('DROP TRIGGER %I ON public.%I', trg, old_tbl);
+			END IF;
+		END LOOP;
+	END IF;
+	IF rel IS NULL THEN
+		RETURN;
+	END IF;
+	FOREACH op IN ARRAY whatsapp._odoo_trigger_ops(ev)
+	LOOP
+		trg := format('whatsapp_%s_%s', ev, op);
+		there := EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = rel AND t.tgname = trg);
+		IF there AND recreate THEN
+			EXECUTE format('DROP TRIGGER %I ON public.%I', trg, tbl);
+			there := false;
+		END IF;
+		IF NOT there THEN
+			EXECUTE format('CREATE CONSTRAINT TRIGGER %I AFTER %s ON public.%I'
+						   ' DEFERRABLE INITIALLY DEFERRED FOR EACH ROW'
+						   ' WHEN (pg_catalog.current_setting(''whatsapp.odoo_events'', true) IS DISTINCT FROM ''off'')'
+						   ' EXECUTE FUNCTION whatsapp._odoo_trigger(%L)',
+						   trg, upper(op), tbl, ev);
+		END IF;
+	END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION whatsapp._odoo_install_triggers(text, boolean) FROM PUBLIC;
+
+/* The tables an event reads must be ordinary tables with its columns. */
+CREATE OR REPLACE FUNCTION whatsapp._odoo_check_schema(event text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	tbl text := whatsapp._odoo_table(event);
+	t text;
+	c text;
+	k "char";
+	tables text[] := ARRAY[tbl, 'res_partner', 'res_company', 'res_country', 'res_currency'];
+	cols text[][];
+BEGIN
+	IF event = 'invoice_sent' THEN
+		tables := tables || ARRAY['mail_message', 'mail_message_subtype',
+								  'mail_message_res_partner_rel', 'message_attachment_rel'];
+	END IF;
+	FOREACH t IN ARRAY tables
+	LOOP
+		IF to_regclass(format('public.%I', t)) IS NULL THEN
+			RAISE EXCEPTION 'Odoo table "public.%" does not exist', t
+				USING ERRCODE = 'undefined_table',
+					  DETAIL = format('Event %s needs Odoo''s tables %s in schema public.', event,
+									  array_to_string(tables, ', ')),
+					  HINT = CASE WHEN t = 'sale_order'
+								  THEN 'Run it in the database of an Odoo instance with the Sales app installed.'
+								  ELSE 'Run it in the database of an Odoo instance with Invoicing or Accounting installed.' END;
+		END IF;
+		k := (SELECT r.relkind FROM pg_class r WHERE r.oid = to_regclass(format('public.%I', t)));
+		IF k <> 'r' THEN
+			RAISE EXCEPTION 'public.% is a %, not a table, so the whatsapp extension does not read it', t,
+					CASE k WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
+						   WHEN 'p' THEN 'partitioned table' WHEN 'f' THEN 'foreign table'
+						   ELSE 'relation of another kind' END
+				USING ERRCODE = 'wrong_object_type',
+					  DETAIL = 'The extension reads Odoo''s tables only when they are ordinary tables, so that no code of their owner runs with the extension''s rights.',
+					  HINT = format('Restore public.%s as the table Odoo creates.', t);
+		END IF;
+	END LOOP;
+	cols := CASE event
+			WHEN 'sale_order_confirmed' THEN ARRAY[['sale_order', 'id'], ['sale_order', 'state']]
+			WHEN 'invoice_sent' THEN ARRAY[['account_move', 'id'], ['account_move', 'state'],
+										   ['account_move', 'move_type'],
+										   ['mail_message', 'id'], ['mail_message', 'model'],
+										   ['mail_message', 'res_id'], ['mail_message', 'message_type'],
+										   ['mail_message', 'subtype_id']]
+			ELSE ARRAY[['account_move', 'id'], ['account_move', 'state'], ['account_move', 'move_type']] END;
+	FOR i IN 1 .. array_length(cols, 1)
+	LOOP
+		t := cols[i][1];
+		c := cols[i][2];
+		IF NOT EXISTS (SELECT 1 FROM pg_attribute a
+						WHERE a.attrelid = to_regclass(format('public.%I', t))
+						  AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped) THEN
+			RAISE EXCEPTION 'column "%" of Odoo table "public.%" does not exist', c, t
+				USING ERRCODE = 'undefined_column',
+					  HINT = 'The whatsapp extension supports the tables of Odoo 16 to 19.';
+		END IF;
+	END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION whatsapp.wa_odoo_disable(event text, company_id integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	ev text := wa_odoo_disable.event;
+	tbl text;
+	op text;
+	trg text;
+BEGIN
+	PERFORM whatsapp._odoo_table(ev);	/* 22023 for what is not an event */
+	DELETE FROM whatsapp.odoo_rule r
+	 WHERE r.event = ev AND r.company_id IS NOT DISTINCT FROM wa_odoo_disable.company_id;
+	IF NOT FOUND THEN
+		RAISE NOTICE 'event % was not enabled%', ev,
+			CASE WHEN wa_odoo_disable.company_id IS NULL THEN ' for all companies'
+				 ELSE format(' for company %s', wa_odoo_disable.company_id) END;
+	END IF;
+	/* Its triggers go when no company has a rule for the event any more. */
+	IF NOT EXISTS (SELECT 1 FROM whatsapp.odoo_rule r WHERE r.event = ev) THEN
+		FOREACH tbl IN ARRAY ARRAY[whatsapp._odoo_trigger_table(ev), whatsapp._odoo_table(ev)]
+		LOOP
+			CONTINUE WHEN to_regclass(format('public.%I', tbl)) IS NULL;
+			FOREACH op IN ARRAY ARRAY['insert', 'update']
+			LOOP
+				trg := format('whatsapp_%s_%s', ev, op);
+				IF EXISTS (SELECT 1 FROM pg_trigger t
+							WHERE t.tgrelid = format('public.%I', tbl)::regclass
+							  AND t.tgname = trg) THEN
+					EXECUTE format('DROP TRIGGER %I ON public.%I', trg, tbl);
+				END IF;
+			END LOOP;
+		END LOOP;
+	END IF;
+END
+$$;
+
+/* The rules, and whether their triggers are in place (whatsapp_admin). */
+CREATE OR REPLACE VIEW whatsapp.odoo_rules AS
+SELECT r.event,
+	   r.company_id,
+	   r.template,
+	   r.language,
+	   r.account,
+	   r.params,
+	   (SELECT pg_catalog.count(*) FROM pg_catalog.pg_trigger t
+		 WHERE t.tgrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(CASE r.event
+				 WHEN 'sale_order_confirmed' THEN 'public.sale_order'
+				 WHEN 'invoice_sent' THEN 'public.mail_message'
+				 ELSE 'public.account_move' END)
+		   AND t.tgname IN ('whatsapp_' OPERATOR(pg_catalog.||) r.event OPERATOR(pg_catalog.||) '_insert',
+							'whatsapp_' OPERATOR(pg_catalog.||) r.event OPERATOR(pg_catalog.||) '_update'))
+		 OPERATOR(pg_catalog.=) CASE r.event WHEN 'invoice_sent' THEN 1 ELSE 2 END AS triggers_installed,
+	   r.created_at,
+	   r.updated_at,
+	   r.updated_by
+  FROM whatsapp.odoo_rule r;
+
+/* invoice_sent of 0.2: its triggers move from account_move to mail_message. */
+DO $$
+BEGIN
+	IF EXISTS (SELECT 1 FROM whatsapp.odoo_rule WHERE event = 'invoice_sent') THEN
+		PERFORM whatsapp._odoo_install_triggers('invoice_sent', true);
+		IF to_regclass('public.mail_message') IS NULL THEN
+			RAISE WARNING 'event invoice_sent has no trigger now: public.mail_message does not exist'
+				USING HINT = 'Since 0.3 invoice_sent fires on the message Odoo posts when it mails the invoice; run whatsapp.wa_odoo_enable(''invoice_sent'', ...) again in the Odoo database.';
+		END IF;
+	END IF;
+END
+$$;
+
+/* ========================================================================
  * Statistics: whatsapp.stats (issue 10, item 5; src/stats.c says why so)
  *
  * Counters per account that only grow, like pg_stat_*.  Whatever changes a
