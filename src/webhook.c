@@ -1115,6 +1115,7 @@ wh_begin(HookCtx *ctx)
 {
 	memset(ctx, 0, sizeof(*ctx));
 	ctx->now = GetCurrentTransactionStartTimestamp();
+	ctx->stats = wa_stats_present();
 	ctx->item_cxt = AllocSetContextCreate(CurrentMemoryContext, "whatsapp webhook item",
 										  ALLOCSET_DEFAULT_SIZES);
 }

@@ -457,6 +457,16 @@ extern int	wa_odoo_pdf_release(WaMediaUploader upload);
 extern bool wa_purge_content(void);
 
 /* ----------
+ * Statistics behind whatsapp.stats (stats.c).
+ * ----------
+ */
+/* Are the 0.3 statistics objects installed? */
+extern bool wa_stats_present(void);
+/* Count a message recorded as failed or blocked at enqueue (inside SPI). */
+extern void wa_stats_count_enqueue(int32 account_id, const char *state,
+								   const char *failure_type);
+
+/* ----------
  * Background worker (worker.c).
  * ----------
  */

@@ -152,6 +152,8 @@ static SPIPlanPtr plan_block = NULL;
 static SPIPlanPtr plan_record = NULL;
 static SPIPlanPtr plan_next_due = NULL;
 static SPIPlanPtr plan_after_record = NULL;
+/* The plans count in whatsapp.stats (the 0.3 objects were there). */
+static bool plans_stats = false;
 
 /* Sent-per-second ring for the status view's "last minute". */
 static int64 sent_ring[60];
@@ -420,15 +422,19 @@ block_opted_out(Datum *ids, Datum *reasons, int n)
 	args[1] = PointerGetDatum(construct_array(reasons, n, TEXTOID, -1, false,
 											  TYPALIGN_INT));
 	if (plan_block == NULL)
-		plan_block = wa_keep_plan("WITH r AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) r(id, reason)),"
-								  " b AS (UPDATE whatsapp.message m SET state = 'blocked',"
-								  "   attempts = m.attempts - 1, failure_type = 'opted_out',"
-								  "   error_title = r.reason || ' by the time of the claim'"
-								  "  FROM r WHERE m.id = r.id AND m.state = 'sending'"
-								  "  RETURNING m.id, r.reason)"
-								  " INSERT INTO whatsapp.log (message_id, event, message)"
-								  " SELECT b.id, 'blocked', b.reason || ' by the time of the claim; not sent'"
-								  " FROM b", 2, types);
+		plan_block = wa_keep_plan(psprintf("WITH r AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) r(id, reason)),"
+										   " b AS (UPDATE whatsapp.message m SET state = 'blocked',"
+										   "   attempts = m.attempts - 1, failure_type = 'opted_out',"
+										   "   error_title = r.reason || ' by the time of the claim'"
+										   "  FROM r WHERE m.id = r.id AND m.state = 'sending'"
+										   "  RETURNING m.id, m.account_id, r.reason)%s"
+										   " INSERT INTO whatsapp.log (message_id, event, message)"
+										   " SELECT b.id, 'blocked', b.reason || ' by the time of the claim; not sent'"
+										   " FROM b",
+										   plans_stats ?
+										   ", s AS (INSERT INTO whatsapp.stats_delta (account_id, blocked)"
+										   "  SELECT b.account_id, pg_catalog.count(*) FROM b GROUP BY 1)" : ""),
+								  2, types);
 	rc = SPI_execute_plan(plan_block, args, NULL, false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "whatsapp: blocking opted-out messages failed: %s",
@@ -439,25 +445,37 @@ static void
 prepare_plans(void)
 {
 	Oid			due_types[1] = {INT4OID};
-	Oid			record_types[14] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+	Oid			record_types[15] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
 		INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-	TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, INT4ARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID};
+		TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, INT4ARRAYOID, FLOAT8ARRAYOID,
+	TEXTARRAYOID, INT4ARRAYOID};
+	bool		stats = wa_stats_present();
 
 	SPIPlanPtr	record_plan;
 
-	if (plan_next_due != NULL)
+	if (plan_next_due != NULL && stats == plans_stats)
 		return;
 	free_plans();
+	plans_stats = stats;
 
-	record_plan = wa_keep_plan(
+	/*
+	 * With the statistics objects, the same statement counts in
+	 * whatsapp.stats (stats.c): per account and failure_type, each answer
+	 * ($15 holds the accounts) is one request and its latency, and the
+	 * messages the UPDATE moved from sending are sent, failed or retried
+	 * (queued again).
+	 */
+	record_plan = wa_keep_plan(psprintf(
 							   "WITH r AS ("
 							   " SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
 							   "   pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),"
 							   "   pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8),"
 							   "   pg_catalog.unnest($9), pg_catalog.unnest($10), pg_catalog.unnest($11),"
-							   "   pg_catalog.unnest($12), pg_catalog.unnest($13), pg_catalog.unnest($14))"
+							   "   pg_catalog.unnest($12), pg_catalog.unnest($13), pg_catalog.unnest($14),"
+							   "   pg_catalog.unnest($15))"
 							   "  AS r(id, new_state, http_status, code, title, details, fbtrace_id,"
-							   "       wamid, wa_id, failure_type, delay_s, attempt, latency_ms, note)"
+							   "       wamid, wa_id, failure_type, delay_s, attempt, latency_ms, note,"
+							   "       account_id)"
 							   "), u AS ("
 							   " UPDATE whatsapp.message m SET"
 							   "   state = r.new_state,"
@@ -474,12 +492,25 @@ prepare_plans(void)
 							   "   sent_at = CASE WHEN r.new_state = 'sent' THEN pg_catalog.now() ELSE m.sent_at END,"
 							   "   failed_at = CASE WHEN r.new_state = 'failed' THEN pg_catalog.now() ELSE m.failed_at END"
 							   "  FROM r WHERE m.id = r.id AND m.state = 'sending'"
-							   "  RETURNING m.id)"
+							   "  RETURNING m.id, m.state, m.failure_type)%s"
 							   " INSERT INTO whatsapp.log (message_id, attempt, event, http_status,"
 							   "   code, message, fbtrace_id, latency_ms)"
 							   " SELECT r.id, r.attempt, 'http', NULLIF(r.http_status, 0), r.code,"
 							   "   r.note, r.fbtrace_id, r.latency_ms FROM r",
-							   14, record_types);
+							   stats ?
+							   ", s AS ("
+							   " INSERT INTO whatsapp.stats_delta (account_id, failure_type, sent,"
+							   "   failed, retried, requests, request_time)"
+							   " SELECT x.account_id, x.failure_type,"
+							   "   NULLIF(pg_catalog.count(*) FILTER (WHERE x.state = 'sent'), 0),"
+							   "   NULLIF(pg_catalog.count(*) FILTER (WHERE x.state = 'failed'), 0),"
+							   "   NULLIF(pg_catalog.count(*) FILTER (WHERE x.state = 'queued'), 0),"
+							   "   pg_catalog.count(*), pg_catalog.sum(x.latency_ms)"
+							   "  FROM (SELECT r.account_id, r.latency_ms, u.state,"
+							   "          CASE WHEN u.state = 'failed' THEN u.failure_type END AS failure_type"
+							   "         FROM r LEFT JOIN u ON u.id = r.id) x"
+							   " GROUP BY x.account_id, x.failure_type)" : ""),
+							   15, record_types);
 
 	{
 		Oid			hook_types[2] = {INT8ARRAYOID, INT4ARRAYOID};
@@ -535,12 +566,15 @@ fail_queued_of_account(int32 id, const char *why)
 	Datum		args[2] = {Int32GetDatum(id), CStringGetTextDatum(why)};
 	Oid			types[2] = {INT4OID, TEXTOID};
 
-	if (SPI_execute_with_args("WITH f AS (UPDATE whatsapp.message SET state = 'failed',"
-							  "   failure_type = 'account', error_title = $2,"
-							  "   failed_at = pg_catalog.now()"
-							  "  WHERE account_id = $1 AND state = 'queued' RETURNING id)"
-							  " INSERT INTO whatsapp.log (message_id, event, message)"
-							  " SELECT id, 'account', $2 FROM f",
+	if (SPI_execute_with_args(psprintf("WITH f AS (UPDATE whatsapp.message SET state = 'failed',"
+									   "   failure_type = 'account', error_title = $2,"
+									   "   failed_at = pg_catalog.now()"
+									   "  WHERE account_id = $1 AND state = 'queued' RETURNING id)%s"
+									   " INSERT INTO whatsapp.log (message_id, event, message)"
+									   " SELECT id, 'account', $2 FROM f",
+									   plans_stats ?
+									   ", s AS (INSERT INTO whatsapp.stats_delta (account_id, failure_type, failed)"
+									   "  SELECT $1, 'account', pg_catalog.count(*) FROM f HAVING pg_catalog.count(*) > 0)" : ""),
 							  2, types, args, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not fail the messages of a whatsapp account");
 }
@@ -902,14 +936,18 @@ resolve_in_doubt(void)
 						 "   'in flight when the worker stopped; queued again (whatsapp.in_doubt = retry)'"
 						 " FROM d", false, 0);
 	else
-		rc = SPI_execute("WITH d AS (UPDATE whatsapp.message SET state = 'failed',"
-						 "   failure_type = 'network', failed_at = pg_catalog.now(),"
-						 "   error_title = 'in doubt: in flight when the worker stopped'"
-						 "  WHERE state = 'sending' RETURNING id, attempts)"
-						 " INSERT INTO whatsapp.log (message_id, attempt, event, message)"
-						 " SELECT id, attempts, 'in_doubt',"
-						 "   'in flight when the worker stopped; failed (whatsapp.in_doubt = fail)'"
-						 " FROM d", false, 0);
+		rc = SPI_execute(psprintf("WITH d AS (UPDATE whatsapp.message SET state = 'failed',"
+								  "   failure_type = 'network', failed_at = pg_catalog.now(),"
+								  "   error_title = 'in doubt: in flight when the worker stopped'"
+								  "  WHERE state = 'sending' RETURNING id, attempts, account_id)%s"
+								  " INSERT INTO whatsapp.log (message_id, attempt, event, message)"
+								  " SELECT id, attempts, 'in_doubt',"
+								  "   'in flight when the worker stopped; failed (whatsapp.in_doubt = fail)'"
+								  " FROM d",
+								  plans_stats ?
+								  ", s AS (INSERT INTO whatsapp.stats_delta (account_id, failure_type, failed)"
+								  "  SELECT account_id, 'network', pg_catalog.count(*) FROM d GROUP BY 1)" : ""),
+						 false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "could not resolve in-doubt whatsapp messages");
 	if (SPI_processed > 0 && wa_in_doubt == WA_IN_DOUBT_RETRY)
@@ -938,6 +976,19 @@ report_queue(void)
 	LWLockAcquire(wa_shared->lock, LW_EXCLUSIVE);
 	slot->oldest_queued = isnull ? 0 : DatumGetTimestampTz(d);
 	LWLockRelease(wa_shared->lock);
+}
+
+/*
+ * Move the counters' increments into whatsapp.stats_total (stats.c).  In
+ * the cycle's transaction, at each safety poll.
+ */
+static void
+fold_stats(void)
+{
+	if (!plans_stats)
+		return;
+	if (SPI_execute("SELECT whatsapp._stats_fold()", false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not fold the increments of whatsapp.stats");
 }
 
 static void
@@ -1073,7 +1124,8 @@ record_results(void)
 	bool	   *code_nulls = palloc0(sizeof(bool) * n);
 	text	  **tx[8];
 	bool	   *tn[8];
-	Datum		args[14];
+	Datum		args[15];
+	Datum	   *account_ids = palloc(sizeof(Datum) * n);
 	int			rc;
 	int			nsent = 0;
 
@@ -1121,6 +1173,7 @@ record_results(void)
 		delays[i] = Float8GetDatum(delay);
 		attempts[i] = Int32GetDatum(r->attempt);
 		latency[i] = Float8GetDatum(r->latency_ms);
+		account_ids[i] = Int32GetDatum(r->account_id);
 		vals[0] = state;
 		vals[1] = o->kind == WA_OUT_SENT ? NULL : o->title;
 		vals[2] = o->kind == WA_OUT_SENT ? NULL : o->details;
@@ -1156,6 +1209,7 @@ record_results(void)
 	args[11] = PointerGetDatum(construct_array(attempts, n, INT4OID, 4, true, TYPALIGN_INT));
 	args[12] = PointerGetDatum(construct_array(latency, n, FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	args[13] = text_array(tx[7], tn[7], n);
+	args[14] = PointerGetDatum(construct_array(account_ids, n, INT4OID, 4, true, TYPALIGN_INT));
 
 	rc = SPI_execute_plan(plan_record, args, NULL, false, 0);
 	if (rc != SPI_OK_INSERT)
@@ -1469,7 +1523,10 @@ run_cycle(WaCycle *what)
 		pg_atomic_read_u32(&slot->accounts_generation) != seen_generation)
 		load_accounts();
 	if (what->poll)
+	{
 		report_queue();
+		fold_stats();
+	}
 	if (what->poll || what->wake)
 		for (int i = 0; i < naccounts; i++)
 			accounts[i].more = true;
