@@ -508,7 +508,9 @@ SELECT whatsapp.wa_odoo_enable('refund_posted', 'credit_note', 'es_MX', 'mx',
 							   '{"customer": "partner_name", "note": "document_name", "total": "amount_total"}');
 SELECT whatsapp.wa_odoo_enable('invoice_sent', 'invoice_sent', 'es_MX', 'mx',
 							   '{"header": "portal_pdf", "body": ["partner_name", "document_name"]}');
-SELECT tgname FROM pg_trigger WHERE tgrelid = 'public.account_move'::regclass AND NOT tgisinternal ORDER BY tgname;
+SELECT tgrelid::regclass AS "table", tgname FROM pg_trigger
+ WHERE tgrelid IN ('public.account_move'::regclass, 'public.mail_message'::regclass) AND NOT tgisinternal
+ ORDER BY tgname;
 INSERT INTO public.account_move (id, journal_id, company_id, partner_id, commercial_partner_id, currency_id,
 								 name, state, move_type, date, invoice_date, invoice_date_due,
 								 amount_total, amount_residual, access_token)
@@ -526,16 +528,45 @@ UPDATE public.account_move SET name = 'BILL/2025/00001', amount_total = 999 WHER
 UPDATE public.account_move SET name = 'MISC/2025/00001' WHERE id = 4;
 COMMIT;
 SELECT dedupe_key, template, lang, params FROM m WHERE dedupe_key LIKE 'account.move:%' ORDER BY id;
--- sent: is_move_sent becomes true on a posted out_invoice
+-- sent: is_move_sent, which Print sets (16) and the official PDF (17+),
+-- sends nothing since 0.3 ...
 UPDATE public.account_move SET is_move_sent = true WHERE id IN (1, 3, 5);
--- a draft marked sent sends once it is posted
+SELECT count(*) AS sent_on_is_move_sent FROM m WHERE dedupe_key LIKE '%:invoice_sent';
+-- ... the mail of the invoice to its customer does: the message that Send
+-- posts on it (test/odoo/mail.sql), here on invoice 1 and on the vendor
+-- bill 3, which sends nothing
+INSERT INTO public.ir_attachment (id, name, res_model, res_id, type, mimetype) VALUES
+	(1, 'INV_2025_00001.pdf', 'mail.message', 1, 'binary', 'application/pdf'),
+	(3, 'BILL_2025_00001.pdf', 'mail.message', 3, 'binary', 'application/pdf'),
+	(5, 'INV_2025_00005.pdf', 'mail.message', 5, 'binary', 'application/pdf');
+BEGIN;
+-- In 17, Send & Print stores the official PDF (invoice_pdf_report_file)
+-- of invoice 1 before it mails it: the header is that attachment, not the
+-- portal's report.
+INSERT INTO public.ir_attachment (id, name, res_model, res_field, res_id, company_id, type,
+								  access_token, db_datas, mimetype)
+VALUES (71, 'INV_2025_00001.pdf', 'account.move', 'invoice_pdf_report_file', 1, 1, 'binary',
+		'att-tok-71', convert_to('%PDF-1.7', 'UTF8'), 'application/pdf');
+INSERT INTO public.mail_message (id, res_id, model, message_type, subtype_id, author_id, body, date)
+VALUES (1, 1, 'account.move', 'comment', 1, 1, '<p>Invoice INV/2025/00001</p>', now() AT TIME ZONE 'UTC'),
+	   (3, 3, 'account.move', 'comment', 1, 1, '<p>Bill BILL/2025/00001</p>', now() AT TIME ZONE 'UTC');
+INSERT INTO public.mail_message_res_partner_rel (mail_message_id, res_partner_id) VALUES (1, 10), (3, 10);
+INSERT INTO public.message_attachment_rel (message_id, attachment_id) VALUES (1, 1), (3, 3);
+COMMIT;
+-- a draft cannot be sent; once posted and mailed, it is
 UPDATE public.account_move SET state = 'posted', name = 'INV/2025/00005', amount_total = 5, amount_residual = 5,
 	   invoice_date_due = '2031-02-28', access_token = 'inv-tok-5' WHERE id = 5;
+BEGIN;
+INSERT INTO public.mail_message (id, res_id, model, message_type, subtype_id, author_id, body, date)
+VALUES (5, 5, 'account.move', 'comment', 1, 1, '<p>Invoice INV/2025/00005</p>', now() AT TIME ZONE 'UTC');
+INSERT INTO public.mail_message_res_partner_rel (mail_message_id, res_partner_id) VALUES (5, 10);
+INSERT INTO public.message_attachment_rel (message_id, attachment_id) VALUES (5, 5);
+COMMIT;
 SELECT dedupe_key, template, params, state, error_title FROM m WHERE dedupe_key LIKE 'account.move:%' ORDER BY id;
 SELECT payload #>> '{template,components,0,parameters,0,document,link}' AS link,
 	   payload #>> '{template,components,0,parameters,0,document,filename}' AS filename
   FROM whatsapp.messages WHERE dedupe_key = 'account.move:1:invoice_sent';
--- an import of invoices already posted and sent
+-- an import of invoices already posted and marked sent: posted, not mailed
 INSERT INTO public.account_move (id, journal_id, company_id, partner_id, commercial_partner_id, currency_id,
 								 name, state, move_type, date, invoice_date, invoice_date_due,
 								 amount_total, amount_residual, access_token, is_move_sent)
@@ -760,7 +791,12 @@ INSERT INTO odoo_cols (tbl, col, newtype, drop_it) VALUES
 	('res_lang', 'grouping', 'text', true), ('res_lang', 'date_format', 'text', true),
 	('res_lang', 'active', 'text', true),
 	('ir_config_parameter', 'value', 'varchar', true), ('ir_module_module', 'latest_version', 'text', true),
-	('phone_blacklist', 'active', 'text', true);
+	('phone_blacklist', 'active', 'text', true),
+	('mail_message', 'model', 'text', true), ('mail_message', 'message_type', 'text', true),
+	('mail_message', 'res_id', 'bigint', true), ('mail_message', 'subtype_id', 'bigint', true),
+	('mail_message_subtype', 'internal', 'text', true),
+	('mail_message_res_partner_rel', 'res_partner_id', 'bigint', false),
+	('message_attachment_rel', 'attachment_id', 'bigint', false);
 SELECT n, tbl, col,
 	   pg_temp.try(format('ALTER TABLE public.%I ALTER COLUMN %I TYPE %s USING %I::%s', tbl, col, newtype, col, newtype)) AS retype,
 	   CASE WHEN drop_it THEN pg_temp.try(format('ALTER TABLE public.%I DROP COLUMN %I', tbl, col)) END AS dropped
@@ -771,6 +807,7 @@ SELECT event, triggers_installed FROM whatsapp.odoo_rules ORDER BY event;
 UPDATE public.sale_order SET partner_id = 13 WHERE id = 1;
 INSERT INTO public.sale_order (id, company_id, partner_id, partner_invoice_id, partner_shipping_id)
 VALUES (2, 1, 10, 10, 10);
+INSERT INTO public.mail_message (body) VALUES ('<p>a message after the columns went</p>');
 SELECT count(*) AS messages FROM whatsapp.message;
 
 -- wa_odoo_pause: documents committed while paused record nothing, then or

@@ -908,3 +908,427 @@ SELECT m.id,
 	   m.reacted_at
   FROM whatsapp.message m
   LEFT JOIN whatsapp.account a ON a.id OPERATOR(pg_catalog.=) m.account_id;
+
+/* ========================================================================
+ * Issue 12, item 2: invoice_sent means sent to the customer.
+ *
+ * account_move.is_move_sent does not say it: Odoo 16's Print sets it,
+ * and from 17 on it is set whenever the official PDF is generated (Print
+ * included), before any mail leaves.  What only sending writes, in 16 to
+ * 19, is the message posted on the invoice (src/odoo_sent.c): a
+ * mail_message on model 'account.move' of type 'comment' (or
+ * 'email_outgoing'), of a subtype that is not internal, with the customer
+ * among its recipients (mail_message_res_partner_rel) and the invoice
+ * attached (message_attachment_rel).  So invoice_sent has one trigger,
+ * AFTER INSERT on mail_message, deferred to commit and naming no column;
+ * the other events keep theirs on sale_order and account_move.  The
+ * invoice_sent triggers of 0.2 on account_move go.
+ * ======================================================================== */
+
+/* The Odoo table an event's triggers are on. */
+CREATE FUNCTION whatsapp._odoo_trigger_table(event text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF event = 'invoice_sent' THEN
+		RETURN 'mail_message';
+	END IF;
+	RETURN whatsapp._odoo_table(event);
+END
+$$;
+
+/* The operations an event's triggers fire on. */
+CREATE FUNCTION whatsapp._odoo_trigger_ops(event text)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE WHEN $1 = 'invoice_sent' THEN ARRAY['insert'] ELSE ARRAY['insert', 'update'] END
+$$;
+REVOKE ALL ON FUNCTION whatsapp._odoo_trigger_table(text), whatsapp._odoo_trigger_ops(text)
+	FROM PUBLIC;
+
+/*
+ * Put the triggers of an event on its table; with recreate, drop and make
+ * again the ones that are there, and drop the event's triggers left on
+ * another table by an older version (invoice_sent's on account_move).
+ */
+CREATE OR REPLACE FUNCTION whatsapp._odoo_install_triggers(event text, recreate boolean)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	ev text := _odoo_install_triggers.event;
+	tbl text := whatsapp._odoo_trigger_table(ev);
+	rel regclass := to_regclass(format('public.%I', tbl));
+	old_tbl text := whatsapp._odoo_table(ev);
+	op text;
+	trg text;
+	there boolean;
+BEGIN
+	IF recreate AND old_tbl <> tbl AND to_regclass(format('public.%I', old_tbl)) IS NOT NULL THEN
+		FOREACH op IN ARRAY ARRAY['insert', 'update']
+		LOOP
+			trg := format('whatsapp_%s_%s', ev, op);
+			IF EXISTS (SELECT 1 FROM pg_trigger t
+						WHERE t.tgrelid = to_regclass(format('public.%I', old_tbl)) AND t.tgname = trg) THEN
+				EXECUTE format('DROP TRIGGER %I ON public.%I', trg, old_tbl);
+			END IF;
+		END LOOP;
+	END IF;
+	IF rel IS NULL THEN
+		RETURN;
+	END IF;
+	FOREACH op IN ARRAY whatsapp._odoo_trigger_ops(ev)
+	LOOP
+		trg := format('whatsapp_%s_%s', ev, op);
+		there := EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = rel AND t.tgname = trg);
+		IF there AND recreate THEN
+			EXECUTE format('DROP TRIGGER %I ON public.%I', trg, tbl);
+			there := false;
+		END IF;
+		IF NOT there THEN
+			EXECUTE format('CREATE CONSTRAINT TRIGGER %I AFTER %s ON public.%I'
+						   ' DEFERRABLE INITIALLY DEFERRED FOR EACH ROW'
+						   ' WHEN (pg_catalog.current_setting(''whatsapp.odoo_events'', true) IS DISTINCT FROM ''off'')'
+						   ' EXECUTE FUNCTION whatsapp._odoo_trigger(%L)',
+						   trg, upper(op), tbl, ev);
+		END IF;
+	END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION whatsapp._odoo_install_triggers(text, boolean) FROM PUBLIC;
+
+/* The tables an event reads must be ordinary tables with its columns. */
+CREATE OR REPLACE FUNCTION whatsapp._odoo_check_schema(event text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	tbl text := whatsapp._odoo_table(event);
+	t text;
+	c text;
+	k "char";
+	tables text[] := ARRAY[tbl, 'res_partner', 'res_company', 'res_country', 'res_currency'];
+	cols text[][];
+BEGIN
+	IF event = 'invoice_sent' THEN
+		tables := tables || ARRAY['mail_message', 'mail_message_subtype',
+								  'mail_message_res_partner_rel', 'message_attachment_rel'];
+	END IF;
+	FOREACH t IN ARRAY tables
+	LOOP
+		IF to_regclass(format('public.%I', t)) IS NULL THEN
+			RAISE EXCEPTION 'Odoo table "public.%" does not exist', t
+				USING ERRCODE = 'undefined_table',
+					  DETAIL = format('Event %s needs Odoo''s tables %s in schema public.', event,
+									  array_to_string(tables, ', ')),
+					  HINT = CASE WHEN t = 'sale_order'
+								  THEN 'Run it in the database of an Odoo instance with the Sales app installed.'
+								  ELSE 'Run it in the database of an Odoo instance with Invoicing or Accounting installed.' END;
+		END IF;
+		k := (SELECT r.relkind FROM pg_class r WHERE r.oid = to_regclass(format('public.%I', t)));
+		IF k <> 'r' THEN
+			RAISE EXCEPTION 'public.% is a %, not a table, so the whatsapp extension does not read it', t,
+					CASE k WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
+						   WHEN 'p' THEN 'partitioned table' WHEN 'f' THEN 'foreign table'
+						   ELSE 'relation of another kind' END
+				USING ERRCODE = 'wrong_object_type',
+					  DETAIL = 'The extension reads Odoo''s tables only when they are ordinary tables, so that no code of their owner runs with the extension''s rights.',
+					  HINT = format('Restore public.%s as the table Odoo creates.', t);
+		END IF;
+	END LOOP;
+	cols := CASE event
+			WHEN 'sale_order_confirmed' THEN ARRAY[['sale_order', 'id'], ['sale_order', 'state']]
+			WHEN 'invoice_sent' THEN ARRAY[['account_move', 'id'], ['account_move', 'state'],
+										   ['account_move', 'move_type'],
+										   ['mail_message', 'id'], ['mail_message', 'model'],
+										   ['mail_message', 'res_id'], ['mail_message', 'message_type'],
+										   ['mail_message', 'subtype_id']]
+			ELSE ARRAY[['account_move', 'id'], ['account_move', 'state'], ['account_move', 'move_type']] END;
+	FOR i IN 1 .. array_length(cols, 1)
+	LOOP
+		t := cols[i][1];
+		c := cols[i][2];
+		IF NOT EXISTS (SELECT 1 FROM pg_attribute a
+						WHERE a.attrelid = to_regclass(format('public.%I', t))
+						  AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped) THEN
+			RAISE EXCEPTION 'column "%" of Odoo table "public.%" does not exist', c, t
+				USING ERRCODE = 'undefined_column',
+					  HINT = 'The whatsapp extension supports the tables of Odoo 16 to 19.';
+		END IF;
+	END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION whatsapp.wa_odoo_disable(event text, company_id integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	ev text := wa_odoo_disable.event;
+	tbl text;
+	op text;
+	trg text;
+BEGIN
+	PERFORM whatsapp._odoo_table(ev);	/* 22023 for what is not an event */
+	DELETE FROM whatsapp.odoo_rule r
+	 WHERE r.event = ev AND r.company_id IS NOT DISTINCT FROM wa_odoo_disable.company_id;
+	IF NOT FOUND THEN
+		RAISE NOTICE 'event % was not enabled%', ev,
+			CASE WHEN wa_odoo_disable.company_id IS NULL THEN ' for all companies'
+				 ELSE format(' for company %s', wa_odoo_disable.company_id) END;
+	END IF;
+	/* Its triggers go when no company has a rule for the event any more. */
+	IF NOT EXISTS (SELECT 1 FROM whatsapp.odoo_rule r WHERE r.event = ev) THEN
+		FOREACH tbl IN ARRAY ARRAY[whatsapp._odoo_trigger_table(ev), whatsapp._odoo_table(ev)]
+		LOOP
+			CONTINUE WHEN to_regclass(format('public.%I', tbl)) IS NULL;
+			FOREACH op IN ARRAY ARRAY['insert', 'update']
+			LOOP
+				trg := format('whatsapp_%s_%s', ev, op);
+				IF EXISTS (SELECT 1 FROM pg_trigger t
+							WHERE t.tgrelid = format('public.%I', tbl)::regclass
+							  AND t.tgname = trg) THEN
+					EXECUTE format('DROP TRIGGER %I ON public.%I', trg, tbl);
+				END IF;
+			END LOOP;
+		END LOOP;
+	END IF;
+END
+$$;
+
+/* The rules, and whether their triggers are in place (whatsapp_admin). */
+CREATE OR REPLACE VIEW whatsapp.odoo_rules AS
+SELECT r.event,
+	   r.company_id,
+	   r.template,
+	   r.language,
+	   r.account,
+	   r.params,
+	   (SELECT pg_catalog.count(*) FROM pg_catalog.pg_trigger t
+		 WHERE t.tgrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(CASE r.event
+				 WHEN 'sale_order_confirmed' THEN 'public.sale_order'
+				 WHEN 'invoice_sent' THEN 'public.mail_message'
+				 ELSE 'public.account_move' END)
+		   AND t.tgname IN ('whatsapp_' OPERATOR(pg_catalog.||) r.event OPERATOR(pg_catalog.||) '_insert',
+							'whatsapp_' OPERATOR(pg_catalog.||) r.event OPERATOR(pg_catalog.||) '_update'))
+		 OPERATOR(pg_catalog.=) CASE r.event WHEN 'invoice_sent' THEN 1 ELSE 2 END AS triggers_installed,
+	   r.created_at,
+	   r.updated_at,
+	   r.updated_by
+  FROM whatsapp.odoo_rule r;
+
+/* invoice_sent of 0.2: its triggers move from account_move to mail_message. */
+DO $$
+BEGIN
+	IF EXISTS (SELECT 1 FROM whatsapp.odoo_rule WHERE event = 'invoice_sent') THEN
+		PERFORM whatsapp._odoo_install_triggers('invoice_sent', true);
+		IF to_regclass('public.mail_message') IS NULL THEN
+			RAISE WARNING 'event invoice_sent has no trigger now: public.mail_message does not exist'
+				USING HINT = 'Since 0.3 invoice_sent fires on the message Odoo posts when it mails the invoice; run whatsapp.wa_odoo_enable(''invoice_sent'', ...) again in the Odoo database.';
+		END IF;
+	END IF;
+END
+$$;
+
+/* ------------------------------------------------------------------------
+ * Issue 12, item 1: the official PDF as an invoice's document header
+ * (src/odoo_pdf.c, docs/odoo-documents.md).
+ *
+ * From Odoo 17 on, the portal's PDF of an invoice is a pro-forma until
+ * the official PDF exists, and a ZIP when an EDI XML exists beside it.  An
+ * invoice's "portal_pdf" header is therefore the official PDF itself
+ * (ir_attachment, by /web/content), or no header.  "pdf_wait" in params
+ * lets the message wait for that PDF: it is queued with next_attempt_at
+ * at the deadline, and a row here says what it waits for.  The worker
+ * adds the header when the PDF appears, or lets the message go without
+ * it at the deadline, and deletes the row in the same transaction.
+ * ------------------------------------------------------------------------ */
+CREATE TABLE whatsapp.odoo_pdf_wait (
+	message_id		bigint PRIMARY KEY,		-- whatsapp.message (no foreign key:
+											-- TRUNCATE and purges stay as they are)
+	res_id			bigint NOT NULL,		-- the account_move
+	until			timestamptz NOT NULL,	-- then without the header
+	base_url		text NOT NULL,			-- of the link, as at commit
+	document		text,					-- account_move.name, for the file name
+	upload			boolean NOT NULL DEFAULT false,	-- by media id ("pdf_upload")
+	created_at		timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('whatsapp.odoo_pdf_wait', '');
+REVOKE ALL ON whatsapp.odoo_pdf_wait FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION whatsapp.wa_odoo_enable(
+	event text, template text, language text DEFAULT NULL,
+	account text DEFAULT NULL, params jsonb DEFAULT NULL,
+	company_id integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	link_warning text;
+	ev text := wa_odoo_enable.event;
+	tbl text := whatsapp._odoo_table(ev);
+	lang text := replace(btrim(wa_odoo_enable.language), '-', '_');
+	acct text;
+	k text;
+	v jsonb;
+	has_body boolean := false;
+	has_named boolean := false;
+	op text;
+	trg text;
+	found_company boolean;
+	wait interval;
+	has_wait boolean := false;
+BEGIN
+	PERFORM whatsapp._odoo_check_schema(ev);
+
+	IF wa_odoo_enable.template IS NULL OR wa_odoo_enable.template !~ '^[a-z0-9_]+$'
+	   OR length(wa_odoo_enable.template) > 512 THEN
+		RAISE EXCEPTION 'template % is not a Cloud API template name',
+				coalesce(quote_literal(wa_odoo_enable.template), 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Template names use only lower case letters, digits and underscores, as in "order_confirmation".';
+	END IF;
+	IF lang IS NOT NULL AND lang !~ '^[A-Za-z]{2,3}(_[A-Za-z0-9]{2,4})?$' THEN
+		RAISE EXCEPTION 'language % is not a template language code', quote_literal(wa_odoo_enable.language)
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use a code such as ''es'', ''es_MX'' or ''pt_BR'', or NULL for each partner''s language.';
+	END IF;
+
+	IF wa_odoo_enable.account IS NULL THEN
+		SELECT a.name INTO acct FROM whatsapp.account a
+		 WHERE a.is_default AND a.dropped_at IS NULL;
+		IF acct IS NULL THEN
+			RAISE EXCEPTION 'there is no default whatsapp account'
+				USING ERRCODE = 'object_not_in_prerequisite_state',
+					  HINT = 'Pass the account argument, or create an account with whatsapp.wa_account_set().';
+		END IF;
+	ELSE
+		SELECT a.name INTO acct FROM whatsapp.account a
+		 WHERE a.name = wa_odoo_enable.account AND a.dropped_at IS NULL;
+		IF acct IS NULL THEN
+			RAISE EXCEPTION 'whatsapp account "%" does not exist', wa_odoo_enable.account
+				USING ERRCODE = 'undefined_object',
+					  HINT = 'Create it with whatsapp.wa_account_set(), or see whatsapp.accounts for the names.';
+		END IF;
+	END IF;
+
+	IF wa_odoo_enable.params IS NOT NULL THEN
+		CASE jsonb_typeof(wa_odoo_enable.params)
+		WHEN 'array' THEN
+			PERFORM whatsapp._odoo_check_words(ev, wa_odoo_enable.params, 'an element');
+		WHEN 'object' THEN
+			FOR k, v IN SELECT * FROM jsonb_each(wa_odoo_enable.params)
+			LOOP
+				IF k = 'header' THEN
+					IF v IS DISTINCT FROM '"portal_pdf"'::jsonb THEN
+						RAISE EXCEPTION 'header % of params is not supported', v::text
+							USING ERRCODE = 'invalid_parameter_value',
+								  HINT = '"header": "portal_pdf" adds the document''s PDF as a document header: an invoice''s official PDF, an order''s report.';
+					END IF;
+				ELSIF k = 'pdf_wait' THEN
+					/* how long an invoice's message waits for its official PDF */
+					IF jsonb_typeof(v) <> 'string' THEN
+						wait := NULL;
+					ELSE
+						BEGIN
+							wait := (v #>> '{}')::interval;
+						EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow
+								   OR interval_field_overflow THEN
+							wait := NULL;
+						END;
+					END IF;
+					IF wait IS NULL OR wait < interval '0' OR wait > interval '7 days' THEN
+						RAISE EXCEPTION '"pdf_wait" of params must be an interval from "0" to "7 days", such as "30 minutes"'
+							USING ERRCODE = 'invalid_parameter_value',
+								  HINT = 'An invoice''s message waits up to that long for the invoice''s official PDF, then goes without the header; "0" or no "pdf_wait" sends it without the header at once.';
+					END IF;
+					has_wait := true;
+				ELSIF k = 'pdf_upload' THEN
+					/* the worker uploads the invoice's PDF to Meta, and sends its media id */
+					IF jsonb_typeof(v) <> 'boolean' THEN
+						RAISE EXCEPTION '"pdf_upload" of params must be true or false'
+							USING ERRCODE = 'invalid_parameter_value',
+								  HINT = 'true: the worker uploads an invoice''s official PDF to Meta and sends its media id, for an Odoo that Meta cannot reach.';
+					END IF;
+					has_wait := true;
+				ELSIF k = 'base_url' THEN
+					IF jsonb_typeof(v) <> 'string'
+					   OR (v #>> '{}') !~ '^https://[A-Za-z0-9.-]+(:[0-9]+)?(/[^?#[:space:]]*)?$' THEN
+						RAISE EXCEPTION '"base_url" of params must be an https URL such as "https://erp.example.com"'
+							USING ERRCODE = 'invalid_parameter_value',
+								  HINT = 'It is the public address of Odoo for this rule''s links; without it the links use web.base.url.';
+					END IF;
+				ELSIF k = 'body' THEN
+					IF jsonb_typeof(v) <> 'array' THEN
+						RAISE EXCEPTION '"body" of params must be an array of parameter words'
+							USING ERRCODE = 'invalid_parameter_value';
+					END IF;
+					PERFORM whatsapp._odoo_check_words(ev, v, 'an element of "body"');
+					has_body := true;
+				ELSE
+					IF k !~ '^[a-z0-9_]+$' OR length(k) > 128 THEN
+						RAISE EXCEPTION '% is not a template parameter name', quote_literal(k)
+							USING ERRCODE = 'invalid_parameter_value',
+								  HINT = 'Named template parameters use lower case letters, digits and underscores.';
+					END IF;
+					PERFORM whatsapp._odoo_check_words(ev, v, format('parameter %s', k));
+					has_named := true;
+				END IF;
+			END LOOP;
+			IF has_wait AND NOT (wa_odoo_enable.params ? 'header') THEN
+				RAISE EXCEPTION '"pdf_wait" and "pdf_upload" of params need "header": "portal_pdf"'
+					USING ERRCODE = 'invalid_parameter_value';
+			END IF;
+			IF has_body AND has_named THEN
+				RAISE EXCEPTION 'params mixes "body" (positional) with named parameters'
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'A template has either positional or named parameters.';
+			END IF;
+		ELSE
+			RAISE EXCEPTION 'params of whatsapp.wa_odoo_enable has an unsupported form'
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Pass an array of parameter words (positional), an object mapping template parameter names to words (named), optionally with "header": "portal_pdf" (then "body": [...] holds positional words), or NULL.';
+		END CASE;
+	END IF;
+
+	IF wa_odoo_enable.company_id IS NOT NULL THEN
+		/* read in C, never by SQL: Odoo's role owns res_company */
+		found_company := whatsapp._odoo_company_exists(wa_odoo_enable.company_id);
+		IF NOT found_company THEN
+			RAISE EXCEPTION 'Odoo company % does not exist', wa_odoo_enable.company_id
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Pass an id of res_company, or NULL for every company without a rule of its own.';
+		END IF;
+	END IF;
+
+	UPDATE whatsapp.odoo_rule r
+	   SET template = wa_odoo_enable.template, language = lang, account = acct,
+		   params = wa_odoo_enable.params, updated_at = now(), updated_by = session_user
+	 WHERE r.event = ev AND r.company_id IS NOT DISTINCT FROM wa_odoo_enable.company_id;
+	IF NOT FOUND THEN
+		INSERT INTO whatsapp.odoo_rule (event, company_id, template, language, account, params)
+		VALUES (ev, wa_odoo_enable.company_id, wa_odoo_enable.template, lang, acct,
+				wa_odoo_enable.params);
+	END IF;
+
+	/* Links: will customers and Meta reach them? */
+	IF wa_odoo_enable.params::text ~ '"(portal_url|portal_pdf)"' THEN
+		link_warning := whatsapp._odoo_link_warning(wa_odoo_enable.params ->> 'base_url');
+		IF link_warning IS NOT NULL THEN
+			RAISE WARNING 'the links of event % may not work: %', ev, link_warning
+				USING HINT = 'Set web.base.url to Odoo''s public https address and web.base.url.freeze to True in Odoo''s system parameters, or give the rule "base_url" in params.';
+		END IF;
+	END IF;
+
+	/* The triggers, when they are not there yet (no column in them). */
+	PERFORM whatsapp._odoo_install_triggers(ev, false);
+END
+$$;

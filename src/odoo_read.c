@@ -17,7 +17,7 @@
  * schema public with its own rights.  It writes to one in a single case,
  * a document's missing access_token, and then as the table's owner
  * (wa_odoo_as_owner_begin, below).  It reads Odoo's rows only here
- * and in odoo.c, and always the same way:
+ * and in odoo_data.c, and always the same way:
  *
  * - The relation must be an ordinary table (relkind 'r').  A view, a
  *	 partitioned or foreign table, a sequence or a materialized view in its
@@ -40,6 +40,7 @@
  *-------------------------------------------------------------------------
  */
 #include "whatsapp.h"
+#include "odoo_links.h"
 
 #include "access/genam.h"
 #include "access/htup_details.h"
@@ -586,7 +587,7 @@ wa_odoo_link_warning(const char *base_url, bool check_freeze)
 /*
  * whatsapp._odoo_link_warning(base_url text) RETURNS text, for
  * wa_odoo_enable: NULL when links on base_url (NULL: web.base.url, with
- * its freeze) look public.
+ * its freeze, and the domain of every website) look public.
  */
 Datum
 wa_odoo_link_warnings(PG_FUNCTION_ARGS)
@@ -594,6 +595,14 @@ wa_odoo_link_warnings(PG_FUNCTION_ARGS)
 	char	   *w = wa_odoo_link_warning(PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0)),
 										 PG_ARGISNULL(0));
 
+	/* without a base_url of its own, documents from a website use its domain */
+	if (PG_ARGISNULL(0))
+	{
+		char	   *ws = wa_odoo_website_warnings();
+
+		if (ws != NULL)
+			w = w == NULL ? ws : psprintf("%s; %s", w, ws);
+	}
 	if (w == NULL)
 		PG_RETURN_NULL();
 	PG_RETURN_TEXT_P(cstring_to_text(w));

@@ -157,5 +157,8 @@ CREATE UNIQUE INDEX account_move_unique_name ON public.account_move (name, journ
 CREATE INDEX account_move__partner_id_index ON public.account_move (partner_id);
 CREATE INDEX account_move__state_index ON public.account_move (state);
 
+-- mail (a dependency of account): messages, recipients, attachments
+\ir mail.sql
+
 INSERT INTO public.ir_module_module (name, state, latest_version) VALUES
 	('base', 'installed', '18.0.1.3');

@@ -259,8 +259,17 @@ WaTest::psql_is($node, q{
 	ALTER TABLE public.account_move ALTER COLUMN is_move_sent TYPE text;
 	ALTER TABLE public.sale_order DROP COLUMN state;
 	SELECT 'altered';},
-	"4\n0\naltered", 'after the update the four Odoo triggers name no column, and Odoo can alter them',
+	"3\n0\naltered", 'after the update the three Odoo triggers name no column, and Odoo can alter them',
 	dbname => 'upgrade');
+# what 0.3 changed: invoice_sent fires on the mail that sends the invoice,
+# so its one trigger is on mail_message, and none is left on account_move
+WaTest::psql_is($node, q{
+	SELECT string_agg(t.tgrelid::regclass || ':' || t.tgname, ',' ORDER BY t.tgname) FROM pg_trigger t
+	 WHERE t.tgname LIKE 'whatsapp\_%';
+	SELECT string_agg(event || ':' || triggers_installed, ',' ORDER BY event) FROM whatsapp.odoo_rules;},
+	"mail_message:whatsapp_invoice_sent_insert,sale_order:whatsapp_sale_order_confirmed_insert,sale_order:whatsapp_sale_order_confirmed_update\n"
+	  . 'invoice_sent:true,sale_order_confirmed:true',
+	"after the update invoice_sent's trigger is on mail_message", dbname => 'upgrade');
 # what 0.3 changed: wa_odoo_enable runs no SQL on Odoo's res_company
 WaTest::psql_is($node,
 	q{SELECT p.prosrc LIKE '%public.res_company%' OR p.prosrc NOT LIKE '%_odoo_company_exists%'

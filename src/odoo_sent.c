@@ -1,0 +1,340 @@
+/*-------------------------------------------------------------------------
+ *
+ * odoo_sent.c
+ *	  When Odoo has sent an invoice to its customer: the signal behind the
+ *	  invoice_sent event.
+ *
+ * account_move.is_move_sent does not say it.  Odoo 16's Print button sets
+ * it (action_invoice_print), and from 17 on it is set as soon as the
+ * official PDF is generated (account.move.send's _link_invoice_documents),
+ * by Print as much as by Send, before any mail leaves.  What only sending
+ * writes, in 16 to 19 alike, is the message that account.move.send (17+)
+ * or the mail composer of account.invoice.send (16) posts on the invoice
+ * with message_post():
+ *
+ *	 mail_message: model 'account.move', res_id the invoice, message_type
+ *		 'comment' ('email_outgoing' for a mass mailing copy, 17+),
+ *		 subtype_id mail.mt_comment, a subtype that is not internal (a
+ *		 note's mt_note is);
+ *	 mail_message_res_partner_rel: its recipients, the customer among them
+ *		 (the template's partner_to, or the invoice's default recipients);
+ *	 message_attachment_rel: the invoice PDF it carries.
+ *
+ * So the event's trigger is on mail_message (AFTER INSERT, deferred to
+ * commit like the others, naming no column): the inserted row is tested
+ * here first, in C and without reading anything, for the model and the
+ * message type (most messages are about something else); at commit,
+ * odoo.c renders the invoice and asks wa_odoo_sent_problem whether the
+ * message, its subtype, its recipients and its attachments say that the
+ * invoice went to its customer.
+ *
+ * Odoo's tables are read as odoo_read.c reads them: ordinary tables only,
+ * columns of built-in types, rows by systable scans with built-in
+ * comparisons.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "whatsapp.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/pg_type.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#include "odoo_sent.h"
+
+/* The message types of a message sent out by Odoo (16 has no email_outgoing). */
+static const char *const sent_message_types[] = {"comment", "email_outgoing", NULL};
+
+static const Oid text_types[] = {TEXTOID, VARCHAROID, InvalidOid};
+static const Oid id_types[] = {INT4OID, INT8OID, INT2OID, InvalidOid};
+static const Oid bool_types[] = {BOOLOID, InvalidOid};
+
+/* mail_message's columns, by number, until its next relcache invalidation */
+typedef struct MessageCols
+{
+	Oid			relid;			/* InvalidOid: not computed */
+	AttrNumber	id;
+	AttrNumber	model;
+	AttrNumber	res_id;
+	AttrNumber	message_type;
+} MessageCols;
+
+static MessageCols msg_cols;
+static bool callback_registered = false;
+
+static void
+msg_cols_changed(Datum arg, Oid relid)
+{
+	if (!OidIsValid(relid) || msg_cols.relid == relid)
+		msg_cols.relid = InvalidOid;
+}
+
+static AttrNumber
+desc_attnum(TupleDesc desc, const char *name, const Oid *types)
+{
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute a = TupleDescAttr(desc, i);
+
+		if (a->attisdropped || strcmp(NameStr(a->attname), name) != 0)
+			continue;
+		for (const Oid *t = types; OidIsValid(*t); t++)
+			if (a->atttypid == *t)
+				return a->attnum;
+		return 0;
+	}
+	return 0;
+}
+
+/* An integer column of tup; false when NULL or missing. */
+static bool
+tuple_int(HeapTuple tup, TupleDesc desc, AttrNumber att, int64 *value)
+{
+	bool		isnull;
+	Datum		d;
+
+	if (att == 0)
+		return false;
+	d = heap_getattr(tup, att, desc, &isnull);
+	if (isnull)
+		return false;
+	switch (TupleDescAttr(desc, att - 1)->atttypid)
+	{
+		case INT2OID:
+			*value = DatumGetInt16(d);
+			return true;
+		case INT4OID:
+			*value = DatumGetInt32(d);
+			return true;
+		case INT8OID:
+			*value = DatumGetInt64(d);
+			return true;
+	}
+	return false;
+}
+
+/* Is text column att of tup equal to one of the words (NULL-terminated)? */
+static bool
+tuple_text_in(HeapTuple tup, TupleDesc desc, AttrNumber att, const char *const *words)
+{
+	bool		isnull;
+	Datum		d;
+	text	   *t;
+	int			len;
+
+	if (att == 0)
+		return false;
+	d = heap_getattr(tup, att, desc, &isnull);
+	if (isnull)
+		return false;
+	t = (text *) PG_DETOAST_DATUM_PACKED(d);
+	len = VARSIZE_ANY_EXHDR(t);
+	for (; *words; words++)
+		if ((int) strlen(*words) == len && memcmp(VARDATA_ANY(t), *words, len) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Could this inserted mail_message row be an invoice going out by mail?
+ * Tested on the row the trigger is handed, reading nothing else: model
+ * 'account.move' and a message type of outgoing mail.  Sets the invoice's
+ * id and the message's.
+ */
+bool
+wa_odoo_sent_candidate(Relation rel, HeapTuple tup, int64 *res_id, int64 *msg_id)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	static const char *const model[] = {"account.move", NULL};
+
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(msg_cols_changed, (Datum) 0);
+		callback_registered = true;
+	}
+	if (msg_cols.relid != RelationGetRelid(rel))
+	{
+		msg_cols.id = desc_attnum(desc, "id", id_types);
+		msg_cols.model = desc_attnum(desc, "model", text_types);
+		msg_cols.res_id = desc_attnum(desc, "res_id", id_types);
+		msg_cols.message_type = desc_attnum(desc, "message_type", text_types);
+		msg_cols.relid = RelationGetRelid(rel);
+	}
+	return tuple_text_in(tup, desc, msg_cols.model, model) &&
+		tuple_text_in(tup, desc, msg_cols.message_type, sent_message_types) &&
+		tuple_int(tup, desc, msg_cols.res_id, res_id) &&
+		tuple_int(tup, desc, msg_cols.id, msg_id);
+}
+
+/*
+ * One of Odoo's tables, opened for reading rows by the integer column
+ * key: InvalidOid when it is missing, not a table, or key is not an
+ * integer column.
+ */
+typedef struct KeyedRel
+{
+	const char *name;
+	Oid			relid;
+	AttrNumber	key;
+	Oid			keytype;
+	Oid			index;
+	Oid			coll;
+} KeyedRel;
+
+static bool
+keyed_open(KeyedRel *k, const char *name, const char *keycol)
+{
+	memset(k, 0, sizeof(*k));
+	k->name = name;
+	k->relid = wa_odoo_table(name, LOG);
+	if (!OidIsValid(k->relid))
+		return false;
+	k->key = wa_odoo_column(k->relid, keycol, id_types, &k->keytype, LOG);
+	if (k->key == 0)
+		return false;
+	k->index = wa_key_index(k->relid, k->key, k->keytype, &k->coll);
+	return true;
+}
+
+/*
+ * Does table k have a row whose key is key and (when col is not NULL)
+ * whose integer column col is one of the n values?  With boolcol, the
+ * row's boolean column boolcol is returned in *flag (NULL counts as
+ * false).
+ */
+static bool
+keyed_find(KeyedRel *k, int64 key, const char *col, const int64 *values, int n,
+		   const char *boolcol, bool *flag, Snapshot snap)
+{
+	Relation	rel;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	AttrNumber	att = 0;
+	AttrNumber	batt = 0;
+	bool		found = false;
+
+	if (col != NULL)
+	{
+		att = wa_odoo_column(k->relid, col, id_types, NULL, LOG);
+		if (att == 0)
+			return false;
+	}
+	if (boolcol != NULL)
+		batt = wa_odoo_column(k->relid, boolcol, bool_types, NULL, LOG);
+	rel = table_open(k->relid, NoLock);
+	scan = wa_key_scan(rel, k->key, k->keytype, k->index, k->coll, key, NULL, snap);
+	if (scan != NULL)
+	{
+		while (!found && HeapTupleIsValid(tup = systable_getnext(scan)))
+		{
+			int64		v;
+
+			if (att == 0)
+				found = true;
+			else if (tuple_int(tup, RelationGetDescr(rel), att, &v))
+			{
+				for (int i = 0; i < n; i++)
+					if (values[i] == v)
+						found = true;
+			}
+			if (found && flag != NULL)
+			{
+				bool		isnull = true;
+				Datum		d = batt != 0 ? heap_getattr(tup, batt, RelationGetDescr(rel), &isnull) : (Datum) 0;
+
+				*flag = !isnull && DatumGetBool(d);
+			}
+		}
+		systable_endscan(scan);
+	}
+	table_close(rel, NoLock);
+	return found;
+}
+
+/*
+ * NULL when mail_message msg_id, as it stands in snap, sends invoice
+ * res_id to its customer: a message on that invoice of an outgoing type,
+ * of a subtype that is not internal, with partner_id or commercial_id
+ * among its recipients, carrying at least one attachment.  Otherwise why
+ * not, for the note of the rendering.
+ */
+char *
+wa_odoo_sent_problem(int64 msg_id, int64 res_id, int64 partner_id, int64 commercial_id,
+					 Snapshot snap)
+{
+	KeyedRel	k;
+	Relation	rel;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	AttrNumber	a_model,
+				a_res,
+				a_type,
+				a_subtype;
+	int64		subtype = 0;
+	bool		have_subtype = false;
+	bool		ok = false;
+	bool		internal = true;
+	int64		partners[2];
+	static const char *const model[] = {"account.move", NULL};
+
+	/* the message, read again at commit */
+	if (!keyed_open(&k, "mail_message", "id"))
+		return pstrdup("table public.mail_message is missing or has no integer id");
+	a_model = wa_odoo_column(k.relid, "model", text_types, NULL, LOG);
+	a_res = wa_odoo_column(k.relid, "res_id", id_types, NULL, LOG);
+	a_type = wa_odoo_column(k.relid, "message_type", text_types, NULL, LOG);
+	a_subtype = wa_odoo_column(k.relid, "subtype_id", id_types, NULL, LOG);
+	rel = table_open(k.relid, NoLock);
+	scan = wa_key_scan(rel, k.key, k.keytype, k.index, k.coll, msg_id, NULL, snap);
+	if (scan != NULL)
+	{
+		if (HeapTupleIsValid(tup = systable_getnext(scan)))
+		{
+			TupleDesc	desc = RelationGetDescr(rel);
+			int64		r;
+
+			ok = tuple_text_in(tup, desc, a_model, model) &&
+				tuple_text_in(tup, desc, a_type, sent_message_types) &&
+				tuple_int(tup, desc, a_res, &r) && r == res_id;
+			have_subtype = tuple_int(tup, desc, a_subtype, &subtype);
+		}
+		systable_endscan(scan);
+	}
+	table_close(rel, NoLock);
+	if (!ok)
+		return psprintf("mail_message %ld is not an outgoing message on account_move %ld",
+						(long) msg_id, (long) res_id);
+
+	/* a discussion, not an internal note */
+	if (!have_subtype)
+		return psprintf("mail_message %ld has no subtype (an outgoing mail has mail.mt_comment)",
+						(long) msg_id);
+	if (!keyed_open(&k, "mail_message_subtype", "id") ||
+		!keyed_find(&k, subtype, NULL, NULL, 0, "internal", &internal, snap))
+		return psprintf("the subtype %ld of mail_message %ld is not in public.mail_message_subtype",
+						(long) subtype, (long) msg_id);
+	if (internal)
+		return psprintf("mail_message %ld is an internal note (its subtype %ld is internal), not a mail to the customer",
+						(long) msg_id, (long) subtype);
+
+	/* the customer among its recipients */
+	partners[0] = partner_id;
+	partners[1] = commercial_id;
+	if (!keyed_open(&k, "mail_message_res_partner_rel", "mail_message_id") ||
+		!keyed_find(&k, msg_id, "res_partner_id", partners, commercial_id > 0 ? 2 : 1,
+					NULL, NULL, snap))
+		return psprintf("the customer (res_partner %ld) is not among the recipients of mail_message %ld",
+						(long) partner_id, (long) msg_id);
+
+	/* with the invoice attached */
+	if (!keyed_open(&k, "message_attachment_rel", "message_id") ||
+		!keyed_find(&k, msg_id, NULL, NULL, 0, NULL, NULL, snap))
+		return psprintf("mail_message %ld carries no attachment, so it is not the invoice being sent",
+						(long) msg_id);
+	return NULL;
+}
