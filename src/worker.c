@@ -29,6 +29,37 @@
  * event socket.  SIGTERM stops claiming and waits up to
  * whatsapp.shutdown_timeout for the answers in flight.
  *
+ * Plans and statistics.  The worker keeps its plans for its whole life,
+ * and the planner remakes them whenever autovacuum analyzes the outbox:
+ * often while nothing is queued (statistics that put the partial indexes
+ * at one row), or when the table was nearly empty.  So the claim and the
+ * record are written so that the statistics cannot choose a plan that
+ * reads more than the batch, rather than hoping they are right:
+ *
+ *	  - every scan of whatsapp.message has an index condition: the claim's
+ *		candidates come from message_claim_idx (account, due time) in its
+ *		order up to the LIMIT, each checked against message_pair_idx by a
+ *		correlated probe; the rows to change are then reached through the
+ *		primary key, "m.id = ANY (ids)", with the claimed ids (the claim)
+ *		or the batch's own (record, block, requeue);
+ *	  - the claim's UPDATE has no join: the ids are an InitPlan's array;
+ *	  - the record's UPDATE joins the batch's arrays to the outbox with
+ *		nested loops off for that statement (execute_batch_plan): a merge
+ *		join of the sorted arrays with those ids, never a nested loop that
+ *		scans the outbox once per answer;
+ *	  - where the state must be checked on rows reached by id, it is
+ *		tested with pg_catalog.texteq(), which no partial index predicate
+ *		can be proven from, so no plan scans a partial index whole;
+ *	  - sequential and bitmap scans and hash joins are off for the whole
+ *		session, so a table the statistics call tiny is still read by
+ *		index; JIT is off too, or the plans those settings price at
+ *		disable_cost would be compiled at every run.
+ *
+ * test/t/110_steady_plans.pl reads the plans back (auto_explain) after
+ * analyzing an empty outbox and one of delivered messages;
+ * bench/throughput.sh measures a fresh outbox against one with 1,000,000
+ * delivered messages.
+ *
  * Errors.  A turn that raises is reported in full (EmitErrorReport), its
  * transaction aborted, and the worker goes on after a pause.  Requests
  * that were claimed, committed as sending, but never started because
@@ -357,13 +388,21 @@ free_plans(void)
 }
 
 /*
- * The claim.  OFFSET 0 keeps the NOT EXISTS a correlated subplan, an index
- * probe of message_pair_idx on (account, recipient, id) per candidate,
- * whatever the statistics say.  As an anti-join, a fresh outbox or stale
- * statistics (a burst queued onto a table of sent messages, estimated at
- * one queued row) got a plan that scans every queued and sending row of
- * the account for each candidate: quadratic, about 0.4 s per claim of 200
- * with 10,000 queued.
+ * The claim.  The candidates are chosen in a sub-SELECT whose result, an
+ * array of ids, is computed once (an InitPlan) before the UPDATE reads the
+ * table: the UPDATE has no join, and its only index condition is the
+ * primary key against that array, so it touches the claimed rows and no
+ * others whatever the statistics say.  The candidates come from
+ * message_claim_idx, in its order, up to the LIMIT.  OFFSET 0 keeps the NOT
+ * EXISTS a correlated subplan, an index probe of message_pair_idx on
+ * (account, recipient, id) per candidate, whatever the statistics say.  As
+ * an anti-join, a fresh outbox or stale statistics (a burst queued onto a
+ * table of sent messages, estimated at one queued row) got a plan that
+ * scans every queued and sending row of the account for each candidate:
+ * quadratic, about 0.4 s per claim of 200 with 10,000 queued.  FOR UPDATE
+ * SKIP LOCKED locks the candidates in the sub-SELECT and rechecks its
+ * conditions on the locked rows, so the UPDATE needs no condition of its
+ * own on the state.
  *
  * A recipient who opted out since enqueue, or whom Odoo's phone_blacklist
  * lists, is blocked, not sent: claim() asks the opt-out rule
@@ -379,23 +418,22 @@ prepare_claim(void)
 	char	   *sql;
 	SPIPlanPtr	plan;
 
-	sql = psprintf("WITH c AS ("
-				   " SELECT m.id"
-				   " FROM whatsapp.message m"
-				   "  WHERE m.account_id = $1 AND m.state = 'queued'"
-				   "    AND m.next_attempt_at <= pg_catalog.now()"
-				   "    AND NOT EXISTS (SELECT 1 FROM whatsapp.message p"
-				   "         WHERE p.account_id = m.account_id"
-				   "           AND p.recipient = m.recipient"
-				   "           AND p.state IN ('queued', 'sending')"
-				   "           AND p.id < m.id OFFSET 0)"
-				   "  ORDER BY m.next_attempt_at, m.id"
-				   "  LIMIT $2"
-				   "  FOR UPDATE OF m SKIP LOCKED)"
-				   " UPDATE whatsapp.message m"
+	sql = psprintf("UPDATE whatsapp.message m"
 				   "    SET state = 'sending', attempts = m.attempts + 1,"
 				   "        claimed_at = pg_catalog.now()"
-				   "   FROM c WHERE m.id = c.id"
+				   "  WHERE m.id = ANY (ARRAY("
+				   "   SELECT c.id"
+				   "     FROM whatsapp.message c"
+				   "    WHERE c.account_id = $1 AND c.state = 'queued'"
+				   "      AND c.next_attempt_at <= pg_catalog.now()"
+				   "      AND NOT EXISTS (SELECT 1 FROM whatsapp.message p"
+				   "           WHERE p.account_id = c.account_id"
+				   "             AND p.recipient = c.recipient"
+				   "             AND p.state IN ('queued', 'sending')"
+				   "             AND p.id < c.id OFFSET 0)"
+				   "    ORDER BY c.next_attempt_at, c.id"
+				   "    LIMIT $2"
+				   "    FOR UPDATE OF c SKIP LOCKED))"
 				   " RETURNING m.id, m.attempts,"
 				   "  (pg_catalog.jsonb_build_object('messaging_product', 'whatsapp',"
 				   "     'recipient_type', 'individual', 'to', m.recipient,"
@@ -404,6 +442,29 @@ prepare_claim(void)
 	plan = wa_keep_plan(sql, 2, claim_types);
 	pfree(sql);
 	return plan;
+}
+
+/*
+ * Run a kept plan that joins the batch's arrays to the outbox ("FROM r
+ * WHERE m.id = r.id AND m.id = ANY ($1)") with nested loops off, for this
+ * statement only: the planner then can only merge-join the array, sorted,
+ * with the primary key scanned for exactly the batch's ids.  A nested loop
+ * could put the outbox outside, scanned whole, when the statistics say it
+ * is nearly empty (a fresh outbox, or one analyzed between bursts), and
+ * keep that plan for the burst that follows.  The settings are put back
+ * on return, and by the transaction's abort on error.
+ */
+static int
+execute_batch_plan(SPIPlanPtr plan, Datum *args)
+{
+	int			nestlevel = NewGUCNestLevel();
+	int			rc;
+
+	(void) set_config_option("enable_nestloop", "off", PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	rc = SPI_execute_plan(plan, args, NULL, false, 0);
+	AtEOXact_GUC(true, nestlevel);
+	return rc;
 }
 
 /*
@@ -426,7 +487,8 @@ block_opted_out(Datum *ids, Datum *reasons, int n)
 										   " b AS (UPDATE whatsapp.message m SET state = 'blocked',"
 										   "   attempts = m.attempts - 1, failure_type = 'opted_out',"
 										   "   error_title = r.reason || ' by the time of the claim'"
-										   "  FROM r WHERE m.id = r.id AND m.state = 'sending'"
+										   "  FROM r WHERE m.id = r.id AND m.id = ANY ($1)"
+										   "   AND pg_catalog.texteq(m.state, 'sending')"
 										   "  RETURNING m.id, m.account_id, r.reason)%s"
 										   " INSERT INTO whatsapp.log (message_id, event, message)"
 										   " SELECT b.id, 'blocked', b.reason || ' by the time of the claim; not sent'"
@@ -435,7 +497,7 @@ block_opted_out(Datum *ids, Datum *reasons, int n)
 										   ", s AS (INSERT INTO whatsapp.stats_delta (account_id, blocked)"
 										   "  SELECT b.account_id, pg_catalog.count(*) FROM b GROUP BY 1)" : ""),
 								  2, types);
-	rc = SPI_execute_plan(plan_block, args, NULL, false, 0);
+	rc = execute_batch_plan(plan_block, args);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "whatsapp: blocking opted-out messages failed: %s",
 			 SPI_result_code_string(rc));
@@ -459,6 +521,15 @@ prepare_plans(void)
 	plans_stats = stats;
 
 	/*
+	 * The record: one UPDATE joining the batch's arrays to the outbox, run
+	 * by execute_batch_plan() (a merge join on the primary key, limited to
+	 * the batch's ids by "m.id = ANY ($1)"), and one INSERT of the log
+	 * rows.  The state is tested with pg_catalog.texteq(), not "=", so that
+	 * no partial index can be proven to hold the rows: message_pair_idx
+	 * covers queued and sending, and statistics taken when nothing was
+	 * queued put it at one row, so the planner scanned all of it (every
+	 * queued message) once per answer in the batch.
+	 *
 	 * With the statistics objects, the same statement counts in
 	 * whatsapp.stats (stats.c): per account and failure_type, each answer
 	 * ($15 holds the accounts) is one request and its latency, and the
@@ -491,7 +562,8 @@ prepare_plans(void)
 							   "     ELSE m.next_attempt_at END,"
 							   "   sent_at = CASE WHEN r.new_state = 'sent' THEN pg_catalog.now() ELSE m.sent_at END,"
 							   "   failed_at = CASE WHEN r.new_state = 'failed' THEN pg_catalog.now() ELSE m.failed_at END"
-							   "  FROM r WHERE m.id = r.id AND m.state = 'sending'"
+							   "  FROM r WHERE m.id = r.id AND m.id = ANY ($1)"
+							   "   AND pg_catalog.texteq(m.state, 'sending')"
 							   "  RETURNING m.id, m.state, m.failure_type)%s"
 							   " INSERT INTO whatsapp.log (message_id, attempt, event, http_status,"
 							   "   code, message, fbtrace_id, latency_ms)"
@@ -1079,7 +1151,7 @@ requeue_unstarted(void)
 	rc = SPI_execute_with_args("WITH r AS (UPDATE whatsapp.message"
 							   "   SET state = 'queued', attempts = attempts - 1,"
 							   "       next_attempt_at = pg_catalog.now()"
-							   "  WHERE id = ANY ($1) AND state = 'sending'"
+							   "  WHERE id = ANY ($1) AND pg_catalog.texteq(state, 'sending')"
 							   "  RETURNING id, attempts)"
 							   " INSERT INTO whatsapp.log (message_id, attempt, event, message)"
 							   " SELECT id, attempts + 1, 'not_started', $2 FROM r",
@@ -1211,7 +1283,7 @@ record_results(void)
 	args[13] = text_array(tx[7], tn[7], n);
 	args[14] = PointerGetDatum(construct_array(account_ids, n, INT4OID, 4, true, TYPALIGN_INT));
 
-	rc = SPI_execute_plan(plan_record, args, NULL, false, 0);
+	rc = execute_batch_plan(plan_record, args);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "whatsapp record failed: %s", SPI_result_code_string(rc));
 
@@ -1812,14 +1884,22 @@ wa_worker_main(Datum main_arg)
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
 	/*
-	 * The worker prepares its plans once, often while the outbox is empty
-	 * and its statistics say so; such plans scan the whole table once it
-	 * fills.  Its queries all have an index that fits, so steer them there
-	 * whatever the statistics say.
+	 * Its queries all have an index that fits: no plan of the worker's may
+	 * read a table whole because the statistics call it small (see "Plans
+	 * and statistics" at the top of this file).
 	 */
 	SetConfigOption("enable_seqscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("enable_bitmapscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("enable_hashjoin", "off", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/*
+	 * Its statements are short.  A plan the settings above price at
+	 * disable_cost (a table with no other path, like the log purge's)
+	 * passes jit_above_cost and would be compiled by LLVM at every run:
+	 * 53 ms for one purge, and 2-3% of the worker's CPU in a profile of
+	 * a steady-state run.
+	 */
+	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	result_context = AllocSetContextCreate(TopMemoryContext, "whatsapp results",
 										   ALLOCSET_DEFAULT_SIZES);
