@@ -1729,3 +1729,282 @@ REVOKE ALL ON FUNCTION whatsapp._audit_append_only(), whatsapp._audit_odoo_trigg
 	whatsapp.wa_subject_export(text), whatsapp.wa_subject_erase(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION whatsapp.wa_subject_export(text), whatsapp.wa_subject_erase(text)
 	TO whatsapp_admin;
+
+
+
+
+
+/* ========================================================================
+ * Content retention (src/retention.c, whatsapp.content_retention)
+ *
+ * After content_retention (default 90 days) the worker sets what a message
+ * said, and who it was to or from, to NULL: message.payload, recipient,
+ * wa_id, error_details and reaction; inbound_message's numbers, ids,
+ * names, text, raw message and edit history; webhook.payload.  Held
+ * statuses that old are deleted.  What happened stays: ids, states, times,
+ * codes, wamids, dedupe keys, pricing.  So the content columns become
+ * nullable, and each table gets a partial index on its time column that
+ * holds only the rows not purged yet: a turn of the purge finds its next
+ * batch there however long the history is, and a purged row leaves it.
+ * Messages queued or in flight are never purged, and are not in it.
+ * ======================================================================== */
+ALTER TABLE whatsapp.message ALTER COLUMN payload DROP NOT NULL;
+ALTER TABLE whatsapp.inbound_message ALTER COLUMN raw DROP NOT NULL;
+ALTER TABLE whatsapp.webhook ALTER COLUMN payload DROP NOT NULL;
+
+/* A message to be sent has its content: a purged one is never queued again. */
+ALTER TABLE whatsapp.message ADD CONSTRAINT message_payload_check
+	CHECK (payload IS NOT NULL OR state NOT IN ('queued', 'sending')) NOT VALID;
+ALTER TABLE whatsapp.message VALIDATE CONSTRAINT message_payload_check;
+
+CREATE INDEX message_retention_idx ON whatsapp.message (created_at)
+	WHERE payload IS NOT NULL AND state NOT IN ('queued', 'sending');
+CREATE INDEX inbound_message_retention_idx ON whatsapp.inbound_message (received_at)
+	WHERE raw IS NOT NULL;
+CREATE INDEX webhook_retention_idx ON whatsapp.webhook (received_at)
+	WHERE payload IS NOT NULL;
+
+/*
+ * An argument of wa_opt_out or wa_opt_in that is not a number is named in
+ * the error by its last four digits only: errors reach the server log, and
+ * a near-miss of a real number is that person's number all the same.
+ */
+CREATE OR REPLACE FUNCTION whatsapp._check_consent_args(phone text, scope text)
+RETURNS text[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	forms text[];
+	digits text;
+BEGIN
+	IF phone IS NULL THEN
+		RAISE EXCEPTION 'phone must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Pass a phone number such as ''+52 55 1234 5678'', or a business-scoped user id such as ''MX.1502576394655843''.';
+	END IF;
+	IF scope IS NULL OR scope NOT IN ('all', 'marketing') THEN
+		RAISE EXCEPTION 'scope must be ''all'' or ''marketing'', not %', coalesce(quote_literal(scope), 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = '''all'' blocks every message, ''marketing'' only templates whose category in whatsapp.templates is MARKETING.';
+	END IF;
+	forms := whatsapp._identity_forms(phone);
+	IF forms IS NULL THEN
+		digits := regexp_replace(phone, '[^0-9]', '', 'g');
+		RAISE EXCEPTION 'phone (%) is neither a phone number that can be made E.164 nor a business-scoped user id',
+			CASE WHEN digits = '' THEN 'a value without digits'
+				 ELSE 'ending in ' || right(digits, 4) END
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Write the number with its country code, such as ''+52 55 1234 5678'', or set whatsapp.default_country_code for national numbers.';
+	END IF;
+	RETURN forms;
+END
+$$;
+
+/* ========================================================================
+ * Statistics: whatsapp.stats (issue 10, item 5; src/stats.c says why so)
+ *
+ * Counters per account that only grow, like pg_stat_*.  Whatever changes a
+ * message's state appends a row of increments to whatsapp.stats_delta in
+ * the same statement and transaction: the worker one row per account and
+ * record batch, wa_receive one row per status that moved a message.  No row
+ * is updated per message.  The worker folds the increments into
+ * whatsapp.stats_total at its safety poll; the view adds both, so it is
+ * exact between folds, and as durable as the states it counts.
+ * ========================================================================
+ */
+
+/* Increments not folded yet.  NULL stands for 0 (a smaller row). */
+CREATE TABLE whatsapp.stats_delta (
+	account_id integer NOT NULL,
+	failure_type text,			/* of the failed ones in this row */
+	sent bigint,
+	delivered bigint,
+	read bigint,
+	failed bigint,
+	blocked bigint,
+	retried bigint,
+	requests bigint,
+	request_time double precision	/* milliseconds */
+);
+REVOKE ALL ON whatsapp.stats_delta FROM PUBLIC;
+
+/* The folded counters, one row per account. */
+CREATE TABLE whatsapp.stats_total (
+	account_id integer PRIMARY KEY,
+	sent bigint NOT NULL DEFAULT 0,
+	delivered bigint NOT NULL DEFAULT 0,
+	read bigint NOT NULL DEFAULT 0,
+	failed bigint NOT NULL DEFAULT 0,
+	failed_phone_invalid bigint NOT NULL DEFAULT 0,
+	failed_opted_out bigint NOT NULL DEFAULT 0,
+	failed_account bigint NOT NULL DEFAULT 0,
+	failed_template bigint NOT NULL DEFAULT 0,
+	failed_whatsapp_recoverable bigint NOT NULL DEFAULT 0,
+	failed_whatsapp_unrecoverable bigint NOT NULL DEFAULT 0,
+	failed_network bigint NOT NULL DEFAULT 0,
+	blocked bigint NOT NULL DEFAULT 0,
+	retried bigint NOT NULL DEFAULT 0,
+	requests bigint NOT NULL DEFAULT 0,
+	request_time double precision NOT NULL DEFAULT 0,
+	stats_reset timestamptz
+);
+REVOKE ALL ON whatsapp.stats_total FROM PUBLIC;
+
+/*
+ * The transitions that a webhook status statement made, for its own
+ * RETURNING (1 delivered, 2 read, 4 failed): RETURNING sees only the new
+ * row, and this is how the old one speaks.  Meaningless elsewhere.
+ */
+ALTER TABLE whatsapp.message ADD COLUMN stats_events smallint;
+
+/* Increments grouped as the view and the fold need them. */
+CREATE VIEW whatsapp._stats_pending AS
+SELECT d.account_id,
+	   pg_catalog.sum(d.sent)::bigint AS sent,
+	   pg_catalog.sum(d.delivered)::bigint AS delivered,
+	   pg_catalog.sum(d.read)::bigint AS read,
+	   pg_catalog.sum(d.failed)::bigint AS failed,
+	   pg_catalog.sum(d.failed) FILTER (WHERE d.failure_type = 'phone_invalid')::bigint AS failed_phone_invalid,
+	   pg_catalog.sum(d.failed) FILTER (WHERE d.failure_type = 'opted_out')::bigint AS failed_opted_out,
+	   pg_catalog.sum(d.failed) FILTER (WHERE d.failure_type = 'account')::bigint AS failed_account,
+	   pg_catalog.sum(d.failed) FILTER (WHERE d.failure_type = 'template')::bigint AS failed_template,
+	   pg_catalog.sum(d.failed) FILTER (WHERE d.failure_type = 'whatsapp_recoverable')::bigint AS failed_whatsapp_recoverable,
+	   pg_catalog.sum(d.failed) FILTER (WHERE d.failure_type = 'whatsapp_unrecoverable')::bigint AS failed_whatsapp_unrecoverable,
+	   pg_catalog.sum(d.failed) FILTER (WHERE d.failure_type = 'network')::bigint AS failed_network,
+	   pg_catalog.sum(d.blocked)::bigint AS blocked,
+	   pg_catalog.sum(d.retried)::bigint AS retried,
+	   pg_catalog.sum(d.requests)::bigint AS requests,
+	   pg_catalog.sum(d.request_time) AS request_time
+  FROM whatsapp.stats_delta d
+ GROUP BY d.account_id;
+REVOKE ALL ON whatsapp._stats_pending FROM PUBLIC;
+
+CREATE VIEW whatsapp.stats AS
+SELECT a.name AS account,
+	   COALESCE(t.sent, 0) + COALESCE(p.sent, 0) AS sent,
+	   COALESCE(t.delivered, 0) + COALESCE(p.delivered, 0) AS delivered,
+	   COALESCE(t.read, 0) + COALESCE(p.read, 0) AS read,
+	   COALESCE(t.failed, 0) + COALESCE(p.failed, 0) AS failed,
+	   COALESCE(t.failed_phone_invalid, 0) + COALESCE(p.failed_phone_invalid, 0) AS failed_phone_invalid,
+	   COALESCE(t.failed_opted_out, 0) + COALESCE(p.failed_opted_out, 0) AS failed_opted_out,
+	   COALESCE(t.failed_account, 0) + COALESCE(p.failed_account, 0) AS failed_account,
+	   COALESCE(t.failed_template, 0) + COALESCE(p.failed_template, 0) AS failed_template,
+	   COALESCE(t.failed_whatsapp_recoverable, 0) + COALESCE(p.failed_whatsapp_recoverable, 0) AS failed_whatsapp_recoverable,
+	   COALESCE(t.failed_whatsapp_unrecoverable, 0) + COALESCE(p.failed_whatsapp_unrecoverable, 0) AS failed_whatsapp_unrecoverable,
+	   COALESCE(t.failed_network, 0) + COALESCE(p.failed_network, 0) AS failed_network,
+	   COALESCE(t.blocked, 0) + COALESCE(p.blocked, 0) AS blocked,
+	   COALESCE(t.retried, 0) + COALESCE(p.retried, 0) AS retried,
+	   COALESCE(t.requests, 0) + COALESCE(p.requests, 0) AS requests,
+	   COALESCE(t.request_time, 0) + COALESCE(p.request_time, 0) AS request_time,
+	   t.stats_reset
+  FROM whatsapp.account a
+  LEFT JOIN whatsapp.stats_total t ON t.account_id = a.id
+  LEFT JOIN whatsapp._stats_pending p ON p.account_id = a.id
+ WHERE a.dropped_at IS NULL;
+REVOKE ALL ON whatsapp.stats FROM PUBLIC;
+GRANT SELECT ON whatsapp.stats TO whatsapp_reader, whatsapp_admin;
+
+/*
+ * The worker's fold: the increments it can see move into stats_total, in
+ * one transaction.  Increments committed meanwhile wait for the next fold.
+ * The lock orders folds and resets.  The worker runs with enable_seqscan
+ * off, which prices the scan of stats_delta (it has no index, and needs
+ * none: the fold takes every row) as huge, and JIT would then compile the
+ * statement at every fold, seconds of CPU for a millisecond of work: no JIT.
+ */
+CREATE FUNCTION whatsapp._stats_fold()
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+DECLARE
+	n bigint;
+BEGIN
+	LOCK TABLE whatsapp.stats_total IN SHARE ROW EXCLUSIVE MODE;
+	WITH d AS (DELETE FROM whatsapp.stats_delta RETURNING *),
+	p AS (
+		SELECT d.account_id,
+			   COALESCE(sum(d.sent), 0) AS sent,
+			   COALESCE(sum(d.delivered), 0) AS delivered,
+			   COALESCE(sum(d.read), 0) AS read,
+			   COALESCE(sum(d.failed), 0) AS failed,
+			   COALESCE(sum(d.failed) FILTER (WHERE d.failure_type = 'phone_invalid'), 0) AS f1,
+			   COALESCE(sum(d.failed) FILTER (WHERE d.failure_type = 'opted_out'), 0) AS f2,
+			   COALESCE(sum(d.failed) FILTER (WHERE d.failure_type = 'account'), 0) AS f3,
+			   COALESCE(sum(d.failed) FILTER (WHERE d.failure_type = 'template'), 0) AS f4,
+			   COALESCE(sum(d.failed) FILTER (WHERE d.failure_type = 'whatsapp_recoverable'), 0) AS f5,
+			   COALESCE(sum(d.failed) FILTER (WHERE d.failure_type = 'whatsapp_unrecoverable'), 0) AS f6,
+			   COALESCE(sum(d.failed) FILTER (WHERE d.failure_type = 'network'), 0) AS f7,
+			   COALESCE(sum(d.blocked), 0) AS blocked,
+			   COALESCE(sum(d.retried), 0) AS retried,
+			   COALESCE(sum(d.requests), 0) AS requests,
+			   COALESCE(sum(d.request_time), 0) AS request_time,
+			   count(*) AS nrows
+		  FROM d GROUP BY d.account_id),
+	i AS (
+		INSERT INTO whatsapp.stats_total AS t
+			(account_id, sent, delivered, read, failed, failed_phone_invalid,
+			 failed_opted_out, failed_account, failed_template,
+			 failed_whatsapp_recoverable, failed_whatsapp_unrecoverable,
+			 failed_network, blocked, retried, requests, request_time)
+		SELECT p.account_id, p.sent, p.delivered, p.read, p.failed, p.f1, p.f2,
+			   p.f3, p.f4, p.f5, p.f6, p.f7, p.blocked, p.retried, p.requests,
+			   p.request_time
+		  FROM p
+		ON CONFLICT (account_id) DO UPDATE SET
+			sent = t.sent + excluded.sent,
+			delivered = t.delivered + excluded.delivered,
+			read = t.read + excluded.read,
+			failed = t.failed + excluded.failed,
+			failed_phone_invalid = t.failed_phone_invalid + excluded.failed_phone_invalid,
+			failed_opted_out = t.failed_opted_out + excluded.failed_opted_out,
+			failed_account = t.failed_account + excluded.failed_account,
+			failed_template = t.failed_template + excluded.failed_template,
+			failed_whatsapp_recoverable = t.failed_whatsapp_recoverable + excluded.failed_whatsapp_recoverable,
+			failed_whatsapp_unrecoverable = t.failed_whatsapp_unrecoverable + excluded.failed_whatsapp_unrecoverable,
+			failed_network = t.failed_network + excluded.failed_network,
+			blocked = t.blocked + excluded.blocked,
+			retried = t.retried + excluded.retried,
+			requests = t.requests + excluded.requests,
+			request_time = t.request_time + excluded.request_time)
+	SELECT COALESCE(sum(p.nrows), 0) INTO n FROM p;
+	RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION whatsapp._stats_fold() FROM PUBLIC;
+
+/*
+ * Set the counters of one account (NULL: of every account) to zero, as
+ * pg_stat_reset() does, and record when in stats_reset.
+ */
+CREATE FUNCTION whatsapp.wa_stats_reset(account text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	ids integer[];
+BEGIN
+	SELECT array_agg(a.id) INTO ids FROM whatsapp.account a
+	 WHERE a.dropped_at IS NULL AND (wa_stats_reset.account IS NULL OR a.name = wa_stats_reset.account);
+	IF wa_stats_reset.account IS NOT NULL AND ids IS NULL THEN
+		RAISE EXCEPTION 'account "%" does not exist', wa_stats_reset.account
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'The view whatsapp.accounts lists the accounts; NULL resets every account.';
+	END IF;
+	LOCK TABLE whatsapp.stats_total IN SHARE ROW EXCLUSIVE MODE;
+	DELETE FROM whatsapp.stats_delta d WHERE d.account_id = ANY (ids);
+	INSERT INTO whatsapp.stats_total AS t (account_id, stats_reset)
+	SELECT x, now() FROM unnest(ids) x
+	ON CONFLICT (account_id) DO UPDATE SET
+		sent = 0, delivered = 0, read = 0, failed = 0, failed_phone_invalid = 0,
+		failed_opted_out = 0, failed_account = 0, failed_template = 0,
+		failed_whatsapp_recoverable = 0, failed_whatsapp_unrecoverable = 0,
+		failed_network = 0, blocked = 0, retried = 0, requests = 0,
+		request_time = 0, stats_reset = excluded.stats_reset;
+END
+$$;
+REVOKE ALL ON FUNCTION whatsapp.wa_stats_reset(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION whatsapp.wa_stats_reset(text) TO whatsapp_admin;

@@ -323,7 +323,8 @@ wa_recipient_check(int32 account_id, const char *e164, const char *kind,
 			else
 				ereport(WARNING,
 						(errcode(ERRCODE_WARNING),
-						 errmsg("%s is outside the 24-hour customer service window", e164),
+						 errmsg("the recipient (%s) is outside the 24-hour customer service window",
+								wa_phone_for_log(e164)),
 						 errdetail("The recipient %s. Meta refuses free-form messages outside the window with error 131047.",
 								   when),
 						 errhint("Send a template with whatsapp.wa_send_template() instead, or set whatsapp.window_check to block to record such messages as failed without sending them.")));

@@ -55,6 +55,7 @@ INSERT INTO wa_allowed VALUES
 	('whatsapp_admin', 'wa_odoo_resume', true),
 	('whatsapp_admin', 'wa_subject_export', true),
 	('whatsapp_admin', 'wa_subject_erase', true),
+	('whatsapp_admin', 'wa_stats_reset', true),
 	('whatsapp_admin', 'normalize_phone', false);
 
 -- Views each role may read (none may write through a view).
@@ -66,6 +67,8 @@ INSERT INTO wa_allowed_views VALUES
 	('whatsapp_reader', 'windows', false),
 	('whatsapp_reader', 'consents', false),
 	('whatsapp_reader', 'webhooks', false),
+	('whatsapp_reader', 'stats', true),
+	('whatsapp_admin', 'stats', true),
 	('whatsapp_admin', 'accounts', true),
 	('whatsapp_admin', 'odoo_rules', false),
 	('whatsapp_admin', 'odoo_paused', true);
