@@ -29,6 +29,9 @@ my $fuzz = WaTest::repo() . '/test/fuzz';
 my $n = $ENV{WA_FUZZ_N} // 20000;
 my $seed = $ENV{WA_FUZZ_SEED} // int(rand(1_000_000_000));
 my $outdir = "$PostgreSQL::Test::Utils::tmp_check/fuzz-out";
+# wafuzz creates only the last directory of -o (the self-test writes to
+# $outdir/selftest, maybe before any finding has created $outdir).
+mkdir $outdir unless -d $outdir;
 diag("fuzz seed $seed (WA_FUZZ_SEED=$seed repeats this run), $n inputs per parser");
 
 # The driver, against this installation's libpq headers.
