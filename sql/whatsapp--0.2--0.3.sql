@@ -1170,13 +1170,13 @@ CREATE TABLE whatsapp.odoo_model_rule (
 );
 SELECT pg_catalog.pg_extension_config_dump('whatsapp.odoo_model_rule', '');
 REVOKE ALL ON whatsapp.odoo_model_rule FROM PUBLIC;
-GRANT SELECT ON whatsapp.odoo_model_rule TO whatsapp_admin;
 
 CREATE FUNCTION whatsapp._odoo_rule_trigger()
 RETURNS trigger
 AS 'MODULE_PATHNAME', 'wa_odoo_rule_trigger'
 LANGUAGE C SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION whatsapp._odoo_rule_trigger() FROM PUBLIC;
 
 CREATE FUNCTION whatsapp._odoo_rule_check(model text, partner_field text,
 	state_field text, condition text, paths text[])
@@ -1358,3 +1358,29 @@ REVOKE ALL ON FUNCTION whatsapp.wa_odoo_rule(text, text, text, text, text, text,
 	whatsapp.wa_odoo_rule_drop(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION whatsapp.wa_odoo_rule(text, text, text, text, text, text, text, jsonb, text, text, integer),
 	whatsapp.wa_odoo_rule_drop(text) TO whatsapp_admin;
+
+/* The rules on any model, and whether their trigger is in place (whatsapp_admin). */
+CREATE VIEW whatsapp.odoo_model_rules AS
+SELECT r.name,
+	   r.model,
+	   r.template,
+	   r.language,
+	   r.account,
+	   r.partner_field,
+	   r.params,
+	   r.state_field,
+	   r.state_value,
+	   r.condition,
+	   r.company_id,
+	   EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+				WHERE t.tgrelid OPERATOR(pg_catalog.=)
+					  pg_catalog.to_regclass(pg_catalog.quote_ident('public') OPERATOR(pg_catalog.||) '.'
+											 OPERATOR(pg_catalog.||) pg_catalog.quote_ident(r.model))
+				  AND t.tgname OPERATOR(pg_catalog.=) ('whatsapp_rule_' OPERATOR(pg_catalog.||) r.name))
+		   AS trigger_installed,
+	   r.created_at,
+	   r.updated_at,
+	   r.updated_by
+  FROM whatsapp.odoo_model_rule r;
+REVOKE ALL ON whatsapp.odoo_model_rules FROM PUBLIC;
+GRANT SELECT ON whatsapp.odoo_model_rules TO whatsapp_admin;

@@ -53,6 +53,8 @@ INSERT INTO wa_allowed VALUES
 	('whatsapp_admin', 'wa_odoo_preview', false),
 	('whatsapp_admin', 'wa_odoo_pause', true),
 	('whatsapp_admin', 'wa_odoo_resume', true),
+	('whatsapp_admin', 'wa_odoo_rule', true),
+	('whatsapp_admin', 'wa_odoo_rule_drop', true),
 	('whatsapp_admin', 'normalize_phone', false);
 
 -- Views each role may read (none may write through a view).
@@ -66,6 +68,7 @@ INSERT INTO wa_allowed_views VALUES
 	('whatsapp_reader', 'webhooks', false),
 	('whatsapp_admin', 'accounts', true),
 	('whatsapp_admin', 'odoo_rules', false),
+	('whatsapp_admin', 'odoo_model_rules', true),
 	('whatsapp_admin', 'odoo_paused', true);
 
 CREATE TEMP VIEW wa_fns AS

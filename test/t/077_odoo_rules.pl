@@ -78,6 +78,14 @@ account_payment whatsapp_rule_payment_received cols=0 deferred=true
 helpdesk_ticket whatsapp_rule_ticket_solved cols=0 deferred=true",
 	'one deferred trigger per rule, on its table, naming no column', dbname => 'odoo18');
 
+WaTest::psql_is($node, q{
+	SELECT string_agg(name || ' ' || model || ' ' || trigger_installed, E'\n' ORDER BY name)
+	  FROM whatsapp.odoo_model_rules;
+}, "appointment_booked calendar_attendee true
+delivery_done stock_picking true
+payment_received account_payment true
+ticket_solved helpdesk_ticket true", 'whatsapp_admin sees the rules and their triggers', connstr => $as_admin);
+
 # ---- Odoo at work, as its own role ----
 WaTest::psql_ok($node, q{
 	-- two deliveries, validated in the ORM's way: the state first, then date_done
