@@ -529,6 +529,49 @@ condition_plan(Relation rel, const char *cond)
 }
 
 /*
+ * The conditions' plans, kept for the session: a rule's condition is
+ * evaluated at every UPDATE of its table.  A plan is made again when the
+ * rule's condition text or the table changes; PostgreSQL's plan cache
+ * revalidates it after DDL on the table, as the role executing it, which
+ * is always the table's owner here.
+ */
+#define N_COND_PLANS 16
+typedef struct CondPlan
+{
+	Oid			relid;
+	char	   *cond;			/* in TopMemoryContext; NULL: unused */
+	SPIPlanPtr	plan;
+} CondPlan;
+static CondPlan cond_plans[N_COND_PLANS];
+static int	cond_plan_next = 0;
+
+static SPIPlanPtr
+condition_plan_cached(Relation rel, const char *cond)
+{
+	CondPlan   *cp;
+	SPIPlanPtr	p;
+
+	for (int i = 0; i < N_COND_PLANS; i++)
+		if (cond_plans[i].cond != NULL && cond_plans[i].relid == RelationGetRelid(rel) &&
+			strcmp(cond_plans[i].cond, cond) == 0)
+			return cond_plans[i].plan;
+	p = condition_plan(rel, cond);
+	if (SPI_keepplan(p) != 0)
+		elog(ERROR, "whatsapp: could not keep the plan of an Odoo rule's condition");
+	cp = &cond_plans[cond_plan_next];
+	cond_plan_next = (cond_plan_next + 1) % N_COND_PLANS;
+	if (cp->cond != NULL)
+	{
+		SPI_freeplan(cp->plan);
+		pfree(cp->cond);
+	}
+	cp->relid = RelationGetRelid(rel);
+	cp->cond = MemoryContextStrdup(TopMemoryContext, cond);
+	cp->plan = p;
+	return p;
+}
+
+/*
  * Is the condition true on row tup of rel?  Planned and run with the
  * rights of the table's owner (odoo_read.c), never the extension's.
  * Inside SPI.
@@ -558,7 +601,7 @@ condition_holds(Relation rel, const char *cond, HeapTuple tup)
 		int			rc;
 
 		wa_odoo_as_owner_begin(RelationGetRelid(rel), &oc);
-		p = condition_plan(rel, cond);
+		p = condition_plan_cached(rel, cond);
 		values[0] = heap_copy_tuple_as_datum(tup, RelationGetDescr(rel));
 		rc = SPI_execute_plan(p, values, NULL, true, 1);
 		if (rc == SPI_OK_SELECT && SPI_processed == 1)
@@ -568,7 +611,6 @@ condition_holds(Relation rel, const char *cond, HeapTuple tup)
 
 			result = !isnull && DatumGetBool(d);
 		}
-		SPI_freeplan(p);
 		wa_odoo_as_owner_end(&oc);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(mcxt);

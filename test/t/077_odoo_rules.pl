@@ -300,6 +300,20 @@ stock.picking:5:delivery_done queued Órdenes de entrega",
 	'the urgent ticket and the delivery are queued',
 	dbname => 'odoo18');
 
+# ---- a condition that fails: false, with a warning; Odoo's commit goes through ----
+{
+	my ($rc, $out, $err) = WaTest::run_psql($node, q{
+		ALTER TABLE public.helpdesk_ticket DROP COLUMN priority;
+		INSERT INTO public.helpdesk_ticket (id, name, ticket_ref, partner_id, team_id, stage_id, company_id, active)
+		VALUES (10, 'Cambio de domicilio', '00032', 10, 1, 1, 1, true);
+		UPDATE public.helpdesk_ticket SET stage_id = 2 WHERE id = 10;
+		SELECT count(*) FROM public.helpdesk_ticket WHERE id = 10 AND stage_id = 2;
+	}, connstr => $as_odoo);
+	is($out, '1', 'odoo drops the column the condition reads, and its writes commit');
+	like($err, qr/the condition of an Odoo rule on helpdesk_ticket failed, so it counts as false: column "priority" does not exist/,
+		'with a warning that says which condition failed and why');
+}
+
 # ---- wa_odoo_rule_drop ----
 WaTest::psql_is($node, q{
 	SELECT whatsapp.wa_odoo_rule_drop('delivery_done');
