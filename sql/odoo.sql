@@ -540,6 +540,13 @@ INSERT INTO public.ir_attachment (id, name, res_model, res_id, type, mimetype) V
 	(3, 'BILL_2025_00001.pdf', 'mail.message', 3, 'binary', 'application/pdf'),
 	(5, 'INV_2025_00005.pdf', 'mail.message', 5, 'binary', 'application/pdf');
 BEGIN;
+-- In 17, Send & Print stores the official PDF (invoice_pdf_report_file)
+-- of invoice 1 before it mails it: the header is that attachment, not the
+-- portal's report.
+INSERT INTO public.ir_attachment (id, name, res_model, res_field, res_id, company_id, type,
+								  access_token, db_datas, mimetype)
+VALUES (71, 'INV_2025_00001.pdf', 'account.move', 'invoice_pdf_report_file', 1, 1, 'binary',
+		'att-tok-71', convert_to('%PDF-1.7', 'UTF8'), 'application/pdf');
 INSERT INTO public.mail_message (id, res_id, model, message_type, subtype_id, author_id, body, date)
 VALUES (1, 1, 'account.move', 'comment', 1, 1, '<p>Invoice INV/2025/00001</p>', now() AT TIME ZONE 'UTC'),
 	   (3, 3, 'account.move', 'comment', 1, 1, '<p>Bill BILL/2025/00001</p>', now() AT TIME ZONE 'UTC');

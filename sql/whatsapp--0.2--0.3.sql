@@ -1137,6 +1137,202 @@ BEGIN
 END
 $$;
 
+/* ------------------------------------------------------------------------
+ * Issue 12, item 1: the official PDF as an invoice's document header
+ * (src/odoo_pdf.c, docs/odoo-documents.md).
+ *
+ * From Odoo 17 on, the portal's PDF of an invoice is a pro-forma until
+ * the official PDF exists, and a ZIP when an EDI XML exists beside it.  An
+ * invoice's "portal_pdf" header is therefore the official PDF itself
+ * (ir_attachment, by /web/content), or no header.  "pdf_wait" in params
+ * lets the message wait for that PDF: it is queued with next_attempt_at
+ * at the deadline, and a row here says what it waits for.  The worker
+ * adds the header when the PDF appears, or lets the message go without
+ * it at the deadline, and deletes the row in the same transaction.
+ * ------------------------------------------------------------------------ */
+CREATE TABLE whatsapp.odoo_pdf_wait (
+	message_id		bigint PRIMARY KEY,		-- whatsapp.message (no foreign key:
+											-- TRUNCATE and purges stay as they are)
+	res_id			bigint NOT NULL,		-- the account_move
+	until			timestamptz NOT NULL,	-- then without the header
+	base_url		text NOT NULL,			-- of the link, as at commit
+	document		text,					-- account_move.name, for the file name
+	upload			boolean NOT NULL DEFAULT false,	-- by media id ("pdf_upload")
+	created_at		timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('whatsapp.odoo_pdf_wait', '');
+REVOKE ALL ON whatsapp.odoo_pdf_wait FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION whatsapp.wa_odoo_enable(
+	event text, template text, language text DEFAULT NULL,
+	account text DEFAULT NULL, params jsonb DEFAULT NULL,
+	company_id integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	link_warning text;
+	ev text := wa_odoo_enable.event;
+	tbl text := whatsapp._odoo_table(ev);
+	lang text := replace(btrim(wa_odoo_enable.language), '-', '_');
+	acct text;
+	k text;
+	v jsonb;
+	has_body boolean := false;
+	has_named boolean := false;
+	op text;
+	trg text;
+	found_company boolean;
+	wait interval;
+	has_wait boolean := false;
+BEGIN
+	PERFORM whatsapp._odoo_check_schema(ev);
+
+	IF wa_odoo_enable.template IS NULL OR wa_odoo_enable.template !~ '^[a-z0-9_]+$'
+	   OR length(wa_odoo_enable.template) > 512 THEN
+		RAISE EXCEPTION 'template % is not a Cloud API template name',
+				coalesce(quote_literal(wa_odoo_enable.template), 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Template names use only lower case letters, digits and underscores, as in "order_confirmation".';
+	END IF;
+	IF lang IS NOT NULL AND lang !~ '^[A-Za-z]{2,3}(_[A-Za-z0-9]{2,4})?$' THEN
+		RAISE EXCEPTION 'language % is not a template language code', quote_literal(wa_odoo_enable.language)
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use a code such as ''es'', ''es_MX'' or ''pt_BR'', or NULL for each partner''s language.';
+	END IF;
+
+	IF wa_odoo_enable.account IS NULL THEN
+		SELECT a.name INTO acct FROM whatsapp.account a
+		 WHERE a.is_default AND a.dropped_at IS NULL;
+		IF acct IS NULL THEN
+			RAISE EXCEPTION 'there is no default whatsapp account'
+				USING ERRCODE = 'object_not_in_prerequisite_state',
+					  HINT = 'Pass the account argument, or create an account with whatsapp.wa_account_set().';
+		END IF;
+	ELSE
+		SELECT a.name INTO acct FROM whatsapp.account a
+		 WHERE a.name = wa_odoo_enable.account AND a.dropped_at IS NULL;
+		IF acct IS NULL THEN
+			RAISE EXCEPTION 'whatsapp account "%" does not exist', wa_odoo_enable.account
+				USING ERRCODE = 'undefined_object',
+					  HINT = 'Create it with whatsapp.wa_account_set(), or see whatsapp.accounts for the names.';
+		END IF;
+	END IF;
+
+	IF wa_odoo_enable.params IS NOT NULL THEN
+		CASE jsonb_typeof(wa_odoo_enable.params)
+		WHEN 'array' THEN
+			PERFORM whatsapp._odoo_check_words(ev, wa_odoo_enable.params, 'an element');
+		WHEN 'object' THEN
+			FOR k, v IN SELECT * FROM jsonb_each(wa_odoo_enable.params)
+			LOOP
+				IF k = 'header' THEN
+					IF v IS DISTINCT FROM '"portal_pdf"'::jsonb THEN
+						RAISE EXCEPTION 'header % of params is not supported', v::text
+							USING ERRCODE = 'invalid_parameter_value',
+								  HINT = '"header": "portal_pdf" adds the document''s PDF as a document header: an invoice''s official PDF, an order''s report.';
+					END IF;
+				ELSIF k = 'pdf_wait' THEN
+					/* how long an invoice's message waits for its official PDF */
+					IF jsonb_typeof(v) <> 'string' THEN
+						wait := NULL;
+					ELSE
+						BEGIN
+							wait := (v #>> '{}')::interval;
+						EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow
+								   OR interval_field_overflow THEN
+							wait := NULL;
+						END;
+					END IF;
+					IF wait IS NULL OR wait < interval '0' OR wait > interval '7 days' THEN
+						RAISE EXCEPTION '"pdf_wait" of params must be an interval from "0" to "7 days", such as "30 minutes"'
+							USING ERRCODE = 'invalid_parameter_value',
+								  HINT = 'An invoice''s message waits up to that long for the invoice''s official PDF, then goes without the header; "0" or no "pdf_wait" sends it without the header at once.';
+					END IF;
+					has_wait := true;
+				ELSIF k = 'pdf_upload' THEN
+					/* the worker uploads the invoice's PDF to Meta, and sends its media id */
+					IF jsonb_typeof(v) <> 'boolean' THEN
+						RAISE EXCEPTION '"pdf_upload" of params must be true or false'
+							USING ERRCODE = 'invalid_parameter_value',
+								  HINT = 'true: the worker uploads an invoice''s official PDF to Meta and sends its media id, for an Odoo that Meta cannot reach.';
+					END IF;
+					has_wait := true;
+				ELSIF k = 'base_url' THEN
+					IF jsonb_typeof(v) <> 'string'
+					   OR (v #>> '{}') !~ '^https://[A-Za-z0-9.-]+(:[0-9]+)?(/[^?#[:space:]]*)?$' THEN
+						RAISE EXCEPTION '"base_url" of params must be an https URL such as "https://erp.example.com"'
+							USING ERRCODE = 'invalid_parameter_value',
+								  HINT = 'It is the public address of Odoo for this rule''s links; without it the links use web.base.url.';
+					END IF;
+				ELSIF k = 'body' THEN
+					IF jsonb_typeof(v) <> 'array' THEN
+						RAISE EXCEPTION '"body" of params must be an array of parameter words'
+							USING ERRCODE = 'invalid_parameter_value';
+					END IF;
+					PERFORM whatsapp._odoo_check_words(ev, v, 'an element of "body"');
+					has_body := true;
+				ELSE
+					IF k !~ '^[a-z0-9_]+$' OR length(k) > 128 THEN
+						RAISE EXCEPTION '% is not a template parameter name', quote_literal(k)
+							USING ERRCODE = 'invalid_parameter_value',
+								  HINT = 'Named template parameters use lower case letters, digits and underscores.';
+					END IF;
+					PERFORM whatsapp._odoo_check_words(ev, v, format('parameter %s', k));
+					has_named := true;
+				END IF;
+			END LOOP;
+			IF has_wait AND NOT (wa_odoo_enable.params ? 'header') THEN
+				RAISE EXCEPTION '"pdf_wait" and "pdf_upload" of params need "header": "portal_pdf"'
+					USING ERRCODE = 'invalid_parameter_value';
+			END IF;
+			IF has_body AND has_named THEN
+				RAISE EXCEPTION 'params mixes "body" (positional) with named parameters'
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'A template has either positional or named parameters.';
+			END IF;
+		ELSE
+			RAISE EXCEPTION 'params of whatsapp.wa_odoo_enable has an unsupported form'
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Pass an array of parameter words (positional), an object mapping template parameter names to words (named), optionally with "header": "portal_pdf" (then "body": [...] holds positional words), or NULL.';
+		END CASE;
+	END IF;
+
+	IF wa_odoo_enable.company_id IS NOT NULL THEN
+		/* read in C, never by SQL: Odoo's role owns res_company */
+		found_company := whatsapp._odoo_company_exists(wa_odoo_enable.company_id);
+		IF NOT found_company THEN
+			RAISE EXCEPTION 'Odoo company % does not exist', wa_odoo_enable.company_id
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Pass an id of res_company, or NULL for every company without a rule of its own.';
+		END IF;
+	END IF;
+
+	UPDATE whatsapp.odoo_rule r
+	   SET template = wa_odoo_enable.template, language = lang, account = acct,
+		   params = wa_odoo_enable.params, updated_at = now(), updated_by = session_user
+	 WHERE r.event = ev AND r.company_id IS NOT DISTINCT FROM wa_odoo_enable.company_id;
+	IF NOT FOUND THEN
+		INSERT INTO whatsapp.odoo_rule (event, company_id, template, language, account, params)
+		VALUES (ev, wa_odoo_enable.company_id, wa_odoo_enable.template, lang, acct,
+				wa_odoo_enable.params);
+	END IF;
+
+	/* Links: will customers and Meta reach them? */
+	IF wa_odoo_enable.params::text ~ '"(portal_url|portal_pdf)"' THEN
+		link_warning := whatsapp._odoo_link_warning(wa_odoo_enable.params ->> 'base_url');
+		IF link_warning IS NOT NULL THEN
+			RAISE WARNING 'the links of event % may not work: %', ev, link_warning
+				USING HINT = 'Set web.base.url to Odoo''s public https address and web.base.url.freeze to True in Odoo''s system parameters, or give the rule "base_url" in params.';
+		END IF;
+	END IF;
+
+	/* The triggers, when they are not there yet (no column in them). */
+	PERFORM whatsapp._odoo_install_triggers(ev, false);
+END
+$$;
+
 /* ========================================================================
  * Rules on any Odoo model (issue 12, item 5; docs/odoo-rules.md).
  *

@@ -46,6 +46,8 @@
 
 #include "miscadmin.h"
 #include "storage/fd.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
 #include "utils/memutils.h"
 
 #if LIBCURL_VERSION_NUM < 0x075500
@@ -932,4 +934,148 @@ int
 wa_http_abandon_all(void)
 {
 	return wa_http_abandon(-1);
+}
+
+/* ----------
+ * Media upload (POST /<phone_number_id>/media, multipart), synchronous.
+ *
+ * For the rare file the worker sends by id rather than by link (an Odoo
+ * invoice's PDF, odoo_pdf.c): one request on an easy handle of its own,
+ * with the same protocol, proxy, TLS and size limits as the messages, and
+ * a bound of its own on the time it may hold the worker up.
+ * ----------
+ */
+typedef struct UploadAnswer
+{
+	StringInfoData body;
+	bool		too_big;
+} UploadAnswer;
+
+static size_t
+upload_write_cb(char *data, size_t size, size_t nmemb, void *arg)
+{
+	UploadAnswer *a = (UploadAnswer *) arg;
+	size_t		n = size * nmemb;
+
+	if (a->body.len + n > WA_HTTP_MAX_RESPONSE)
+	{
+		a->too_big = true;
+		return 0;
+	}
+	appendBinaryStringInfo(&a->body, data, n);
+	return n;
+}
+
+/*
+ * Upload data (len bytes of type mime, named filename) to url with the
+ * Authorization header auth.  Returns the media id Meta answers, or NULL
+ * with *why set.  The answer's body is checked by the caller's JSON
+ * reader; here only its "id" string is taken.
+ */
+char *
+wa_http_upload_media(const char *url, const char *auth, const char *filename,
+					 const char *mime, const char *data, size_t len, char **why)
+{
+	CURL	   *e = curl_easy_init();
+	curl_mime  *form = NULL;
+	curl_mimepart *part;
+	struct curl_slist *headers = NULL;
+	UploadAnswer answer;
+	CURLcode	rc;
+	long		status = 0;
+	char	   *id = NULL;
+	char		errbuf[CURL_ERROR_SIZE];
+
+	*why = NULL;
+	if (e == NULL)
+	{
+		*why = pstrdup("libcurl could not make a handle");
+		return NULL;
+	}
+	initStringInfo(&answer.body);
+	answer.too_big = false;
+	errbuf[0] = '\0';
+	PG_TRY();
+	{
+		if ((headers = curl_slist_append(NULL, auth)) == NULL ||
+			curl_slist_append(headers, "Expect:") == NULL)
+			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY),
+							errmsg("could not build the upload's headers")));
+		form = curl_mime_init(e);
+		if (form == NULL)
+			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY),
+							errmsg("could not build the upload's form")));
+		part = curl_mime_addpart(form);
+		CURL_CHECK(part ? curl_mime_name(part, "messaging_product") : CURLE_OUT_OF_MEMORY, "curl_mime_name");
+		CURL_CHECK(curl_mime_data(part, "whatsapp", CURL_ZERO_TERMINATED), "curl_mime_data");
+		part = curl_mime_addpart(form);
+		CURL_CHECK(part ? curl_mime_name(part, "type") : CURLE_OUT_OF_MEMORY, "curl_mime_name");
+		CURL_CHECK(curl_mime_data(part, mime, CURL_ZERO_TERMINATED), "curl_mime_data");
+		part = curl_mime_addpart(form);
+		CURL_CHECK(part ? curl_mime_name(part, "file") : CURLE_OUT_OF_MEMORY, "curl_mime_name");
+		CURL_CHECK(curl_mime_data(part, data, len), "curl_mime_data");
+		CURL_CHECK(curl_mime_type(part, mime), "curl_mime_type");
+		CURL_CHECK(curl_mime_filename(part, filename), "curl_mime_filename");
+
+		CURL_CHECK(curl_easy_setopt(e, CURLOPT_URL, url), "CURLOPT_URL");
+		CURL_CHECK(curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https,http"), "CURLOPT_PROTOCOLS_STR");
+		CURL_CHECK(curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L), "CURLOPT_FOLLOWLOCATION");
+		CURL_CHECK(curl_easy_setopt(e, CURLOPT_PROXY, wa_proxy ? wa_proxy : ""), "CURLOPT_PROXY");
+		CURL_CHECK(curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L), "CURLOPT_SSL_VERIFYPEER");
+		CURL_CHECK(curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L), "CURLOPT_SSL_VERIFYHOST");
+		if (wa_ca_file != NULL && wa_ca_file[0] != '\0')
+			CURL_CHECK(curl_easy_setopt(e, CURLOPT_CAINFO, wa_ca_file), "CURLOPT_CAINFO");
+		CURL_CHECK(curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L), "CURLOPT_NOSIGNAL");
+		CURL_CHECK(curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) WA_HTTP_MAX_RESPONSE),
+				   "CURLOPT_MAXFILESIZE_LARGE");
+		/* a file takes longer than a message: four times the message timeout */
+		CURL_CHECK(curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) wa_http_timeout * 4), "CURLOPT_TIMEOUT_MS");
+		CURL_CHECK(curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long) Min(wa_http_timeout, 10000)),
+				   "CURLOPT_CONNECTTIMEOUT_MS");
+		CURL_CHECK(curl_easy_setopt(e, CURLOPT_USERAGENT, WA_USER_AGENT), "CURLOPT_USERAGENT");
+		CURL_CHECK(curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers), "CURLOPT_HTTPHEADER");
+		CURL_CHECK(curl_easy_setopt(e, CURLOPT_MIMEPOST, form), "CURLOPT_MIMEPOST");
+		CURL_CHECK(curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, upload_write_cb), "CURLOPT_WRITEFUNCTION");
+		CURL_CHECK(curl_easy_setopt(e, CURLOPT_WRITEDATA, &answer), "CURLOPT_WRITEDATA");
+		CURL_CHECK(curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf), "CURLOPT_ERRORBUFFER");
+
+		rc = curl_easy_perform(e);
+		if (rc != CURLE_OK)
+			*why = psprintf("the upload failed: %s",
+							answer.too_big ? "the answer is larger than 64 kB" :
+							errbuf[0] ? errbuf : curl_easy_strerror(rc));
+		else
+		{
+			CURL_CHECK(curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status), "CURLINFO_RESPONSE_CODE");
+			if (status != 200)
+				*why = psprintf("the upload was answered with HTTP %ld", status);
+			else
+			{
+				Jsonb	   *j = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+																   CStringGetDatum(answer.body.data)));
+				JsonbValue *v = JB_ROOT_IS_OBJECT(j) ?
+					getKeyJsonValueFromContainer(&j->root, "id", 2, NULL) : NULL;
+
+				if (v != NULL && v->type == jbvString && v->val.string.len > 0 &&
+					v->val.string.len < 128)
+					id = pnstrdup(v->val.string.val, v->val.string.len);
+				else
+					*why = pstrdup("the upload's answer has no media id");
+			}
+		}
+	}
+	PG_FINALLY();
+	{
+		if (headers != NULL)
+		{
+			for (struct curl_slist *s = headers; s != NULL; s = s->next)
+				explicit_bzero(s->data, strlen(s->data));
+			curl_slist_free_all(headers);
+		}
+		curl_easy_cleanup(e);
+		if (form != NULL)
+			curl_mime_free(form);
+	}
+	PG_END_TRY();
+	return id;
 }

@@ -86,4 +86,9 @@ extern int	wa_http_done_count(void);
 extern int	wa_http_abandon(int32 account_id);
 extern int	wa_http_abandon_all(void);
 
+/* POST a file to Meta's media endpoint; the media id, or NULL with *why. */
+extern char *wa_http_upload_media(const char *url, const char *auth, const char *filename,
+								  const char *mime, const char *data, size_t len,
+								  char **why);
+
 #endif							/* WHATSAPP_HTTP_H */

@@ -521,14 +521,30 @@ render_rows(const OdooEvent *ev, OdooModelState *s, OdooRow *rowp, bool for_prev
 	x.r = r;
 	x.base_url = NULL;			/* read when a portal link needs it */
 	x.for_preview = for_preview;
+	x.pdf_wait_us = 0;
+	x.pdf_upload = false;
 	if (rule.params != NULL && JB_ROOT_IS_OBJECT(rule.params))
 	{
 		JsonbValue *bu = getKeyJsonValueFromContainer(&rule.params->root, "base_url", 8, NULL);
+		JsonbValue *pw = getKeyJsonValueFromContainer(&rule.params->root, "pdf_wait", 8, NULL);
+		JsonbValue *pu = getKeyJsonValueFromContainer(&rule.params->root, "pdf_upload", 10, NULL);
 
 		if (bu != NULL && bu->type == jbvString)
 		{
 			x.base_url = pnstrdup(bu->val.string.val, bu->val.string.len);
 			r->base_url_from_rule = true;
+		}
+		x.pdf_upload = pu != NULL && pu->type == jbvBool && pu->val.boolean;
+		if (pw != NULL && pw->type == jbvString)
+		{
+			/* checked by wa_odoo_enable: from 0 to 7 days */
+			Interval   *iv = DatumGetIntervalP(DirectFunctionCall3(interval_in,
+																  CStringGetDatum(pnstrdup(pw->val.string.val, pw->val.string.len)),
+																  ObjectIdGetDatum(InvalidOid),
+																  Int32GetDatum(-1)));
+
+			x.pdf_wait_us = iv->time + (int64) iv->day * USECS_PER_DAY +
+				(int64) iv->month * DAYS_PER_MONTH * USECS_PER_DAY;
 		}
 	}
 
@@ -702,6 +718,16 @@ odoo_record(OdooRender *r)
 				  (long) r->res_id);
 		r->payload_jsonb = DirectFunctionCall1(jsonb_in, CStringGetDatum(r->payload.data));
 	}
+	/* The same for the official PDF's attachment (odoo_pdf.c). */
+	if (r->att_token_new != NULL && strcmp(r->state, "queued") == 0 &&
+		!wa_odoo_attachment_token_write(r->att_relid, r->att_id, r->att_token_new))
+	{
+		r->state = NULL;
+		odoo_fail(r, "template",
+				  "the official PDF of %s %ld (ir_attachment %lld) has no access_token, and writing the new one changed no row (a rule or trigger of the table's owner)",
+				  odoo_model_name[r->ev->model], (long) r->res_id, (long long) r->att_id);
+		r->payload_jsonb = DirectFunctionCall1(jsonb_in, CStringGetDatum(r->payload.data));
+	}
 
 	/* Until ALTER EXTENSION UPDATE adds queued_by, write without it. */
 	write_owner = wa_message_has_queued_by();
@@ -777,7 +803,13 @@ odoo_record(OdooRender *r)
 		elog(ERROR, "whatsapp: could not record the Odoo message: %s",
 			 SPI_result_code_string(rc));
 	if (SPI_processed > 0 && strcmp(r->state, "queued") == 0)
+	{
+		/* no official PDF yet, and the rule waits for it */
+		if (r->pdf_waits)
+			wa_odoo_pdf_wait_record(r->account_id, r->dedupe_key, r->res_id, r->pdf_until,
+									r->pdf_base_url, r->document, r->pdf_upload);
 		wa_wake_worker_at_commit();
+	}
 }
 
 /* ----------
@@ -1120,7 +1152,8 @@ wa_odoo_preview(PG_FUNCTION_ARGS)
 									 r.base_url_source != NULL &&
 									 strcmp(r.base_url_source, "web.base.url") == 0) : NULL);
 	appendStringInfo(&b, ", \"access_token_created_at_commit\": %s",
-					 r.token_new ? "true" : "false");
+					 (r.token_new || r.att_token_new) ? "true" : "false");
+	json_kv_str(&b, "pdf_source", r.pdf_source);
 	appendStringInfoString(&b, ", \"links\": {\"page\": ");
 	if (r.link_page)
 		escape_json(&b, r.link_page);

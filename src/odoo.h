@@ -254,6 +254,15 @@ typedef struct OdooRender
 	int64		sent_msg_id;
 	/* where base_url_used comes from: "rule", "website N", "web.base.url" */
 	char	   *base_url_source;
+	/* an invoice's official PDF (odoo_pdf.c) */
+	char	   *pdf_source;		/* where the header comes from, for the preview */
+	int64		att_id;			/* its attachment, 0: none */
+	char	   *att_token_new;	/* an access_token created for it */
+	Oid			att_relid;
+	bool		pdf_waits;		/* none yet (or to upload): the message waits */
+	bool		pdf_upload;		/* the worker uploads it to Meta */
+	TimestampTz pdf_until;
+	char	   *pdf_base_url;
 	/* a rule on any model (odoo_rules.c): its model's name; NULL: ev's */
 	const char *model_label;
 } OdooRender;
@@ -267,6 +276,8 @@ typedef struct OdooCtx
 	OdooRender *r;
 	char	   *base_url;		/* the rule's base_url, else web.base.url, without its last "/" */
 	bool		for_preview;
+	int64		pdf_wait_us;	/* the rule's pdf_wait */
+	bool		pdf_upload;		/* the rule's pdf_upload */
 } OdooCtx;
 
 extern void odoo_fail(OdooRender *r, const char *failure_type, const char *fmt,...)

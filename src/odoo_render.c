@@ -19,6 +19,7 @@
 #include "odoo_links.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
@@ -27,6 +28,7 @@
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
+#include "utils/timestamp.h"
 
 /* ----------
  * Failing a rendering: the first problem is the one the message records
@@ -185,6 +187,53 @@ token_write_problem(OdooCtx *x)
 	return NULL;
 }
 
+/*
+ * The base URL of the links (the rule's base_url, else the website's domain, else
+ * web.base.url)
+ * without its last "/", in x->base_url; false (failing) when there is none.
+ */
+static bool
+link_base(OdooCtx *x, const char *what)
+{
+	if (x->base_url != NULL && x->r->base_url_source == NULL)
+		x->r->base_url_source = pstrdup("rule");
+	if (x->base_url == NULL)
+	{
+		/* the document's website, else its company's, as get_base_url */
+		int64		website = 0;
+
+		x->base_url = wa_odoo_website_base_url(odoo_model_table[x->m], x->r->res_id,
+											   x->r->company_null, x->r->company_id,
+											   x->row->snap, &website);
+		if (x->base_url != NULL)
+			x->r->base_url_source = psprintf("website %ld", (long) website);
+	}
+	if (x->base_url == NULL)
+	{
+		x->base_url = odoo_nonempty(odoo_config_value(x->row, "web.base.url"));
+		x->r->base_url_source = pstrdup("web.base.url");
+	}
+	if (x->base_url != NULL)
+	{
+		size_t		len = strlen(x->base_url);
+
+		while (len > 0 && x->base_url[len - 1] == '/')
+			x->base_url[--len] = '\0';
+		if (len == 0)
+			x->base_url = NULL;
+	}
+	if (x->base_url == NULL)
+	{
+		odoo_fail(x->r, "template", "%s: %s", what,
+				  OidIsValid(x->cat->relid[T_CONFIG]) ?
+				  "ir_config_parameter has no web.base.url" :
+				  "table public.ir_config_parameter is missing, so there is no web.base.url");
+		return false;
+	}
+	x->r->base_url_used = x->base_url;
+	return true;
+}
+
 /* portal link of the document, or NULL (failing) */
 static char *
 portal_link(OdooCtx *x, const char *what, bool pdf)
@@ -220,44 +269,8 @@ portal_link(OdooCtx *x, const char *what, bool pdf)
 	}
 	if (token == NULL)
 		token = x->r->token_new;
-	if (x->base_url != NULL && x->r->base_url_source == NULL)
-		x->r->base_url_source = pstrdup("rule");
-	if (x->base_url == NULL)
-	{
-		/* the document's website, else its company's, as get_base_url */
-		int64		website = 0;
-
-		x->base_url = wa_odoo_website_base_url(odoo_model_table[x->m], x->r->res_id,
-											   x->r->company_null, x->r->company_id,
-											   x->row->snap, &website);
-		if (x->base_url != NULL)
-			x->r->base_url_source = psprintf("website %ld", (long) website);
-	}
-	if (x->base_url == NULL)
-	{
-		x->base_url = odoo_nonempty(odoo_config_value(x->row, "web.base.url"));
-		x->r->base_url_source = pstrdup("web.base.url");
-	}
-	{
-		if (x->base_url != NULL)
-		{
-			size_t		len = strlen(x->base_url);
-
-			while (len > 0 && x->base_url[len - 1] == '/')
-				x->base_url[--len] = '\0';
-			if (len == 0)
-				x->base_url = NULL;
-		}
-	}
-	if (x->base_url == NULL)
-	{
-		odoo_fail(x->r, "template", "%s: %s", what,
-				  OidIsValid(x->cat->relid[T_CONFIG]) ?
-				  "ir_config_parameter has no web.base.url" :
-				  "table public.ir_config_parameter is missing, so there is no web.base.url");
+	if (!link_base(x, what))
 		return NULL;
-	}
-	x->r->base_url_used = x->base_url;
 	initStringInfo(&b);
 	appendStringInfo(&b, "%s%s%ld?access_token=", x->base_url, odoo_model_portal[x->m],
 					 (long) x->r->res_id);
@@ -277,6 +290,93 @@ portal_link(OdooCtx *x, const char *what, bool pdf)
 	else
 		x->r->link_page = b.data;
 	return b.data;
+}
+
+/*
+ * The header of an invoice or credit note (odoo_pdf.c): its official PDF
+ * by /web/content when it is stored; in Odoo 16, else the portal's report,
+ * which renders and stores that same PDF; from 17 on (or an unknown
+ * version), else none: the portal would give a pro-forma or a ZIP.  Then
+ * the message goes without the header, at once or, with the rule's
+ * pdf_wait, when the PDF appears or the wait ends (the worker).  Returns
+ * the link, or NULL: no header (or failing); *filename gets its name.
+ */
+static char *
+invoice_pdf_link(OdooCtx *x, char **filename)
+{
+	const char *what = "header portal_pdf";
+	OdooRender *r = x->r;
+	int			version = odoo_version(x->row);
+	char	   *doc = odoo_nonempty(odoo_row_text(x->row, A_D, DC_NAME));
+	WaOdooPdf	pdf;
+	char	   *token;
+	bool		found = wa_odoo_invoice_pdf(r->res_id, version, doc, x->row->snap, false, &pdf);
+
+	if (x->pdf_upload && (found || version != 16))
+	{
+		/*
+		 * The worker uploads the file to Meta and puts the media id in the
+		 * header, at its next turn or when the PDF appears, until the wait
+		 * ends (at once when the rule does not wait).
+		 */
+		if (!link_base(x, what))
+			return NULL;
+		r->pdf_waits = true;
+		r->pdf_upload = true;
+		r->pdf_until = GetCurrentTimestamp() + x->pdf_wait_us;
+		r->pdf_base_url = x->base_url;
+		r->pdf_source = found ?
+			psprintf("ir_attachment %lld, uploaded to Meta by the worker", (long long) pdf.id) :
+			psprintf("none yet: the message waits for the official PDF until %s, to upload it to Meta, then goes without the header",
+					 timestamptz_to_str(r->pdf_until));
+		return NULL;
+	}
+	if (!found)
+	{
+		if (version == 16)
+		{
+			r->pdf_source = pstrdup("portal report: Odoo 16 renders the official PDF and stores it");
+			return portal_link(x, what, true);
+		}
+		if (x->pdf_wait_us > 0)
+		{
+			if (!link_base(x, what))
+				return NULL;
+			r->pdf_waits = true;
+			r->pdf_until = GetCurrentTimestamp() + x->pdf_wait_us;
+			r->pdf_base_url = x->base_url;
+			r->pdf_source = psprintf("none yet: the message waits for the official PDF until %s, then goes without the header",
+									 timestamptz_to_str(r->pdf_until));
+		}
+		else
+			r->pdf_source = pstrdup("none yet: the message goes without the header (the rule has no pdf_wait)");
+		return NULL;
+	}
+	r->att_id = pdf.id;
+	r->att_relid = pdf.relid;
+	token = pdf.token;
+	if (token == NULL)
+	{
+		char	   *why = wa_odoo_attachment_token_problem(pdf.relid);
+
+		if (why != NULL)
+		{
+			odoo_fail(r, "template",
+					  "%s: the official PDF of %s %ld (ir_attachment %lld) has no access_token yet, and the whatsapp extension cannot create one: %s",
+					  what, odoo_model_name[x->m], (long) r->res_id, (long long) pdf.id, why);
+			return NULL;
+		}
+		r->att_token_new = x->for_preview ? pstrdup("NEW-ACCESS-TOKEN-CREATED-AT-COMMIT") : wa_uuid4();
+		token = r->att_token_new;
+	}
+	if (!link_base(x, what))
+		return NULL;
+	r->pdf_source = psprintf("ir_attachment %lld%s", (long long) pdf.id,
+							 version == 16 ? " (the stored invoice report)" :
+							 " (invoice_pdf_report_file)");
+	*filename = wa_odoo_pdf_filename(pdf.name, doc, odoo_model_table[x->m], r->res_id);
+	r->link_pdf = wa_odoo_attachment_link(x->base_url, pdf.id, token);
+	return r->link_pdf;
 }
 
 static char *
@@ -482,6 +582,10 @@ odoo_append_components(OdooCtx *x, Jsonb *params, StringInfo out)
 			if (tok != WJB_VALUE || key == NULL)
 				continue;
 			val = k;
+			/* options of the rule, read elsewhere: no template parameters */
+			if (strcmp(key, "base_url") == 0 || strcmp(key, "pdf_wait") == 0 ||
+				strcmp(key, "pdf_upload") == 0)
+				continue;
 			if (strcmp(key, "header") == 0)
 			{
 				if (val.type == jbvString)
@@ -530,28 +634,23 @@ odoo_append_components(OdooCtx *x, Jsonb *params, StringInfo out)
 	if (header != NULL)
 	{
 		char	   *link = NULL;
+		char	   *fname = NULL;
 
-		if (strcmp(header, "portal_pdf") == 0)
-			link = portal_link(x, "header portal_pdf", true);
-		else
+		if (strcmp(header, "portal_pdf") != 0)
 			odoo_fail(x->r, "template", "header \"%s\" is not one wa_odoo_enable accepts", header);
+		else if (x->m == M_ACCOUNT_MOVE)
+			link = invoice_pdf_link(x, &fname);
+		else
+		{
+			link = portal_link(x, "header portal_pdf", true);
+			x->r->pdf_source = pstrdup("portal report: the order's quotation/order report, rendered by Odoo (orders have no stored report)");
+		}
 		if (link != NULL)
 		{
-			char	   *fname = odoo_nonempty(odoo_row_text(x->row, A_D, DC_NAME));
-			StringInfoData f;
-
-			initStringInfo(&f);
-			if (fname == NULL || strcmp(fname, "/") == 0)
-				appendStringInfo(&f, "%s_%ld", odoo_model_table[x->m], (long) x->r->res_id);
-			else
-				for (char *p = fname; *p; p++)
-					appendStringInfoChar(&f, (*p == '/' || *p == '\\' || *p == ' ') ? '_' : *p);
-			appendStringInfoString(&f, ".pdf");
-			appendStringInfoString(out, "{\"type\": \"header\", \"parameters\": [{\"type\": \"document\", \"document\": {\"link\": ");
-			escape_json(out, link);
-			appendStringInfoString(out, ", \"filename\": ");
-			escape_json(out, f.data);
-			appendStringInfoString(out, "}}]}");
+			if (fname == NULL)
+				fname = wa_odoo_pdf_filename(NULL, odoo_nonempty(odoo_row_text(x->row, A_D, DC_NAME)),
+											 odoo_model_table[x->m], x->r->res_id);
+			wa_odoo_header_json(out, link, fname);
 			if (any)
 				appendStringInfoString(out, ", ");
 		}

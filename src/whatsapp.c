@@ -27,6 +27,7 @@ char	   *wa_api_version = NULL;
 char	   *wa_key_file = NULL;
 char	   *wa_proxy = NULL;
 char	   *wa_ca_file = NULL;
+char	   *wa_odoo_data_dir = NULL;
 int			wa_max_inflight = 256;
 int			wa_http_timeout = 30000;
 int			wa_max_attempts = 10;
@@ -279,6 +280,11 @@ define_settings(void)
 							   "HTTP proxy for requests to the Cloud API; empty means none.",
 							   "Proxy variables in the server's environment are ignored.",
 							   &wa_proxy, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomStringVariable("whatsapp.odoo_data_dir",
+							   "Odoo's data_dir, whose filestore/<database>/ holds the attachments stored as files.",
+							   "Read by the worker to upload an invoice's PDF to Meta (\"pdf_upload\"). Empty: only attachments stored in the database can be uploaded.",
+							   &wa_odoo_data_dir, "",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 	DefineCustomStringVariable("whatsapp.ca_file",
 							   "File of CA certificates that verify the Cloud API's TLS certificate.",

@@ -16,6 +16,7 @@
 
 #include "access/attnum.h"
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
 #include "port/atomics.h"
 #include "storage/latch.h"
@@ -36,6 +37,7 @@
 extern char *wa_database;			/* sighup: comma-separated list, or "*" */
 extern char *wa_api_url;			/* sighup, superuser only */
 extern char *wa_api_version;		/* sighup, superuser only */
+extern char *wa_odoo_data_dir;		/* sighup, superuser only */
 extern char *wa_key_file;			/* sighup, superuser only */
 extern char *wa_proxy;				/* sighup, superuser only */
 extern char *wa_ca_file;			/* sighup, superuser only */
@@ -379,6 +381,40 @@ typedef struct WaOwnerContext
 extern void wa_odoo_as_owner_begin(Oid relid, WaOwnerContext *ctx);
 extern void wa_odoo_as_owner_end(WaOwnerContext *ctx);
 extern char *wa_odoo_link_warning(const char *base_url, bool check_freeze);
+
+/* ----------
+ * The official PDF of an Odoo invoice (odoo_pdf.c).
+ * ----------
+ */
+typedef struct WaOdooPdf
+{
+	bool		found;
+	int64		id;				/* ir_attachment.id */
+	char	   *name;
+	char	   *token;			/* NULL: none yet */
+	char	   *store_fname;	/* NULL: in the database */
+	bytea	   *db_datas;		/* the file, when stored in the database */
+	Oid			relid;			/* public.ir_attachment */
+} WaOdooPdf;
+
+/* The worker's upload of a file (worker.c): the media id, or NULL with *why. */
+typedef char *(*WaMediaUploader) (int32 account_id, const char *filename, const char *mime,
+								  const char *data, size_t len, char **why);
+
+extern int	wa_odoo_version(void);
+extern bool wa_odoo_invoice_pdf(int64 move_id, int version, const char *doc_name,
+								Snapshot snap, bool with_data, WaOdooPdf *out);
+extern char *wa_uuid4(void);
+extern char *wa_odoo_attachment_token_problem(Oid relid);
+extern bool wa_odoo_attachment_token_write(Oid relid, int64 att_id, const char *token);
+extern char *wa_odoo_attachment_link(const char *base_url, int64 att_id, const char *token);
+extern char *wa_odoo_pdf_filename(const char *att_name, const char *doc_name,
+								  const char *table, int64 res_id);
+extern void wa_odoo_header_json(StringInfo out, const char *link, const char *filename);
+extern void wa_odoo_pdf_wait_record(int32 account_id, const char *dedupe_key, int64 res_id,
+									TimestampTz until, const char *base_url,
+									const char *doc_name, bool upload);
+extern int	wa_odoo_pdf_release(WaMediaUploader upload);
 
 /* ----------
  * Background worker (worker.c).

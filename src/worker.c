@@ -61,6 +61,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -1344,6 +1345,90 @@ extension_object_vanished(int sqlerrcode)
 		sqlerrcode == ERRCODE_UNDEFINED_OBJECT;
 }
 
+/*
+ * Messages of Odoo invoices waiting for the official PDF (odoo_pdf.c):
+ * looked at in a transaction of their own before each claim while there
+ * are any, and at every poll and wake.  An error here (Odoo's role's own
+ * code on ir_attachment, say) is logged and costs only the header: the
+ * waiting messages fall due at their deadline anyway.
+ */
+static int	odoo_pdf_waits = -1;		/* -1: not looked yet */
+
+/*
+ * Upload a file for account_id to Meta's media endpoint (the account's
+ * messages URL with /media for /messages), with the account's token: the
+ * media id, or NULL with *why.  Synchronous: the worker sends nothing
+ * meanwhile, for at most four times whatsapp.http_timeout.
+ */
+static char *
+upload_media(int32 account_id, const char *filename, const char *mime,
+			 const char *data, size_t len, char **why)
+{
+	WaAccount  *a = find_account(account_id);
+	size_t		ulen;
+
+	if (a == NULL || !a->usable || a->headers == NULL || a->headers->list == NULL)
+	{
+		*why = psprintf("account %d cannot send now", (int) account_id);
+		return NULL;
+	}
+	ulen = strlen(a->url);
+	if (ulen < 9 || strcmp(a->url + ulen - 9, "/messages") != 0)
+	{
+		*why = pstrdup("the account's URL does not end in /messages");
+		return NULL;
+	}
+	/* the list's first entry is the Authorization header (headers_make) */
+	return wa_http_upload_media(psprintf("%.*s/media", (int) (ulen - 9), a->url),
+								a->headers->list->data, filename, mime, data, len, why);
+}
+
+static void
+release_odoo_pdf_waits(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner;
+
+	begin_work("whatsapp: Odoo PDF waits");
+	if (!extension_present())
+	{
+		end_work();
+		return;
+	}
+	/* an upload needs the accounts as they are now */
+	prepare_plans();
+	if (!accounts_loaded ||
+		pg_atomic_read_u32(&slot->accounts_generation) != seen_generation)
+		load_accounts();
+	owner = CurrentResourceOwner;
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		odoo_pdf_waits = wa_odoo_pdf_release(upload_media);
+		ReleaseCurrentSubTransaction();
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *e;
+
+		MemoryContextSwitchTo(cxt);
+		e = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		CurrentResourceOwner = owner;
+		ereport(WARNING,
+				(errcode(e->sqlerrcode),
+				 errmsg("whatsapp: could not look for the official PDF of waiting Odoo invoices: %s",
+						e->message),
+				 errhint("The waiting messages are sent without the header at their deadline.")));
+		FreeErrorData(e);
+		odoo_pdf_waits = 1;
+	}
+	PG_END_TRY();
+	end_work();
+}
+
 static void
 run_cycle(WaCycle *what)
 {
@@ -1354,6 +1439,8 @@ run_cycle(WaCycle *what)
 	int			free_slots;
 	TimestampTz now = GetCurrentTimestamp();
 
+	if (what->claim && !got_sigterm && (what->poll || what->wake || odoo_pdf_waits != 0))
+		release_odoo_pdf_waits();
 	begin_work("whatsapp: claim");
 	if (!extension_present())
 	{

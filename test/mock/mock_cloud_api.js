@@ -7,7 +7,8 @@
 //                          [--keep-alive-timeout MS]
 //                          [--tls-cert PEM --tls-key PEM [--tls-port 0]]
 //
-// Implements POST /{version}/{phone_number_id}/messages, plus a control
+// Implements POST /{version}/{phone_number_id}/messages and .../media
+// (multipart uploads, answered with a media id), plus a control
 // API under /_mock/ on the same port. See README.md next to this file.
 // Node standard library only.
 'use strict';
@@ -480,6 +481,7 @@ function splitApiPath(url) {
   let version = null;
   let pnid = null;
   let isMessages = false;
+  let isMedia = false;
   if (segs.length >= 2 && VERSION_RE.test(segs[1])) {
     version = segs[1];
     if (segs.length >= 3 && segs[2] !== '') {
@@ -487,15 +489,65 @@ function splitApiPath(url) {
     }
     isMessages = pnid !== null && segs[3] === 'messages' &&
       (segs.length === 4 || (segs.length === 5 && segs[4] === ''));
+    isMedia = pnid !== null && segs[3] === 'media' && segs.length === 4;
   }
-  return { version, pnid, isMessages };
+  return { version, pnid, isMessages, isMedia };
+}
+
+// Parses a multipart/form-data body (POST /{phone_number_id}/media) into
+// its parts: { name, filename, type, data (Buffer) }; null if malformed.
+function parseMultipart(contentType, buf) {
+  const m = /boundary=(?:"([^"]+)"|([^;]+))/i.exec(contentType || '');
+  if (!m) return null;
+  const boundary = Buffer.from('--' + (m[1] || m[2]).trim());
+  const parts = [];
+  let pos = buf.indexOf(boundary);
+  if (pos < 0) return null;
+  for (;;) {
+    pos += boundary.length;
+    if (buf.slice(pos, pos + 2).toString() === '--') return parts;
+    pos += 2; // CRLF
+    const headEnd = buf.indexOf('\r\n\r\n', pos);
+    if (headEnd < 0) return null;
+    const head = buf.slice(pos, headEnd).toString('utf8');
+    const next = buf.indexOf(boundary, headEnd + 4);
+    if (next < 0) return null;
+    const data = buf.slice(headEnd + 4, next - 2); // CRLF before the boundary
+    const name = /name="([^"]*)"/i.exec(head);
+    const filename = /filename="([^"]*)"/i.exec(head);
+    const type = /content-type:\s*([^\r\n]+)/i.exec(head);
+    parts.push({ name: name ? name[1] : null, filename: filename ? filename[1] : null,
+      type: type ? type[1].trim() : null, data });
+    pos = next;
+  }
+}
+
+// POST /{version}/{phone_number_id}/media: records what was uploaded and
+// answers {"id": "<media id>"}, as Meta does.
+function mediaDecision(req, buf, rec) {
+  const parts = parseMultipart(req.headers['content-type'], buf);
+  const field = (n) => { const p = parts && parts.find((x) => x.name === n && x.filename === null); return p ? p.data.toString('utf8') : null; };
+  const file = parts && parts.find((x) => x.name === 'file');
+  if (!file || field('messaging_product') !== 'whatsapp') {
+    const me = metaError(100, 'Param file and messaging_product "whatsapp" are required (multipart/form-data)');
+    return { kind: 'respond', latency: 0, status: 400, headers: null, body: JSON.stringify(me.body), messageId: null, rule: null };
+  }
+  const id = String(1000000000000000 + crypto.randomInt(0, 999999999999));
+  state.media = (state.media || 0) + 1;
+  if (rec) {
+    rec.body = '';
+    rec.media = { id, filename: file.filename, mime: file.type, type: field('type'),
+      messaging_product: field('messaging_product'), size: file.data.length,
+      sha256: crypto.createHash('sha256').update(file.data).digest('hex') };
+  }
+  return { kind: 'respond', latency: 0, status: 200, headers: null, body: JSON.stringify({ id }), messageId: null, rule: null };
 }
 
 function handleApi(req, res, t) {
   readBody(req, (buf) => {
     const arrived = performance.now();
-    const { version, pnid, isMessages } = splitApiPath(req.url);
-    const body = buf.length ? buf.toString('utf8') : '';
+    const { version, pnid, isMessages, isMedia } = splitApiPath(req.url);
+    const body = buf.length && !isMedia ? buf.toString('utf8') : '';
     let json = null;
     if (body.length) { try { json = JSON.parse(body); } catch { json = null; } }
     const isObjBody = json !== null && typeof json === 'object' && !Array.isArray(json);
@@ -523,6 +575,8 @@ function handleApi(req, res, t) {
       const me = metaError(100, `Unsupported method ${req.method} on ${req.url.split('?')[0]}; the mock implements POST /{version}/{phone_number_id}/messages only`);
       me.body.error.message = `(#100) Unsupported method ${req.method}`;
       d = { kind: 'respond', latency: 0, status: 405, headers: { Allow: 'POST' }, body: JSON.stringify(me.body), messageId: null, rule: null };
+    } else if (isMedia) {
+      d = mediaDecision(req, buf, rec);
     } else if (!isMessages) {
       const me = metaError(100, `Unsupported post request: ${req.url.split('?')[0]}; the mock implements POST /{version}/{phone_number_id}/messages only`);
       d = { kind: 'respond', latency: 0, status: 400, headers: null, body: JSON.stringify(me.body), messageId: null, rule: null };

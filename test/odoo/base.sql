@@ -100,3 +100,43 @@ CREATE TABLE public.ir_module_module (
 	write_date		timestamp without time zone,
 	CONSTRAINT ir_module_module_name_uniq UNIQUE (name)
 );
+
+-- Attachments (odoo/addons/base/models/ir_attachment.py, the same columns
+-- in 16 to 19).  A file lives either in the database (db_datas) or in the
+-- filestore, <data_dir>/filestore/<database>/<store_fname>, where
+-- store_fname is '<first 2 hex digits of the sha1>/<sha1>'.  A binary
+-- field stored as an attachment (attachment=True) is a row whose
+-- res_field names the field: from 17 on the invoice's official PDF is
+-- res_field 'invoice_pdf_report_file' (account_move.invoice_pdf_report_id
+-- is a computed many2one that finds that row, it has no column), and the
+-- UBL/CII XML beside it 'ubl_cii_xml_file'.  In 16 the stored report is a
+-- plain attachment (res_field NULL) named by the report's attachment
+-- expression: (object.name or 'INV').replace('/','_') + '.pdf'.
+-- access_token is what /web/content/<id>?access_token=... checks; Odoo
+-- fills it on demand (generate_access_token: a uuid4).
+CREATE TABLE public.ir_attachment (
+	id				serial PRIMARY KEY,
+	res_id			integer,
+	company_id		integer,
+	file_size		integer,
+	original_id		integer REFERENCES public.ir_attachment (id) ON DELETE CASCADE,
+	create_uid		integer,
+	write_uid		integer,
+	name			varchar NOT NULL,
+	res_model		varchar,
+	res_field		varchar,
+	type			varchar NOT NULL,			-- binary | url
+	url				varchar(1024),
+	access_token	varchar,
+	store_fname		varchar,
+	checksum		varchar(40),
+	mimetype		varchar,
+	description		text,
+	index_content	text,
+	public			boolean,
+	create_date		timestamp without time zone,
+	write_date		timestamp without time zone,
+	db_datas		bytea
+);
+CREATE INDEX ir_attachment_res_idx ON public.ir_attachment (res_model, res_id);
+CREATE INDEX ir_attachment__store_fname_index ON public.ir_attachment (store_fname);

@@ -19,29 +19,7 @@
 -- 'comment', 'notification', 'auto_comment', 'user_notification', and
 -- from 17 on also 'email_outgoing' (mass mailing copies).
 
--- Attachments.  The invoice PDF module may define this table first (it
--- reads more of it); the columns here are a subset of Odoo's.
-CREATE TABLE IF NOT EXISTS public.ir_attachment (
-	id						serial PRIMARY KEY,
-	name					varchar NOT NULL,
-	res_model				varchar,
-	res_field				varchar,
-	res_id					integer,			-- Many2oneReference, no foreign key
-	company_id				integer,
-	type					varchar NOT NULL,	-- binary | url
-	url						varchar,
-	store_fname				varchar,
-	file_size				integer,
-	checksum				varchar(40),
-	mimetype				varchar,
-	access_token			varchar,
-	public					boolean,
-	db_datas				bytea,
-	create_uid				integer,
-	create_date				timestamp without time zone,
-	write_uid				integer,
-	write_date				timestamp without time zone
-);
+-- ir_attachment, which messages attach, is defined in base.sql.
 
 CREATE TABLE public.mail_message_subtype (
 	id						serial PRIMARY KEY,
