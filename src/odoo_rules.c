@@ -909,6 +909,7 @@ render_rule(const RuleDef *rd, Relation rel, int64 res_id, OdooEvent *ev, OdooRe
 		}
 	}
 
+	memset(&x, 0, sizeof(x));
 	x.m = M_SALE_ORDER;
 	x.cat = &cat;
 	x.row = &row;
