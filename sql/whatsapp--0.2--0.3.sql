@@ -1550,10 +1550,17 @@ BEGIN
 END
 $$;
 
+/* What rule name would record for a record now, without recording it. */
+CREATE FUNCTION whatsapp.wa_odoo_rule_preview(name text, record_id bigint)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'wa_odoo_rule_preview'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
 REVOKE ALL ON FUNCTION whatsapp.wa_odoo_rule(text, text, text, text, text, text, text, jsonb, text, text, integer),
-	whatsapp.wa_odoo_rule_drop(text) FROM PUBLIC;
+	whatsapp.wa_odoo_rule_drop(text), whatsapp.wa_odoo_rule_preview(text, bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION whatsapp.wa_odoo_rule(text, text, text, text, text, text, text, jsonb, text, text, integer),
-	whatsapp.wa_odoo_rule_drop(text) TO whatsapp_admin;
+	whatsapp.wa_odoo_rule_drop(text), whatsapp.wa_odoo_rule_preview(text, bigint) TO whatsapp_admin;
 
 /* The rules on any model, and whether their trigger is in place (whatsapp_admin). */
 CREATE VIEW whatsapp.odoo_model_rules AS

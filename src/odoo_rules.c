@@ -771,10 +771,12 @@ append_rule_components(OdooCtx *x, Relation rel, HeapTuple tup, Jsonb *params,
 /*
  * Render row res_id of the rule's model.  Inside SPI; the caller has
  * pushed a snapshot that sees the transaction's writes.  Returns false
- * when nothing is to be recorded.
+ * when nothing is to be recorded; for the preview it goes on, with
+ * r->fires false and r->note saying why.
  */
 static bool
-render_rule(const RuleDef *rd, Relation rel, int64 res_id, OdooEvent *ev, OdooRender *r)
+render_rule(const RuleDef *rd, Relation rel, int64 res_id, OdooEvent *ev, OdooRender *r,
+			bool for_preview)
 {
 	OdooModelState *s = odoo_prepare_model(M_SALE_ORDER);
 	OdooCatalog cat;
@@ -803,10 +805,23 @@ render_rule(const RuleDef *rd, Relation rel, int64 res_id, OdooEvent *ev, OdooRe
 	tup = row_by_id(rel, res_id, GetActiveSnapshot());
 	if (tup == NULL)
 		return false;
+	r->found = true;
+	r->fires = true;
 	/* the row must still hold the state as the transaction commits */
 	if (!rule_holds(rd, rel, tup, GetActiveSnapshot()))
-		return false;
-	if (odoo_paused())
+	{
+		r->fires = false;
+		r->note = rd->state_value != NULL ?
+			psprintf("%s of %s %ld is not %s", rd->state_field, r->model_label, (long) res_id,
+					 rd->state_value) :
+			psprintf("the condition does not hold for %s %ld", r->model_label, (long) res_id);
+	}
+	else if (odoo_paused())
+	{
+		r->fires = false;
+		r->note = pstrdup("the Odoo events of this database are paused (whatsapp.wa_odoo_pause); whatsapp.wa_odoo_resume() ends the pause");
+	}
+	if (!r->fires && !for_preview)
 		return false;
 
 	/* the catalog of the four events, with the rule's table as the document */
@@ -831,13 +846,17 @@ render_rule(const RuleDef *rd, Relation rel, int64 res_id, OdooEvent *ev, OdooRe
 
 	r->found = odoo_row_load(&row, A_D) != NULL;
 	r->company_id = odoo_row_int(&row, A_D, DC_COMPANY, &r->company_null);
-	if (!rd->company_null && (r->company_null || r->company_id != rd->company_id))
+	if (r->fires && !rd->company_null && (r->company_null || r->company_id != rd->company_id))
 	{
-		odoo_row_close(&row);
-		return false;
+		r->fires = false;
+		r->note = psprintf("rule %s is for company %d", rd->name, rd->company_id);
+		if (!for_preview)
+		{
+			odoo_row_close(&row);
+			return false;
+		}
 	}
 	r->has_rule = true;
-	r->fires = true;
 	r->template = rd->template;
 	r->account = rd->account;
 	r->rule_company_null = rd->company_null;
@@ -1032,12 +1051,107 @@ wa_odoo_rule_trigger(PG_FUNCTION_ARGS)
 		ev.model = M_SALE_ORDER;	/* unused: r.model_label names the model */
 		ev.move_type = NULL;
 		ev.needs_sent = false;
-		if (render_rule(&rd, rel, id, &ev, &r) && r.state != NULL)
+		if (render_rule(&rd, rel, id, &ev, &r, false) && r.state != NULL)
 			odoo_record(&r);
 	}
 	PopActiveSnapshot();
 	SPI_finish();
 	return PointerGetDatum(NULL);
+}
+
+/* ----------
+ * wa_odoo_rule_preview(name text, record_id bigint) RETURNS jsonb: what
+ * the rule would record for the record now, without recording it.
+ * ----------
+ */
+PG_FUNCTION_INFO_V1(wa_odoo_rule_preview);
+
+static void
+kv_str(StringInfo b, const char *key, const char *val)
+{
+	appendStringInfoString(b, ", ");
+	escape_json(b, key);
+	appendStringInfoString(b, ": ");
+	if (val)
+		escape_json(b, val);
+	else
+		appendStringInfoString(b, "null");
+}
+
+Datum
+wa_odoo_rule_preview(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	int64		id;
+	RuleDef		rd;
+	Oid			relid;
+	Relation	rel;
+	OdooEvent	ev = {0};
+	OdooRender	r;
+	StringInfoData b;
+	MemoryContext outer = CurrentMemoryContext;
+	MemoryContext old;
+	Datum		result;
+	bool		any;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("rule and record_id must not be NULL")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	id = PG_GETARG_INT64(1);
+	if (!load_rule(name, GetTransactionSnapshot(), &rd))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("there is no Odoo rule \"%s\"", name),
+				 errhint("See whatsapp.odoo_model_rules for the rules.")));
+	relid = wa_odoo_table(rd.model, ERROR);
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("Odoo table \"public.%s\" of rule %s does not exist", rd.model, name)));
+	rel = table_open(relid, NoLock);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "whatsapp: SPI_connect failed");
+	PushCopiedSnapshot(GetTransactionSnapshot());
+	UpdateActiveSnapshotCommandId();
+	ev.name = rd.name;
+	ev.model = M_SALE_ORDER;
+	any = render_rule(&rd, rel, id, &ev, &r, true);
+	PopActiveSnapshot();
+	if (!r.found)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("%s %ld does not exist", rd.model, (long) id)));
+
+	initStringInfo(&b);
+	appendStringInfoString(&b, "{\"rule\": ");
+	escape_json(&b, rd.name);
+	kv_str(&b, "model", r.model_label);
+	appendStringInfo(&b, ", \"res_id\": %ld", (long) id);
+	appendStringInfo(&b, ", \"fires\": %s", r.fires ? "true" : "false");
+	kv_str(&b, "why_not", r.fires ? NULL : r.note);
+	kv_str(&b, "outcome", any ? r.state : NULL);
+	kv_str(&b, "failure_type", r.failure_type);
+	kv_str(&b, "reason", r.reason);
+	kv_str(&b, "account", r.account);
+	kv_str(&b, "recipient", r.recipient);
+	kv_str(&b, "template", r.template);
+	kv_str(&b, "language", r.language);
+	appendStringInfoString(&b, ", \"values\": ");
+	appendStringInfoString(&b, r.values.len > 1 ? r.values.data : "{}");
+	appendStringInfoString(&b, ", \"message\": ");
+	appendStringInfoString(&b, r.payload.len ? r.payload.data : "null");
+	kv_str(&b, "dedupe_key", r.dedupe_key);
+	appendStringInfoChar(&b, '}');
+
+	old = MemoryContextSwitchTo(outer);
+	result = DirectFunctionCall1(jsonb_in, CStringGetDatum(pstrdup(b.data)));
+	MemoryContextSwitchTo(old);
+	SPI_finish();
+	table_close(rel, NoLock);
+	PG_RETURN_DATUM(result);
 }
 
 /* ----------

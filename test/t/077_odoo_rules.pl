@@ -148,6 +148,22 @@ calendar.attendee:50:appointment_booked queued +525512345678 es_MX =Ana García 
 helpdesk.ticket:9:ticket_solved queued +525512345678 es_MX =Ana García | =00031 | =Resuelto",
 	'one message per record entering the rule, with the values of its field paths', dbname => 'odoo18');
 
+# ---- wa_odoo_rule_preview: what a rule would send for a record now ----
+WaTest::psql_is($node, q{
+	SELECT p->>'fires', p->>'why_not', p->>'recipient', p->'values'->>'stage_id'
+	  FROM whatsapp.wa_odoo_rule_preview('ticket_solved', 9) p;
+	SELECT p->>'fires', p->>'why_not', p->'values'->>'name'
+	  FROM whatsapp.wa_odoo_rule_preview('delivery_done', 2) p;
+	SELECT p->>'fires', p->>'why_not'
+	  FROM whatsapp.wa_odoo_rule_preview('payment_received', 8) p;
+}, "true||+525512345678|Resuelto
+false|state of stock.picking 2 is not done|WH/OUT/00013
+false|the condition does not hold for account.payment 8",
+	'wa_odoo_rule_preview: a record that holds the rule, one that does not, a condition that does not',
+	connstr => $as_admin);
+WaTest::psql_is($node, q{SELECT count(*) FROM whatsapp.messages WHERE dedupe_key LIKE 'stock.picking:2:%'}, '0',
+	'the preview records nothing', dbname => 'odoo18');
+
 # ---- Odoo 16: the payment's state is its move's ----
 WaTest::psql_ok($node, q{
 	SELECT whatsapp.wa_odoo_rule('payment_received', 'account_move', 'payment_receipt',
