@@ -2,7 +2,7 @@
 # bench/run_all.sh: run every benchmark, then print a Markdown table of the
 # results for the README's performance table.
 #
-#   bash bench/run_all.sh            # all six, about 15 minutes
+#   bash bench/run_all.sh            # all six, about 20 minutes on a quiet machine
 #   bash bench/run_all.sh latency    # only some: throughput enqueue latency memory webhook odoo
 #
 # Each benchmark prints its own details as it goes (also kept in

@@ -1334,6 +1334,682 @@ END
 $$;
 
 /* ========================================================================
+ * Issue 13, items 2 to 4: access and erasure on request, and the audit
+ * (src/subject.c, src/audit.c).
+ *
+ * whatsapp.audit gets one row per admin action: wa_account_set, COPY
+ * whatsapp.account_input, wa_account_drop, wa_rotate_key and wa_rebind
+ * write theirs in C; wa_opt_in, wa_opt_out, wa_subject_export and
+ * wa_subject_erase below; wa_odoo_enable, wa_odoo_disable, wa_odoo_pause
+ * and wa_odoo_resume through triggers on the tables they change, which
+ * write a row only when one of these functions is on the call stack (a
+ * restore of those tables writes none).  A row names the function and its
+ * target (an account name, a key id, an Odoo rule, the last four digits of
+ * a number), never a secret or a message body.
+ * ======================================================================== */
+CREATE SEQUENCE whatsapp.audit_id_seq AS bigint;
+
+CREATE TABLE whatsapp.audit (
+	id				bigint NOT NULL DEFAULT pg_catalog.nextval('whatsapp.audit_id_seq'::pg_catalog.regclass),
+	at				timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+	session_role	text NOT NULL DEFAULT session_user,	/* session_user of the call */
+	function		text NOT NULL,	/* the SQL function, or account_input */
+	target			text,			/* what it acted on; never a secret */
+	CONSTRAINT audit_pkey PRIMARY KEY (id)
+);
+ALTER SEQUENCE whatsapp.audit_id_seq OWNED BY whatsapp.audit.id;
+CREATE INDEX audit_at_idx ON whatsapp.audit USING brin (at);
+SELECT pg_catalog.pg_extension_config_dump('whatsapp.audit', '');
+SELECT pg_catalog.pg_extension_config_dump('whatsapp.audit_id_seq', '');
+
+/* Append-only, for its owner too (a superuser can still drop the trigger). */
+CREATE FUNCTION whatsapp._audit_append_only()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RAISE EXCEPTION 'whatsapp.audit is append-only: % is refused', TG_OP
+		USING ERRCODE = 'insufficient_privilege',
+			  HINT = 'Rows are only ever added, by the extension''s admin functions.';
+END
+$$;
+CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON whatsapp.audit
+	FOR EACH ROW EXECUTE FUNCTION whatsapp._audit_append_only();
+CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON whatsapp.audit
+	FOR EACH STATEMENT EXECUTE FUNCTION whatsapp._audit_append_only();
+
+/* One row, from the SQL functions (which run as the extension's owner). */
+CREATE FUNCTION whatsapp._audit(function text, target text)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	INSERT INTO whatsapp.audit (function, target) VALUES ($1, $2)
+$$;
+
+/* How the audit names a person: the last four characters, never more. */
+CREATE FUNCTION whatsapp._audit_person(phone text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE WHEN $1 IS NULL THEN NULL
+				WHEN $1 ~ '[A-Za-z]' THEN 'user id ending ' || right(btrim($1), 4)
+				ELSE 'number ending ' || right(regexp_replace($1, '[^0-9]', '', 'g'), 4) END
+$$;
+
+/*
+ * The Odoo functions' rows: the rule or pause row they changed.  Only when
+ * the function is on the call stack (GET DIAGNOSTICS PG_CONTEXT), so that
+ * a pg_restore of these tables, which runs CREATE EXTENSION's triggers,
+ * audits nothing.
+ */
+CREATE FUNCTION whatsapp._audit_odoo_trigger()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	stack text;
+	fn text;
+	r record;
+BEGIN
+	GET DIAGNOSTICS stack = PG_CONTEXT;
+	fn := substring(stack FROM 'function whatsapp\.(wa_odoo_[a-z]+)\(');
+	IF fn IS NULL THEN
+		RETURN NULL;
+	END IF;
+	IF TG_TABLE_NAME = 'odoo_rule' THEN
+		r := CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+		PERFORM whatsapp._audit(fn, format('event %s, %s, rule %s, template %s',
+			r.event, CASE WHEN r.company_id IS NULL THEN 'every company'
+						  ELSE 'company ' || r.company_id END, r.id, r.template));
+	ELSE
+		PERFORM whatsapp._audit(fn, 'every Odoo event of database ' || current_database());
+	END IF;
+	RETURN NULL;
+END
+$$;
+CREATE TRIGGER odoo_rule_audit AFTER INSERT OR UPDATE OR DELETE ON whatsapp.odoo_rule
+	FOR EACH ROW EXECUTE FUNCTION whatsapp._audit_odoo_trigger();
+CREATE TRIGGER odoo_pause_audit AFTER INSERT OR UPDATE OR DELETE ON whatsapp.odoo_pause
+	FOR EACH ROW EXECUTE FUNCTION whatsapp._audit_odoo_trigger();
+
+/* ------------------------------------------------------------------------
+ * Keyed hashes of erased people (src/subject.c).  Not granted to anyone.
+ * ------------------------------------------------------------------------ */
+CREATE FUNCTION whatsapp._subject_hash(identifier text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'wa_subject_hash_sql'
+LANGUAGE C VOLATILE STRICT;
+
+CREATE FUNCTION whatsapp._subject_hashes(identifiers text[])
+RETURNS text[]
+AS 'MODULE_PATHNAME', 'wa_subject_hashes_sql'
+LANGUAGE C VOLATILE STRICT;
+
+/*
+ * Every identifier of the person phone names (a number in any form, or a
+ * business-scoped user id): its forms, and what inbound messages linked to
+ * them.  Raises 22004 for NULL and 22023 for what is neither.
+ */
+CREATE FUNCTION whatsapp._subject_ids(phone text)
+RETURNS text[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RETURN whatsapp._identities(whatsapp._check_consent_args(phone, 'all'));
+END
+$$;
+
+/*
+ * The strings under which the person may appear inside text (webhook
+ * payloads, log lines, statuses): each number's digits, with Mexico's
+ * mobile "521" form too, and each user id.
+ */
+CREATE FUNCTION whatsapp._subject_strings(ids text[])
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT array_agg(DISTINCT s) FROM (
+		SELECT CASE WHEN i LIKE '+%' THEN substr(i, 2) ELSE i END AS s FROM unnest($1) i
+		UNION ALL
+		SELECT '521' || substr(i, 4) FROM unnest($1) i
+		 WHERE i LIKE '+52%' AND i NOT LIKE '+521%') x
+$$;
+
+/* Is value (a recipient, or a wa_id without "+") one of ids? */
+CREATE FUNCTION whatsapp._subject_match(value text, ids text[])
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT $1 IS NOT NULL AND $1 NOT LIKE 'erased:%'
+	   AND ($1 = ANY ($2) OR '+' || $1 = ANY ($2)
+			OR coalesce(whatsapp._identity_forms($1) && $2, false)
+			OR ($1 ~ '^[0-9]{6,20}$'
+				AND coalesce(whatsapp._identity_forms('+' || $1) && $2, false)))
+$$;
+
+REVOKE ALL ON FUNCTION whatsapp._audit(text, text), whatsapp._audit_person(text),
+	whatsapp._subject_hash(text), whatsapp._subject_hashes(text[]),
+	whatsapp._subject_ids(text), whatsapp._subject_strings(text[]),
+	whatsapp._subject_match(text, text[]) FROM PUBLIC;
+
+/* ------------------------------------------------------------------------
+ * wa_subject_export(phone) RETURNS jsonb (whatsapp_admin)
+ *
+ * Everything the extension holds about one person, under every identifier
+ * known for them: the rows of each table, whole, as jsonb.  Webhook
+ * payloads and held statuses are the stored payloads in which one of the
+ * identifiers appears.  erased_records counts what an earlier
+ * wa_subject_erase kept of them under keyed hashes.
+ * ------------------------------------------------------------------------ */
+CREATE FUNCTION whatsapp.wa_subject_export(phone text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	ids text[] := whatsapp._subject_ids(wa_subject_export.phone);
+	strs text[] := whatsapp._subject_strings(ids);
+	pats text[];
+	hashes text[] := whatsapp._subject_hashes(ids);
+	msg_ids bigint[];
+	result jsonb;
+BEGIN
+	SELECT array_agg('%' || s || '%') INTO pats FROM unnest(strs) s;
+	SELECT coalesce(array_agg(m.id ORDER BY m.id), '{}') INTO msg_ids
+	  FROM whatsapp.message m
+	 WHERE whatsapp._subject_match(m.recipient, ids) OR whatsapp._subject_match(m.wa_id, ids);
+
+	result := jsonb_build_object(
+		'identifiers', to_jsonb(ids),
+		'exported_at', now(),
+		'messages', (SELECT coalesce(jsonb_agg(to_jsonb(m) || jsonb_build_object('account', a.name)
+											   ORDER BY m.id), '[]')
+					   FROM whatsapp.message m LEFT JOIN whatsapp.account a ON a.id = m.account_id
+					  WHERE m.id = ANY (msg_ids)),
+		'inbound', (SELECT coalesce(jsonb_agg(to_jsonb(i) || jsonb_build_object('account', a.name)
+											  ORDER BY i.id), '[]')
+					  FROM whatsapp.inbound_message i LEFT JOIN whatsapp.account a ON a.id = i.account_id
+					 WHERE i.phone = ANY (ids) OR i.user_id = ANY (ids)
+						OR i.parent_user_id = ANY (ids) OR whatsapp._subject_match(i.wa_id, ids)),
+		'log', (SELECT coalesce(jsonb_agg(to_jsonb(l) ORDER BY l.at, l.message_id), '[]')
+				  FROM whatsapp.log l
+				 WHERE l.message_id = ANY (msg_ids) OR l.message LIKE ANY (pats)),
+		'opt_outs', (SELECT coalesce(jsonb_agg(to_jsonb(o) ORDER BY o.identifier, o.scope), '[]')
+					   FROM whatsapp.opt_out o WHERE o.identifier = ANY (ids)),
+		'consents', (SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.id), '[]')
+					   FROM whatsapp.consent c
+					  WHERE c.identifier = ANY (ids) OR c.reason LIKE ANY (pats)),
+		'consent_latest', (SELECT coalesce(jsonb_agg(to_jsonb(l) ORDER BY l.identifier, l.scope), '[]')
+							 FROM whatsapp.consent_latest l WHERE l.identifier = ANY (ids)),
+		'webhooks', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', w.id,
+									 'received_at', w.received_at, 'payload', w.payload)
+									 ORDER BY w.id), '[]')
+					   FROM whatsapp.webhook w WHERE w.payload LIKE ANY (pats)),
+		'statuses_held', (SELECT coalesce(jsonb_agg(to_jsonb(h) ORDER BY h.id), '[]')
+							FROM whatsapp.status_held h WHERE h.status::text LIKE ANY (pats)),
+		'erased_records', (SELECT count(*) FROM whatsapp.opt_out o WHERE o.identifier = ANY (hashes))
+						  + (SELECT count(*) FROM whatsapp.message m WHERE m.recipient = ANY (hashes)));
+	PERFORM whatsapp._audit('wa_subject_export', whatsapp._audit_person(wa_subject_export.phone));
+	RETURN result;
+END
+$$;
+
+/* ------------------------------------------------------------------------
+ * wa_subject_erase(phone) RETURNS integer (whatsapp_admin)
+ *
+ * Removes the person's content and identifiers from every table of the
+ * extension, and returns the number of rows changed or deleted:
+ * - messages: queued ones are cancelled first; every one keeps its
+ *   skeleton (id, account, kind, state, times, codes, pricing, wamid,
+ *   dedupe_key, so that the same dedupe_key still dedupes), with the
+ *   recipient replaced by its keyed hash, the payload reduced to its type
+ *   (and a template's name and language), and wa_id, context, reaction
+ *   and any error text that names the person removed;
+ * - inbound messages, statuses held and the newest-consent clock: deleted;
+ * - opt-outs: kept, under the keyed hash of each identifier, so that the
+ *   erased number stays blocked on every send path (recipient.c);
+ * - the consent log: identifiers replaced by their hashes, reasons removed;
+ * - log lines and stored webhook payloads that name the person: the line
+ *   is removed, the payload emptied (for everyone else it names too).
+ * A message being sent to the person (state sending) makes it refuse with
+ * 55006: the worker records the answer within whatsapp.http_timeout, and
+ * then the erasure can run.  Odoo's tables are never touched.
+ * ------------------------------------------------------------------------ */
+CREATE FUNCTION whatsapp.wa_subject_erase(phone text)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	ids text[] := whatsapp._subject_ids(wa_subject_erase.phone);
+	strs text[] := whatsapp._subject_strings(ids);
+	pats text[];
+	msg_ids bigint[];
+	in_flight bigint;
+	total integer := 0;
+	n integer;
+BEGIN
+	SELECT array_agg('%' || s || '%') INTO pats FROM unnest(strs) s;
+	/* Lock them: the worker's claim of one waits, or has happened. */
+	SELECT coalesce(array_agg(m.id ORDER BY m.id), '{}') INTO msg_ids
+	  FROM (SELECT m.id FROM whatsapp.message m
+			 WHERE whatsapp._subject_match(m.recipient, ids) OR whatsapp._subject_match(m.wa_id, ids)
+			 ORDER BY m.id FOR UPDATE) m;
+	SELECT min(m.id) INTO in_flight FROM whatsapp.message m
+	 WHERE m.id = ANY (msg_ids) AND m.state = 'sending';
+	IF in_flight IS NOT NULL THEN
+		RAISE EXCEPTION 'message % to this person is being sent right now', in_flight
+			USING ERRCODE = 'object_in_use',
+				  DETAIL = 'Nothing was erased. The worker records Meta''s answer within whatsapp.http_timeout; until then the message is in flight.',
+				  HINT = 'Run whatsapp.wa_subject_erase() again in a few seconds.';
+	END IF;
+
+	/* Queued messages are cancelled: nothing more goes to this person. */
+	WITH c AS (
+		UPDATE whatsapp.message m SET state = 'cancelled'
+		 WHERE m.id = ANY (msg_ids) AND m.state = 'queued'
+		RETURNING m.id)
+	INSERT INTO whatsapp.log (message_id, event, message)
+	SELECT c.id, 'cancel', 'cancelled by wa_subject_erase (' || session_user || ')' FROM c;
+
+	UPDATE whatsapp.message m
+	   SET recipient = CASE WHEN m.recipient IS NULL THEN NULL
+							ELSE whatsapp._subject_hash(m.recipient) END,
+		   wa_id = NULL,
+		   payload = jsonb_strip_nulls(jsonb_build_object(
+				'type', m.payload -> 'type',
+				'template', CASE WHEN m.payload ? 'template' THEN jsonb_strip_nulls(jsonb_build_object(
+								'name', m.payload -> 'template' -> 'name',
+								'language', m.payload -> 'template' -> 'language')) END,
+				'erased', true)),
+		   context = NULL,
+		   reaction = NULL,
+		   error_title = CASE WHEN m.error_title LIKE ANY (pats) THEN NULL ELSE m.error_title END,
+		   error_details = CASE WHEN m.error_details LIKE ANY (pats) THEN NULL ELSE m.error_details END
+	 WHERE m.id = ANY (msg_ids);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	total := total + n;
+
+	UPDATE whatsapp.log l SET message = NULL WHERE l.message LIKE ANY (pats);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	total := total + n;
+
+	DELETE FROM whatsapp.inbound_message i
+	 WHERE i.phone = ANY (ids) OR i.user_id = ANY (ids)
+		OR i.parent_user_id = ANY (ids) OR whatsapp._subject_match(i.wa_id, ids);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	total := total + n;
+
+	/* The opt-outs stay, as hashes. */
+	INSERT INTO whatsapp.opt_out (identifier, scope, since, source)
+	SELECT whatsapp._subject_hash(o.identifier), o.scope, o.since, 'wa_subject_erase'
+	  FROM whatsapp.opt_out o WHERE o.identifier = ANY (ids)
+	ON CONFLICT (identifier, scope) DO NOTHING;
+	DELETE FROM whatsapp.opt_out o WHERE o.identifier = ANY (ids);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	total := total + n;
+
+	UPDATE whatsapp.consent c
+	   SET identifier = CASE WHEN c.identifier = ANY (ids)
+							 THEN whatsapp._subject_hash(c.identifier) ELSE c.identifier END,
+		   reason = NULL
+	 WHERE c.identifier = ANY (ids) OR c.reason LIKE ANY (pats);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	total := total + n;
+
+	DELETE FROM whatsapp.consent_latest l WHERE l.identifier = ANY (ids);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	total := total + n;
+
+	UPDATE whatsapp.webhook w SET payload = '' WHERE w.payload LIKE ANY (pats);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	total := total + n;
+
+	DELETE FROM whatsapp.status_held h WHERE h.status::text LIKE ANY (pats);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	total := total + n;
+
+	PERFORM whatsapp._audit('wa_subject_erase',
+		whatsapp._audit_person(wa_subject_erase.phone) || ', ' || total || ' rows');
+	RETURN total;
+END
+$$;
+
+/* wa_opt_out and wa_opt_in are audited; wa_opt_in also lifts the hashed
+ * opt-outs an erasure kept of the person. */
+CREATE OR REPLACE FUNCTION whatsapp.wa_opt_out(phone text, scope text DEFAULT 'all', reason text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	forms text[] := whatsapp._check_consent_args(wa_opt_out.phone, wa_opt_out.scope);
+	changed boolean;
+BEGIN
+	changed := whatsapp._opt_out_apply(NULL, forms, wa_opt_out.scope, 'wa_opt_out',
+									   wa_opt_out.reason, NULL, true) > 0;
+	PERFORM whatsapp._audit('wa_opt_out', whatsapp._audit_person(wa_opt_out.phone)
+							|| ', scope ' || wa_opt_out.scope);
+	RETURN changed;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION whatsapp.wa_opt_in(phone text, scope text DEFAULT 'all')
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	forms text[] := whatsapp._check_consent_args(wa_opt_in.phone, wa_opt_in.scope);
+	changed boolean;
+	n integer;
+BEGIN
+	changed := whatsapp._opt_in_apply(NULL, forms, wa_opt_in.scope, 'wa_opt_in', NULL, true) > 0;
+	DELETE FROM whatsapp.opt_out o
+	 WHERE o.identifier = ANY (whatsapp._subject_hashes(whatsapp._identities(forms)))
+	   AND (wa_opt_in.scope = 'all' OR o.scope = wa_opt_in.scope);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	PERFORM whatsapp._audit('wa_opt_in', whatsapp._audit_person(wa_opt_in.phone)
+							|| ', scope ' || wa_opt_in.scope);
+	RETURN changed OR n > 0;
+END
+$$;
+
+REVOKE ALL ON whatsapp.audit FROM PUBLIC;
+REVOKE ALL ON SEQUENCE whatsapp.audit_id_seq FROM PUBLIC;
+GRANT SELECT ON whatsapp.audit TO whatsapp_admin;
+REVOKE ALL ON FUNCTION whatsapp._audit_append_only(), whatsapp._audit_odoo_trigger(),
+	whatsapp.wa_subject_export(text), whatsapp.wa_subject_erase(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION whatsapp.wa_subject_export(text), whatsapp.wa_subject_erase(text)
+	TO whatsapp_admin;
+
+
+
+
+
+/* ========================================================================
+ * Content retention (src/retention.c, whatsapp.content_retention)
+ *
+ * After content_retention (default 90 days) the worker sets what a message
+ * said, and who it was to or from, to NULL: message.payload, recipient,
+ * wa_id, error_details and reaction; inbound_message's numbers, ids,
+ * names, text, raw message and edit history; webhook.payload.  Held
+ * statuses that old are deleted.  What happened stays: ids, states, times,
+ * codes, wamids, dedupe keys, pricing.  So the content columns become
+ * nullable, and each table gets a partial index on its time column that
+ * holds only the rows not purged yet: a turn of the purge finds its next
+ * batch there however long the history is, and a purged row leaves it.
+ * Messages queued or in flight are never purged, and are not in it.
+ * ======================================================================== */
+ALTER TABLE whatsapp.message ALTER COLUMN payload DROP NOT NULL;
+ALTER TABLE whatsapp.inbound_message ALTER COLUMN raw DROP NOT NULL;
+ALTER TABLE whatsapp.webhook ALTER COLUMN payload DROP NOT NULL;
+
+/* A message to be sent has its content: a purged one is never queued again. */
+ALTER TABLE whatsapp.message ADD CONSTRAINT message_payload_check
+	CHECK (payload IS NOT NULL OR state NOT IN ('queued', 'sending')) NOT VALID;
+ALTER TABLE whatsapp.message VALIDATE CONSTRAINT message_payload_check;
+
+CREATE INDEX message_retention_idx ON whatsapp.message (created_at)
+	WHERE payload IS NOT NULL AND state NOT IN ('queued', 'sending');
+CREATE INDEX inbound_message_retention_idx ON whatsapp.inbound_message (received_at)
+	WHERE raw IS NOT NULL;
+CREATE INDEX webhook_retention_idx ON whatsapp.webhook (received_at)
+	WHERE payload IS NOT NULL;
+
+/*
+ * An argument of wa_opt_out or wa_opt_in that is not a number is named in
+ * the error by its last four digits only: errors reach the server log, and
+ * a near-miss of a real number is that person's number all the same.
+ */
+CREATE OR REPLACE FUNCTION whatsapp._check_consent_args(phone text, scope text)
+RETURNS text[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	forms text[];
+	digits text;
+BEGIN
+	IF phone IS NULL THEN
+		RAISE EXCEPTION 'phone must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Pass a phone number such as ''+52 55 1234 5678'', or a business-scoped user id such as ''MX.1502576394655843''.';
+	END IF;
+	IF scope IS NULL OR scope NOT IN ('all', 'marketing') THEN
+		RAISE EXCEPTION 'scope must be ''all'' or ''marketing'', not %', coalesce(quote_literal(scope), 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = '''all'' blocks every message, ''marketing'' only templates whose category in whatsapp.templates is MARKETING.';
+	END IF;
+	forms := whatsapp._identity_forms(phone);
+	IF forms IS NULL THEN
+		digits := regexp_replace(phone, '[^0-9]', '', 'g');
+		RAISE EXCEPTION 'phone (%) is neither a phone number that can be made E.164 nor a business-scoped user id',
+			CASE WHEN digits = '' THEN 'a value without digits'
+				 ELSE 'ending in ' || right(digits, 4) END
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Write the number with its country code, such as ''+52 55 1234 5678'', or set whatsapp.default_country_code for national numbers.';
+	END IF;
+	RETURN forms;
+END
+$$;
+
+/* ========================================================================
+ * Statistics: whatsapp.stats (issue 10, item 5; src/stats.c says why so)
+ *
+ * Counters per account that only grow, like pg_stat_*.  Whatever changes a
+ * message's state appends a row of increments to whatsapp.stats_delta in
+ * the same statement and transaction: the worker one row per account and
+ * record batch, wa_receive one row per status that moved a message.  No row
+ * is updated per message.  The worker folds the increments into
+ * whatsapp.stats_total at its safety poll; the view adds both, so it is
+ * exact between folds, and as durable as the states it counts.
+ * ========================================================================
+ */
+
+/* Increments not folded yet.  NULL stands for 0 (a smaller row). */
+CREATE TABLE whatsapp.stats_delta (
+	account_id integer NOT NULL,
+	failure_type text,			/* of the failed ones in this row */
+	sent bigint,
+	delivered bigint,
+	read bigint,
+	failed bigint,
+	blocked bigint,
+	retried bigint,
+	requests bigint,
+	request_time double precision	/* milliseconds */
+);
+REVOKE ALL ON whatsapp.stats_delta FROM PUBLIC;
+
+/* The folded counters, one row per account. */
+CREATE TABLE whatsapp.stats_total (
+	account_id integer PRIMARY KEY,
+	sent bigint NOT NULL DEFAULT 0,
+	delivered bigint NOT NULL DEFAULT 0,
+	read bigint NOT NULL DEFAULT 0,
+	failed bigint NOT NULL DEFAULT 0,
+	failed_phone_invalid bigint NOT NULL DEFAULT 0,
+	failed_opted_out bigint NOT NULL DEFAULT 0,
+	failed_account bigint NOT NULL DEFAULT 0,
+	failed_template bigint NOT NULL DEFAULT 0,
+	failed_whatsapp_recoverable bigint NOT NULL DEFAULT 0,
+	failed_whatsapp_unrecoverable bigint NOT NULL DEFAULT 0,
+	failed_network bigint NOT NULL DEFAULT 0,
+	blocked bigint NOT NULL DEFAULT 0,
+	retried bigint NOT NULL DEFAULT 0,
+	requests bigint NOT NULL DEFAULT 0,
+	request_time double precision NOT NULL DEFAULT 0,
+	stats_reset timestamptz
+);
+REVOKE ALL ON whatsapp.stats_total FROM PUBLIC;
+
+/*
+ * The transitions that a webhook status statement made, for its own
+ * RETURNING (1 delivered, 2 read, 4 failed): RETURNING sees only the new
+ * row, and this is how the old one speaks.  Meaningless elsewhere.
+ */
+ALTER TABLE whatsapp.message ADD COLUMN stats_events smallint;
+
+/* Increments grouped as the view and the fold need them. */
+CREATE VIEW whatsapp._stats_pending AS
+SELECT d.account_id,
+	   pg_catalog.sum(d.sent)::bigint AS sent,
+	   pg_catalog.sum(d.delivered)::bigint AS delivered,
+	   pg_catalog.sum(d.read)::bigint AS read,
+	   pg_catalog.sum(d.failed)::bigint AS failed,
+	   pg_catalog.sum(d.failed) FILTER (WHERE d.failure_type = 'phone_invalid')::bigint AS failed_phone_invalid,
+	   pg_catalog.sum(d.failed) FILTER (WHERE d.failure_type = 'opted_out')::bigint AS failed_opted_out,
+	   pg_catalog.sum(d.failed) FILTER (WHERE d.failure_type = 'account')::bigint AS failed_account,
+	   pg_catalog.sum(d.failed) FILTER (WHERE d.failure_type = 'template')::bigint AS failed_template,
+	   pg_catalog.sum(d.failed) FILTER (WHERE d.failure_type = 'whatsapp_recoverable')::bigint AS failed_whatsapp_recoverable,
+	   pg_catalog.sum(d.failed) FILTER (WHERE d.failure_type = 'whatsapp_unrecoverable')::bigint AS failed_whatsapp_unrecoverable,
+	   pg_catalog.sum(d.failed) FILTER (WHERE d.failure_type = 'network')::bigint AS failed_network,
+	   pg_catalog.sum(d.blocked)::bigint AS blocked,
+	   pg_catalog.sum(d.retried)::bigint AS retried,
+	   pg_catalog.sum(d.requests)::bigint AS requests,
+	   pg_catalog.sum(d.request_time) AS request_time
+  FROM whatsapp.stats_delta d
+ GROUP BY d.account_id;
+REVOKE ALL ON whatsapp._stats_pending FROM PUBLIC;
+
+CREATE VIEW whatsapp.stats AS
+SELECT a.name AS account,
+	   COALESCE(t.sent, 0) + COALESCE(p.sent, 0) AS sent,
+	   COALESCE(t.delivered, 0) + COALESCE(p.delivered, 0) AS delivered,
+	   COALESCE(t.read, 0) + COALESCE(p.read, 0) AS read,
+	   COALESCE(t.failed, 0) + COALESCE(p.failed, 0) AS failed,
+	   COALESCE(t.failed_phone_invalid, 0) + COALESCE(p.failed_phone_invalid, 0) AS failed_phone_invalid,
+	   COALESCE(t.failed_opted_out, 0) + COALESCE(p.failed_opted_out, 0) AS failed_opted_out,
+	   COALESCE(t.failed_account, 0) + COALESCE(p.failed_account, 0) AS failed_account,
+	   COALESCE(t.failed_template, 0) + COALESCE(p.failed_template, 0) AS failed_template,
+	   COALESCE(t.failed_whatsapp_recoverable, 0) + COALESCE(p.failed_whatsapp_recoverable, 0) AS failed_whatsapp_recoverable,
+	   COALESCE(t.failed_whatsapp_unrecoverable, 0) + COALESCE(p.failed_whatsapp_unrecoverable, 0) AS failed_whatsapp_unrecoverable,
+	   COALESCE(t.failed_network, 0) + COALESCE(p.failed_network, 0) AS failed_network,
+	   COALESCE(t.blocked, 0) + COALESCE(p.blocked, 0) AS blocked,
+	   COALESCE(t.retried, 0) + COALESCE(p.retried, 0) AS retried,
+	   COALESCE(t.requests, 0) + COALESCE(p.requests, 0) AS requests,
+	   COALESCE(t.request_time, 0) + COALESCE(p.request_time, 0) AS request_time,
+	   t.stats_reset
+  FROM whatsapp.account a
+  LEFT JOIN whatsapp.stats_total t ON t.account_id = a.id
+  LEFT JOIN whatsapp._stats_pending p ON p.account_id = a.id
+ WHERE a.dropped_at IS NULL;
+REVOKE ALL ON whatsapp.stats FROM PUBLIC;
+GRANT SELECT ON whatsapp.stats TO whatsapp_reader, whatsapp_admin;
+
+/*
+ * The worker's fold: the increments it can see move into stats_total, in
+ * one transaction.  Increments committed meanwhile wait for the next fold.
+ * The lock orders folds and resets.  The worker runs with enable_seqscan
+ * off, which prices the scan of stats_delta (it has no index, and needs
+ * none: the fold takes every row) as huge, and JIT would then compile the
+ * statement at every fold, seconds of CPU for a millisecond of work: no JIT.
+ */
+CREATE FUNCTION whatsapp._stats_fold()
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+DECLARE
+	n bigint;
+BEGIN
+	LOCK TABLE whatsapp.stats_total IN SHARE ROW EXCLUSIVE MODE;
+	WITH d AS (DELETE FROM whatsapp.stats_delta RETURNING *),
+	p AS (
+		SELECT d.account_id,
+			   COALESCE(sum(d.sent), 0) AS sent,
+			   COALESCE(sum(d.delivered), 0) AS delivered,
+			   COALESCE(sum(d.read), 0) AS read,
+			   COALESCE(sum(d.failed), 0) AS failed,
+			   COALESCE(sum(d.failed) FILTER (WHERE d.failure_type = 'phone_invalid'), 0) AS f1,
+			   COALESCE(sum(d.failed) FILTER (WHERE d.failure_type = 'opted_out'), 0) AS f2,
+			   COALESCE(sum(d.failed) FILTER (WHERE d.failure_type = 'account'), 0) AS f3,
+			   COALESCE(sum(d.failed) FILTER (WHERE d.failure_type = 'template'), 0) AS f4,
+			   COALESCE(sum(d.failed) FILTER (WHERE d.failure_type = 'whatsapp_recoverable'), 0) AS f5,
+			   COALESCE(sum(d.failed) FILTER (WHERE d.failure_type = 'whatsapp_unrecoverable'), 0) AS f6,
+			   COALESCE(sum(d.failed) FILTER (WHERE d.failure_type = 'network'), 0) AS f7,
+			   COALESCE(sum(d.blocked), 0) AS blocked,
+			   COALESCE(sum(d.retried), 0) AS retried,
+			   COALESCE(sum(d.requests), 0) AS requests,
+			   COALESCE(sum(d.request_time), 0) AS request_time,
+			   count(*) AS nrows
+		  FROM d GROUP BY d.account_id),
+	i AS (
+		INSERT INTO whatsapp.stats_total AS t
+			(account_id, sent, delivered, read, failed, failed_phone_invalid,
+			 failed_opted_out, failed_account, failed_template,
+			 failed_whatsapp_recoverable, failed_whatsapp_unrecoverable,
+			 failed_network, blocked, retried, requests, request_time)
+		SELECT p.account_id, p.sent, p.delivered, p.read, p.failed, p.f1, p.f2,
+			   p.f3, p.f4, p.f5, p.f6, p.f7, p.blocked, p.retried, p.requests,
+			   p.request_time
+		  FROM p
+		ON CONFLICT (account_id) DO UPDATE SET
+			sent = t.sent + excluded.sent,
+			delivered = t.delivered + excluded.delivered,
+			read = t.read + excluded.read,
+			failed = t.failed + excluded.failed,
+			failed_phone_invalid = t.failed_phone_invalid + excluded.failed_phone_invalid,
+			failed_opted_out = t.failed_opted_out + excluded.failed_opted_out,
+			failed_account = t.failed_account + excluded.failed_account,
+			failed_template = t.failed_template + excluded.failed_template,
+			failed_whatsapp_recoverable = t.failed_whatsapp_recoverable + excluded.failed_whatsapp_recoverable,
+			failed_whatsapp_unrecoverable = t.failed_whatsapp_unrecoverable + excluded.failed_whatsapp_unrecoverable,
+			failed_network = t.failed_network + excluded.failed_network,
+			blocked = t.blocked + excluded.blocked,
+			retried = t.retried + excluded.retried,
+			requests = t.requests + excluded.requests,
+			request_time = t.request_time + excluded.request_time)
+	SELECT COALESCE(sum(p.nrows), 0) INTO n FROM p;
+	RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION whatsapp._stats_fold() FROM PUBLIC;
+
+/*
+ * Set the counters of one account (NULL: of every account) to zero, as
+ * pg_stat_reset() does, and record when in stats_reset.
+ */
+CREATE FUNCTION whatsapp.wa_stats_reset(account text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	ids integer[];
+BEGIN
+	SELECT array_agg(a.id) INTO ids FROM whatsapp.account a
+	 WHERE a.dropped_at IS NULL AND (wa_stats_reset.account IS NULL OR a.name = wa_stats_reset.account);
+	IF wa_stats_reset.account IS NOT NULL AND ids IS NULL THEN
+		RAISE EXCEPTION 'account "%" does not exist', wa_stats_reset.account
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'The view whatsapp.accounts lists the accounts; NULL resets every account.';
+	END IF;
+	LOCK TABLE whatsapp.stats_total IN SHARE ROW EXCLUSIVE MODE;
+	DELETE FROM whatsapp.stats_delta d WHERE d.account_id = ANY (ids);
+	INSERT INTO whatsapp.stats_total AS t (account_id, stats_reset)
+	SELECT x, now() FROM unnest(ids) x
+	ON CONFLICT (account_id) DO UPDATE SET
+		sent = 0, delivered = 0, read = 0, failed = 0, failed_phone_invalid = 0,
+		failed_opted_out = 0, failed_account = 0, failed_template = 0,
+		failed_whatsapp_recoverable = 0, failed_whatsapp_unrecoverable = 0,
+		failed_network = 0, blocked = 0, retried = 0, requests = 0,
+		request_time = 0, stats_reset = excluded.stats_reset;
+END
+$$;
+REVOKE ALL ON FUNCTION whatsapp.wa_stats_reset(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION whatsapp.wa_stats_reset(text) TO whatsapp_admin;
+
+/* ========================================================================
  * Rules on any Odoo model (issue 12, item 5; docs/odoo-rules.md).
  *
  * A rule names a table in public (the model), what fires it (a field,
@@ -1515,6 +2191,9 @@ BEGIN
 				   ' DEFERRABLE INITIALLY DEFERRED FOR EACH ROW'
 				   ' WHEN (pg_catalog.current_setting(''whatsapp.odoo_events'', true) IS DISTINCT FROM ''off'')'
 				   ' EXECUTE FUNCTION whatsapp._odoo_rule_trigger(%L)', trg, tbl, rn);
+	PERFORM whatsapp._audit('wa_odoo_rule', format('rule %s on %s, %s, template %s', rn, tbl,
+		CASE WHEN wa_odoo_rule.company_id IS NULL THEN 'every company'
+			 ELSE 'company ' || wa_odoo_rule.company_id END, wa_odoo_rule.template));
 END
 $$;
 
@@ -1546,7 +2225,11 @@ AS $$
 BEGIN
 	PERFORM whatsapp._odoo_rule_drop_triggers(wa_odoo_rule_drop.name);
 	DELETE FROM whatsapp.odoo_model_rule r WHERE r.name = wa_odoo_rule_drop.name;
-	RETURN FOUND;
+	IF FOUND THEN
+		PERFORM whatsapp._audit('wa_odoo_rule_drop', 'rule ' || wa_odoo_rule_drop.name);
+		RETURN true;
+	END IF;
+	RETURN false;
 END
 $$;
 

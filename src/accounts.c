@@ -552,6 +552,8 @@ set_account(const NullableDatum *args, bool max_mps_is_text)
 	PG_TRY();
 	{
 		store_account(&account);
+		wa_audit(max_mps_is_text ? "account_input" : "wa_account_set",
+				 account.name);
 	}
 	PG_CATCH();
 	{
@@ -764,6 +766,7 @@ wa_account_drop(PG_FUNCTION_ARGS)
 									   1, fail_types),
 						  values, NULL, false, 0);
 	wa_spi_check(rc, SPI_OK_INSERT, "fail the account's messages");
+	wa_audit("wa_account_drop", text_to_cstring(name_t));
 
 	wa_accounts_changed_at_commit();
 	SPI_finish();
@@ -957,12 +960,14 @@ wa_rotate_key(PG_FUNCTION_ARGS)
 	SPITupleTable *rows;
 	uint64		nrows;
 	int			count;
+	char	   *key_id;
 
 	connect_spi();
 	rows = lock_accounts_with_secrets(&nrows);
 	check_all_unseal(rows, nrows, true);
-	(void) wa_rotate_key_file();
+	key_id = wa_rotate_key_file();
 	count = reseal_all(rows, nrows, true, false);
+	wa_audit("wa_rotate_key", psprintf("key id %s, %d secrets sealed again", key_id, count));
 	wa_accounts_changed_at_commit();
 	SPI_finish();
 	PG_RETURN_INT32(count);
@@ -996,6 +1001,7 @@ wa_rebind(PG_FUNCTION_ARGS)
 									   0, NULL),
 						  NULL, NULL, false, 0);
 	wa_spi_check(rc, SPI_OK_UPDATE, "resume the accounts");
+	wa_audit("wa_rebind", psprintf("%d secrets sealed again", count));
 	wa_accounts_changed_at_commit();
 	SPI_finish();
 	PG_RETURN_INT32(count);

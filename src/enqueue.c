@@ -255,6 +255,9 @@ enqueue_as_owner(Oid caller, text *recipient, const char *kind,
 	char		nulls[N_INSERT_ARGS];
 	WaRecipientVerdict verdict = {0};
 	bool		blocked_raw = false;
+	const char *rec_state;
+	const char *rec_failure_type;
+	bool		inserted;
 	int			rc;
 	int64		id;
 	bool		isnull;
@@ -296,8 +299,10 @@ enqueue_as_owner(Oid caller, text *recipient, const char *kind,
 		nulls[1] = 'n';
 	values[2] = CStringGetTextDatum(kind);
 	values[3] = JsonbPGetDatum(payload);
-	values[4] = CStringGetTextDatum(valid ? (verdict.state ? verdict.state : "queued") :
-									blocked_raw ? verdict.state : "failed");
+	rec_state = valid ? (verdict.state ? verdict.state : "queued") :
+		blocked_raw ? verdict.state : "failed";
+	rec_failure_type = (valid || blocked_raw) ? verdict.failure_type : "phone_invalid";
+	values[4] = CStringGetTextDatum(rec_state);
 	if ((valid || blocked_raw) && verdict.state)
 	{
 		values[5] = CStringGetTextDatum(verdict.failure_type);
@@ -334,7 +339,8 @@ enqueue_as_owner(Oid caller, text *recipient, const char *kind,
 	if (rc != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "whatsapp enqueue failed: %s", SPI_result_code_string(rc));
 
-	if (SPI_processed == 0)
+	inserted = SPI_processed > 0;
+	if (!inserted)
 	{
 		/* The dedupe key is taken: return the first message's id. */
 		Datum		find[2] = {Int32GetDatum(account_id), PointerGetDatum(dedupe_key)};
@@ -365,6 +371,9 @@ enqueue_as_owner(Oid caller, text *recipient, const char *kind,
 	}
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 									 SPI_tuptable->tupdesc, 1, &isnull));
+	/* recorded as failed or blocked, not queued: whatsapp.stats counts it */
+	if (inserted)
+		wa_stats_count_enqueue(account_id, rec_state, rec_failure_type);
 	*deliver = valid;
 	return id;
 }

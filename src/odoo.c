@@ -810,6 +810,8 @@ odoo_record(OdooRender *r)
 									r->pdf_base_url, r->document, r->pdf_upload);
 		wa_wake_worker_at_commit();
 	}
+	else if (SPI_processed > 0)
+		wa_stats_count_enqueue(r->account_id, r->state, r->failure_type);
 }
 
 /* ----------

@@ -628,11 +628,12 @@ wa_odoo_pdf_wait_record(int32 account_id, const char *dedupe_key, int64 res_id,
 
 	if (plan == NULL)
 	{
+		/* texteq: no partial index on state can be proven (see worker.c) */
 		SPIPlanPtr	p = SPI_prepare("WITH m AS (UPDATE whatsapp.message"
 									"  SET next_attempt_at = $3 OPERATOR(pg_catalog.+) interval '1 minute'"
 									"  WHERE account_id OPERATOR(pg_catalog.=) $1"
 									"    AND dedupe_key OPERATOR(pg_catalog.=) $2"
-									"    AND state OPERATOR(pg_catalog.=) 'queued'"
+									"    AND pg_catalog.texteq(state, 'queued')"
 									"  RETURNING id)"
 									" INSERT INTO whatsapp.odoo_pdf_wait (message_id, res_id, until, base_url, document, upload)"
 									" SELECT m.id, $4, $3, $5, $6, $7 FROM m",

@@ -192,6 +192,7 @@ act_on_message(int64 id, Oid caller, MessageAction action)
 									  "    AND m.state OPERATOR(pg_catalog.=) 'failed'"
 									  "    AND m.failure_type IS DISTINCT FROM 'phone_invalid'"
 									  "    AND m.failure_type IS DISTINCT FROM 'opted_out'"
+									  "    AND m.payload IS NOT NULL"
 									  "  RETURNING m.id)"
 									  " INSERT INTO whatsapp.log (message_id, event, message)"
 									  " SELECT r.id, 'retry', 'queued again by '"

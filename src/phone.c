@@ -686,6 +686,27 @@ parse_default_cc(const char *default_cc, char *digits, int *code)
 	return len;
 }
 
+char *
+wa_phone_for_log(const char *number)
+{
+	char		tail[5];
+	int			n = 0;
+
+	if (number != NULL)
+	{
+		for (const char *p = number + strlen(number); p > number && n < 4;)
+		{
+			p--;
+			if (*p >= '0' && *p <= '9')
+				tail[3 - n++] = *p;
+		}
+	}
+	if (n == 0)
+		return pstrdup("a number without digits");
+	tail[4] = '\0';
+	return psprintf("number ending in %s", tail + 4 - n);
+}
+
 bool
 wa_normalize_phone(const char *input, const char *default_cc, char *out)
 {

@@ -105,6 +105,49 @@ template_is_marketing(int32 account_id, const char *name)
  * the reason to record (palloc'd).  The marketing part, rare, asks SQL:
  * the caller is inside SPI.
  */
+/*
+ * One probe of whatsapp.opt_out by identifier: sets *all or *marketing to
+ * the source of the row of that scope, when there is one.
+ */
+static void
+probe_opt_out(Relation rel, const char *identifier, Snapshot snap,
+			  char **all, char **marketing)
+{
+	SysScanDesc scan;
+	HeapTuple	tup;
+
+	scan = wa_key_scan(rel, opt_out_identifier, TEXTOID, opt_out_index, opt_out_coll,
+					   0, identifier, snap);
+	while (*all == NULL && HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		bool		isnull;
+		Datum		scope = heap_getattr(tup, opt_out_scope, RelationGetDescr(rel), &isnull);
+		Datum		source = heap_getattr(tup, opt_out_source, RelationGetDescr(rel), &isnull);
+		char	   *s = TextDatumGetCString(scope);
+		char	   *src = isnull ? pstrdup("unknown source") : TextDatumGetCString(source);
+
+		if (strcmp(s, "all") == 0)
+			*all = src;
+		else if (strcmp(s, "marketing") == 0)
+			*marketing = src;
+	}
+	systable_endscan(scan);
+}
+
+/*
+ * The opt-out rule (see the header).  identifier is an E.164 number, or
+ * the raw "+digits" of a wa_id that cannot be normalized; template_name is
+ * the template of a template message (NULL otherwise); snap NULL reads
+ * with the running statement's snapshot, or a fresh one.  Returns NULL, or
+ * the reason to record (palloc'd).  The marketing part, rare, asks SQL:
+ * the caller is inside SPI.
+ *
+ * The opt-outs of people erased on request (wa_subject_erase) are kept
+ * under the keyed hash of each identifier (subject.c): when the identifier
+ * itself has no opt-out of scope 'all', its hash under each key of the key
+ * file is probed too.  Without a usable key file there is nothing to
+ * probe; the worker, which cannot send without one, probes again at claim.
+ */
 char *
 wa_opt_out_reason(int32 account_id, const char *identifier, const char *kind,
 				  const char *template_name, Snapshot snap)
@@ -112,10 +155,11 @@ wa_opt_out_reason(int32 account_id, const char *identifier, const char *kind,
 	Oid			nsp = get_namespace_oid("whatsapp", false);
 	Oid			relid = get_relname_relid("opt_out", nsp);
 	Relation	rel;
-	SysScanDesc scan;
-	HeapTuple	tup;
 	char	   *all = NULL;
 	char	   *marketing = NULL;
+	char	  **hashes;
+	int			nhashes;
+	Snapshot	probe_snap;
 
 	if (!OidIsValid(relid))
 		elog(ERROR, "whatsapp.opt_out is missing");
@@ -128,23 +172,13 @@ wa_opt_out_reason(int32 account_id, const char *identifier, const char *kind,
 		opt_out_index = wa_key_index(relid, opt_out_identifier, TEXTOID, &opt_out_coll);
 		opt_out_relid = relid;
 	}
-	scan = wa_key_scan(rel, opt_out_identifier, TEXTOID, opt_out_index, opt_out_coll,
-					   0, identifier,
-					   snap ? snap : ActiveSnapshotSet() ? GetActiveSnapshot() : GetLatestSnapshot());
-	while (all == NULL && HeapTupleIsValid(tup = systable_getnext(scan)))
+	probe_snap = snap ? snap : ActiveSnapshotSet() ? GetActiveSnapshot() : GetLatestSnapshot();
+	probe_opt_out(rel, identifier, probe_snap, &all, &marketing);
+	if (all == NULL && (nhashes = wa_subject_hashes(identifier, &hashes)) > 0)
 	{
-		bool		isnull;
-		Datum		scope = heap_getattr(tup, opt_out_scope, RelationGetDescr(rel), &isnull);
-		Datum		source = heap_getattr(tup, opt_out_source, RelationGetDescr(rel), &isnull);
-		char	   *s = TextDatumGetCString(scope);
-		char	   *src = isnull ? pstrdup("unknown source") : TextDatumGetCString(source);
-
-		if (strcmp(s, "all") == 0)
-			all = src;
-		else if (strcmp(s, "marketing") == 0)
-			marketing = src;
+		for (int i = 0; i < nhashes && all == NULL; i++)
+			probe_opt_out(rel, hashes[i], probe_snap, &all, &marketing);
 	}
-	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
 
 	if (all == NULL && wa_odoo_blacklisted(identifier, snap))
@@ -289,7 +323,8 @@ wa_recipient_check(int32 account_id, const char *e164, const char *kind,
 			else
 				ereport(WARNING,
 						(errcode(ERRCODE_WARNING),
-						 errmsg("%s is outside the 24-hour customer service window", e164),
+						 errmsg("the recipient (%s) is outside the 24-hour customer service window",
+								wa_phone_for_log(e164)),
 						 errdetail("The recipient %s. Meta refuses free-form messages outside the window with error 131047.",
 								   when),
 						 errhint("Send a template with whatsapp.wa_send_template() instead, or set whatsapp.window_check to block to record such messages as failed without sending them.")));

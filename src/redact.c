@@ -5,7 +5,9 @@
  *	  server log and out of pg_stat_activity: wa_account_set (tokens, app
  *	  secret, verify token) and wa_verify_webhook (the verify token of
  *	  Meta's handshake, which clients such as Odoo's controller write into
- *	  the statement text), and rows written to whatsapp.account_input.
+ *	  the statement text), wa_receive (a webhook payload: names, numbers
+ *	  and message texts, which clients inline as a literal), and rows
+ *	  written to whatsapp.account_input.
  *
  * A statement is "sensitive" when its text (debug_query_string) names one
  * of these functions or account_input, or a word within two typing
@@ -80,6 +82,7 @@ typedef struct WaTarget
 static const WaTarget wa_targets[] = {
 	WA_TARGET("wa_account_set"),
 	WA_TARGET("wa_verify_webhook"),
+	WA_TARGET("wa_receive"),
 	{"account_input", (int) sizeof("account_input") - 1,
 		"INSERT INTO whatsapp.account_input <redacted>",
 	"COPY whatsapp.account_input <redacted>"},

@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 
 #include "access/genam.h"
@@ -1245,4 +1246,76 @@ wa_rotate_key_file(void)
 			(errmsg("whatsapp wrote a new key to \"%s\" with key id %s; older keys were kept",
 					path, id)));
 	return id;
+}
+
+/* ----------
+ * Subkeys
+ *
+ * A subkey for another purpose than sealing (the keyed hashes of erased
+ * people, subject.c) is HMAC-SHA256(key, label) of a key of the key file:
+ * the key itself never leaves this file and is never used for two
+ * purposes.  A subkey is derived from every key of the file, current key
+ * first, so that what was hashed under an older key is still recognized
+ * after wa_rotate_key().
+ * ----------
+ */
+
+/*
+ * Fill *out (palloc'd, caller wipes with explicit_bzero) with the subkeys
+ * for "label", one per key of the key file, and return how many.  With
+ * create, the key file is loaded or created under the rules of wa_seal and
+ * every problem raises an ERROR.  Without it, nothing raises: a missing,
+ * unreadable or malformed key file gives 0.
+ */
+int
+wa_derive_subkeys(const char *label, bool create, WaSubkey **out)
+{
+	char		path[MAXPGPATH];
+	KeyFileStatus status;
+	KeyFileProblem problem;
+	WaSubkey   *keys;
+
+	*out = NULL;
+	if (!create && (wa_key_file == NULL || wa_key_file[0] == '\0'))
+		return 0;
+	key_file_path(path);
+	status = load_key_file(path, &problem);
+	if (create && status == KF_MISSING)
+	{
+		if (secrets_are_sealed())
+			status = load_key_file(path, &problem);
+		else
+		{
+			create_key_file(path);
+			status = load_key_file(path, &problem);
+		}
+	}
+	if (status != KF_OK)
+	{
+		if (create)
+			report_key_file_problem(path, status, &problem);
+		return 0;
+	}
+
+	keys = palloc0(sizeof(WaSubkey) * ring.nkeys);
+	for (int i = 0; i < ring.nkeys; i++)
+	{
+		unsigned int len = 0;
+
+		if (HMAC(EVP_sha256(), ring.keys[i].raw, WA_KEY_BYTES,
+				 (const unsigned char *) label, strlen(label),
+				 keys[i].raw, &len) == NULL || len != WA_SUBKEY_BYTES)
+		{
+			explicit_bzero(keys, sizeof(WaSubkey) * ring.nkeys);
+			pfree(keys);
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not derive a whatsapp subkey"),
+					 errdetail("OpenSSL's HMAC-SHA256 failed."),
+					 errhint("Check the server's OpenSSL library.")));
+		}
+		strlcpy(keys[i].id, ring.keys[i].id, sizeof(keys[i].id));
+	}
+	*out = keys;
+	return ring.nkeys;
 }

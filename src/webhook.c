@@ -499,20 +499,20 @@ parse_signature(text *sig, uint8 *digest)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 				 errmsg("webhook signature is malformed"),
-				 errdetail("A signature is \"sha256=\" followed by 64 hexadecimal digits."),
+				 errdetail("A signature is sha256= followed by 64 hexadecimal digits."),
 				 errhint("Pass the request's X-Hub-Signature-256 header unchanged; X-Hub-Signature (SHA-1) is not accepted.")));
 	if (len - WA_SIG_PREFIX_LEN != WA_SHA256_LEN * 2)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 				 errmsg("webhook signature has the wrong length"),
-				 errdetail("After \"sha256=\" a signature has 64 hexadecimal digits, not %d characters.",
+				 errdetail("After sha256= a signature has 64 hexadecimal digits, not %d characters.",
 						   len - WA_SIG_PREFIX_LEN),
 				 errhint("Pass the request's X-Hub-Signature-256 header unchanged, without surrounding spaces.")));
 	if (!wa_hex_decode(p + WA_SIG_PREFIX_LEN, WA_SHA256_LEN, digest))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 				 errmsg("webhook signature is malformed"),
-				 errdetail("A signature is \"sha256=\" followed by 64 hexadecimal digits."),
+				 errdetail("A signature is sha256= followed by 64 hexadecimal digits."),
 				 errhint("Pass the request's X-Hub-Signature-256 header unchanged.")));
 }
 
@@ -736,7 +736,9 @@ parse_payload(text *payload, char **why, int *nuls)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
 				 errmsg("webhook payload is not JSON"),
-				 edata->detail ? errdetail("%s", edata->detail) : 0,
+				 edata->detail && strchr(edata->detail, '"') == NULL ?
+				 errdetail("%s", edata->detail) :
+				 errdetail("The JSON parser stopped at a token it could not read (not shown: a payload holds names, numbers and texts)."),
 				 errhint("Pass the request body exactly as received; Meta posts JSON.")));
 	if (doc == NULL)
 		*why = pstrdup(edata->message);
@@ -1113,6 +1115,7 @@ wh_begin(HookCtx *ctx)
 {
 	memset(ctx, 0, sizeof(*ctx));
 	ctx->now = GetCurrentTransactionStartTimestamp();
+	ctx->stats = wa_stats_present();
 	ctx->item_cxt = AllocSetContextCreate(CurrentMemoryContext, "whatsapp webhook item",
 										  ALLOCSET_DEFAULT_SIZES);
 }

@@ -57,6 +57,7 @@ typedef struct HookCtx
 	int64		duplicate_of;	/* an earlier payload of the same bytes */
 	bool		single_status;	/* the payload is one status and nothing else */
 	bool		stored;			/* the status statement stored the payload */
+	bool		stats;			/* count in whatsapp.stats (0.3 objects present) */
 } HookCtx;
 
 /* Shared by the parts (webhook.c) */

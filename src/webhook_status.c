@@ -100,7 +100,7 @@ typedef struct StatusIn
 	JsonbValue *raw;			/* the status object as received */
 } StatusIn;
 
-static SPIPlanPtr plan_status[ST_NKINDS][MATCH_NKINDS][2];
+static SPIPlanPtr plan_status[ST_NKINDS][MATCH_NKINDS][2][2];
 static SPIPlanPtr plan_find[MATCH_NKINDS];
 static SPIPlanPtr plan_find_latest[MATCH_NKINDS];
 static SPIPlanPtr plan_msg_identities = NULL;
@@ -133,6 +133,25 @@ static const char *const status_set[ST_NKINDS] = {
 	" error_details = CASE WHEN m.state = 'sent' THEN $9 ELSE m.error_details END,"
 };
 
+/*
+ * For whatsapp.stats (stats.c): which transitions the update makes, from
+ * the old row (1: delivered_at set for the first time, 2: read_at set for
+ * the first time, 4: sent -> failed).  RETURNING shows only the new row,
+ * so the update writes them into stats_events for it.  A status that
+ * changes nothing, or only pricing, makes none: exact under redeliveries,
+ * reorders and concurrent webhooks (the SET sees the row it replaces).
+ */
+static const char *const status_events[ST_NKINDS] = {
+	NULL,
+	"stats_events = CASE WHEN m.state IN ('sent', 'delivered', 'read')"
+	"   AND m.delivered_at IS NULL THEN 1 ELSE 0 END,",
+	"stats_events = CASE WHEN m.state IN ('sent', 'delivered', 'read')"
+	"   AND m.delivered_at IS NULL THEN 1 ELSE 0 END"
+	" + CASE WHEN m.state IN ('sent', 'delivered', 'read')"
+	"   AND m.read_at IS NULL THEN 2 ELSE 0 END,",
+	"stats_events = CASE WHEN m.state = 'sent' THEN 4 ELSE 0 END,",
+};
+
 /* When is the status news for the message (besides pricing)? */
 static const char *const status_change[ST_NKINDS] = {
 	"false",
@@ -161,13 +180,15 @@ BYTEAOID};
  * common case takes one statement.
  */
 static SPIPlanPtr
-status_plan(StatusKind kind, MatchBy by, bool store)
+status_plan(StatusKind kind, MatchBy by, bool store, bool stats)
 {
-	if (plan_status[kind][by][store] == NULL)
+	if (stats && status_events[kind] == NULL)
+		stats = false;
+	if (plan_status[kind][by][store][stats] == NULL)
 	{
 		char	   *sql = psprintf(
 								   "WITH u AS ("
-								   "  UPDATE whatsapp.message m SET %s"
+								   "  UPDATE whatsapp.message m SET %s%s"
 								   "     pricing = COALESCE($5, m.pricing),"
 								   "     conversation = COALESCE($6, m.conversation)"
 								   "   WHERE %s AND m.account_id = ANY ($3)"
@@ -175,20 +196,31 @@ status_plan(StatusKind kind, MatchBy by, bool store)
 								   "     AND ((%s)"
 								   "       OR ($5 IS NOT NULL AND m.pricing IS DISTINCT FROM $5)"
 								   "       OR ($6 IS NOT NULL AND m.conversation IS DISTINCT FROM $6))"
-								   "  RETURNING m.id, m.state)%s"
+								   "  RETURNING m.id, m.state%s)%s%s"
 								   " INSERT INTO whatsapp.log (message_id, event, code, message)"
 								   " SELECT u.id, 'webhook', $7, $11 || '; message is ' || u.state FROM u"
 								   " RETURNING message_id",
-								   status_set[kind], match_sql[by], status_change[kind],
+								   status_set[kind], stats ? status_events[kind] : "",
+								   match_sql[by], status_change[kind],
+								   stats ? ", m.account_id, m.stats_events, m.failure_type" : "",
 								   store ? ","
 								   " w AS ("
 								   "  INSERT INTO whatsapp.webhook (account_id, payload, applied, digest)"
-								   "  SELECT $12, $13, 1, $14 FROM u)" : "");
+								   "  SELECT $12, $13, 1, $14 FROM u)" : "",
+								   stats ? ","
+								   " s AS ("
+								   "  INSERT INTO whatsapp.stats_delta"
+								   "   (account_id, failure_type, delivered, read, failed)"
+								   "  SELECT u.account_id,"
+								   "   CASE WHEN u.stats_events & 4 <> 0 THEN u.failure_type END,"
+								   "   NULLIF(u.stats_events & 1, 0), NULLIF(u.stats_events & 2, 0) / 2,"
+								   "   NULLIF(u.stats_events & 4, 0) / 4"
+								   "  FROM u WHERE u.stats_events <> 0)" : "");
 
-		plan_status[kind][by][store] = wa_keep_plan(sql, store ? 14 : 11, status_types);
+		plan_status[kind][by][store][stats] = wa_keep_plan(sql, store ? 14 : 11, status_types);
 		pfree(sql);
 	}
-	return plan_status[kind][by][store];
+	return plan_status[kind][by][store][stats];
 }
 
 /* The message a status names, and its state. */
@@ -260,7 +292,7 @@ run_status(HookCtx *ctx, StatusIn *st, MatchBy by, Datum *values, char *nulls,
 		ctx->payload != NULL;
 
 	memset(res, 0, sizeof(*res));
-	wa_spi_check(wh_spi_run(status_plan(st->kind, by, store), values, nulls, false, 0),
+	wa_spi_check(wh_spi_run(status_plan(st->kind, by, store, ctx->stats), values, nulls, false, 0),
 			  SPI_OK_INSERT_RETURNING, "status update");
 	if (SPI_processed > 0)
 	{
@@ -290,7 +322,7 @@ run_status(HookCtx *ctx, StatusIn *st, MatchBy by, Datum *values, char *nulls,
 		return;
 
 	/* At READ COMMITTED the lookup may have seen a newer state: once more. */
-	wa_spi_check(wh_spi_run(status_plan(st->kind, by, false), values, nulls, false, 0),
+	wa_spi_check(wh_spi_run(status_plan(st->kind, by, false, ctx->stats), values, nulls, false, 0),
 			  SPI_OK_INSERT_RETURNING, "status update");
 	res->changed = SPI_processed > 0;
 	SPI_freetuptable(SPI_tuptable);

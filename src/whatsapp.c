@@ -33,6 +33,7 @@ int			wa_http_timeout = 30000;
 int			wa_max_attempts = 10;
 int			wa_in_doubt = WA_IN_DOUBT_RETRY;
 int			wa_log_retention = 30 * 24 * 60;
+int			wa_content_retention = 90 * 24 * 60;
 int			wa_poll_interval = 10000;
 int			wa_shutdown_timeout = 4000;
 int			wa_batch_size = 500;
@@ -315,6 +316,11 @@ define_settings(void)
 							"Age after which rows of whatsapp.wa_log are purged; 0 keeps them.",
 							NULL,
 							&wa_log_retention, 30 * 24 * 60, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MIN, NULL, NULL, NULL);
+	DefineCustomIntVariable("whatsapp.content_retention",
+							"Age after which the content of messages, inbound messages and webhook payloads is set to NULL; 0 keeps it.",
+							"Bodies, parameters, raw payloads, inbound text, names and phone numbers go; ids, states, times, codes and pricing stay.",
+							&wa_content_retention, 90 * 24 * 60, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MIN, NULL, NULL, NULL);
 	DefineCustomIntVariable("whatsapp.poll_interval",
 							"Interval of the worker's safety poll of the outbox.",

@@ -46,6 +46,7 @@ extern int	wa_http_timeout;		/* sighup, milliseconds */
 extern int	wa_max_attempts;		/* sighup */
 extern int	wa_in_doubt;			/* sighup, WA_IN_DOUBT_* */
 extern int	wa_log_retention;		/* sighup, minutes */
+extern int	wa_content_retention;	/* sighup, minutes */
 extern int	wa_poll_interval;		/* sighup, milliseconds */
 extern int	wa_shutdown_timeout;	/* sighup, milliseconds */
 extern int	wa_batch_size;			/* sighup */
@@ -181,6 +182,12 @@ extern void wa_install_dbcommand_hook(void);
 extern bool wa_normalize_phone(const char *input, const char *default_cc,
 							   char *out);
 
+/*
+ * A phone number as log lines and messages may show it: its last four
+ * digits only, as "number ending in 0173" (palloc'd).
+ */
+extern char *wa_phone_for_log(const char *number);
+
 /* ----------
  * Sealing (seal.c).  See seal.c for the format.
  * ----------
@@ -230,6 +237,29 @@ extern WaUnsealResult wa_unseal(bytea *sealed, const char *key_id,
 extern const char *wa_unseal_result_text(WaUnsealResult r);
 extern const char *wa_unseal_result_hint(WaUnsealResult r);
 extern void wa_wipe(char *secret);
+
+/*
+ * Subkeys for purposes other than sealing: HMAC-SHA256(key, label) for
+ * every key of the key file, current key first (seal.c).
+ */
+#define WA_SUBKEY_BYTES		32
+typedef struct WaSubkey
+{
+	uint8		raw[WA_SUBKEY_BYTES];
+	char		id[17];			/* the key id of the key it comes from */
+} WaSubkey;
+extern int	wa_derive_subkeys(const char *label, bool create, WaSubkey **out);
+
+/*
+ * The keyed hashes of an identifier (subject.c): "erased:" key id ":" 64
+ * hex digits, one per key of the key file (current first), in *out; returns
+ * how many (0 without a usable key file).  Never raises for the key file.
+ */
+#define WA_SUBJECT_HASH_PREFIX	"erased:"
+extern int	wa_subject_hashes(const char *identifier, char ***out);
+
+/* One row of whatsapp.audit (audit.c), from C: function and target. */
+extern void wa_audit(const char *function, const char *target);
 
 /*
  * Decode 2 * nbytes hexadecimal digits (either case) into out; false when
@@ -415,6 +445,26 @@ extern void wa_odoo_pdf_wait_record(int32 account_id, const char *dedupe_key, in
 									TimestampTz until, const char *base_url,
 									const char *doc_name, bool upload);
 extern int	wa_odoo_pdf_release(WaMediaUploader upload);
+
+/* ----------
+ * Content retention (retention.c).
+ * ----------
+ */
+/* Most rows per table that one turn of the purge changes. */
+#define WA_CONTENT_PURGE_BATCH	500
+
+/* One turn of the purge, inside SPI; true when more rows are due. */
+extern bool wa_purge_content(void);
+
+/* ----------
+ * Statistics behind whatsapp.stats (stats.c).
+ * ----------
+ */
+/* Are the 0.3 statistics objects installed? */
+extern bool wa_stats_present(void);
+/* Count a message recorded as failed or blocked at enqueue (inside SPI). */
+extern void wa_stats_count_enqueue(int32 account_id, const char *state,
+								   const char *failure_type);
 
 /* ----------
  * Background worker (worker.c).

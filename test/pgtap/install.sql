@@ -9,7 +9,7 @@ BEGIN;
 
 CREATE EXTENSION IF NOT EXISTS whatsapp CASCADE;
 
-SELECT plan(28);
+SELECT plan(29);
 
 -- ---------------------------------------------------------------------
 -- Roles
@@ -148,6 +148,7 @@ SELECT is_empty($$
 SELECT has_view('whatsapp', 'accounts', 'view whatsapp.accounts exists');
 SELECT has_view('whatsapp', 'messages', 'view whatsapp.messages exists');
 SELECT has_view('whatsapp', 'status', 'view whatsapp.status exists');
+SELECT has_view('whatsapp', 'stats', 'view whatsapp.stats exists');
 
 SELECT is_empty($$
 	SELECT attname FROM pg_attribute

@@ -53,6 +53,9 @@ INSERT INTO wa_allowed VALUES
 	('whatsapp_admin', 'wa_odoo_preview', false),
 	('whatsapp_admin', 'wa_odoo_pause', true),
 	('whatsapp_admin', 'wa_odoo_resume', true),
+	('whatsapp_admin', 'wa_subject_export', true),
+	('whatsapp_admin', 'wa_subject_erase', true),
+	('whatsapp_admin', 'wa_stats_reset', true),
 	('whatsapp_admin', 'wa_odoo_rule', true),
 	('whatsapp_admin', 'wa_odoo_rule_drop', true),
 	('whatsapp_admin', 'wa_odoo_rule_preview', true),
@@ -67,6 +70,8 @@ INSERT INTO wa_allowed_views VALUES
 	('whatsapp_reader', 'windows', false),
 	('whatsapp_reader', 'consents', false),
 	('whatsapp_reader', 'webhooks', false),
+	('whatsapp_reader', 'stats', true),
+	('whatsapp_admin', 'stats', true),
 	('whatsapp_admin', 'accounts', true),
 	('whatsapp_admin', 'odoo_rules', false),
 	('whatsapp_admin', 'odoo_model_rules', true),
@@ -86,7 +91,7 @@ CREATE TEMP VIEW wa_rels AS
 
 GRANT SELECT ON wa_allowed, wa_allowed_views, wa_fns, wa_rels TO PUBLIC;
 
-SELECT plan(84);
+SELECT plan(87);
 
 -- ---------------------------------------------------------------------
 -- PUBLIC and a role with no grants
@@ -212,6 +217,22 @@ SELECT ok(has_table_privilege('whatsapp_admin', 'whatsapp.account_input', 'INSER
 SELECT ok(NOT has_table_privilege('whatsapp_admin', 'whatsapp.account_input',
 		'SELECT,UPDATE,DELETE,TRUNCATE,REFERENCES,TRIGGER'),
 	'admin can do nothing else with account_input');
+-- audit: admin reads it; nobody writes it (only the extension's own
+-- functions, as its owner).
+SELECT ok(has_table_privilege('whatsapp_admin', 'whatsapp.audit', 'SELECT'),
+	'admin can read the audit');
+SELECT is_empty($$
+	SELECT g.role FROM (VALUES ('whatsapp_admin'), ('whatsapp_sender'), ('whatsapp_reader'),
+							   ('public')) g(role)
+	 WHERE has_table_privilege(g.role, 'whatsapp.audit',
+			'INSERT,UPDATE,DELETE,TRUNCATE,REFERENCES,TRIGGER')
+		OR has_sequence_privilege(g.role, 'whatsapp.audit_id_seq', 'USAGE,SELECT,UPDATE')$$,
+	'no role can write the audit or use its sequence');
+SELECT is_empty($$
+	SELECT g.role FROM (VALUES ('whatsapp_sender'), ('whatsapp_reader'), ('public')) g(role)
+	 WHERE has_table_privilege(g.role, 'whatsapp.audit', 'SELECT')$$,
+	'only admin reads the audit');
+
 SELECT is_empty($$
 	SELECT g.role FROM (VALUES ('whatsapp_sender'), ('whatsapp_reader'), ('public')) g(role)
 	 WHERE has_table_privilege(g.role, 'whatsapp.account_input',

@@ -335,5 +335,12 @@ WaTest::psql_is($node, q{
 	SELECT whatsapp.wa_odoo_rule_drop('delivery_done');
 	SELECT count(*) FROM pg_trigger WHERE tgname = 'whatsapp_rule_delivery_done';
 }, "t\n0", 'wa_odoo_rule_drop removes the rule and its trigger', connstr => $as_admin);
+WaTest::psql_is($node, q{
+	SELECT string_agg(function || ': ' || target, E'\n' ORDER BY id)
+	  FROM whatsapp.audit WHERE function LIKE 'wa_odoo_rule%' AND target LIKE 'rule delivery_done%';
+}, "wa_odoo_rule: rule delivery_done on stock_picking, every company, template delivery_done
+wa_odoo_rule: rule delivery_done on stock_picking, every company, template delivery_done
+wa_odoo_rule_drop: rule delivery_done", 'whatsapp.audit has a row for each wa_odoo_rule and wa_odoo_rule_drop',
+	dbname => 'odoo18');
 
 done_testing();
