@@ -2008,3 +2008,265 @@ END
 $$;
 REVOKE ALL ON FUNCTION whatsapp.wa_stats_reset(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION whatsapp.wa_stats_reset(text) TO whatsapp_admin;
+
+/* ========================================================================
+ * Rules on any Odoo model (issue 12, item 5; docs/odoo-rules.md).
+ *
+ * A rule names a table in public (the model), what fires it (a field,
+ * or a many2one path such as stage_id.name, entering a value; or a
+ * boolean SQL expression over the row that was not true on the row
+ * before), the partner field and parameters from field paths.  Its
+ * trigger, whatsapp_rule_<name>, is a deferred constraint trigger that
+ * names no column.  Rows are read in C (src/odoo_rules.c); the
+ * condition runs with the rights of the table's owner, never the
+ * extension's.
+ * ======================================================================== */
+
+CREATE TABLE whatsapp.odoo_model_rule (
+	name			text PRIMARY KEY CHECK (name ~ '^[a-z0-9_]{1,40}$'),
+	model			text NOT NULL,
+	template		text NOT NULL,
+	language		text,
+	account			text NOT NULL,
+	partner_field	text NOT NULL,
+	params			jsonb,
+	state_field		text,
+	state_value		text,
+	condition		text,
+	company_id		integer,
+	created_at		timestamptz NOT NULL DEFAULT now(),
+	updated_at		timestamptz NOT NULL DEFAULT now(),
+	updated_by		text NOT NULL DEFAULT session_user,
+	CHECK ((state_value IS NULL) <> (condition IS NULL)),
+	CHECK (state_value IS NULL OR state_field IS NOT NULL)
+);
+SELECT pg_catalog.pg_extension_config_dump('whatsapp.odoo_model_rule', '');
+REVOKE ALL ON whatsapp.odoo_model_rule FROM PUBLIC;
+
+CREATE FUNCTION whatsapp._odoo_rule_trigger()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'wa_odoo_rule_trigger'
+LANGUAGE C SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION whatsapp._odoo_rule_trigger() FROM PUBLIC;
+
+CREATE FUNCTION whatsapp._odoo_rule_check(model text, partner_field text,
+	state_field text, condition text, paths text[])
+RETURNS void
+AS 'MODULE_PATHNAME', 'wa_odoo_rule_check'
+LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION whatsapp._odoo_rule_check(text, text, text, text, text[]) FROM PUBLIC;
+
+/*
+ * Make or replace rule name.  Exactly one of state_value (with
+ * state_field) and condition.  params: field paths, an array
+ * (positional) or an object of named parameters.
+ */
+CREATE FUNCTION whatsapp.wa_odoo_rule(
+	name text, model text, template text,
+	state_value text DEFAULT NULL, state_field text DEFAULT 'state',
+	condition text DEFAULT NULL,
+	partner_field text DEFAULT 'partner_id',
+	params jsonb DEFAULT NULL,
+	language text DEFAULT NULL, account text DEFAULT NULL,
+	company_id integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	rn text := wa_odoo_rule.name;
+	tbl text := wa_odoo_rule.model;
+	lang text := replace(btrim(wa_odoo_rule.language), '-', '_');
+	acct text;
+	paths text[] := ARRAY[]::text[];
+	v jsonb;
+	trg text;
+BEGIN
+	IF rn IS NULL OR rn !~ '^[a-z0-9_]{1,40}$' THEN
+		RAISE EXCEPTION 'rule name % is not a name of lower case letters, digits and underscores (up to 40)',
+				coalesce(quote_literal(rn), 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Name the rule after what it sends, as in delivery_done.';
+	END IF;
+	IF rn IN ('sale_order_confirmed', 'invoice_posted', 'refund_posted', 'invoice_sent') THEN
+		RAISE EXCEPTION 'rule name % is the name of an Odoo event', quote_literal(rn)
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use whatsapp.wa_odoo_enable() for the four events, or give the rule another name.';
+	END IF;
+	IF tbl IS NULL OR tbl !~ '^[a-z0-9_]+$' THEN
+		RAISE EXCEPTION 'model % is not the name of an Odoo table', coalesce(quote_literal(tbl), 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Name the table of the model, as in stock_picking for stock.picking.';
+	END IF;
+	IF wa_odoo_rule.template IS NULL OR wa_odoo_rule.template !~ '^[a-z0-9_]+$'
+	   OR length(wa_odoo_rule.template) > 512 THEN
+		RAISE EXCEPTION 'template % is not a Cloud API template name',
+				coalesce(quote_literal(wa_odoo_rule.template), 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Template names use only lower case letters, digits and underscores, as in "delivery_done".';
+	END IF;
+	IF lang IS NOT NULL AND lang !~ '^[A-Za-z]{2,3}(_[A-Za-z0-9]{2,4})?$' THEN
+		RAISE EXCEPTION 'language % is not a template language code', quote_literal(wa_odoo_rule.language)
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use a code such as ''es'', ''es_MX'' or ''pt_BR'', or NULL for each partner''s language.';
+	END IF;
+	IF (wa_odoo_rule.state_value IS NULL) = (wa_odoo_rule.condition IS NULL) THEN
+		RAISE EXCEPTION 'a rule fires on state_value or on condition, and on exactly one of them'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass state_value => ''done'' (with state_field, ''state'' by default), or condition => ''...''.';
+	END IF;
+	IF wa_odoo_rule.partner_field IS NULL THEN
+		RAISE EXCEPTION 'partner_field must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Name the many2one to res_partner, as in partner_id.';
+	END IF;
+	IF wa_odoo_rule.params IS NOT NULL THEN
+		IF jsonb_typeof(wa_odoo_rule.params) = 'array' THEN
+			FOR v IN SELECT e FROM jsonb_array_elements(wa_odoo_rule.params) e
+			LOOP
+				IF jsonb_typeof(v) <> 'string' THEN
+					RAISE EXCEPTION 'params must hold field paths as strings, not %', v
+						USING ERRCODE = 'invalid_parameter_value',
+							  HINT = 'As in ''["partner_id.name", "name"]''.';
+				END IF;
+				paths := paths || (v #>> '{}');
+			END LOOP;
+		ELSIF jsonb_typeof(wa_odoo_rule.params) = 'object' THEN
+			FOR v IN SELECT e FROM jsonb_each(wa_odoo_rule.params) AS t(k, e)
+			LOOP
+				IF jsonb_typeof(v) <> 'string' THEN
+					RAISE EXCEPTION 'params must hold field paths as strings, not %', v
+						USING ERRCODE = 'invalid_parameter_value',
+							  HINT = 'As in ''{"customer": "partner_id.name"}''.';
+				END IF;
+				paths := paths || (v #>> '{}');
+			END LOOP;
+		ELSE
+			RAISE EXCEPTION 'params must be an array or an object of field paths'
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'As in ''["partner_id.name", "name"]'' or ''{"customer": "partner_id.name"}''.';
+		END IF;
+	END IF;
+
+	IF wa_odoo_rule.account IS NULL THEN
+		SELECT a.name INTO acct FROM whatsapp.account a WHERE a.is_default AND a.dropped_at IS NULL;
+		IF acct IS NULL THEN
+			RAISE EXCEPTION 'there is no default whatsapp account'
+				USING ERRCODE = 'object_not_in_prerequisite_state',
+					  HINT = 'Pass the account argument, or create an account with whatsapp.wa_account_set().';
+		END IF;
+	ELSE
+		SELECT a.name INTO acct FROM whatsapp.account a
+		 WHERE a.name = wa_odoo_rule.account AND a.dropped_at IS NULL;
+		IF acct IS NULL THEN
+			RAISE EXCEPTION 'whatsapp account "%" does not exist', wa_odoo_rule.account
+				USING ERRCODE = 'undefined_object',
+					  HINT = 'Create it with whatsapp.wa_account_set(), or see whatsapp.accounts for the names.';
+		END IF;
+	END IF;
+
+	/* the table, the paths and the condition, checked in C */
+	PERFORM whatsapp._odoo_rule_check(tbl, wa_odoo_rule.partner_field,
+		CASE WHEN wa_odoo_rule.state_value IS NOT NULL THEN wa_odoo_rule.state_field END,
+		wa_odoo_rule.condition, paths);
+
+	INSERT INTO whatsapp.odoo_model_rule AS r (name, model, template, language, account,
+		partner_field, params, state_field, state_value, condition, company_id)
+	VALUES (rn, tbl, wa_odoo_rule.template, lang, acct, wa_odoo_rule.partner_field,
+		wa_odoo_rule.params,
+		CASE WHEN wa_odoo_rule.state_value IS NOT NULL THEN wa_odoo_rule.state_field END,
+		wa_odoo_rule.state_value, wa_odoo_rule.condition, wa_odoo_rule.company_id)
+	ON CONFLICT ON CONSTRAINT odoo_model_rule_pkey DO UPDATE
+	   SET model = EXCLUDED.model, template = EXCLUDED.template, language = EXCLUDED.language,
+		   account = EXCLUDED.account, partner_field = EXCLUDED.partner_field,
+		   params = EXCLUDED.params, state_field = EXCLUDED.state_field,
+		   state_value = EXCLUDED.state_value, condition = EXCLUDED.condition,
+		   company_id = EXCLUDED.company_id, updated_at = now(), updated_by = session_user;
+
+	/* the trigger: on this table only, naming no column */
+	trg := 'whatsapp_rule_' || rn;
+	PERFORM whatsapp._odoo_rule_drop_triggers(rn);
+	EXECUTE format('CREATE CONSTRAINT TRIGGER %I AFTER INSERT OR UPDATE ON public.%I'
+				   ' DEFERRABLE INITIALLY DEFERRED FOR EACH ROW'
+				   ' WHEN (pg_catalog.current_setting(''whatsapp.odoo_events'', true) IS DISTINCT FROM ''off'')'
+				   ' EXECUTE FUNCTION whatsapp._odoo_rule_trigger(%L)', trg, tbl, rn);
+	PERFORM whatsapp._audit('wa_odoo_rule', format('rule %s on %s, %s, template %s', rn, tbl,
+		CASE WHEN wa_odoo_rule.company_id IS NULL THEN 'every company'
+			 ELSE 'company ' || wa_odoo_rule.company_id END, wa_odoo_rule.template));
+END
+$$;
+
+/* Drop the triggers of rule name, on whatever table of public they are. */
+CREATE FUNCTION whatsapp._odoo_rule_drop_triggers(name text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t record;
+BEGIN
+	FOR t IN SELECT c.relname, g.tgname FROM pg_trigger g
+			   JOIN pg_class c ON c.oid = g.tgrelid
+			   JOIN pg_namespace n ON n.oid = c.relnamespace
+			  WHERE n.nspname = 'public' AND g.tgname = 'whatsapp_rule_' || _odoo_rule_drop_triggers.name
+	LOOP
+		EXECUTE format('DROP TRIGGER %I ON public.%I', t.tgname, t.relname);
+	END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION whatsapp._odoo_rule_drop_triggers(text) FROM PUBLIC;
+
+CREATE FUNCTION whatsapp.wa_odoo_rule_drop(name text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM whatsapp._odoo_rule_drop_triggers(wa_odoo_rule_drop.name);
+	DELETE FROM whatsapp.odoo_model_rule r WHERE r.name = wa_odoo_rule_drop.name;
+	IF FOUND THEN
+		PERFORM whatsapp._audit('wa_odoo_rule_drop', 'rule ' || wa_odoo_rule_drop.name);
+		RETURN true;
+	END IF;
+	RETURN false;
+END
+$$;
+
+/* What rule name would record for a record now, without recording it. */
+CREATE FUNCTION whatsapp.wa_odoo_rule_preview(name text, record_id bigint)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'wa_odoo_rule_preview'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+REVOKE ALL ON FUNCTION whatsapp.wa_odoo_rule(text, text, text, text, text, text, text, jsonb, text, text, integer),
+	whatsapp.wa_odoo_rule_drop(text), whatsapp.wa_odoo_rule_preview(text, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION whatsapp.wa_odoo_rule(text, text, text, text, text, text, text, jsonb, text, text, integer),
+	whatsapp.wa_odoo_rule_drop(text), whatsapp.wa_odoo_rule_preview(text, bigint) TO whatsapp_admin;
+
+/* The rules on any model, and whether their trigger is in place (whatsapp_admin). */
+CREATE VIEW whatsapp.odoo_model_rules AS
+SELECT r.name,
+	   r.model,
+	   r.template,
+	   r.language,
+	   r.account,
+	   r.partner_field,
+	   r.params,
+	   r.state_field,
+	   r.state_value,
+	   r.condition,
+	   r.company_id,
+	   EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+				WHERE t.tgrelid OPERATOR(pg_catalog.=)
+					  pg_catalog.to_regclass(pg_catalog.quote_ident('public') OPERATOR(pg_catalog.||) '.'
+											 OPERATOR(pg_catalog.||) pg_catalog.quote_ident(r.model))
+				  AND t.tgname OPERATOR(pg_catalog.=) ('whatsapp_rule_' OPERATOR(pg_catalog.||) r.name))
+		   AS trigger_installed,
+	   r.created_at,
+	   r.updated_at,
+	   r.updated_by
+  FROM whatsapp.odoo_model_rule r;
+REVOKE ALL ON whatsapp.odoo_model_rules FROM PUBLIC;
+GRANT SELECT ON whatsapp.odoo_model_rules TO whatsapp_admin;

@@ -144,7 +144,7 @@ open_own_table(int which)
  * upgrade's long transaction that started before the pause must see it.
  * Before ALTER EXTENSION UPDATE makes the table, nothing is paused.
  */
-static bool
+bool
 odoo_paused(void)
 {
 	Oid			relid;
@@ -239,8 +239,8 @@ find_rule(const OdooEvent *ev, bool company_null, int64 company_id, Snapshot sna
  * The id of the live account called name; with *live false, the id of the
  * last dropped one of that name, or 0 when there never was one.
  */
-static int32
-find_account(const char *name, Snapshot snap, bool *live)
+int32
+odoo_find_account(const char *name, Snapshot snap, bool *live)
 {
 	Relation	rel;
 	AttrNumber	a_name;
@@ -282,8 +282,8 @@ find_account(const char *name, Snapshot snap, bool *live)
  * The languages whatsapp.templates lists for the template, for this account
  * or every account, whose status is unknown or lets it be sent.
  */
-static List *
-template_languages(const char *template, const char *account, Snapshot snap)
+List *
+odoo_template_languages(const char *template, const char *account, Snapshot snap)
 {
 	Relation	rel;
 	AttrNumber	a_name;
@@ -514,7 +514,7 @@ render_rows(const OdooEvent *ev, OdooModelState *s, OdooRow *rowp, bool for_prev
 	r->account = rule.account;
 	r->rule_company_null = rule.company_null;
 	r->rule_company = rule.company_id;
-	avail = template_languages(rule.template, rule.account, row->snap);
+	avail = odoo_template_languages(rule.template, rule.account, row->snap);
 	x.m = m;
 	x.cat = &s->cat;
 	x.row = row;
@@ -557,7 +557,7 @@ render_rows(const OdooEvent *ev, OdooModelState *s, OdooRow *rowp, bool for_prev
 	appendStringInfoChar(&r->context, '}');
 
 	/* dropped: the failure is recorded under the last account of that name */
-	r->account_id = find_account(rule.account, row->snap, &live);
+	r->account_id = odoo_find_account(rule.account, row->snap, &live);
 	if (!live)
 	{
 		odoo_fail(r, "account",
@@ -683,8 +683,8 @@ write_token(OdooRender *r)
  * caller's.  The once-per-document probe looks at every role's messages:
  * nothing of them reaches the caller.
  */
-static void
-record(OdooRender *r)
+void
+odoo_record(OdooRender *r)
 {
 	Oid			types[11] = {INT4OID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID,
 	TEXTOID, INT4OID, TEXTOID, JSONBOID, TEXTOID};
@@ -700,7 +700,8 @@ record(OdooRender *r)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("whatsapp: account \"%s\" of the rule for event %s does not exist; nothing recorded for %s %ld",
 						r->account ? r->account : "", r->ev->name,
-						odoo_model_name[r->ev->model], (long) r->res_id),
+						r->model_label ? r->model_label : odoo_model_name[r->ev->model],
+						(long) r->res_id),
 				 errhint("Run whatsapp.wa_odoo_enable again with an account that exists.")));
 		return;
 	}
@@ -713,7 +714,8 @@ record(OdooRender *r)
 		r->state = NULL;
 		odoo_fail(r, "template",
 				  "%s %ld has no access_token, and writing the new one changed no row (a rule or trigger of the table's owner)",
-				  odoo_model_name[r->ev->model], (long) r->res_id);
+				  r->model_label ? r->model_label : odoo_model_name[r->ev->model],
+				  (long) r->res_id);
 		r->payload_jsonb = DirectFunctionCall1(jsonb_in, CStringGetDatum(r->payload.data));
 	}
 	/* The same for the official PDF's attachment (odoo_pdf.c). */
@@ -977,7 +979,7 @@ wa_odoo_trigger(PG_FUNCTION_ARGS)
 			elog(ERROR, "whatsapp: SPI_connect failed");
 		render(ev, id, false, &r, msg_id);
 		if (r.fires && r.state != NULL)
-			record(&r);
+			odoo_record(&r);
 		SPI_finish();
 		return PointerGetDatum(NULL);
 	}
@@ -1016,7 +1018,7 @@ wa_odoo_trigger(PG_FUNCTION_ARGS)
 		elog(ERROR, "whatsapp: SPI_connect failed");
 	render(ev, id, false, &r, 0);
 	if (r.fires && r.state != NULL)
-		record(&r);
+		odoo_record(&r);
 	SPI_finish();
 	return PointerGetDatum(NULL);
 }

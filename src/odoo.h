@@ -263,6 +263,8 @@ typedef struct OdooRender
 	bool		pdf_upload;		/* the worker uploads it to Meta */
 	TimestampTz pdf_until;
 	char	   *pdf_base_url;
+	/* a rule on any model (odoo_rules.c): its model's name; NULL: ev's */
+	const char *model_label;
 } OdooRender;
 
 /* What the parameter functions share. */
@@ -283,6 +285,15 @@ extern void odoo_fail(OdooRender *r, const char *failure_type, const char *fmt,.
 extern void odoo_append_components(OdooCtx *x, Jsonb *params, StringInfo out);
 extern void odoo_choose_recipient(OdooCtx *x);
 extern void odoo_choose_language(OdooCtx *x, const char *rule_lang, List *avail);
+
+/*
+ * odoo.c, shared with the rules on any model (odoo_rules.c): the pause,
+ * the rule's account and its template's languages, recording the message.
+ */
+extern bool odoo_paused(void);
+extern int32 odoo_find_account(const char *name, Snapshot snap, bool *live);
+extern List *odoo_template_languages(const char *template, const char *account, Snapshot snap);
+extern void odoo_record(OdooRender *r);
 
 /* odoo.c: the extension's own tables were renamed or dropped */
 extern void odoo_own_tables_changed(void);

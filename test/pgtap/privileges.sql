@@ -56,6 +56,9 @@ INSERT INTO wa_allowed VALUES
 	('whatsapp_admin', 'wa_subject_export', true),
 	('whatsapp_admin', 'wa_subject_erase', true),
 	('whatsapp_admin', 'wa_stats_reset', true),
+	('whatsapp_admin', 'wa_odoo_rule', true),
+	('whatsapp_admin', 'wa_odoo_rule_drop', true),
+	('whatsapp_admin', 'wa_odoo_rule_preview', true),
 	('whatsapp_admin', 'normalize_phone', false);
 
 -- Views each role may read (none may write through a view).
@@ -71,6 +74,7 @@ INSERT INTO wa_allowed_views VALUES
 	('whatsapp_admin', 'stats', true),
 	('whatsapp_admin', 'accounts', true),
 	('whatsapp_admin', 'odoo_rules', false),
+	('whatsapp_admin', 'odoo_model_rules', true),
 	('whatsapp_admin', 'odoo_paused', true);
 
 CREATE TEMP VIEW wa_fns AS
