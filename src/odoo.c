@@ -381,6 +381,28 @@ render(const OdooEvent *ev, int64 res_id, bool for_preview, OdooRender *r,
 	PopActiveSnapshot();
 }
 
+/*
+ * The state of a message nothing has failed yet: opted out or on Odoo's
+ * phone_blacklist (the opt-out rule), or a template Meta paused, as
+ * recipient.c decides for wa_send; else queued.
+ */
+void
+odoo_check_recipient(OdooRender *r)
+{
+	WaRecipientVerdict v = {0};
+
+	wa_recipient_check(r->account_id, r->recipient, "template", r->payload_jsonb, &v);
+	if (v.state != NULL)
+	{
+		r->state = v.state;
+		r->failure_type = v.failure_type;
+		r->reason = v.error_title;
+		r->error_code = v.error_code;
+	}
+	else
+		r->state = "queued";
+}
+
 static void
 render_rows(const OdooEvent *ev, OdooModelState *s, OdooRow *rowp, bool for_preview,
 			OdooRender *r)
@@ -591,24 +613,7 @@ render_rows(const OdooEvent *ev, OdooModelState *s, OdooRow *rowp, bool for_prev
 
 	r->payload_jsonb = DirectFunctionCall1(jsonb_in, CStringGetDatum(r->payload.data));
 	if (r->state == NULL)
-	{
-		/*
-		 * Opted out or on Odoo's phone_blacklist (the opt-out rule), or a
-		 * template Meta paused?  recipient.c decides, as for wa_send.
-		 */
-		WaRecipientVerdict v = {0};
-
-		wa_recipient_check(r->account_id, r->recipient, "template", r->payload_jsonb, &v);
-		if (v.state != NULL)
-		{
-			r->state = v.state;
-			r->failure_type = v.failure_type;
-			r->reason = v.error_title;
-			r->error_code = v.error_code;
-		}
-		else
-			r->state = "queued";
-	}
+		odoo_check_recipient(r);
 	if (r->state != NULL && strcmp(r->state, "failed") == 0 && r->details == NULL)
 		r->details = psprintf("Recorded by the whatsapp trigger on %s at commit; the document was saved. wa_odoo_preview('%s', %ld) shows the message as it would be now.",
 							  odoo_model_table[m], ev->name, (long) res_id);
@@ -882,28 +887,6 @@ trig_columns(OdooModel m, Relation rel)
 	return tc;
 }
 
-/* Is text column att of tup one of the words (NULL-terminated)? */
-static bool
-trig_text_in(HeapTuple tup, TupleDesc desc, AttrNumber att, const char *const *words)
-{
-	bool		isnull;
-	Datum		d;
-	text	   *t;
-	int			len;
-
-	if (att == 0)
-		return false;
-	d = heap_getattr(tup, att, desc, &isnull);
-	if (isnull)
-		return false;
-	t = (text *) PG_DETOAST_DATUM_PACKED(d);
-	len = VARSIZE_ANY_EXHDR(t);
-	for (; *words; words++)
-		if ((int) strlen(*words) == len && memcmp(VARDATA_ANY(t), *words, len) == 0)
-			return true;
-	return false;
-}
-
 /* Does the row hold the event's state (the condition at commit, again)? */
 static bool
 trig_row_holds(const OdooEvent *ev, const TrigCols *tc, TupleDesc desc, HeapTuple tup)
@@ -915,9 +898,9 @@ trig_row_holds(const OdooEvent *ev, const TrigCols *tc, TupleDesc desc, HeapTupl
 	if (tup == NULL)
 		return false;
 	if (ev->model == M_SALE_ORDER)
-		return trig_text_in(tup, desc, tc->state, sale_states);
-	return trig_text_in(tup, desc, tc->state, posted) &&
-		trig_text_in(tup, desc, tc->move_type, mt);
+		return wa_tuple_text_in(tup, desc, tc->state, sale_states);
+	return wa_tuple_text_in(tup, desc, tc->state, posted) &&
+		wa_tuple_text_in(tup, desc, tc->move_type, mt);
 }
 
 PG_FUNCTION_INFO_V1(wa_odoo_trigger);

@@ -607,3 +607,28 @@ wa_odoo_link_warnings(PG_FUNCTION_ARGS)
 		PG_RETURN_NULL();
 	PG_RETURN_TEXT_P(cstring_to_text(w));
 }
+
+/*
+ * Is text column att of tup one of the words (NULL-terminated)?  False for
+ * att 0 (a column the table lacks) and for NULL.
+ */
+bool
+wa_tuple_text_in(HeapTuple tup, TupleDesc desc, AttrNumber att, const char *const *words)
+{
+	bool		isnull;
+	Datum		d;
+	text	   *t;
+	int			len;
+
+	if (att == 0)
+		return false;
+	d = heap_getattr(tup, att, desc, &isnull);
+	if (isnull)
+		return false;
+	t = (text *) PG_DETOAST_DATUM_PACKED(d);
+	len = VARSIZE_ANY_EXHDR(t);
+	for (; *words; words++)
+		if ((int) strlen(*words) == len && memcmp(VARDATA_ANY(t), *words, len) == 0)
+			return true;
+	return false;
+}

@@ -957,20 +957,7 @@ render_rule(const RuleDef *rd, Relation rel, int64 res_id, OdooEvent *ev, OdooRe
 	r->payload_jsonb = DirectFunctionCall1(jsonb_in, CStringGetDatum(r->payload.data));
 
 	if (r->state == NULL)
-	{
-		WaRecipientVerdict v = {0};
-
-		wa_recipient_check(r->account_id, r->recipient, "template", r->payload_jsonb, &v);
-		if (v.state != NULL)
-		{
-			r->state = v.state;
-			r->failure_type = v.failure_type;
-			r->reason = v.error_title;
-			r->error_code = v.error_code;
-		}
-		else
-			r->state = "queued";
-	}
+		odoo_check_recipient(r);
 	if (strcmp(r->state, "failed") == 0 && r->details == NULL)
 		r->details = psprintf("Recorded by the whatsapp trigger of Odoo rule %s on %s at commit; the record was saved.",
 							  rd->name, rd->model);

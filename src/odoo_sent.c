@@ -118,28 +118,6 @@ tuple_int(HeapTuple tup, TupleDesc desc, AttrNumber att, int64 *value)
 	return false;
 }
 
-/* Is text column att of tup equal to one of the words (NULL-terminated)? */
-static bool
-tuple_text_in(HeapTuple tup, TupleDesc desc, AttrNumber att, const char *const *words)
-{
-	bool		isnull;
-	Datum		d;
-	text	   *t;
-	int			len;
-
-	if (att == 0)
-		return false;
-	d = heap_getattr(tup, att, desc, &isnull);
-	if (isnull)
-		return false;
-	t = (text *) PG_DETOAST_DATUM_PACKED(d);
-	len = VARSIZE_ANY_EXHDR(t);
-	for (; *words; words++)
-		if ((int) strlen(*words) == len && memcmp(VARDATA_ANY(t), *words, len) == 0)
-			return true;
-	return false;
-}
-
 /*
  * Could this inserted mail_message row be an invoice going out by mail?
  * Tested on the row the trigger is handed, reading nothing else: model
@@ -165,8 +143,8 @@ wa_odoo_sent_candidate(Relation rel, HeapTuple tup, int64 *res_id, int64 *msg_id
 		msg_cols.message_type = desc_attnum(desc, "message_type", text_types);
 		msg_cols.relid = RelationGetRelid(rel);
 	}
-	return tuple_text_in(tup, desc, msg_cols.model, model) &&
-		tuple_text_in(tup, desc, msg_cols.message_type, sent_message_types) &&
+	return wa_tuple_text_in(tup, desc, msg_cols.model, model) &&
+		wa_tuple_text_in(tup, desc, msg_cols.message_type, sent_message_types) &&
 		tuple_int(tup, desc, msg_cols.res_id, res_id) &&
 		tuple_int(tup, desc, msg_cols.id, msg_id);
 }
@@ -298,8 +276,8 @@ wa_odoo_sent_problem(int64 msg_id, int64 res_id, int64 partner_id, int64 commerc
 			TupleDesc	desc = RelationGetDescr(rel);
 			int64		r;
 
-			ok = tuple_text_in(tup, desc, a_model, model) &&
-				tuple_text_in(tup, desc, a_type, sent_message_types) &&
+			ok = wa_tuple_text_in(tup, desc, a_model, model) &&
+				wa_tuple_text_in(tup, desc, a_type, sent_message_types) &&
 				tuple_int(tup, desc, a_res, &r) && r == res_id;
 			have_subtype = tuple_int(tup, desc, a_subtype, &subtype);
 		}
