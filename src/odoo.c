@@ -1010,8 +1010,10 @@ wa_odoo_trigger(PG_FUNCTION_ARGS)
  * wa_odoo_preview(event text, record_id integer) RETURNS jsonb
  * ----------
  */
-static void
-json_kv_str(StringInfo b, const char *key, const char *val)
+
+/* Append ", \"key\": value" to a preview's JSON; JSON null for NULL. */
+void
+odoo_json_kv_str(StringInfo b, const char *key, const char *val)
 {
 	appendStringInfoString(b, ", ");
 	escape_json(b, key);
@@ -1072,9 +1074,9 @@ wa_odoo_preview(PG_FUNCTION_ARGS)
 	initStringInfo(&b);
 	appendStringInfoString(&b, "{\"event\": ");
 	escape_json(&b, ev->name);
-	json_kv_str(&b, "model", odoo_model_name[ev->model]);
+	odoo_json_kv_str(&b, "model", odoo_model_name[ev->model]);
 	appendStringInfo(&b, ", \"res_id\": %ld", (long) id);
-	json_kv_str(&b, "document", r.document);
+	odoo_json_kv_str(&b, "document", r.document);
 	if (r.company_null)
 		appendStringInfoString(&b, ", \"company_id\": null");
 	else
@@ -1084,7 +1086,7 @@ wa_odoo_preview(PG_FUNCTION_ARGS)
 	else
 		appendStringInfo(&b, ", \"rule_company_id\": %ld", (long) r.rule_company);
 	appendStringInfo(&b, ", \"fires\": %s", r.fires ? "true" : "false");
-	json_kv_str(&b, "why_not", r.fires ? NULL : r.note);
+	odoo_json_kv_str(&b, "why_not", r.fires ? NULL : r.note);
 
 	/* already recorded under this dedupe key, in any account (see record)? */
 	if (r.account_id != 0)
@@ -1104,41 +1106,41 @@ wa_odoo_preview(PG_FUNCTION_ARGS)
 		else
 			appendStringInfoString(&b, ", \"already_recorded\": null");
 	}
-	json_kv_str(&b, "outcome", r.state);
-	json_kv_str(&b, "failure_type", r.failure_type);
-	json_kv_str(&b, "reason", r.reason);
-	json_kv_str(&b, "account", r.account);
-	json_kv_str(&b, "recipient", r.recipient);
-	json_kv_str(&b, "template", r.template);
-	json_kv_str(&b, "language", r.language);
+	odoo_json_kv_str(&b, "outcome", r.state);
+	odoo_json_kv_str(&b, "failure_type", r.failure_type);
+	odoo_json_kv_str(&b, "reason", r.reason);
+	odoo_json_kv_str(&b, "account", r.account);
+	odoo_json_kv_str(&b, "recipient", r.recipient);
+	odoo_json_kv_str(&b, "template", r.template);
+	odoo_json_kv_str(&b, "language", r.language);
 	appendStringInfoString(&b, ", \"values\": ");
 	appendStringInfoString(&b, r.values.len > 1 ? r.values.data : "{}");
 	appendStringInfoString(&b, ", \"message\": ");
 	appendStringInfoString(&b, r.payload.len ? r.payload.data : "null");
-	json_kv_str(&b, "dedupe_key", r.dedupe_key);
+	odoo_json_kv_str(&b, "dedupe_key", r.dedupe_key);
 	appendStringInfoString(&b, ", \"context\": ");
 	appendStringInfoString(&b, r.context.len ? r.context.data : "null");
-	json_kv_str(&b, "odoo_schema", odoo_schema_guess(ev->model));
+	odoo_json_kv_str(&b, "odoo_schema", odoo_schema_guess(ev->model));
 	if (r.odoo_version > 0)
 		appendStringInfo(&b, ", \"odoo_version\": %d", r.odoo_version);
 	else
 		appendStringInfoString(&b, ", \"odoo_version\": null");
-	json_kv_str(&b, "odoo_version_source", r.odoo_version > 0 ?
+	odoo_json_kv_str(&b, "odoo_version_source", r.odoo_version > 0 ?
 				psprintf("ir_module_module: base %s", r.odoo_version_text) :
 				"unknown: ir_module_module has no installed base module; see odoo_schema");
-	json_kv_str(&b, "format_language", r.format_lang);
-	json_kv_str(&b, "fires_on", ev->needs_sent ?
+	odoo_json_kv_str(&b, "format_language", r.format_lang);
+	odoo_json_kv_str(&b, "fires_on", ev->needs_sent ?
 				"the invoice mailed to its customer: a mail_message on account.move of type comment or email_outgoing, of a subtype that is not internal, with the customer among its recipients and an attachment (Odoo's Send)" :
 				NULL);
-	json_kv_str(&b, "base_url_source", r.base_url_source);
+	odoo_json_kv_str(&b, "base_url_source", r.base_url_source);
 	/* a website's domain does not move: only web.base.url needs its freeze */
-	json_kv_str(&b, "link_warning", (r.link_page || r.link_pdf) ?
+	odoo_json_kv_str(&b, "link_warning", (r.link_page || r.link_pdf) ?
 				wa_odoo_link_warning(r.base_url_used,
 									 r.base_url_source != NULL &&
 									 strcmp(r.base_url_source, "web.base.url") == 0) : NULL);
 	appendStringInfo(&b, ", \"access_token_created_at_commit\": %s",
 					 (r.token_new || r.att_token_new) ? "true" : "false");
-	json_kv_str(&b, "pdf_source", r.pdf_source);
+	odoo_json_kv_str(&b, "pdf_source", r.pdf_source);
 	appendStringInfoString(&b, ", \"links\": {\"page\": ");
 	if (r.link_page)
 		escape_json(&b, r.link_page);

@@ -295,6 +295,8 @@ extern int32 odoo_find_account(const char *name, Snapshot snap, bool *live);
 extern List *odoo_template_languages(const char *template, const char *account, Snapshot snap);
 extern void odoo_record(OdooRender *r);
 extern void odoo_check_recipient(OdooRender *r);
+/* ", \"key\": value" (JSON null for NULL), for the previews */
+extern void odoo_json_kv_str(StringInfo b, const char *key, const char *val);
 
 /* odoo.c: the extension's own tables were renamed or dropped */
 extern void odoo_own_tables_changed(void);

@@ -1053,18 +1053,6 @@ wa_odoo_rule_trigger(PG_FUNCTION_ARGS)
  */
 PG_FUNCTION_INFO_V1(wa_odoo_rule_preview);
 
-static void
-kv_str(StringInfo b, const char *key, const char *val)
-{
-	appendStringInfoString(b, ", ");
-	escape_json(b, key);
-	appendStringInfoString(b, ": ");
-	if (val)
-		escape_json(b, val);
-	else
-		appendStringInfoString(b, "null");
-}
-
 Datum
 wa_odoo_rule_preview(PG_FUNCTION_ARGS)
 {
@@ -1115,22 +1103,22 @@ wa_odoo_rule_preview(PG_FUNCTION_ARGS)
 	initStringInfo(&b);
 	appendStringInfoString(&b, "{\"rule\": ");
 	escape_json(&b, rd.name);
-	kv_str(&b, "model", r.model_label);
+	odoo_json_kv_str(&b, "model", r.model_label);
 	appendStringInfo(&b, ", \"res_id\": %ld", (long) id);
 	appendStringInfo(&b, ", \"fires\": %s", r.fires ? "true" : "false");
-	kv_str(&b, "why_not", r.fires ? NULL : r.note);
-	kv_str(&b, "outcome", any ? r.state : NULL);
-	kv_str(&b, "failure_type", r.failure_type);
-	kv_str(&b, "reason", r.reason);
-	kv_str(&b, "account", r.account);
-	kv_str(&b, "recipient", r.recipient);
-	kv_str(&b, "template", r.template);
-	kv_str(&b, "language", r.language);
+	odoo_json_kv_str(&b, "why_not", r.fires ? NULL : r.note);
+	odoo_json_kv_str(&b, "outcome", any ? r.state : NULL);
+	odoo_json_kv_str(&b, "failure_type", r.failure_type);
+	odoo_json_kv_str(&b, "reason", r.reason);
+	odoo_json_kv_str(&b, "account", r.account);
+	odoo_json_kv_str(&b, "recipient", r.recipient);
+	odoo_json_kv_str(&b, "template", r.template);
+	odoo_json_kv_str(&b, "language", r.language);
 	appendStringInfoString(&b, ", \"values\": ");
 	appendStringInfoString(&b, r.values.len > 1 ? r.values.data : "{}");
 	appendStringInfoString(&b, ", \"message\": ");
 	appendStringInfoString(&b, r.payload.len ? r.payload.data : "null");
-	kv_str(&b, "dedupe_key", r.dedupe_key);
+	odoo_json_kv_str(&b, "dedupe_key", r.dedupe_key);
 	appendStringInfoChar(&b, '}');
 
 	old = MemoryContextSwitchTo(outer);
