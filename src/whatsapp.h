@@ -15,6 +15,8 @@
 #include "compat.h"
 
 #include "access/attnum.h"
+#include "access/htup.h"
+#include "access/tupdesc.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
@@ -396,8 +398,8 @@ extern bool wa_odoo_blacklisted(const char *number, Snapshot snap);
 /* A value of Odoo's ir_config_parameter, or NULL. */
 extern char *wa_odoo_config_param(const char *key);
 /* Is text column att (0: none) of a tuple one of words (NULL-terminated)? */
-extern bool wa_tuple_text_in(struct HeapTupleData *tup, struct TupleDescData *desc,
-							 AttrNumber att, const char *const *words);
+extern bool wa_tuple_text_in(HeapTuple tup, TupleDesc desc, AttrNumber att,
+							 const char *const *words);
 
 /*
  * Acting as the owner of an Odoo table, for the one write the extension
