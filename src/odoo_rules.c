@@ -793,6 +793,13 @@ kind_value(OdooCtx *x, Relation rel, HeapTuple tup, JsonbValue *v, const PathFor
 	if (w != NULL && w->type == jbvString)
 	{
 		*label = pnstrdup(w->val.string.val, w->val.string.len);
+		/* the events' catalog is the rule's table's (wa_odoo_rule checks it too) */
+		if (strcmp(RelationGetRelationName(rel), odoo_model_table[x->m]) != 0)
+		{
+			odoo_fail(x->r, "template", "parameter %s: the words are for rules on sale_order and account_move",
+					  *label);
+			return NULL;
+		}
 		return odoo_word_value(x, *label);
 	}
 	if (a != NULL && a->type == jbvString)
@@ -891,7 +898,7 @@ append_rule_components(OdooCtx *x, Relation rel, HeapTuple tup, Jsonb *params,
 	appendStringInfoString(out, ", \"components\": [");
 	if (header != NULL)
 	{
-		if (x->r->ev->model != x->m || x->cat->relid[T_DOC] != RelationGetRelid(rel))
+		if (strcmp(RelationGetRelationName(rel), odoo_model_table[x->m]) != 0)
 			odoo_fail(x->r, "template", "header %s: rule %s is not on sale_order or account_move",
 					  header, x->r->ev->name);
 		else if (odoo_append_header(x, header, out) && any)

@@ -173,4 +173,21 @@ WaTest::psql_is($node, q{
 	'failed parameter amount name: name is not a number (PBNK1/2025/00007)',
 	'a path that is not a number: the message is failed, the commit went through', dbname => 'odoo18');
 
+# ---- params edited behind wa_odoo_rule's back: words off sale_order and account_move fail cleanly ----
+WaTest::psql_ok($node, q{
+	SELECT whatsapp.wa_odoo_rule('picking_words', 'stock_picking', 'delivery_done',
+		state_value => 'done', account => 'mx', params => '["name"]');
+	UPDATE whatsapp.odoo_model_rule SET params = '{"header": "portal_pdf", "n": {"word": "portal_url"}}'
+	 WHERE name = 'picking_words';
+}, 'a superuser puts a word and a header into a rule on stock_picking', dbname => 'odoo18');
+WaTest::psql_ok($node, q{
+	INSERT INTO public.stock_picking (id, name, state, move_type, partner_id, picking_type_id,
+		company_id, scheduled_date)
+	VALUES (1, 'WH/OUT/00012', 'done', 'direct', 10, 2, 1, '2025-03-14 15:00');
+}, 'odoo validates a picking', connstr => $as_odoo);
+WaTest::psql_is($node, q{
+	SELECT state || ' ' || error_title FROM whatsapp.messages WHERE dedupe_key = 'stock.picking:1:picking_words'},
+	'failed parameter portal_url: the words are for rules on sale_order and account_move',
+	'the message is failed with the reason; no link to a page that does not exist', dbname => 'odoo18');
+
 done_testing();
