@@ -26,6 +26,7 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
+#include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
 WaShared   *wa_shared = NULL;
@@ -267,6 +268,9 @@ wa_xact_callback(XactEvent event, void *arg)
 						pg_atomic_fetch_add_u32(&slot->accounts_generation, 1);
 					/* one wake per transaction; the worker clears the flag */
 					pg_atomic_write_u32(&slot->wake_pending, 1);
+#ifdef WA_TRACE_TIMING
+					slot->trace_rung_at = GetCurrentTimestamp();
+#endif
 					latch = slot->latch;
 					if (latch != NULL)
 						SetLatch(latch);

@@ -101,6 +101,9 @@ typedef struct WaDbSlot
 	pg_atomic_uint64 sent_last_minute;	/* published by the worker */
 	char		state[64];		/* "delivering", "idle: ..." */
 	char		last_error[256];
+#ifdef WA_TRACE_TIMING
+	TimestampTz trace_rung_at;	/* last wake rung at a commit (worker.c) */
+#endif
 } WaDbSlot;
 
 /*
