@@ -429,16 +429,6 @@ compute_socket_budget(void)
 
 static bool http1_only = false;
 
-static long
-host_connection_cap(void)
-{
-	long		conns = Min(wa_max_inflight, socket_budget);
-
-	if (http1_only || pg_strncasecmp(wa_api_url, "https://", 8) != 0)
-		return conns;
-	return Min(conns, wa_max_inflight / WA_H2_STREAMS_PER_CONNECTION + 2);
-}
-
 /*
  * How many shards new transfers may use: one over HTTP/2 (or before we
  * know the server), enough for WA_SHARD_TRANSFERS each over HTTP/1.x.
@@ -453,22 +443,38 @@ shards_wanted(void)
 }
 
 /*
- * Connection limits of a multi handle, from the settings.  A shard keeps
- * at most its share of the idle connections; the total number of sockets
- * is bounded by opensocket_cb's budget in any case.
+ * The connections one shard may hold: its share of max_inflight (or of
+ * the socket budget), so that all shards together hold no more than one
+ * multi handle did.  pick_shard() gives a shard no more transfers.
  */
-static void
-apply_limits(CURLM *m)
+static long
+shard_connections(void)
 {
 	long		conns = Min(wa_max_inflight, socket_budget);
 	int			want = shards_wanted();
-	long		cache = conns;
 
-	if (want > 1)
-		cache = Min(conns, Max(WA_SHARD_TRANSFERS, (conns + want - 1) / want));
+	return (conns + want - 1) / want;
+}
+
+static long
+host_connection_cap(void)
+{
+	long		conns = shard_connections();
+
+	if (http1_only || pg_strncasecmp(wa_api_url, "https://", 8) != 0)
+		return conns;
+	return Min(conns, wa_max_inflight / WA_H2_STREAMS_PER_CONNECTION + 2);
+}
+
+/* Connection limits of a multi handle, from the settings. */
+static void
+apply_limits(CURLM *m)
+{
+	long		conns = shard_connections();
+
 	CURLM_CHECK(curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, conns),
 				"CURLMOPT_MAX_TOTAL_CONNECTIONS");
-	CURLM_CHECK(curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, cache),
+	CURLM_CHECK(curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, conns),
 				"CURLMOPT_MAXCONNECTS");
 	CURLM_CHECK(curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, host_connection_cap()),
 				"CURLMOPT_MAX_HOST_CONNECTIONS");
@@ -754,19 +760,21 @@ wa_http_release(WaTransfer *t)
 
 /*
  * The shard for a new transfer: the first with room, else the least busy
- * (only more transfers than max_inflight, or a lowered setting, get there).
+ * (only more transfers than max_inflight, or a lowered setting, get there;
+ * libcurl then queues it until one of that shard's connections is free).
  */
 static WaShard *
 pick_shard(void)
 {
 	int			want = shards_wanted();
+	long		room = shard_connections();
 	WaShard    *best = NULL;
 
 	for (int i = 0; i < want; i++)
 	{
 		WaShard    *sh = get_shard(i);
 
-		if (sh->running < WA_SHARD_TRANSFERS)
+		if (sh->running < room)
 			return sh;
 		if (best == NULL || sh->running < best->running)
 			best = sh;
@@ -885,8 +893,8 @@ collect_finished(WaShard *sh)
 				http1_only = true;
 				apply_limits_all();
 				ereport(DEBUG1,
-						(errmsg_internal("whatsapp worker: the API server answers over HTTP/1.x; up to %ld connections to it",
-										 host_connection_cap())));
+						(errmsg_internal("whatsapp worker: the API server answers over HTTP/1.x; up to %ld connections to it in each of up to %d pools",
+										 host_connection_cap(), shards_wanted())));
 			}
 		}
 		INSTR_TIME_SET_CURRENT(now);

@@ -1513,6 +1513,7 @@ leave_without_extension(bool was_serving)
 typedef struct WaCycle
 {
 	bool		wake;			/* a commit or NOTIFY: anything may be due */
+	bool		pdf;			/* a commit added an Odoo PDF wait */
 	bool		reload;
 	bool		poll;
 	bool		purge;
@@ -1535,7 +1536,9 @@ extension_object_vanished(int sqlerrcode)
 /*
  * Messages of Odoo invoices waiting for the official PDF (odoo_pdf.c):
  * looked at in a transaction of their own before each claim while there
- * are any, and at every poll and wake.  An error here (Odoo's role's own
+ * are any, at every poll, and after a commit that added one (the commit
+ * sets pdf_wait_pending).  A plain wake skips this transaction: it would
+ * stand between an enqueue's commit and its request.  An error here (Odoo's role's own
  * code on ir_attachment, say) is logged and costs only the header: the
  * waiting messages fall due at their deadline anyway.
  */
@@ -1626,7 +1629,7 @@ run_cycle(WaCycle *what)
 	int			free_slots;
 	TimestampTz now = GetCurrentTimestamp();
 
-	if (what->claim && !got_sigterm && (what->poll || what->wake || odoo_pdf_waits != 0))
+	if (what->claim && !got_sigterm && (what->poll || what->pdf || odoo_pdf_waits != 0))
 		release_odoo_pdf_waits();
 #ifdef WA_TRACE_TIMING
 	trace_at[1] = trace_woke;
@@ -1702,10 +1705,15 @@ run_cycle(WaCycle *what)
 
 	/*
 	 * Hand the new requests to libcurl now: their bytes leave in this turn
-	 * rather than after another pass through the wait.
+	 * rather than after another pass through the wait.  What that finished
+	 * at once (a refused connection, a quick answer) is taken here too: no
+	 * socket event would announce it again.
 	 */
 	if (npending > 0)
+	{
 		wa_http_perform();
+		collect_results();
+	}
 #ifdef WA_TRACE_TIMING
 	if (npending > 0)
 	{
@@ -1821,6 +1829,9 @@ next_timeout(TimestampTz now, TimestampTz next_poll, TimestampTz next_purge)
 		}
 	}
 	ms = (wake <= now) ? 0 : (long) ((wake - now + 999) / 1000);
+	/* finished transfers not yet taken: no event will announce them */
+	if (wa_http_done_count() > 0)
+		ms = 0;
 	if (nresults > 0)
 		ms = Min(ms, WA_RECORD_MAX_WAIT_MS);
 	if (curl_ms >= 0 && curl_ms < ms)
@@ -1914,6 +1925,7 @@ wa_worker_main(Datum main_arg)
 	volatile TimestampTz next_content_purge = 0;
 	volatile TimestampTz drain_deadline = 0;
 	volatile bool wake = true;
+	volatile bool pdf_wake = false;
 	volatile bool claim_deferred = false;
 	volatile TimestampTz last_claim_at = 0;
 	volatile bool stop = false;
@@ -2076,6 +2088,7 @@ wa_worker_main(Datum main_arg)
 				what.purge = (now >= next_purge);
 				what.reload = false;
 				what.wake = wake;
+				what.pdf = pdf_wake;
 				what.claim = wake || what.poll || claim_possible(now);
 
 				/*
@@ -2100,6 +2113,7 @@ wa_worker_main(Datum main_arg)
 						last_claim_at = now;
 						claim_deferred = false;
 						wake = false;
+						pdf_wake = false;
 					}
 					if (what.poll)
 						next_poll = TimestampTzPlusMilliseconds(now, wa_poll_interval);
@@ -2198,6 +2212,11 @@ wa_worker_main(Datum main_arg)
 		if (notifyInterruptPending)
 		{
 			ProcessNotifyInterrupt(false);
+			wake = true;
+		}
+		if (pg_atomic_exchange_u32(&slot->pdf_wait_pending, 0) != 0)
+		{
+			pdf_wake = true;
 			wake = true;
 		}
 		if (pg_atomic_exchange_u32(&slot->wake_pending, 0) != 0)
