@@ -444,8 +444,9 @@ shards_wanted(void)
 
 /*
  * The connections one shard may hold: its share of max_inflight (or of
- * the socket budget), so that all shards together hold no more than one
- * multi handle did.  pick_shard() gives a shard no more transfers.
+ * the socket budget), rounded up, so that all shards together hold about
+ * what one multi handle did (at most one more per shard).  pick_shard()
+ * gives a full shard no more transfers.
  */
 static long
 shard_connections(void)
