@@ -508,8 +508,11 @@ odoo_record(OdooRender *r)
 	{
 		/* no official PDF yet, and the rule waits for it */
 		if (r->pdf_waits)
+		{
 			wa_odoo_pdf_wait_record(r->account_id, r->dedupe_key, r->res_id, r->pdf_until,
 									r->pdf_base_url, r->document, r->pdf_upload);
+			wa_pdf_wait_at_commit();
+		}
 		wa_wake_worker_at_commit();
 	}
 	else if (SPI_processed > 0)
