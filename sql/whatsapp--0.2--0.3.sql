@@ -1529,7 +1529,8 @@ BEGIN
 	result := jsonb_build_object(
 		'identifiers', to_jsonb(ids),
 		'exported_at', now(),
-		'messages', (SELECT coalesce(jsonb_agg(to_jsonb(m) || jsonb_build_object('account', a.name)
+		'messages', (SELECT coalesce(jsonb_agg((to_jsonb(m) - 'stats_events')
+											   || jsonb_build_object('account', a.name)
 											   ORDER BY m.id), '[]')
 					   FROM whatsapp.message m LEFT JOIN whatsapp.account a ON a.id = m.account_id
 					  WHERE m.id = ANY (msg_ids)),
