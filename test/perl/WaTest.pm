@@ -121,7 +121,9 @@ Options (every other key is a setting name and its value):
   init      hash ref of options for $node->init (e.g. allows_streaming)
   start     0 to return the node initialized but not started
 
-Defaults written: log_min_messages = debug1, whatsapp.api_url as above,
+Defaults written: log_min_messages = debug1, log_error_verbosity =
+verbose (so a pattern for a message in the server log allows the SQLSTATE
+before its text: C<qr/WARNING:\s+(?:[0-9A-Z]{5}:\s+)?text/>), whatsapp.api_url as above,
 whatsapp.database, shared_preload_libraries.  Explicit settings come last
 and win.
 
@@ -144,6 +146,10 @@ sub node
 		'', '# Added by WaTest::node',
 		"log_min_messages = debug1",
 		"log_line_prefix = '%m [%p] %q%a %b '",
+		# a LOCATION line names the C function and file of every message,
+		# so that test/log_scan.pl can tell the extension's own lines
+		# (it also puts the SQLSTATE before each message's text)
+		"log_error_verbosity = verbose",
 		"max_worker_processes = 16");
 	if ($preload)
 	{
@@ -576,6 +582,14 @@ sub _start
 	push @args, '--tls-cert', $opts{tls_cert}, '--tls-key', $opts{tls_key}
 	  if defined $opts{tls_cert};
 	push @args, @{ $opts{args} } if $opts{args};
+	# Every number and text the API is given, for the scan of the server
+	# logs after the suite (test/log_scan.pl): kept in the log directory,
+	# which outlives the test.
+	my $test = $0;
+	$test =~ s{.*/}{};
+	$test =~ s/\.pl$//;
+	push @args, '--received',
+	  "$PostgreSQL::Test::Utils::log_path/mock_received_${test}_${name}_$$.jsonl";
 
 	my ($out, $err) = ('', '');
 	my $ok = IPC::Run::run([ 'bash', $start, $dir, @args ],
