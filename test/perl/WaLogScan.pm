@@ -42,8 +42,10 @@ A leak is, in those lines:
 as one run of digits (spaces, dots, dashes, slashes and parentheses
 between digits are read through);
 
-=item * a message body: one of the texts given, 8 characters or more with
-at least 4 letters, or the first 30 characters of a longer one.
+=item * a message body: one of the texts given, 12 characters or more with
+at least 6 letters, or the first 30 characters of a longer one; a text the
+extension's own source holds ("permission denied to cancel", "will fail")
+is not looked for.
 
 =back
 
@@ -93,6 +95,7 @@ sub add_functions
 		while (my $l = <$fh>)
 		{
 			$self->{funcs}{$base}{$1} = 1 if $l =~ /^([A-Za-z_]\w*)\(/;
+			$self->{source} .= $l;
 		}
 		close $fh;
 	}
@@ -119,8 +122,11 @@ sub add_bodies
 	{
 		next unless defined $b && !ref $b;
 		$b =~ s/^\s+|\s+$//g;
-		next if length($b) < 8 || ($b =~ tr/A-Za-z//) < 4;
-		$self->{bodies}{ length($b) > 30 ? substr($b, 0, 30) : $b } = 1;
+		next if length($b) < 12 || ($b =~ tr/A-Za-z//) < 6;
+		$b = substr($b, 0, 30) if length($b) > 30;
+		# words of the extension's own ("to cancel", "will fail") are no leak
+		next if defined $self->{source} && index($self->{source}, $b) >= 0;
+		$self->{bodies}{$b} = 1;
 	}
 	return $self;
 }

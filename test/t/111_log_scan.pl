@@ -8,7 +8,8 @@
 #      or wa_account_set call, are leaks; the same texts in PostgreSQL's
 #      statement echo, in an error of another statement, in a DEBUG line, in
 #      a PostgreSQL function of a file named as one of the extension's, and
-#      the last 4 digits anywhere, are not.
+#      the last 4 digits anywhere, are not.  Texts too short to be telling,
+#      or that the extension's source holds, are not looked for.
 #   2. A real server of the version under test: a send outside the 24-hour
 #      window under window_check = warn gets a WARNING from the extension;
 #      its LOCATION line names a function of src/*.c (so the scan recognizes
@@ -64,7 +65,9 @@ PostgreSQL::Test::Utils::append_to_file($file, $crafted);
 
 my $scan = WaLogScan->new(repo => $repo);
 $scan->add_numbers($number);
-$scan->add_bodies($body);
+$scan->add_bodies($body, 'will fail', 'webhook signature does not match the payload');
+is_deeply([ keys %{ $scan->{bodies} } ], [ substr($body, 0, 30) ],
+	'texts shorter than 12 characters, or that the extension\'s source holds, are not looked for');
 $scan->scan_file($file);
 my %at = map { $_->[1] => $_->[2] } @{ $scan->{leaks} };
 my $line = sub { my ($re) = @_; my @l = split /\n/, $crafted; for (0 .. $#l) { return $_ + 1 if $l[$_] =~ $re; } die "no line $re"; };
@@ -116,9 +119,10 @@ my ($func, $cfile) = $log =~ /WARNING:  01000: the recipient \(number ending in 
 is("$func, $cfile", 'wa_recipient_check, recipient.c',
 	'the WARNING\'s LOCATION names the function and the file without its directory');
 
-# the control: the WARNING's own words, given as a body, are found in that line
+# the control: the WARNING's own words, looked for as a body (set directly:
+# add_bodies skips what the extension's source holds), are found in that line
 $scan = WaLogScan->new(repo => $repo);
-$scan->add_bodies('customer service window');
+$scan->{bodies}{'customer service window'} = 1;
 $scan->scan_file($node->logfile);
 ok(scalar(grep { $_->[3] =~ /WARNING:.*ending in 0164/ } @{ $scan->{leaks} }),
 	'control: the window WARNING is scanned as the extension\'s own line')
