@@ -37,8 +37,9 @@
 #
 # Environment: KEEP_TEST_TMP=1 keeps the temporary files even on success;
 # WA_TIMEOUT_REGRESS, WA_TIMEOUT_PGTAP, WA_TIMEOUT_TAP, WA_TIMEOUT_LOGSCAN,
-# WA_TIMEOUT_MOCK (seconds) bound each stage; WA_WERROR=0 builds without -Werror (for a
-# compiler newer than the ones tested that warns about something new);
+# WA_TIMEOUT_MOCK (seconds) bound each stage; WA_WERROR=0 builds without
+# -Werror (for a compiler newer than the ones tested that warns about
+# something new);
 # WA_CHROOT_DIR (default /srv/chroot) holds the chroots.
 #
 # The last line printed is "N passed, M failed", counting stages; the exit

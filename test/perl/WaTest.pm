@@ -198,7 +198,10 @@ Starts the mock Cloud API (F<test/mock/start.sh>, or C<$WA_MOCK_DIR/start.sh>)
 and returns a WaTest::Mock.  Options: C<latency> (ms), C<record> (0 for
 C<--no-record>), C<strict>, C<max_records>, C<tls_cert> and C<tls_key>
 (PEM files: the API over HTTPS too, see C<tls_url>), C<args> (array ref of
-more arguments), C<name> (names its directory).
+more arguments), C<name> (names its directory).  Every mock appends what
+its C</messages> endpoint received to
+F<tmp_check/log/mock_received_TEST_NAME_PID.jsonl> (C<--received>), for the
+scan of the server logs after the suite (F<test/log_scan.pl>).
 
 =cut
 
