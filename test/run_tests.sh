@@ -24,6 +24,9 @@
 #   pgtap     pg_prove over test/pgtap/*.sql on a throwaway cluster
 #   tap       make prove_installcheck: prove over test/t/*.pl
 #             (PostgreSQL::Test::Cluster, test/perl)
+#   logscan   test/log_scan.pl over the server logs the three stages
+#             before left (kept in test/tmp/logs and tmp_check/log): no
+#             message body or full phone number in the extension's own lines
 #   mock      the mock Cloud API's own self-test, test/mock/selftest.sh
 #
 # PostgreSQL refuses to run as root.  Run as root, this script installs the
@@ -33,9 +36,10 @@
 # everything in place; "make install" then needs a writable installation.
 #
 # Environment: KEEP_TEST_TMP=1 keeps the temporary files even on success;
-# WA_TIMEOUT_REGRESS, WA_TIMEOUT_PGTAP, WA_TIMEOUT_TAP, WA_TIMEOUT_MOCK
-# (seconds) bound each stage; WA_WERROR=0 builds without -Werror (for a
-# compiler newer than the ones tested that warns about something new);
+# WA_TIMEOUT_REGRESS, WA_TIMEOUT_PGTAP, WA_TIMEOUT_TAP, WA_TIMEOUT_LOGSCAN,
+# WA_TIMEOUT_MOCK (seconds) bound each stage; WA_WERROR=0 builds without
+# -Werror (for a compiler newer than the ones tested that warns about
+# something new);
 # WA_CHROOT_DIR (default /srv/chroot) holds the chroots.
 #
 # The last line printed is "N passed, M failed", counting stages; the exit
@@ -95,8 +99,10 @@ start_cluster() { # start_cluster NAME [CONF_FILE...]
 	port=$(free_port) || { say "no free port"; return 1; }
 	cluster_dir=$dir
 
-	# Stop and remove the cluster whatever happens.
-	trap 'pg_ctl -D "'"$dir"'/data" -m immediate -w stop >/dev/null 2>&1; rm -rf "'"$dir"'"' EXIT
+	# Stop and remove the cluster whatever happens; its server log stays in
+	# test/tmp/logs for the logscan stage.
+	mkdir -p test/tmp/logs
+	trap 'pg_ctl -D "'"$dir"'/data" -m immediate -w stop >/dev/null 2>&1; cp "'"$dir"'/server.log" "'"$PWD/test/tmp/logs/$name.log"'" 2>/dev/null; rm -rf "'"$dir"'"' EXIT
 	trap 'exit 130' INT TERM
 
 	initdb -D "$dir/data" -A trust -N -E UTF8 --locale=C.UTF-8 \
@@ -194,6 +200,13 @@ stage_tap() {
 	return "$rc"
 }
 
+# After the other stages: the extension's own lines in every server log they
+# left (test/tmp/logs, tmp_check/log) hold no message body and no full phone
+# number (test/log_scan.pl; docs/privacy.md).
+stage_logscan() {
+	perl test/log_scan.pl "$PWD"
+}
+
 stage_mock() {
 	bash test/mock/selftest.sh
 }
@@ -226,6 +239,7 @@ if [ "${1:-}" = "--stage" ]; then
 		regress) stage_regress ;;
 		pgtap) stage_pgtap ;;
 		tap) stage_tap ;;
+		logscan) stage_logscan ;;
 		mock) stage_mock ;;
 		*) say "unknown stage ${2:-}" >&2; exit 2 ;;
 	esac
@@ -412,7 +426,7 @@ run_native() { # run_native VERSION BIN
 		fi
 	}
 
-	for stage in regress pgtap tap; do
+	for stage in regress pgtap tap logscan; do
 		if ! $built; then
 			banner "$v: $stage"
 			say "not run: the build failed"
@@ -423,6 +437,7 @@ run_native() { # run_native VERSION BIN
 			regress) run_stage regress "${WA_TIMEOUT_REGRESS:-900}" ;;
 			pgtap) run_stage pgtap "${WA_TIMEOUT_PGTAP:-600}" ;;
 			tap) run_stage tap "${WA_TIMEOUT_TAP:-2100}" ;;
+			logscan) run_stage logscan "${WA_TIMEOUT_LOGSCAN:-600}" ;;
 		esac
 	done
 

@@ -4,7 +4,7 @@
 //   node mock_cloud_api.js [--host 127.0.0.1] [--port 0] [--no-record]
 //                          [--latency MS] [--port-file PATH]
 //                          [--max-records N] [--strict]
-//                          [--keep-alive-timeout MS]
+//                          [--keep-alive-timeout MS] [--received PATH]
 //                          [--tls-cert PEM --tls-key PEM [--tls-port 0]]
 //
 // Implements POST /{version}/{phone_number_id}/messages and .../media
@@ -24,7 +24,7 @@ const USAGE =
   'usage: node mock_cloud_api.js [--host 127.0.0.1] [--port 0] [--no-record]\n' +
   '                              [--latency MS] [--port-file PATH]\n' +
   '                              [--max-records N] [--strict]\n' +
-  '                              [--keep-alive-timeout MS]\n' +
+  '                              [--keep-alive-timeout MS] [--received PATH]\n' +
   '                              [--tls-cert PEM --tls-key PEM [--tls-port 0]]\n';
 
 // ---------------------------------------------------------------- CLI
@@ -43,7 +43,7 @@ function parseNonNegNumber(name, v) {
 function parseArgs(argv) {
   const o = {
     host: '127.0.0.1', port: 0, record: true, latency: 0, portFile: null, maxRecords: 0, strict: false,
-    keepAliveTimeout: 65000, tlsCert: null, tlsKey: null, tlsPort: 0,
+    keepAliveTimeout: 65000, tlsCert: null, tlsKey: null, tlsPort: 0, received: null,
   };
   for (let i = 0; i < argv.length; i++) {
     let a = argv[i];
@@ -65,6 +65,7 @@ function parseArgs(argv) {
       case '--max-records': o.maxRecords = Math.floor(parseNonNegNumber('--max-records', next())); break;
       case '--strict': o.strict = true; break;
       case '--keep-alive-timeout': o.keepAliveTimeout = parseNonNegNumber('--keep-alive-timeout', next()); break;
+      case '--received': o.received = next(); if (!o.received) die('--received needs a path'); break;
       case '--tls-cert': o.tlsCert = next(); if (!o.tlsCert) die('--tls-cert needs a path'); break;
       case '--tls-key': o.tlsKey = next(); if (!o.tlsKey) die('--tls-key needs a path'); break;
       case '--tls-port': {
@@ -543,6 +544,18 @@ function mediaDecision(req, buf, rec) {
   return { kind: 'respond', latency: 0, status: 200, headers: null, body: JSON.stringify({ id }), messageId: null, rule: null };
 }
 
+// --received PATH: one JSON line per /messages POST, {"to": ..., "json": ...},
+// appended at once and kept whatever /_mock/reset, --no-record or
+// --max-records do, so that a test run can list every number and text the
+// API was given (test/log_scan.pl looks for them in the server logs).
+function noteReceived(to, json) {
+  try {
+    fs.appendFileSync(opts.received, JSON.stringify({ to, json }) + '\n');
+  } catch (e) {
+    process.stderr.write(`mock_cloud_api: could not append to ${opts.received}: ${e.message}\n`);
+  }
+}
+
 function handleApi(req, res, t) {
   readBody(req, (buf) => {
     const arrived = performance.now();
@@ -556,6 +569,7 @@ function handleApi(req, res, t) {
 
     state.total++;
     seq++;
+    if (opts.received && isMessages && isObjBody) noteReceived(to, json);
     let rec = null;
     if (opts.record) {
       rec = {

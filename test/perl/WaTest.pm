@@ -121,7 +121,9 @@ Options (every other key is a setting name and its value):
   init      hash ref of options for $node->init (e.g. allows_streaming)
   start     0 to return the node initialized but not started
 
-Defaults written: log_min_messages = debug1, whatsapp.api_url as above,
+Defaults written: log_min_messages = debug1, log_error_verbosity =
+verbose (so a pattern for a message in the server log allows the SQLSTATE
+before its text: C<qr/WARNING:\s+(?:[0-9A-Z]{5}:\s+)?text/>), whatsapp.api_url as above,
 whatsapp.database, shared_preload_libraries.  Explicit settings come last
 and win.
 
@@ -144,6 +146,10 @@ sub node
 		'', '# Added by WaTest::node',
 		"log_min_messages = debug1",
 		"log_line_prefix = '%m [%p] %q%a %b '",
+		# a LOCATION line names the C function and file of every message,
+		# so that test/log_scan.pl can tell the extension's own lines
+		# (it also puts the SQLSTATE before each message's text)
+		"log_error_verbosity = verbose",
 		"max_worker_processes = 16");
 	if ($preload)
 	{
@@ -192,7 +198,10 @@ Starts the mock Cloud API (F<test/mock/start.sh>, or C<$WA_MOCK_DIR/start.sh>)
 and returns a WaTest::Mock.  Options: C<latency> (ms), C<record> (0 for
 C<--no-record>), C<strict>, C<max_records>, C<tls_cert> and C<tls_key>
 (PEM files: the API over HTTPS too, see C<tls_url>), C<args> (array ref of
-more arguments), C<name> (names its directory).
+more arguments), C<name> (names its directory).  Every mock appends what
+its C</messages> endpoint received to
+F<tmp_check/log/mock_received_TEST_NAME_PID.jsonl> (C<--received>), for the
+scan of the server logs after the suite (F<test/log_scan.pl>).
 
 =cut
 
@@ -576,6 +585,14 @@ sub _start
 	push @args, '--tls-cert', $opts{tls_cert}, '--tls-key', $opts{tls_key}
 	  if defined $opts{tls_cert};
 	push @args, @{ $opts{args} } if $opts{args};
+	# Every number and text the API is given, for the scan of the server
+	# logs after the suite (test/log_scan.pl): kept in the log directory,
+	# which outlives the test.
+	my $test = $0;
+	$test =~ s{.*/}{};
+	$test =~ s/\.pl$//;
+	push @args, '--received',
+	  "$PostgreSQL::Test::Utils::log_path/mock_received_${test}_${name}_$$.jsonl";
 
 	my ($out, $err) = ('', '');
 	my $ok = IPC::Run::run([ 'bash', $start, $dir, @args ],

@@ -207,7 +207,7 @@ ok($wpid, 'main node: a worker serves postgres');
 if (item(2))
 {
 	ok(WaTest::wait_until(
-			sub { log_since($node) =~ /WARNING:\s+database "late" listed in whatsapp\.database does not exist/ },
+			sub { log_since($node) =~ /WARNING:\s+(?:[0-9A-Z]{5}:\s+)?database "late" listed in whatsapp\.database does not exist/ },
 			30, 'the missing-database warning'),
 		'2. a WARNING in the log for the missing database');
 }
@@ -583,7 +583,7 @@ if (item(6))
 	}, timeout => 60);
 	is($rc, 0, '6. pg_terminate_backend, then at once DROP DATABASE served') or diag($err);
 	ok(WaTest::wait_until(
-			sub { log_since($node, $off) =~ /WARNING:\s+database "served" listed in whatsapp\.database does not exist/ },
+			sub { log_since($node, $off) =~ /WARNING:\s+(?:[0-9A-Z]{5}:\s+)?database "served" listed in whatsapp\.database does not exist/ },
 			30, 'the missing-database warning'),
 		'6. the launcher warns that the database is missing');
 	q1($node, 'DROP DATABASE served_copy');
@@ -755,7 +755,7 @@ if (item(6))
 	# one warning per launcher (item 10 restarts the launcher)
 	my %per_launcher;
 	$per_launcher{$1}++
-	  while $log =~ /\[(\d+)\] WARNING:\s+database "served" listed in whatsapp\.database does not exist/g;
+	  while $log =~ /\[(\d+)\] WARNING:\s+(?:[0-9A-Z]{5}:\s+)?database "served" listed in whatsapp\.database does not exist/g;
 	ok(%per_launcher && !grep({ $_ != 1 } values %per_launcher),
 		'6. each launcher warned once only')
 	  or diag(explain(\%per_launcher));

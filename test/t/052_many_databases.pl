@@ -404,7 +404,7 @@ WaTest::psql_is($node,
 # (the launcher looks again every 2 s, a few databases at a time)
 for my $db (@refused)
 {
-	my $re = qr/WARNING:\s+(?:whatsapp cannot serve database "$db": all 8 worker slots are taken|could not look for the whatsapp extension in database "$db": no background worker slot is free)/;
+	my $re = qr/WARNING:\s+(?:[0-9A-Z]{5}:\s+)?(?:whatsapp cannot serve database "$db": all 8 worker slots are taken|could not look for the whatsapp extension in database "$db": no background worker slot is free)/;
 	ok(WaTest::wait_until(sub { slurp_file($node->logfile, $off) =~ $re }, 10,
 			"the refusal of $db"),
 		"5. the log says that $db is refused, and why");
@@ -432,8 +432,8 @@ for my $db (@refused)
 
 # Each refusal is logged once, not at every retry of the launcher.
 $log = slurp_file($node->logfile, $off);
-is(join(',', map { count_matches($log, qr/WARNING:\s+whatsapp cannot serve database "$_"/) > 1
-			  || count_matches($log, qr/WARNING:\s+could not look for the whatsapp extension in database "$_"/) > 1
+is(join(',', map { count_matches($log, qr/WARNING:\s+(?:[0-9A-Z]{5}:\s+)?whatsapp cannot serve database "$_"/) > 1
+			  || count_matches($log, qr/WARNING:\s+(?:[0-9A-Z]{5}:\s+)?could not look for the whatsapp extension in database "$_"/) > 1
 			  ? "$_ again" : () } @refused),
 	'', '5. each refusal is logged once, not at every retry');
 

@@ -118,9 +118,9 @@ sub q1
 	# the whole error report in the server log
 	my $log = slurp_file($node->logfile, $logpos);
 	like($log,
-		qr/ERROR:  could not start the request of whatsapp message $b1\n[^\n]*DETAIL:  The failure was injected by whatsapp\.test_fail_start = 2\.\n[^\n]*HINT:  Set whatsapp\.test_fail_start to 0; it exists for tests only\./,
+		qr/ERROR:  (?:[0-9A-Z]{5}:\s+)?could not start the request of whatsapp message $b1\n[^\n]*DETAIL:  The failure was injected by whatsapp\.test_fail_start = 2\.\n[^\n]*HINT:  Set whatsapp\.test_fail_start to 0; it exists for tests only\./,
 		'2. the server log has the whole error report: message, DETAIL and HINT');
-	like($log, qr/LOG:  whatsapp worker queued 2 messages again: their requests could not be started/,
+	like($log, qr/LOG:  (?:[0-9A-Z]{5}:\s+)?whatsapp worker queued 2 messages again: their requests could not be started/,
 		'2. and says the two were queued again');
 	unlike($log, qr/EAAerrorstoken/, '2. no token in the server log');
 	like(q1('SELECT last_error FROM whatsapp.status'),

@@ -47,7 +47,7 @@ sub worker_plans
 		{
 			push @plans, $cur if $cur;
 			$cur = undef;
-			$cur = [ '', '' ] if $1 eq $pid && $line =~ /LOG:  duration: [\d.]+ ms  plan:/;
+			$cur = [ '', '' ] if $1 eq $pid && $line =~ /LOG:  (?:[0-9A-Z]{5}:\s+)?duration: [\d.]+ ms  plan:/;
 		}
 		elsif ($cur)
 		{
