@@ -550,6 +550,10 @@ render_rows(const OdooEvent *ev, OdooModelState *s, OdooRow *rowp, bool for_prev
 		JsonbValue *bu = getKeyJsonValueFromContainer(&rule.params->root, "base_url", 8, NULL);
 		JsonbValue *pw = getKeyJsonValueFromContainer(&rule.params->root, "pdf_wait", 8, NULL);
 		JsonbValue *pu = getKeyJsonValueFromContainer(&rule.params->root, "pdf_upload", 10, NULL);
+		JsonbValue *nh = getKeyJsonValueFromContainer(&rule.params->root, "template_no_header", 18, NULL);
+
+		if (nh != NULL && nh->type == jbvString)
+			r->template_no_header = pnstrdup(nh->val.string.val, nh->val.string.len);
 
 		if (bu != NULL && bu->type == jbvString)
 		{
@@ -612,6 +616,15 @@ render_rows(const OdooEvent *ev, OdooModelState *s, OdooRow *rowp, bool for_prev
 	appendStringInfoChar(&r->values, '}');
 
 	r->payload_jsonb = DirectFunctionCall1(jsonb_in, CStringGetDatum(r->payload.data));
+	if (r->header_dropped && r->template_no_header != NULL)
+	{
+		/* without its header at once: the rule's header-less template */
+		r->template = r->template_no_header;
+		r->payload_jsonb = wa_odoo_payload_template(r->payload_jsonb, r->template);
+		resetStringInfo(&r->payload);
+		appendStringInfoString(&r->payload,
+							   DatumGetCString(DirectFunctionCall1(jsonb_out, r->payload_jsonb)));
+	}
 	if (r->state == NULL)
 		odoo_check_recipient(r);
 	if (r->state != NULL && strcmp(r->state, "failed") == 0 && r->details == NULL)
@@ -812,7 +825,8 @@ odoo_record(OdooRender *r)
 		/* no official PDF yet, and the rule waits for it */
 		if (r->pdf_waits)
 			wa_odoo_pdf_wait_record(r->account_id, r->dedupe_key, r->res_id, r->pdf_until,
-									r->pdf_base_url, r->document, r->pdf_upload);
+									r->pdf_base_url, r->document, r->pdf_upload,
+									r->template_no_header);
 		wa_wake_worker_at_commit();
 	}
 	else if (SPI_processed > 0)

@@ -349,7 +349,13 @@ invoice_pdf_link(OdooCtx *x, char **filename)
 									 timestamptz_to_str(r->pdf_until));
 		}
 		else
-			r->pdf_source = pstrdup("none yet: the message goes without the header (the rule has no pdf_wait)");
+		{
+			r->header_dropped = true;
+			r->pdf_source = r->template_no_header != NULL ?
+				psprintf("none yet: the message goes without the header at once (the rule has no pdf_wait), as template %s",
+						 r->template_no_header) :
+				pstrdup("none yet: the message goes without the header (the rule has no pdf_wait)");
+		}
 		return NULL;
 	}
 	r->att_id = pdf.id;
@@ -584,7 +590,7 @@ odoo_append_components(OdooCtx *x, Jsonb *params, StringInfo out)
 			val = k;
 			/* options of the rule, read elsewhere: no template parameters */
 			if (strcmp(key, "base_url") == 0 || strcmp(key, "pdf_wait") == 0 ||
-				strcmp(key, "pdf_upload") == 0)
+				strcmp(key, "pdf_upload") == 0 || strcmp(key, "template_no_header") == 0)
 				continue;
 			if (strcmp(key, "header") == 0)
 			{
