@@ -71,6 +71,9 @@ is($node->safe_psql('odoo', q{SELECT string_agg(company_id || ' ' || (params ->>
 	ORDER BY company_id) FROM whatsapp.odoo_rules WHERE event = 'invoice_posted'}),
 	'1 invoice_posted_text, 2 invoice_posted_text', 'the option is in the rules\' params');
 
+WaTest::psql_fails($node, q{SELECT whatsapp.wa_odoo_enable('invoice_posted', 'invoice_posted', 'es_MX', 'mx',
+		'{"header": "portal_pdf", "body": ["partner_name"], "template_no_header": "invoice_posted_text"}', 1)},
+	'22023', 'wa_odoo_enable does not take it in params', dbname => 'odoo');
 WaTest::psql_fails($node, q{SELECT whatsapp.wa_odoo_no_header_template('invoice_posted', 'Invoice Text', 1)},
 	'22023', 'a name that is not a template name is refused', dbname => 'odoo');
 WaTest::psql_fails($node, q{SELECT whatsapp.wa_odoo_no_header_template('invoice_sent', 'invoice_posted_text')},
