@@ -33,6 +33,12 @@
  * go as it is.  The claim's row locks order the two, so a message is sent
  * once, with the header or without it.
  *
+ * A message that goes without its header names the rule's
+ * "template_no_header" when it has one (wa_odoo_no_header_template): Meta
+ * refuses a template whose DOCUMENT header is left out.  At once, render
+ * sets the name (wa_odoo_payload_template); after a wait, the worker, from
+ * the wait row.
+ *
  * Sale orders have no stored report: their header stays the portal link,
  * which renders the quotation or order report itself.
  *
