@@ -2331,3 +2331,36 @@ END
 $$;
 REVOKE ALL ON FUNCTION whatsapp.wa_odoo_no_header_template(text, text, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION whatsapp.wa_odoo_no_header_template(text, text, integer) TO whatsapp_admin;
+
+/*
+ * The audit's trigger on odoo_rule (issue 13 above) names the Odoo
+ * function on the call stack; its pattern now also takes names with more
+ * than one word after wa_odoo_, so that wa_odoo_no_header_template's
+ * change of a rule is audited like wa_odoo_enable's.
+ */
+CREATE OR REPLACE FUNCTION whatsapp._audit_odoo_trigger()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	stack text;
+	fn text;
+	r record;
+BEGIN
+	GET DIAGNOSTICS stack = PG_CONTEXT;
+	fn := substring(stack FROM 'function whatsapp\.(wa_odoo_[a-z_]+)\(');
+	IF fn IS NULL THEN
+		RETURN NULL;
+	END IF;
+	IF TG_TABLE_NAME = 'odoo_rule' THEN
+		r := CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+		PERFORM whatsapp._audit(fn, format('event %s, %s, rule %s, template %s',
+			r.event, CASE WHEN r.company_id IS NULL THEN 'every company'
+						  ELSE 'company ' || r.company_id END, r.id, r.template));
+	ELSE
+		PERFORM whatsapp._audit(fn, 'every Odoo event of database ' || current_database());
+	END IF;
+	RETURN NULL;
+END
+$$;

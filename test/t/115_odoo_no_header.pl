@@ -70,6 +70,10 @@ WaTest::psql_ok($node, q{
 is($node->safe_psql('odoo', q{SELECT string_agg(company_id || ' ' || (params ->> 'template_no_header'), ', '
 	ORDER BY company_id) FROM whatsapp.odoo_rules WHERE event = 'invoice_posted'}),
 	'1 invoice_posted_text, 2 invoice_posted_text', 'the option is in the rules\' params');
+is($node->safe_psql('odoo', q{SELECT string_agg(target, ', ' ORDER BY id) FROM whatsapp.audit
+	WHERE function = 'wa_odoo_no_header_template'}),
+	'event invoice_posted, company 1, rule 1, template invoice_posted, event invoice_posted, company 2, rule 2, template invoice_posted',
+	'each change is audited');
 
 WaTest::psql_fails($node, q{SELECT whatsapp.wa_odoo_enable('invoice_posted', 'invoice_posted', 'es_MX', 'mx',
 		'{"header": "portal_pdf", "body": ["partner_name"], "template_no_header": "invoice_posted_text"}', 1)},
