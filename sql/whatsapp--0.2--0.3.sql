@@ -2517,3 +2517,97 @@ BEGIN
 END
 $$;
 
+
+/* ========================================================================
+ * Issue 12 leftovers: a header-less template for invoice messages that
+ * go without their PDF header (src/odoo_pdf.c, docs/odoo-documents.md).
+ *
+ * Meta refuses a message whose template declares a DOCUMENT header when
+ * the message has no header component.  An invoice rule with "header":
+ * "portal_pdf" sends without the header when no official PDF exists (at
+ * once, or at the end of "pdf_wait").  "template_no_header" in the rule's
+ * params names a second template, the same text without the header, that
+ * such a message uses instead.  The waiting row keeps it for the worker.
+ * ------------------------------------------------------------------------ */
+ALTER TABLE whatsapp.odoo_pdf_wait ADD COLUMN template_no_header text;
+
+CREATE FUNCTION whatsapp.wa_odoo_no_header_template(
+	event text, template text, company_id integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	p jsonb;
+	found_rule boolean := false;
+BEGIN
+	IF wa_odoo_no_header_template.template IS NOT NULL
+	   AND (wa_odoo_no_header_template.template !~ '^[a-z0-9_]+$'
+			OR length(wa_odoo_no_header_template.template) > 512) THEN
+		RAISE EXCEPTION 'template % is not a Cloud API template name',
+				quote_literal(wa_odoo_no_header_template.template)
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Template names use only lower case letters, digits and underscores, as in "invoice_posted_text".';
+	END IF;
+	SELECT r.params, true INTO p, found_rule
+	  FROM whatsapp.odoo_rule r
+	 WHERE r.event = wa_odoo_no_header_template.event
+	   AND r.company_id IS NOT DISTINCT FROM wa_odoo_no_header_template.company_id
+	   FOR UPDATE;
+	IF NOT coalesce(found_rule, false) THEN
+		RAISE EXCEPTION 'there is no rule for event % and company %', quote_literal(wa_odoo_no_header_template.event),
+				coalesce(wa_odoo_no_header_template.company_id::text, 'NULL')
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Create the rule first with whatsapp.wa_odoo_enable(), with "header": "portal_pdf" in params.';
+	END IF;
+	IF p IS NULL OR jsonb_typeof(p) <> 'object' OR p -> 'header' IS DISTINCT FROM '"portal_pdf"'::jsonb THEN
+		RAISE EXCEPTION 'the rule for event % has no "header": "portal_pdf"', quote_literal(wa_odoo_no_header_template.event)
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'A header-less template is only used by a rule whose messages may go without the PDF header.';
+	END IF;
+	IF wa_odoo_no_header_template.template IS NULL THEN
+		p := p - 'template_no_header';
+	ELSE
+		p := p || jsonb_build_object('template_no_header', wa_odoo_no_header_template.template);
+	END IF;
+	UPDATE whatsapp.odoo_rule r
+	   SET params = p, updated_at = now(), updated_by = session_user
+	 WHERE r.event = wa_odoo_no_header_template.event
+	   AND r.company_id IS NOT DISTINCT FROM wa_odoo_no_header_template.company_id;
+END
+$$;
+REVOKE ALL ON FUNCTION whatsapp.wa_odoo_no_header_template(text, text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION whatsapp.wa_odoo_no_header_template(text, text, integer) TO whatsapp_admin;
+
+/*
+ * The audit's trigger on odoo_rule (issue 13 above) names the Odoo
+ * function on the call stack; its pattern now also takes names with more
+ * than one word after wa_odoo_, so that wa_odoo_no_header_template's
+ * change of a rule is audited like wa_odoo_enable's.
+ */
+CREATE OR REPLACE FUNCTION whatsapp._audit_odoo_trigger()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	stack text;
+	fn text;
+	r record;
+BEGIN
+	GET DIAGNOSTICS stack = PG_CONTEXT;
+	fn := substring(stack FROM 'function whatsapp\.(wa_odoo_[a-z_]+)\(');
+	IF fn IS NULL THEN
+		RETURN NULL;
+	END IF;
+	IF TG_TABLE_NAME = 'odoo_rule' THEN
+		r := CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+		PERFORM whatsapp._audit(fn, format('event %s, %s, rule %s, template %s',
+			r.event, CASE WHEN r.company_id IS NULL THEN 'every company'
+						  ELSE 'company ' || r.company_id END, r.id, r.template));
+	ELSE
+		PERFORM whatsapp._audit(fn, 'every Odoo event of database ' || current_database());
+	END IF;
+	RETURN NULL;
+END
+$$;

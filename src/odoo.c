@@ -510,7 +510,8 @@ odoo_record(OdooRender *r)
 		if (r->pdf_waits)
 		{
 			wa_odoo_pdf_wait_record(r->account_id, r->dedupe_key, r->res_id, r->pdf_until,
-									r->pdf_base_url, r->document, r->pdf_upload);
+									r->pdf_base_url, r->document, r->pdf_upload,
+									r->template_no_header);
 			wa_pdf_wait_at_commit();
 		}
 		wa_wake_worker_at_commit();

@@ -299,6 +299,9 @@ typedef struct OdooRender
 	bool		pdf_upload;		/* the worker uploads it to Meta */
 	TimestampTz pdf_until;
 	char	   *pdf_base_url;
+	/* the rule's "template_no_header": the template for a message without its header */
+	char	   *template_no_header;
+	bool		header_dropped; /* the header is wanted, and goes without it at once */
 	/* a rule on any model (odoo_rules.c): its model's name; NULL: ev's */
 	const char *model_label;
 } OdooRender;

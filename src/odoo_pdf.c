@@ -33,6 +33,12 @@
  * go as it is.  The claim's row locks order the two, so a message is sent
  * once, with the header or without it.
  *
+ * A message that goes without its header names the rule's
+ * "template_no_header" when it has one (wa_odoo_no_header_template): Meta
+ * refuses a template whose DOCUMENT header is left out.  At once, render
+ * sets the name (wa_odoo_payload_template); after a wait, the worker, from
+ * the wait row.
+ *
  * Sale orders have no stored report: their header stays the portal link,
  * which renders the quotation or order report itself.
  *
@@ -606,6 +612,30 @@ wa_odoo_header_json(StringInfo out, const char *link, const char *filename)
 }
 
 /*
+ * payload (a template message, jsonb) with template.name set to
+ * template_name: the rule's "template_no_header", for a message that goes
+ * without its document header.  Meta refuses a message that lacks the
+ * header its template declares, so such a message names a template of
+ * the same text without the header.
+ */
+Datum
+wa_odoo_payload_template(Datum payload, const char *template_name)
+{
+	Datum		path[2];
+	ArrayType  *arr;
+	Datum		name;
+	StringInfoData j;
+
+	path[0] = CStringGetTextDatum("template");
+	path[1] = CStringGetTextDatum("name");
+	arr = construct_array(path, 2, TEXTOID, -1, false, TYPALIGN_INT);
+	initStringInfo(&j);
+	escape_json(&j, template_name);
+	name = DirectFunctionCall1(jsonb_in, CStringGetDatum(j.data));
+	return DirectFunctionCall4(jsonb_set, payload, PointerGetDatum(arr), name, BoolGetDatum(false));
+}
+
+/*
  * Record that message (account_id, dedupe_key), just inserted as queued,
  * waits for the official PDF of invoice res_id until the deadline, and a
  * row of whatsapp.odoo_pdf_wait holds what the header needs.  Its
@@ -618,12 +648,13 @@ wa_odoo_header_json(StringInfo out, const char *link, const char *filename)
 void
 wa_odoo_pdf_wait_record(int32 account_id, const char *dedupe_key, int64 res_id,
 						TimestampTz until, const char *base_url, const char *doc_name,
-						bool upload)
+						bool upload, const char *template_no_header)
 {
 	static SPIPlanPtr plan = NULL;
-	Oid			types[7] = {INT4OID, TEXTOID, TIMESTAMPTZOID, INT8OID, TEXTOID, TEXTOID, BOOLOID};
-	Datum		values[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			types[8] = {INT4OID, TEXTOID, TIMESTAMPTZOID, INT8OID, TEXTOID, TEXTOID, BOOLOID,
+	TEXTOID};
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int			rc;
 
 	if (plan == NULL)
@@ -635,9 +666,10 @@ wa_odoo_pdf_wait_record(int32 account_id, const char *dedupe_key, int64 res_id,
 									"    AND dedupe_key OPERATOR(pg_catalog.=) $2"
 									"    AND pg_catalog.texteq(state, 'queued')"
 									"  RETURNING id)"
-									" INSERT INTO whatsapp.odoo_pdf_wait (message_id, res_id, until, base_url, document, upload)"
-									" SELECT m.id, $4, $3, $5, $6, $7 FROM m",
-									7, types);
+									" INSERT INTO whatsapp.odoo_pdf_wait (message_id, res_id, until, base_url, document, upload,"
+									"   template_no_header)"
+									" SELECT m.id, $4, $3, $5, $6, $7, $8 FROM m",
+									8, types);
 
 		if (p == NULL || SPI_keepplan(p) != 0)
 			elog(ERROR, "whatsapp: could not prepare the PDF wait: %s",
@@ -654,6 +686,10 @@ wa_odoo_pdf_wait_record(int32 account_id, const char *dedupe_key, int64 res_id,
 	else
 		nulls[5] = 'n';
 	values[6] = BoolGetDatum(upload);
+	if (template_no_header)
+		values[7] = CStringGetTextDatum(template_no_header);
+	else
+		nulls[7] = 'n';
 	rc = SPI_execute_plan(plan, values, nulls, false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "whatsapp: could not record the PDF wait: %s", SPI_result_code_string(rc));
@@ -677,6 +713,7 @@ wa_odoo_pdf_release(WaMediaUploader upload)
 	static SPIPlanPtr plan_done = NULL;
 	static SPIPlanPtr plan_header = NULL;
 	static SPIPlanPtr plan_due = NULL;
+	static SPIPlanPtr plan_name = NULL;
 	int			rc;
 	uint64		n;
 	SPITupleTable *tt;
@@ -694,7 +731,7 @@ wa_odoo_pdf_release(WaMediaUploader upload)
 	if (plan_list == NULL)
 	{
 		SPIPlanPtr	p = SPI_prepare("SELECT w.message_id, w.res_id, w.until OPERATOR(pg_catalog.<=) pg_catalog.now(),"
-									"  w.base_url, w.document, w.upload"
+									"  w.base_url, w.document, w.upload, w.template_no_header"
 									" FROM whatsapp.odoo_pdf_wait w"
 									" ORDER BY w.message_id FOR UPDATE",
 									0, NULL);
@@ -753,6 +790,21 @@ wa_odoo_pdf_release(WaMediaUploader upload)
 		plan_due = p;
 	}
 
+	if (plan_name == NULL)
+	{
+		Oid			t[2] = {INT8OID, JSONBOID};
+
+		/* a message leaving without its header: the header-less template */
+		SPIPlanPtr	p = SPI_prepare("UPDATE whatsapp.message"
+									"   SET payload = pg_catalog.jsonb_set(payload, '{template,name}', $2)"
+									" WHERE id OPERATOR(pg_catalog.=) $1 AND state OPERATOR(pg_catalog.=) 'queued'",
+									2, t);
+
+		if (p == NULL || SPI_keepplan(p) != 0)
+			elog(ERROR, "whatsapp: could not prepare the header-less template update");
+		plan_name = p;
+	}
+
 	rc = SPI_execute_plan(plan_list, NULL, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "whatsapp: could not read the PDF waits: %s", SPI_result_code_string(rc));
@@ -769,6 +821,8 @@ wa_odoo_pdf_release(WaMediaUploader upload)
 		char	   *base_url = SPI_getvalue(tup, desc, 4);
 		char	   *doc = SPI_getvalue(tup, desc, 5);
 		bool		by_upload = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
+		char	   *no_header = SPI_getvalue(tup, desc, 7);
+		bool		header_added = false;
 		char	   *state = NULL;
 		int32		account_id = 0;
 		Datum		arg = Int64GetDatum(message_id);
@@ -830,6 +884,7 @@ wa_odoo_pdf_release(WaMediaUploader upload)
 					if (rc != SPI_OK_UPDATE)
 						elog(ERROR, "whatsapp: could not add the PDF header: %s",
 							 SPI_result_code_string(rc));
+					header_added = true;
 				}
 				else
 				{
@@ -875,10 +930,25 @@ wa_odoo_pdf_release(WaMediaUploader upload)
 					if (rc != SPI_OK_UPDATE)
 						elog(ERROR, "whatsapp: could not add the PDF header: %s",
 							 SPI_result_code_string(rc));
+					header_added = true;
 				}
 			}
 			else
 				done = expired;
+		}
+		if (done && !header_added && no_header != NULL)
+		{
+			StringInfoData j;
+			Datum		nv[2];
+
+			initStringInfo(&j);
+			escape_json(&j, no_header);
+			nv[0] = arg;
+			nv[1] = DirectFunctionCall1(jsonb_in, CStringGetDatum(j.data));
+			rc = SPI_execute_plan(plan_name, nv, NULL, false, 0);
+			if (rc != SPI_OK_UPDATE)
+				elog(ERROR, "whatsapp: could not name the header-less template: %s",
+					 SPI_result_code_string(rc));
 		}
 		if (done)
 		{

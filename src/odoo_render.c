@@ -363,7 +363,13 @@ invoice_pdf_link(OdooCtx *x, char **filename)
 									 timestamptz_to_str(r->pdf_until));
 		}
 		else
-			r->pdf_source = pstrdup("none yet: the message goes without the header (the rule has no pdf_wait)");
+		{
+			r->header_dropped = true;
+			r->pdf_source = r->template_no_header != NULL ?
+				psprintf("none yet: the message goes without the header at once (the rule has no pdf_wait), as template %s",
+						 r->template_no_header) :
+				pstrdup("none yet: the message goes without the header (the rule has no pdf_wait)");
+		}
 		return NULL;
 	}
 	r->att_id = pdf.id;
@@ -545,7 +551,8 @@ append_param(OdooCtx *x, StringInfo body, bool *first, const char *name, const c
 
 /*
  * A rule's options in its params object (the events' and, on sale_order
- * and account_move, a rule's): base_url, pdf_wait and pdf_upload.
+ * and account_move, a rule's): base_url, pdf_wait, pdf_upload and
+ * template_no_header (set by wa_odoo_no_header_template).
  */
 void
 odoo_rule_options(OdooCtx *x, Jsonb *params)
@@ -553,6 +560,7 @@ odoo_rule_options(OdooCtx *x, Jsonb *params)
 	JsonbValue *bu;
 	JsonbValue *pw;
 	JsonbValue *pu;
+	JsonbValue *nh;
 
 	x->base_url = NULL;			/* read when a portal link needs it */
 	x->pdf_wait_us = 0;
@@ -562,6 +570,9 @@ odoo_rule_options(OdooCtx *x, Jsonb *params)
 	bu = getKeyJsonValueFromContainer(&params->root, "base_url", 8, NULL);
 	pw = getKeyJsonValueFromContainer(&params->root, "pdf_wait", 8, NULL);
 	pu = getKeyJsonValueFromContainer(&params->root, "pdf_upload", 10, NULL);
+	nh = getKeyJsonValueFromContainer(&params->root, "template_no_header", 18, NULL);
+	if (nh != NULL && nh->type == jbvString)
+		x->r->template_no_header = pnstrdup(nh->val.string.val, nh->val.string.len);
 	if (bu != NULL && bu->type == jbvString)
 	{
 		x->base_url = pnstrdup(bu->val.string.val, bu->val.string.len);
@@ -669,7 +680,7 @@ odoo_append_components(OdooCtx *x, Jsonb *params, StringInfo out)
 			val = k;
 			/* options of the rule, read elsewhere: no template parameters */
 			if (strcmp(key, "base_url") == 0 || strcmp(key, "pdf_wait") == 0 ||
-				strcmp(key, "pdf_upload") == 0)
+				strcmp(key, "pdf_upload") == 0 || strcmp(key, "template_no_header") == 0)
 				continue;
 			if (strcmp(key, "header") == 0)
 			{

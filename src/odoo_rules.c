@@ -880,7 +880,7 @@ append_rule_components(OdooCtx *x, Relation rel, HeapTuple tup, Jsonb *params,
 				continue;
 			/* the events' options: no template parameters */
 			if (strcmp(key, "base_url") == 0 || strcmp(key, "pdf_wait") == 0 ||
-				strcmp(key, "pdf_upload") == 0)
+				strcmp(key, "pdf_upload") == 0 || strcmp(key, "template_no_header") == 0)
 				continue;
 			if (strcmp(key, "header") == 0)
 			{
@@ -1326,6 +1326,15 @@ odoo_render_rule(OdooRuleDef *rd, Relation rel, int64 res_id, bool for_preview,
 	appendStringInfoString(&r->payload, "}}");
 	appendStringInfoChar(&r->values, '}');
 	r->payload_jsonb = DirectFunctionCall1(jsonb_in, CStringGetDatum(r->payload.data));
+	if (r->header_dropped && r->template_no_header != NULL)
+	{
+		/* without its header at once: the rule's header-less template */
+		r->template = r->template_no_header;
+		r->payload_jsonb = wa_odoo_payload_template(r->payload_jsonb, r->template);
+		resetStringInfo(&r->payload);
+		appendStringInfoString(&r->payload,
+							   DatumGetCString(DirectFunctionCall1(jsonb_out, r->payload_jsonb)));
+	}
 
 	if (r->state == NULL)
 		odoo_check_recipient(r);

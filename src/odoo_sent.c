@@ -39,16 +39,26 @@
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 
 #include "odoo_sent.h"
 
-/* The message types of a message sent out by Odoo (16 has no email_outgoing). */
-static const char *const sent_message_types[] = {"comment", "email_outgoing", NULL};
+/*
+ * The message types of a message sent out by Odoo: comment (message_post),
+ * email_outgoing (17+: the copy of a mass mail) and email (16: the copy of
+ * a mass mail, written with its mail_mail; also an incoming e-mail, told
+ * apart at commit).
+ */
+static const char *const sent_message_types[] = {"comment", "email_outgoing", "email", NULL};
+static const char *const mass_mail_types[] = {"email", NULL};
+/* a mail_mail that is going out or went out (not cancel, exception, received) */
+static const char *const mail_sent_states[] = {"outgoing", "sent", NULL};
 
 static const Oid text_types[] = {TEXTOID, VARCHAROID, InvalidOid};
 static const Oid id_types[] = {INT4OID, INT8OID, INT2OID, InvalidOid};
@@ -212,6 +222,10 @@ keyed_find(KeyedRel *k, int64 key, const char *col, const int64 *values, int n,
 		{
 			int64		v;
 
+			/* SnapshotAny: the rows this transaction inserted, deleted since or not */
+			if (snap == SnapshotAny &&
+				!TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(tup->t_data)))
+				continue;
 			if (att == 0)
 				found = true;
 			else if (tuple_int(tup, RelationGetDescr(rel), att, &v))
@@ -232,6 +246,110 @@ keyed_find(KeyedRel *k, int64 key, const char *col, const int64 *values, int n,
 	}
 	table_close(rel, NoLock);
 	return found;
+}
+
+/* The text of column att of tup (text or varchar), or NULL. */
+static char *
+tuple_text(HeapTuple tup, TupleDesc desc, AttrNumber att)
+{
+	bool		isnull;
+	Datum		d;
+
+	if (att == 0)
+		return NULL;
+	d = heap_getattr(tup, att, desc, &isnull);
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+#define MAX_MASS_MAILS 16
+
+/*
+ * NULL when the mail_mail that Odoo 16's mail composer wrote for
+ * mail_message msg_id in mass_mail mode went (or is going) to the
+ * customer; otherwise why not.
+ *
+ * In that mode the composer creates one mail.mail per record: the
+ * mail_message (message_type 'email', no subtype, the attachments) and
+ * its mail_mail, whose recipients are on mail_mail_res_partner_rel, not
+ * on the message.  Then it sends the mails in the same transaction, and
+ * deletes each one whose auto_delete is set (the invoice templates set
+ * it) with its recipients, before the commit at which this runs.  So the
+ * mail and its recipients are read with SnapshotAny, keeping the rows
+ * this transaction inserted, deleted since or not.  A mail cancelled
+ * before sending (no e-mail address, blacklisted: state 'cancel' at its
+ * creation) or that failed ('exception') does not count.
+ */
+static char *
+mass_mail_problem(int64 msg_id, const int64 *partners, int npartners, Snapshot snap)
+{
+	KeyedRel	k;
+	Relation	rel;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	AttrNumber	a_id,
+				a_state;
+	int64		mails[MAX_MASS_MAILS];
+	int			nmails = 0;
+	char	   *bad_state = NULL;
+	bool		to_customer = false;
+
+	if (!keyed_open(&k, "mail_mail", "mail_message_id"))
+		return psprintf("mail_message %ld is an e-mail without subtype, and table public.mail_mail, where Odoo 16 writes the mass-mail copy's mail, is missing",
+						(long) msg_id);
+	a_id = wa_odoo_column(k.relid, "id", id_types, NULL, LOG);
+	a_state = wa_odoo_column(k.relid, "state", text_types, NULL, LOG);
+	rel = table_open(k.relid, NoLock);
+	for (int pass = 0; pass < 2; pass++)
+	{
+		/* every version this transaction wrote, then the row as it stands */
+		Snapshot	s = pass == 0 ? SnapshotAny : snap;
+
+		scan = wa_key_scan(rel, k.key, k.keytype, k.index, k.coll, msg_id, NULL, s);
+		if (scan == NULL)
+			continue;
+		while (HeapTupleIsValid(tup = systable_getnext(scan)))
+		{
+			TupleDesc	desc = RelationGetDescr(rel);
+			int64		id;
+			bool		known = false;
+
+			if (pass == 0 &&
+				!TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(tup->t_data)))
+				continue;
+			if (!tuple_int(tup, desc, a_id, &id))
+				continue;
+			if (!wa_tuple_text_in(tup, desc, a_state, mail_sent_states) && bad_state == NULL)
+			{
+				char	   *st = tuple_text(tup, desc, a_state);
+
+				bad_state = psprintf("mail_mail %ld of mail_message %ld is %s, not sent",
+									 (long) id, (long) msg_id, st ? st : "without state");
+			}
+			for (int i = 0; i < nmails; i++)
+				if (mails[i] == id)
+					known = true;
+			if (!known && pass == 0 && nmails < MAX_MASS_MAILS)
+				mails[nmails++] = id;
+		}
+		systable_endscan(scan);
+	}
+	table_close(rel, NoLock);
+	if (bad_state != NULL)
+		return bad_state;
+	if (nmails == 0)
+		return psprintf("mail_message %ld is an e-mail without subtype and without a mail_mail written with it: an incoming or imported e-mail, not a mass-mail send",
+						(long) msg_id);
+
+	/* the customer among the mail's recipients */
+	if (!keyed_open(&k, "mail_mail_res_partner_rel", "mail_mail_id"))
+		return pstrdup("table public.mail_mail_res_partner_rel (the recipients of a mass mail) is missing or has no integer mail_mail_id");
+	for (int i = 0; i < nmails && !to_customer; i++)
+		to_customer = keyed_find(&k, mails[i], "res_partner_id", partners, npartners,
+								 NULL, NULL, SnapshotAny);
+	if (!to_customer)
+		return psprintf("the customer (res_partner %ld) is not among the recipients of the mail of mail_message %ld",
+						(long) partners[0], (long) msg_id);
+	return NULL;
 }
 
 /*
@@ -257,6 +375,7 @@ wa_odoo_sent_problem(int64 msg_id, int64 res_id, int64 partner_id, int64 commerc
 	bool		have_subtype = false;
 	bool		ok = false;
 	bool		internal = true;
+	bool		mass_copy = false;
 	int64		partners[2];
 	static const char *const model[] = {"account.move", NULL};
 
@@ -280,6 +399,7 @@ wa_odoo_sent_problem(int64 msg_id, int64 res_id, int64 partner_id, int64 commerc
 				wa_tuple_text_in(tup, desc, a_type, sent_message_types) &&
 				tuple_int(tup, desc, a_res, &r) && r == res_id;
 			have_subtype = tuple_int(tup, desc, a_subtype, &subtype);
+			mass_copy = wa_tuple_text_in(tup, desc, a_type, mass_mail_types);
 		}
 		systable_endscan(scan);
 	}
@@ -287,6 +407,27 @@ wa_odoo_sent_problem(int64 msg_id, int64 res_id, int64 partner_id, int64 commerc
 	if (!ok)
 		return psprintf("mail_message %ld is not an outgoing message on account_move %ld",
 						(long) msg_id, (long) res_id);
+
+	partners[0] = partner_id;
+	partners[1] = commercial_id;
+
+	/*
+	 * Odoo 16's mass_mail copy: an e-mail without subtype, its recipients
+	 * on its mail_mail.  An e-mail with a subtype is an incoming one
+	 * (the mail gateway posts it as mail.mt_comment).
+	 */
+	if (mass_copy)
+	{
+		char	   *why;
+
+		if (have_subtype)
+			return psprintf("mail_message %ld is an e-mail with a subtype: an incoming e-mail, not a mail Odoo sent",
+							(long) msg_id);
+		why = mass_mail_problem(msg_id, partners, commercial_id > 0 ? 2 : 1, snap);
+		if (why != NULL)
+			return why;
+		goto attachments;
+	}
 
 	/* a discussion, not an internal note */
 	if (!have_subtype)
@@ -301,14 +442,13 @@ wa_odoo_sent_problem(int64 msg_id, int64 res_id, int64 partner_id, int64 commerc
 						(long) msg_id, (long) subtype);
 
 	/* the customer among its recipients */
-	partners[0] = partner_id;
-	partners[1] = commercial_id;
 	if (!keyed_open(&k, "mail_message_res_partner_rel", "mail_message_id") ||
 		!keyed_find(&k, msg_id, "res_partner_id", partners, commercial_id > 0 ? 2 : 1,
 					NULL, NULL, snap))
 		return psprintf("the customer (res_partner %ld) is not among the recipients of mail_message %ld",
 						(long) partner_id, (long) msg_id);
 
+attachments:
 	/* with the invoice attached */
 	if (!keyed_open(&k, "message_attachment_rel", "message_id") ||
 		!keyed_find(&k, msg_id, NULL, NULL, 0, NULL, NULL, snap))

@@ -454,7 +454,9 @@ extern char *wa_odoo_pdf_filename(const char *att_name, const char *doc_name,
 extern void wa_odoo_header_json(StringInfo out, const char *link, const char *filename);
 extern void wa_odoo_pdf_wait_record(int32 account_id, const char *dedupe_key, int64 res_id,
 									TimestampTz until, const char *base_url,
-									const char *doc_name, bool upload);
+									const char *doc_name, bool upload,
+									const char *template_no_header);
+extern Datum wa_odoo_payload_template(Datum payload, const char *template_name);
 extern int	wa_odoo_pdf_release(WaMediaUploader upload);
 
 /* ----------

@@ -1,5 +1,5 @@
 -- test/odoo/drop.sql: remove the Odoo fixture (any version) from schema public.
-DROP TABLE IF EXISTS public.mail_notification, public.mail_mail, public.message_attachment_rel,
+DROP TABLE IF EXISTS public.mail_notification, public.mail_mail_res_partner_rel, public.mail_mail, public.message_attachment_rel,
 	public.mail_message_res_partner_rel, public.mail_message, public.mail_message_subtype,
 	public.ir_model_data, public.ir_attachment CASCADE;
 DROP TABLE IF EXISTS public.account_move, public.sale_order, public.res_company,

@@ -8,6 +8,8 @@
 --   mail_message_subtype (id, internal)
 --   mail_message_res_partner_rel (mail_message_id, res_partner_id)
 --   message_attachment_rel (message_id, attachment_id)
+--   mail_mail (id, mail_message_id, state), mail_mail_res_partner_rel
+--     (mail_mail_id, res_partner_id): the recipients of a mass mail (16)
 --
 -- How Odoo writes them when it sends an invoice (docs/odoo-sent-links.md
 -- has the per-version detail): message_post() on the account.move
@@ -103,6 +105,19 @@ CREATE TABLE public.mail_mail (
 	create_date				timestamp without time zone,
 	write_date				timestamp without time zone
 );
+
+-- mail_message_id is index=True in Odoo's mail.mail
+CREATE INDEX mail_mail__mail_message_id_index ON public.mail_mail (mail_message_id);
+
+-- recipient_ids of mail.mail (Many2many, default table and columns): where
+-- the mail composer's mass_mail mode (Odoo 16: the Send of several
+-- invoices at once) puts the recipients, instead of the message's partner_ids
+CREATE TABLE public.mail_mail_res_partner_rel (
+	mail_mail_id			integer NOT NULL REFERENCES public.mail_mail (id) ON DELETE CASCADE,
+	res_partner_id			integer NOT NULL REFERENCES public.res_partner (id) ON DELETE CASCADE,
+	PRIMARY KEY (mail_mail_id, res_partner_id)
+);
+CREATE INDEX ON public.mail_mail_res_partner_rel (res_partner_id, mail_mail_id);
 
 CREATE TABLE public.mail_notification (
 	id						serial PRIMARY KEY,

@@ -9,6 +9,18 @@
 -- calendar.attendee (calendar), helpdesk.team, helpdesk.stage and
 -- helpdesk.ticket (helpdesk, Enterprise).  account.payment differs by
 -- version: payment16.sql and payment18.sql.
+--
+-- calendar: the columns below were checked against Odoo 16's
+-- addons/calendar/models/calendar_event.py and a later
+-- calendar_attendee.py (event_id and partner_id required, common_name
+-- stored, access_token, state accepted/declined/tentative/needsAction,
+-- availability); OpenUpgrade's calendar analyses for 17.0.1.1 and
+-- 19.0.1.1 change none of them (there is none stored for 18).  Not
+-- modelled: calendar_event.res_model_id (res_model is its stored related
+-- field) and the many2manys.
+-- helpdesk is Odoo Enterprise: its source is not in Odoo's public
+-- repositories, and these tables were NOT checked against it; they are
+-- a plausible guess (docs/odoo-rules.md says so).
 
 CREATE TABLE public.stock_picking_type (
 	id				serial PRIMARY KEY,

@@ -2,6 +2,13 @@
 -- _inherits account.move: the payment's name, date and state are its
 -- move's (move_id, required), and the move points back (payment_id).
 -- After models.sql.
+--
+-- 17 has this layout too: OpenUpgrade's analysis of account 18.0.1.3
+-- (openupgrade_scripts/scripts/account/18.0.1.3/upgrade_analysis.txt)
+-- lists "_inherits: DEL {'account.move': 'move_id'}" for account.payment,
+-- and name, date, state, journal_id, company_id "is now stored / not
+-- related anymore", and account.move's payment_id DEL; the 17.0.1.2
+-- analysis lists none of this (test/t/116_odoo_payment17.pl).
 CREATE TABLE public.account_payment (
 	id				serial PRIMARY KEY,
 	move_id			integer NOT NULL REFERENCES public.account_move (id) ON DELETE CASCADE,

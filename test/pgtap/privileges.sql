@@ -59,6 +59,7 @@ INSERT INTO wa_allowed VALUES
 	('whatsapp_admin', 'wa_odoo_rule', true),
 	('whatsapp_admin', 'wa_odoo_rule_drop', true),
 	('whatsapp_admin', 'wa_odoo_rule_preview', true),
+	('whatsapp_admin', 'wa_odoo_no_header_template', true),
 	('whatsapp_admin', 'normalize_phone', false);
 
 -- Views each role may read (none may write through a view).

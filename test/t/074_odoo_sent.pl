@@ -223,6 +223,126 @@ for my $v (16, 17, 18, 19)
 	}, 'INV/2025/00003 | $<nbsp>1,163.00', "Odoo $v: with the invoice's values", dbname => $db);
 }
 
+# Odoo 16: Send of several invoices at once.  account.invoice.send puts
+# the composer in mass_mail mode (more than one invoice), and
+# mail.compose.message then creates one mail.mail per invoice instead of
+# posting: the mail_message is an 'email' without subtype, with the PDF
+# attached, and the recipients (the template's partner_to) go to
+# mail_mail_res_partner_rel.  The mails are sent in the same transaction,
+# and those with auto_delete (the invoice template sets it) are deleted
+# with their recipients before the commit.  Then mark_invoice_as_sent.
+# (addons/account/wizard/account_invoice_send.py,
+# addons/mail/wizard/mail_compose_message.py, addons/mail/models/mail_mail.py
+# of 16; docs/odoo-sent-links.md.)
+sub mass_mail
+{
+	my (%a) = @_;
+	my ($inv, $msg) = @a{qw(inv msg)};
+	my $created = $a{cancel} ? 'cancel' : 'outgoing';
+	my $failure = $a{cancel} ? q{'mail_email_missing'} : 'NULL';
+	my $auto_delete = $a{keep} ? 'false' : 'true';
+	my $sql = qq{
+	INSERT INTO public.ir_attachment (id, name, res_model, res_id, company_id, type, store_fname,
+		file_size, checksum, mimetype, create_date)
+	VALUES ($msg, 'INV_2025_000$inv.pdf', 'mail.message', 0, 1, 'binary',
+		'5e/5e3f0a9c2b7d41e8a6c0f1d2e3b4a5968778695a', 48213,
+		'5e3f0a9c2b7d41e8a6c0f1d2e3b4a5968778695a', 'application/pdf', now() AT TIME ZONE 'UTC');
+	INSERT INTO public.mail_message (id, res_id, model, message_type, subtype_id, author_id,
+		subject, body, email_from, message_id, reply_to, date, is_internal, reply_to_force_new,
+		create_date, write_date)
+	VALUES ($msg, $inv, 'account.move', 'email', NULL, 1,
+		'Mi Empresa MX Invoice (Ref INV/2025/000$inv)',
+		'<p>Dear Ana Garcia, here is your invoice INV/2025/000$inv.</p>',
+		'"Mi Empresa MX" <facturas\@miempresa.example.mx>',
+		'<$msg.1733200000.987654321-openerp-account.move-$inv\@erp>',
+		'"Mi Empresa MX" <facturas\@miempresa.example.mx>',
+		now() AT TIME ZONE 'UTC', false, false, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC');
+	INSERT INTO public.message_attachment_rel (message_id, attachment_id) VALUES ($msg, $msg);
+	INSERT INTO public.mail_mail (id, mail_message_id, body_html, headers, "references", state,
+		failure_type, auto_delete, is_notification, create_date)
+	VALUES ($msg, $msg, '<p>Dear Ana Garcia, here is your invoice INV/2025/000$inv.</p>',
+		'{''X-Odoo-Objects'': ''account.move-$inv''}',
+		'<$msg.1733200000.987654321-openerp-account.move-$inv\@erp>', '$created', $failure,
+		$auto_delete, true, now() AT TIME ZONE 'UTC');};
+	for my $p (@{ $a{partners} })
+	{
+		$sql .= qq{
+	INSERT INTO public.mail_mail_res_partner_rel (mail_mail_id, res_partner_id) VALUES ($msg, $p);};
+	}
+	return $sql;
+}
+
+# batch_mails_sudo.send(): each outgoing mail goes out (or fails), then
+# _postprocess_sent_message deletes the auto_delete ones; a cancelled one
+# is deleted without sending (auto_delete and not an exception).
+sub mail_send
+{
+	my (%a) = @_;
+	my $msg = $a{msg};
+	my $sql = '';
+	$sql .= qq{
+	UPDATE public.mail_mail SET state = 'exception', failure_type = 'mail_smtp',
+		failure_reason = 'Connection unexpectedly closed' WHERE id = $msg;} if $a{smtp_fails};
+	$sql .= qq{
+	UPDATE public.mail_mail SET state = 'sent', failure_reason = NULL WHERE id = $msg;} if $a{sent};
+	$sql .= qq{
+	DELETE FROM public.mail_mail WHERE id = $msg AND auto_delete AND state <> 'exception';};
+	return $sql;
+}
+
+{
+	my $as16 = $node->connstr('odoo16') . ' user=odoo';
+	WaTest::psql_ok($node, q{
+		INSERT INTO public.account_move (id, journal_id, company_id, partner_id, commercial_partner_id,
+			currency_id, name, state, move_type, date, invoice_date, invoice_date_due,
+			amount_total, amount_residual, access_token)
+		SELECT g, 1, 1, 10, 10, 3, 'INV/2025/000' || g, 'posted', 'out_invoice', current_date,
+			   current_date, current_date + 30, 1160 + g, 1160 + g,
+			   '9a1e6c2f-3b7d-4e58-a9c0-1d2e3f4050' || g
+		  FROM generate_series(11, 18) g;
+	}, 'Odoo 16: eight more posted invoices', connstr => $as16);
+
+	# 11 and 12 sent together: their mails go out and are deleted before the commit
+	WaTest::psql_ok($node, 'BEGIN;'
+		  . pdf_attachment(11, undef) . pdf_attachment(12, undef)
+		  . mass_mail(inv => 11, msg => 2011, partners => [10])
+		  . mass_mail(inv => 12, msg => 2012, partners => [10])
+		  . mail_send(msg => 2011, sent => 1) . mail_send(msg => 2012, sent => 1)
+		  . ' UPDATE public.account_move SET is_move_sent = true WHERE id IN (11, 12); COMMIT;',
+		'Odoo 16: mass Send of INV/2025/00011 and 00012 (mails deleted after sending)', connstr => $as16);
+	# 13 and 14 together, with a template that keeps its mails (auto_delete off)
+	WaTest::psql_ok($node, 'BEGIN;'
+		  . mass_mail(inv => 13, msg => 2013, partners => [10], keep => 1)
+		  . mass_mail(inv => 14, msg => 2014, partners => [1], keep => 1)
+		  . mail_send(msg => 2013, sent => 1) . mail_send(msg => 2014, sent => 1)
+		  . ' UPDATE public.account_move SET is_move_sent = true WHERE id IN (13, 14); COMMIT;',
+		'Odoo 16: mass Send of 00013 (kept) and 00014 mailed to another partner', connstr => $as16);
+	# 15: its customer has no e-mail: the composer creates the mail cancelled, send deletes it
+	# 16: the outgoing mail server fails: the mail stays, in exception
+	WaTest::psql_ok($node, 'BEGIN;'
+		  . mass_mail(inv => 15, msg => 2015, partners => [10], cancel => 1)
+		  . mass_mail(inv => 16, msg => 2016, partners => [10])
+		  . mail_send(msg => 2015) . mail_send(msg => 2016, smtp_fails => 1)
+		  . ' UPDATE public.account_move SET is_move_sent = true WHERE id IN (15, 16); COMMIT;',
+		'Odoo 16: mass Send of 00015 (cancelled: no e-mail) and 00016 (SMTP failure)', connstr => $as16);
+	# 17: the customer answers by e-mail with a file (the mail gateway posts it, mt_comment)
+	WaTest::psql_ok($node, "BEGIN; " . message_post(inv => 17, msg => 2017, type => 'email',
+			subtype => 1, partners => [1], attach => 1) . " COMMIT;",
+		'Odoo 16: an incoming e-mail on 00017 with an attachment', connstr => $as16);
+	# 18: an e-mail without subtype and without a mail of its own (an import, say)
+	WaTest::psql_ok($node, "BEGIN; " . message_post(inv => 18, msg => 2018, type => 'email',
+			subtype => 'NULL', partners => [10], attach => 1) . " COMMIT;",
+		'Odoo 16: an e-mail without subtype and without mail_mail on 00018', connstr => $as16);
+
+	WaTest::psql_is($node, q{
+		SELECT string_agg(dedupe_key || ' ' || state, ', ' ORDER BY id)
+		  FROM whatsapp.messages WHERE dedupe_key ~ ':1[1-8]:';
+	}, 'account.move:11:invoice_sent queued, account.move:12:invoice_sent queued, account.move:13:invoice_sent queued',
+		'Odoo 16: a mass Send fires for each invoice mailed to its customer, nothing else does', dbname => 'odoo16');
+	WaTest::psql_is($node, q{SELECT count(*) FROM public.mail_mail WHERE id IN (2011, 2012, 2015)},
+		'0', 'Odoo 16: (the deleted mails are gone before the commit)', dbname => 'odoo16');
+}
+
 # 18 and 19: a batch Send is first only sending_data (the cron sends later).
 my $as_odoo = $node->connstr('odoo18') . ' user=odoo';
 WaTest::psql_ok($node, q{
