@@ -538,6 +538,50 @@ odoo_json_kv_str(StringInfo b, const char *key, const char *val)
 		appendStringInfoString(b, "null");
 }
 
+/*
+ * What both previews (wa_odoo_preview, wa_odoo_rule_preview) say about the
+ * message itself: its outcome, account, recipient, template, language,
+ * values, payload and dedupe key.
+ */
+void
+odoo_preview_message(StringInfo b, const OdooRender *r)
+{
+	odoo_json_kv_str(b, "outcome", r->state);
+	odoo_json_kv_str(b, "failure_type", r->failure_type);
+	odoo_json_kv_str(b, "reason", r->reason);
+	odoo_json_kv_str(b, "account", r->account);
+	odoo_json_kv_str(b, "recipient", r->recipient);
+	odoo_json_kv_str(b, "template", r->template);
+	odoo_json_kv_str(b, "language", r->language);
+	appendStringInfoString(b, ", \"values\": ");
+	appendStringInfoString(b, r->values.len > 1 ? r->values.data : "{}");
+	appendStringInfoString(b, ", \"message\": ");
+	appendStringInfoString(b, r->payload.len ? r->payload.data : "null");
+	odoo_json_kv_str(b, "dedupe_key", r->dedupe_key);
+}
+
+/*
+ * The links the customer gets (page and PDF, or null), and whether the
+ * commit would create the access_token they carry.
+ */
+void
+odoo_preview_links(StringInfo b, const OdooRender *r)
+{
+	appendStringInfoString(b, ", \"links\": {\"page\": ");
+	if (r->link_page)
+		escape_json(b, r->link_page);
+	else
+		appendStringInfoString(b, "null");
+	appendStringInfoString(b, ", \"pdf\": ");
+	if (r->link_pdf)
+		escape_json(b, r->link_pdf);
+	else
+		appendStringInfoString(b, "null");
+	appendStringInfoChar(b, '}');
+	appendStringInfo(b, ", \"access_token_created_at_commit\": %s",
+					 (r->token_new || r->att_token_new) ? "true" : "false");
+}
+
 PG_FUNCTION_INFO_V1(wa_odoo_preview);
 
 Datum
@@ -626,18 +670,7 @@ wa_odoo_preview(PG_FUNCTION_ARGS)
 		else
 			appendStringInfoString(&b, ", \"already_recorded\": null");
 	}
-	odoo_json_kv_str(&b, "outcome", r.state);
-	odoo_json_kv_str(&b, "failure_type", r.failure_type);
-	odoo_json_kv_str(&b, "reason", r.reason);
-	odoo_json_kv_str(&b, "account", r.account);
-	odoo_json_kv_str(&b, "recipient", r.recipient);
-	odoo_json_kv_str(&b, "template", r.template);
-	odoo_json_kv_str(&b, "language", r.language);
-	appendStringInfoString(&b, ", \"values\": ");
-	appendStringInfoString(&b, r.values.len > 1 ? r.values.data : "{}");
-	appendStringInfoString(&b, ", \"message\": ");
-	appendStringInfoString(&b, r.payload.len ? r.payload.data : "null");
-	odoo_json_kv_str(&b, "dedupe_key", r.dedupe_key);
+	odoo_preview_message(&b, &r);
 	appendStringInfoString(&b, ", \"context\": ");
 	appendStringInfoString(&b, r.context.len ? r.context.data : "null");
 	odoo_json_kv_str(&b, "odoo_schema", odoo_schema_guess(ev->model));
@@ -658,20 +691,8 @@ wa_odoo_preview(PG_FUNCTION_ARGS)
 				wa_odoo_link_warning(r.base_url_used,
 									 r.base_url_source != NULL &&
 									 strcmp(r.base_url_source, "web.base.url") == 0) : NULL);
-	appendStringInfo(&b, ", \"access_token_created_at_commit\": %s",
-					 (r.token_new || r.att_token_new) ? "true" : "false");
 	odoo_json_kv_str(&b, "pdf_source", r.pdf_source);
-	appendStringInfoString(&b, ", \"links\": {\"page\": ");
-	if (r.link_page)
-		escape_json(&b, r.link_page);
-	else
-		appendStringInfoString(&b, "null");
-	appendStringInfoString(&b, ", \"pdf\": ");
-	if (r.link_pdf)
-		escape_json(&b, r.link_pdf);
-	else
-		appendStringInfoString(&b, "null");
-	appendStringInfoChar(&b, '}');
+	odoo_preview_links(&b, &r);
 	appendStringInfoChar(&b, '}');
 
 	old = MemoryContextSwitchTo(outer);

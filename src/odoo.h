@@ -325,6 +325,9 @@ extern void odoo_append_components(OdooCtx *x, Jsonb *params, StringInfo out);
 extern char *odoo_word_value(OdooCtx *x, const char *word);
 extern char *odoo_money(OdooCtx *x, Numeric amount, const char *vocab, const char *what);
 extern bool odoo_append_header(OdooCtx *x, const char *header, StringInfo out);
+/* The previews' shared fields (odoo.c) */
+extern void odoo_preview_message(StringInfo b, const OdooRender *r);
+extern void odoo_preview_links(StringInfo b, const OdooRender *r);
 extern void odoo_rule_options(OdooCtx *x, Jsonb *params);
 extern void odoo_choose_recipient(OdooCtx *x);
 extern void odoo_choose_language(OdooCtx *x, const char *rule_lang, List *avail);

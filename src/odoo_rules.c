@@ -1671,31 +1671,8 @@ wa_odoo_rule_preview(PG_FUNCTION_ARGS)
 	appendStringInfo(&b, ", \"res_id\": %ld", (long) id);
 	appendStringInfo(&b, ", \"fires\": %s", r.fires ? "true" : "false");
 	odoo_json_kv_str(&b, "why_not", r.fires ? NULL : r.note);
-	odoo_json_kv_str(&b, "outcome", r.state);
-	odoo_json_kv_str(&b, "failure_type", r.failure_type);
-	odoo_json_kv_str(&b, "reason", r.reason);
-	odoo_json_kv_str(&b, "account", r.account);
-	odoo_json_kv_str(&b, "recipient", r.recipient);
-	odoo_json_kv_str(&b, "template", r.template);
-	odoo_json_kv_str(&b, "language", r.language);
-	appendStringInfoString(&b, ", \"values\": ");
-	appendStringInfoString(&b, r.values.len > 1 ? r.values.data : "{}");
-	appendStringInfoString(&b, ", \"message\": ");
-	appendStringInfoString(&b, r.payload.len ? r.payload.data : "null");
-	odoo_json_kv_str(&b, "dedupe_key", r.dedupe_key);
-	appendStringInfoString(&b, ", \"links\": {\"page\": ");
-	if (r.link_page)
-		escape_json(&b, r.link_page);
-	else
-		appendStringInfoString(&b, "null");
-	appendStringInfoString(&b, ", \"pdf\": ");
-	if (r.link_pdf)
-		escape_json(&b, r.link_pdf);
-	else
-		appendStringInfoString(&b, "null");
-	appendStringInfoChar(&b, '}');
-	appendStringInfo(&b, ", \"access_token_created_at_commit\": %s",
-					 (r.token_new || r.att_token_new) ? "true" : "false");
+	odoo_preview_message(&b, &r);
+	odoo_preview_links(&b, &r);
 	appendStringInfoChar(&b, '}');
 
 	old = MemoryContextSwitchTo(outer);
