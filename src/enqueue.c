@@ -804,3 +804,26 @@ wa_failure_type_valid(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(text_in_list(PG_GETARG_TEXT_PP(0), failure_types,
 								lengthof(failure_types)));
 }
+
+/*
+ * whatsapp._message_payload_valid(state text, payload jsonb): not STRICT.
+ * A message queued or sending has its content (message_payload_check).
+ * Only whether payload is NULL is looked at, so it is never detoasted.
+ */
+PG_FUNCTION_INFO_V1(wa_message_payload_valid);
+
+Datum
+wa_message_payload_valid(PG_FUNCTION_ARGS)
+{
+	text	   *state;
+	size_t		len;
+
+	if (!PG_ARGISNULL(1))
+		PG_RETURN_BOOL(true);
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();		/* NULL passes a CHECK, as state NOT IN did */
+	state = PG_GETARG_TEXT_PP(0);
+	len = VARSIZE_ANY_EXHDR(state);
+	PG_RETURN_BOOL(!((len == 6 && memcmp(VARDATA_ANY(state), "queued", 6) == 0) ||
+					 (len == 7 && memcmp(VARDATA_ANY(state), "sending", 7) == 0)));
+}
