@@ -241,6 +241,47 @@ wa_recipient_opted_out(int32 account_id, const char *e164, const char *kind,
 }
 
 /*
+ * Does whatsapp.templates hold any PAUSED or DISABLED row of template name,
+ * for any account and language?  One probe of templates_blocked_idx, the
+ * partial index of those rows, with the statement's snapshot: usually
+ * there is none, and the query of wa_template_check, which decides
+ * between the account's row and the row for every account, is not run.
+ * Without the index, true.
+ */
+static bool
+blocked_template_rows_exist(const char *name)
+{
+	Oid			nsp = get_namespace_oid("whatsapp", false);
+	Oid			relid = get_relname_relid("templates", nsp);
+	Oid			index = get_relname_relid("templates_blocked_idx", nsp);
+	Relation	rel;
+	Relation	irel;
+	Oid			coll;
+	AttrNumber	att;
+	SysScanDesc scan;
+	bool		found;
+
+	if (!OidIsValid(relid) || !OidIsValid(index))
+		return true;
+	rel = table_open(relid, AccessShareLock);
+	irel = index_open(index, AccessShareLock);
+	att = irel->rd_index->indnkeyatts == 1 ? irel->rd_index->indkey.values[0] : 0;
+	coll = irel->rd_indcollation[0];
+	index_close(irel, AccessShareLock);
+	if (att <= 0 || TupleDescAttr(RelationGetDescr(rel), att - 1)->atttypid != TEXTOID)
+	{
+		table_close(rel, AccessShareLock);
+		return true;
+	}
+	scan = wa_key_scan(rel, att, TEXTOID, index, coll, 0, name,
+					   ActiveSnapshotSet() ? GetActiveSnapshot() : GetLatestSnapshot());
+	found = HeapTupleIsValid(systable_getnext(scan));
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
+/*
  * A template Meta paused or disabled (status PAUSED or DISABLED in
  * whatsapp.templates: the account's own row, else the row for every
  * account) fails at enqueue, failure_type 'template', until Meta approves
@@ -258,6 +299,8 @@ wa_template_check(int32 account_id, Datum payload, WaRecipientVerdict *v)
 	bool		blocked = false;
 
 	if (name == NULL || language == NULL)
+		return false;
+	if (!blocked_template_rows_exist(name))
 		return false;
 	for (char *c = language; *c; c++)
 		if (*c == '-')
