@@ -112,7 +112,22 @@ WaTest::psql_ok($node, q{SELECT whatsapp.wa_rotate_key()}, 'the key is rotated')
 $id = in_session(q{SELECT whatsapp.wa_send('+34 612 34 56 78', 'Su cita es el martes a las 9:00');});
 is(verdict($id), 'opted_out', 'Lucía stays blocked after the rotation (hash under the old key)');
 
-# --- 2. A template paused in another session -------------------------------
+# --- 2. The account, read by index: a drop in another session is seen -----
+WaTest::psql_ok($node, q{SELECT whatsapp.wa_account_set('pt', '1077665544', 'EAAenqueuecost-second-token')},
+	'a second account, pt');
+$id = in_session(q{SELECT whatsapp.wa_send('+351 912 345 678', 'A sua encomenda foi enviada', account => 'pt');});
+WaTest::psql_is($node, "SELECT a.name FROM whatsapp.message m JOIN whatsapp.account a ON a.id = m.account_id WHERE m.id = $id",
+	'pt', 'the open session sends through pt by name');
+$id = in_session(q{SELECT whatsapp.wa_send('+351 912 345 678', 'A sua encomenda foi enviada');});
+WaTest::psql_is($node, "SELECT a.name FROM whatsapp.message m JOIN whatsapp.account a ON a.id = m.account_id WHERE m.id = $id",
+	'es', 'and through the default, es, without one');
+WaTest::psql_ok($node, q{SELECT whatsapp.wa_account_drop('pt')}, 'another session drops pt');
+is(in_session(q{SELECT whatsapp.wa_send('+351 912 345 678', 'A sua encomenda foi enviada', account => 'pt');}),
+	'', 'the open session\'s next send through pt returns nothing');
+like($s->{err}, qr/42704|account "pt" does not exist/, 'but fails: the account does not exist');
+$s->{err} = '';
+
+# --- 3. A template paused in another session -------------------------------
 my $tpl = q{SELECT whatsapp.wa_send_template('+49 151 23456789', 'cita_recordatorio', 'es', '["Jonas", "Dienstag"]');};
 $id = in_session($tpl);
 is(verdict($id), 'none', 'the open session sends the template (not paused)');
@@ -130,7 +145,7 @@ is(verdict($id), 'none', 'the open session sends it again');
 $s->{in} .= "\\q\n";
 $s->{h}->finish;
 
-# --- 3. message_payload_check keeps its rule --------------------------------
+# --- 4. message_payload_check keeps its rule --------------------------------
 WaTest::psql_fails($node, q{
 	INSERT INTO whatsapp.message (account_id, recipient, kind, payload, state)
 	SELECT id, '+4915123456789', 'text', NULL, 'queued' FROM whatsapp.account},
