@@ -915,6 +915,40 @@ SELECT pg_temp.sent(:rd1, 'wamid.RD1');
 SELECT state, (SELECT count(*) FROM whatsapp.status_held WHERE wamid = 'wamid.RD1') AS held_left
   FROM whatsapp.messages WHERE id = :rd1;
 
+-- One status alone: the statement that applies it also makes the
+-- redelivery check.  The same bytes again apply nothing, even when the
+-- status would be news for the message again (here it was put back to
+-- sent), and learn no display number (here changed since).
+SELECT whatsapp.wa_send('+52 55 4444 7788', 'redelivery alone') AS rd2 \gset
+SELECT pg_temp.sent(:rd2, 'wamid.RD2');
+SELECT pg_temp.statuses(jsonb_build_array(pg_temp.st('wamid.RD2', 'delivered', 1749423300, :'rd2'))) AS alone \gset
+SELECT count(*) AS log_before, (SELECT max(id) FROM whatsapp.webhook) AS first_id FROM whatsapp.log \gset
+SELECT pg_temp.recv(:'alone') AS first;
+UPDATE whatsapp.message SET state = 'sent', delivered_at = NULL WHERE id = :rd2;
+UPDATE whatsapp.account SET display_phone_number = '15550780000' WHERE phone_number_id = '106540352242922';
+SELECT pg_temp.recv(:'alone') AS second;
+SELECT state, delivered_at IS NULL AS no_delivered_at FROM whatsapp.messages WHERE id = :rd2;
+SELECT display_phone_number FROM whatsapp.account WHERE phone_number_id = '106540352242922';
+SELECT count(*) - :log_before AS new_log_rows FROM whatsapp.log;
+SELECT id - :first_id AS n, applied, duplicate_of - :first_id AS duplicate_of,
+	   regexp_replace(ignored::text, 'payload \d+', 'payload N') AS ignored
+  FROM whatsapp.webhooks WHERE id > :first_id ORDER BY id;
+-- the number is learned again from a payload that is news
+SELECT pg_temp.recv(pg_temp.statuses(jsonb_build_array(pg_temp.st('wamid.RD2', 'read', 1749423400, :'rd2')))) AS read;
+SELECT display_phone_number FROM whatsapp.account WHERE phone_number_id = '106540352242922';
+-- The same bytes twice in one statement, with no function between that
+-- starts a new command: the second call sees the first one's payload.
+SELECT whatsapp.wa_send('+52 55 4444 7799', 'redelivery in one statement') AS rd3 \gset
+SELECT pg_temp.sent(:rd3, 'wamid.RD3');
+SELECT pg_temp.statuses(jsonb_build_array(pg_temp.st('wamid.RD3', 'delivered', 1749423500, :'rd3'))) AS twice \gset
+SELECT pg_temp.sig(:'twice', 'app-secret-main') AS twice_sig \gset
+SELECT count(*) AS log_before, (SELECT max(id) FROM whatsapp.webhook) AS first_id FROM whatsapp.log \gset
+SELECT array_agg(whatsapp.wa_receive(b, :'twice_sig') ORDER BY n) AS applied
+  FROM (VALUES (1, :'twice'), (2, :'twice')) v(n, b);
+SELECT count(*) - :log_before AS new_log_rows FROM whatsapp.log;
+SELECT id - :first_id AS n, applied, duplicate_of - :first_id AS duplicate_of
+  FROM whatsapp.webhooks WHERE id > :first_id ORDER BY id;
+
 -- A 3 MB payload.
 SELECT pg_temp.recv(pg_temp.env(pg_temp.meta() || jsonb_build_object('statuses',
 	jsonb_build_array(pg_temp.st('wamid.P1', 'read', 1749423100, :'p1')), 'padding', repeat('x', 3 * 1024 * 1024)))) AS three_mb;

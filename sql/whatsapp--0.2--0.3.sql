@@ -1529,7 +1529,8 @@ BEGIN
 	result := jsonb_build_object(
 		'identifiers', to_jsonb(ids),
 		'exported_at', now(),
-		'messages', (SELECT coalesce(jsonb_agg(to_jsonb(m) || jsonb_build_object('account', a.name)
+		'messages', (SELECT coalesce(jsonb_agg((to_jsonb(m) - 'stats_events')
+											   || jsonb_build_object('account', a.name)
 											   ORDER BY m.id), '[]')
 					   FROM whatsapp.message m LEFT JOIN whatsapp.account a ON a.id = m.account_id
 					  WHERE m.id = ANY (msg_ids)),
@@ -2270,6 +2271,251 @@ SELECT r.name,
   FROM whatsapp.odoo_model_rule r;
 REVOKE ALL ON whatsapp.odoo_model_rules FROM PUBLIC;
 GRANT SELECT ON whatsapp.odoo_model_rules TO whatsapp_admin;
+
+/* ========================================================================
+ * 0.3: the four Odoo events are presets of the rules on any model (issue
+ * 12, item 5).  One rendering and one firing path in C
+ * (src/odoo_rules.c) serve the rules and the events; the events'
+ * definitions are fixed in C, and wa_odoo_enable keeps writing their
+ * configuration to whatsapp.odoo_rule.  What a rule gains here are the
+ * events' capabilities, as parameter kinds and options of params:
+ *
+ *   {"amount": "amount"}        a number as money in the record's
+ *                               currency (its currency_id), as Odoo prints
+ *                               it in the partner's language;
+ *   {"word": "portal_url"}      a word of wa_odoo_enable's vocabulary
+ *                               (amounts, dates, the portal link with its
+ *                               access_token), on sale_order and
+ *                               account_move;
+ *   "header", "base_url", "pdf_wait", "pdf_upload"
+ *                               the events' options (the official PDF as
+ *                               the document header), on sale_order and
+ *                               account_move.
+ * ======================================================================== */
+
+/*
+ * One parameter of a rule: a field path, or a parameter kind.  Returns
+ * the field path to check (the path, or the amount's), or NULL for a word.
+ */
+CREATE FUNCTION whatsapp._odoo_rule_param(model text, v jsonb, what text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF jsonb_typeof(v) = 'string' THEN
+		RETURN v #>> '{}';
+	END IF;
+	IF jsonb_typeof(v) = 'object' AND (SELECT count(*) FROM jsonb_object_keys(v)) = 1 THEN
+		IF jsonb_typeof(v -> 'amount') = 'string' THEN
+			RETURN v ->> 'amount';
+		END IF;
+		IF jsonb_typeof(v -> 'word') = 'string' THEN
+			IF model NOT IN ('sale_order', 'account_move') THEN
+				RAISE EXCEPTION '% of params: the word % is for rules on sale_order and account_move',
+						what, v -> 'word'
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'On other models, use field paths, and {"amount": "<path>"} for money.';
+			END IF;
+			PERFORM whatsapp._odoo_check_words(CASE model WHEN 'sale_order' THEN 'sale_order_confirmed'
+												ELSE 'invoice_posted' END, v -> 'word', what);
+			RETURN NULL;
+		END IF;
+	END IF;
+	RAISE EXCEPTION '% of params is neither a field path nor a parameter kind: %', what, v::text
+		USING ERRCODE = 'invalid_parameter_value',
+			  HINT = 'A field path as in "partner_id.name", {"amount": "amount_total"} for money in the record''s currency, or {"word": "portal_url"} on sale_order and account_move.';
+END
+$$;
+
+/* One of the events' options in a rule's params; raises when it is wrong. */
+CREATE FUNCTION whatsapp._odoo_rule_option(model text, k text, v jsonb, params jsonb)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	wait interval;
+BEGIN
+	IF model NOT IN ('sale_order', 'account_move') THEN
+		RAISE EXCEPTION '"%" of params is for rules on sale_order and account_move', k
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'The document header and the portal links exist for orders and invoices only.';
+	END IF;
+	IF k = 'header' AND v IS DISTINCT FROM '"portal_pdf"'::jsonb THEN
+		RAISE EXCEPTION 'header % of params is not supported', v::text
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = '"header": "portal_pdf" adds the document''s PDF as a document header: an invoice''s official PDF, an order''s report.';
+	END IF;
+	IF k = 'pdf_wait' THEN
+		IF jsonb_typeof(v) = 'string' THEN
+			BEGIN
+				wait := (v #>> '{}')::interval;
+			EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow
+					   OR interval_field_overflow THEN
+				wait := NULL;
+			END;
+		END IF;
+		IF wait IS NULL OR wait < interval '0' OR wait > interval '7 days' THEN
+			RAISE EXCEPTION '"pdf_wait" of params must be an interval from "0" to "7 days", such as "30 minutes"'
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'An invoice''s message waits up to that long for the invoice''s official PDF, then goes without the header; "0" or no "pdf_wait" sends it without the header at once.';
+		END IF;
+	END IF;
+	IF k = 'pdf_upload' AND jsonb_typeof(v) <> 'boolean' THEN
+		RAISE EXCEPTION '"pdf_upload" of params must be true or false'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'true: the worker uploads an invoice''s official PDF to Meta and sends its media id, for an Odoo that Meta cannot reach.';
+	END IF;
+	IF k IN ('pdf_wait', 'pdf_upload') AND NOT (params ? 'header') THEN
+		RAISE EXCEPTION '"pdf_wait" and "pdf_upload" of params need "header": "portal_pdf"'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF k = 'base_url' AND (jsonb_typeof(v) <> 'string'
+		OR (v #>> '{}') !~ '^https://[A-Za-z0-9.-]+(:[0-9]+)?(/[^?#[:space:]]*)?$') THEN
+		RAISE EXCEPTION '"base_url" of params must be an https URL such as "https://erp.example.com"'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'It is the public address of Odoo for this rule''s links; without it the links use web.base.url.';
+	END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION whatsapp._odoo_rule_param(text, jsonb, text),
+	whatsapp._odoo_rule_option(text, text, jsonb, jsonb) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION whatsapp.wa_odoo_rule(
+	name text, model text, template text,
+	state_value text DEFAULT NULL, state_field text DEFAULT 'state',
+	condition text DEFAULT NULL,
+	partner_field text DEFAULT 'partner_id',
+	params jsonb DEFAULT NULL,
+	language text DEFAULT NULL, account text DEFAULT NULL,
+	company_id integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	rn text := wa_odoo_rule.name;
+	tbl text := wa_odoo_rule.model;
+	lang text := replace(btrim(wa_odoo_rule.language), '-', '_');
+	acct text;
+	paths text[] := ARRAY[]::text[];
+	k text;
+	v jsonb;
+	trg text;
+BEGIN
+	IF rn IS NULL OR rn !~ '^[a-z0-9_]{1,40}$' THEN
+		RAISE EXCEPTION 'rule name % is not a name of lower case letters, digits and underscores (up to 40)',
+				coalesce(quote_literal(rn), 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Name the rule after what it sends, as in delivery_done.';
+	END IF;
+	IF rn IN ('sale_order_confirmed', 'invoice_posted', 'refund_posted', 'invoice_sent') THEN
+		RAISE EXCEPTION 'rule name % is the name of an Odoo event', quote_literal(rn)
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use whatsapp.wa_odoo_enable() for the four events, or give the rule another name.';
+	END IF;
+	IF tbl IS NULL OR tbl !~ '^[a-z0-9_]+$' THEN
+		RAISE EXCEPTION 'model % is not the name of an Odoo table', coalesce(quote_literal(tbl), 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Name the table of the model, as in stock_picking for stock.picking.';
+	END IF;
+	IF wa_odoo_rule.template IS NULL OR wa_odoo_rule.template !~ '^[a-z0-9_]+$'
+	   OR length(wa_odoo_rule.template) > 512 THEN
+		RAISE EXCEPTION 'template % is not a Cloud API template name',
+				coalesce(quote_literal(wa_odoo_rule.template), 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Template names use only lower case letters, digits and underscores, as in "delivery_done".';
+	END IF;
+	IF lang IS NOT NULL AND lang !~ '^[A-Za-z]{2,3}(_[A-Za-z0-9]{2,4})?$' THEN
+		RAISE EXCEPTION 'language % is not a template language code', quote_literal(wa_odoo_rule.language)
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use a code such as ''es'', ''es_MX'' or ''pt_BR'', or NULL for each partner''s language.';
+	END IF;
+	IF (wa_odoo_rule.state_value IS NULL) = (wa_odoo_rule.condition IS NULL) THEN
+		RAISE EXCEPTION 'a rule fires on state_value or on condition, and on exactly one of them'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass state_value => ''done'' (with state_field, ''state'' by default), or condition => ''...''.';
+	END IF;
+	IF wa_odoo_rule.partner_field IS NULL THEN
+		RAISE EXCEPTION 'partner_field must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Name the many2one to res_partner, as in partner_id.';
+	END IF;
+	IF wa_odoo_rule.params IS NOT NULL THEN
+		IF jsonb_typeof(wa_odoo_rule.params) = 'array' THEN
+			FOR v IN SELECT e FROM jsonb_array_elements(wa_odoo_rule.params) e
+			LOOP
+				paths := paths || whatsapp._odoo_rule_param(tbl, v, 'an element');
+			END LOOP;
+		ELSIF jsonb_typeof(wa_odoo_rule.params) = 'object' THEN
+			FOR k, v IN SELECT * FROM jsonb_each(wa_odoo_rule.params)
+			LOOP
+				IF k IN ('header', 'base_url', 'pdf_wait', 'pdf_upload') THEN
+					PERFORM whatsapp._odoo_rule_option(tbl, k, v, wa_odoo_rule.params);
+				ELSE
+					IF k !~ '^[a-z0-9_]+$' OR length(k) > 128 THEN
+						RAISE EXCEPTION '% is not a template parameter name', quote_literal(k)
+							USING ERRCODE = 'invalid_parameter_value',
+								  HINT = 'Named template parameters use lower case letters, digits and underscores.';
+					END IF;
+					paths := paths || whatsapp._odoo_rule_param(tbl, v, format('parameter %s', k));
+				END IF;
+			END LOOP;
+		ELSE
+			RAISE EXCEPTION 'params must be an array or an object of field paths'
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'As in ''["partner_id.name", "name"]'' or ''{"customer": "partner_id.name"}''.';
+		END IF;
+	END IF;
+
+	IF wa_odoo_rule.account IS NULL THEN
+		SELECT a.name INTO acct FROM whatsapp.account a WHERE a.is_default AND a.dropped_at IS NULL;
+		IF acct IS NULL THEN
+			RAISE EXCEPTION 'there is no default whatsapp account'
+				USING ERRCODE = 'object_not_in_prerequisite_state',
+					  HINT = 'Pass the account argument, or create an account with whatsapp.wa_account_set().';
+		END IF;
+	ELSE
+		SELECT a.name INTO acct FROM whatsapp.account a
+		 WHERE a.name = wa_odoo_rule.account AND a.dropped_at IS NULL;
+		IF acct IS NULL THEN
+			RAISE EXCEPTION 'whatsapp account "%" does not exist', wa_odoo_rule.account
+				USING ERRCODE = 'undefined_object',
+					  HINT = 'Create it with whatsapp.wa_account_set(), or see whatsapp.accounts for the names.';
+		END IF;
+	END IF;
+
+	/* the table, the paths and the condition, checked in C */
+	PERFORM whatsapp._odoo_rule_check(tbl, wa_odoo_rule.partner_field,
+		CASE WHEN wa_odoo_rule.state_value IS NOT NULL THEN wa_odoo_rule.state_field END,
+		wa_odoo_rule.condition, paths);
+
+	INSERT INTO whatsapp.odoo_model_rule AS r (name, model, template, language, account,
+		partner_field, params, state_field, state_value, condition, company_id)
+	VALUES (rn, tbl, wa_odoo_rule.template, lang, acct, wa_odoo_rule.partner_field,
+		wa_odoo_rule.params,
+		CASE WHEN wa_odoo_rule.state_value IS NOT NULL THEN wa_odoo_rule.state_field END,
+		wa_odoo_rule.state_value, wa_odoo_rule.condition, wa_odoo_rule.company_id)
+	ON CONFLICT ON CONSTRAINT odoo_model_rule_pkey DO UPDATE
+	   SET model = EXCLUDED.model, template = EXCLUDED.template, language = EXCLUDED.language,
+		   account = EXCLUDED.account, partner_field = EXCLUDED.partner_field,
+		   params = EXCLUDED.params, state_field = EXCLUDED.state_field,
+		   state_value = EXCLUDED.state_value, condition = EXCLUDED.condition,
+		   company_id = EXCLUDED.company_id, updated_at = now(), updated_by = session_user;
+
+	/* the trigger: on this table only, naming no column */
+	trg := 'whatsapp_rule_' || rn;
+	PERFORM whatsapp._odoo_rule_drop_triggers(rn);
+	EXECUTE format('CREATE CONSTRAINT TRIGGER %I AFTER INSERT OR UPDATE ON public.%I'
+				   ' DEFERRABLE INITIALLY DEFERRED FOR EACH ROW'
+				   ' WHEN (pg_catalog.current_setting(''whatsapp.odoo_events'', true) IS DISTINCT FROM ''off'')'
+				   ' EXECUTE FUNCTION whatsapp._odoo_rule_trigger(%L)', trg, tbl, rn);
+	PERFORM whatsapp._audit('wa_odoo_rule', format('rule %s on %s, %s, template %s', rn, tbl,
+		CASE WHEN wa_odoo_rule.company_id IS NULL THEN 'every company'
+			 ELSE 'company ' || wa_odoo_rule.company_id END, wa_odoo_rule.template));
+END
+$$;
 
 /* ========================================================================
  * Enqueue cost (issue 11)

@@ -26,6 +26,19 @@
  * itself drops dead connections and those idle over WA_HTTP_MAX_IDLE_S,
  * at most once a second, as requests start.
  *
+ * Several multi handles.  libcurl 7.88 walks every connection in a multi
+ * handle's pool to the host when a transfer starts (looking for one to
+ * reuse) and again when a finished one is removed.  Over HTTP/1.x each
+ * request in flight holds a connection of its own, so with one multi
+ * handle every request cost two walks of up to max_inflight connections,
+ * each a cache miss per connection: at 1,500 in flight that was a third of
+ * the worker's CPU (bench/README.md).  So over HTTP/1.x the transfers are
+ * spread over up to WA_MAX_SHARDS multi handles ("shards") of about
+ * WA_SHARD_TRANSFERS each, every shard with a pool of its own; a new
+ * transfer goes to the first shard with room, so a light load keeps using
+ * the first pool.  Over HTTP/2, where a few connections carry everything,
+ * there is one shard.  All shards' sockets share the one epoll set.
+ *
  * A hostile or broken server costs bounded resources: an answer over
  * WA_HTTP_MAX_RESPONSE bytes of body or WA_HTTP_MAX_HEADERS of headers is
  * aborted, not drained, and whatsapp.http_timeout bounds its time.
@@ -56,10 +69,20 @@
 
 #define WA_USER_AGENT "whatsapp-postgresql/" WHATSAPP_VERSION
 
-static CURLM *multi = NULL;
+#define WA_MAX_SHARDS		32
+#define WA_SHARD_TRANSFERS	128
+
+typedef struct WaShard
+{
+	CURLM	   *multi;
+	bool		timer_set;
+	TimestampTz timer_deadline; /* when libcurl wants to be called back */
+	int			running;		/* transfers in it */
+} WaShard;
+
+static WaShard shards[WA_MAX_SHARDS];
+static int	nshards = 0;		/* created: shards[0 .. nshards - 1] */
 static int	epoll_fd = -1;
-static TimestampTz timer_deadline = 0;	/* 0: libcurl wants no timeout */
-static bool timer_set = false;
 static int	open_sockets = 0;
 static int	socket_budget = 0;
 
@@ -73,6 +96,7 @@ static int	socket_budget = 0;
 #define WA_SOCK_DEAD	0x08	/* pooled, and the server hung up on it */
 
 static uint8 *sock_flags = NULL;
+static uint8 *sock_shard = NULL;	/* the shard whose libcurl watches it */
 static int	sock_flags_len = 0;
 static int	ndead = 0;			/* pooled sockets the server hung up on */
 
@@ -127,6 +151,11 @@ sock_track(int fd)
 	len = Max(sock_flags_len, 256);
 	while (len <= fd)
 		len *= 2;
+	grown = realloc(sock_shard, len);
+	if (grown == NULL)
+		return false;
+	memset(grown + sock_flags_len, 0, len - sock_flags_len);
+	sock_shard = grown;
 	grown = realloc(sock_flags, len);
 	if (grown == NULL)
 		return false;
@@ -207,6 +236,7 @@ socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 	if (f & WA_SOCK_DEAD)
 		ndead--;
 	sock_flags[s] = (f & WA_SOCK_OURS) | WA_SOCK_CURL;
+	sock_shard[s] = (uint8) ((WaShard *) userp - shards);
 	return 0;
 }
 
@@ -214,12 +244,14 @@ socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 static int
 timer_cb(CURLM *m, long timeout_ms, void *userp)
 {
+	WaShard    *sh = (WaShard *) userp;
+
 	if (timeout_ms < 0)
-		timer_set = false;
+		sh->timer_set = false;
 	else
 	{
-		timer_set = true;
-		timer_deadline = GetCurrentTimestamp() + (TimestampTz) timeout_ms * 1000;
+		sh->timer_set = true;
+		sh->timer_deadline = GetCurrentTimestamp() + (TimestampTz) timeout_ms * 1000;
 	}
 	return 0;
 }
@@ -397,10 +429,38 @@ compute_socket_budget(void)
 
 static bool http1_only = false;
 
+/*
+ * How many shards new transfers may use: one over HTTP/2 (or before we
+ * know the server), enough for WA_SHARD_TRANSFERS each over HTTP/1.x.
+ */
+static int
+shards_wanted(void)
+{
+	if (!http1_only && pg_strncasecmp(wa_api_url, "https://", 8) == 0)
+		return 1;
+	return Min(WA_MAX_SHARDS,
+			   Max(1, (wa_max_inflight + WA_SHARD_TRANSFERS - 1) / WA_SHARD_TRANSFERS));
+}
+
+/*
+ * The connections one shard may hold: its share of max_inflight (or of
+ * the socket budget), rounded up, so that all shards together hold about
+ * what one multi handle did (at most one more per shard).  pick_shard()
+ * gives a full shard no more transfers.
+ */
+static long
+shard_connections(void)
+{
+	long		conns = Min(wa_max_inflight, socket_budget);
+	int			want = shards_wanted();
+
+	return (conns + want - 1) / want;
+}
+
 static long
 host_connection_cap(void)
 {
-	long		conns = Min(wa_max_inflight, socket_budget);
+	long		conns = shard_connections();
 
 	if (http1_only || pg_strncasecmp(wa_api_url, "https://", 8) != 0)
 		return conns;
@@ -411,7 +471,7 @@ host_connection_cap(void)
 static void
 apply_limits(CURLM *m)
 {
-	long		conns = Min(wa_max_inflight, socket_budget);
+	long		conns = shard_connections();
 
 	CURLM_CHECK(curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, conns),
 				"CURLMOPT_MAX_TOTAL_CONNECTIONS");
@@ -421,9 +481,16 @@ apply_limits(CURLM *m)
 				"CURLMOPT_MAX_HOST_CONNECTIONS");
 }
 
-/* A multi handle with our callbacks and limits; its pool is empty. */
+static void
+apply_limits_all(void)
+{
+	for (int i = 0; i < nshards; i++)
+		apply_limits(shards[i].multi);
+}
+
+/* A multi handle for shard sh, with our callbacks and limits; its pool is empty. */
 static CURLM *
-create_multi(void)
+create_multi(WaShard *sh)
 {
 	CURLM	   *m = curl_multi_init();
 
@@ -435,8 +502,12 @@ create_multi(void)
 	{
 		CURLM_CHECK(curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, socket_cb),
 					"CURLMOPT_SOCKETFUNCTION");
+		CURLM_CHECK(curl_multi_setopt(m, CURLMOPT_SOCKETDATA, (void *) sh),
+					"CURLMOPT_SOCKETDATA");
 		CURLM_CHECK(curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, timer_cb),
 					"CURLMOPT_TIMERFUNCTION");
+		CURLM_CHECK(curl_multi_setopt(m, CURLMOPT_TIMERDATA, (void *) sh),
+					"CURLMOPT_TIMERDATA");
 		CURLM_CHECK(curl_multi_setopt(m, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX),
 					"CURLMOPT_PIPELINING");
 		apply_limits(m);
@@ -454,24 +525,44 @@ create_multi(void)
 	return m;
 }
 
+/* Shard i, created if it does not exist yet (shards are made in order). */
+static WaShard *
+get_shard(int i)
+{
+	Assert(i <= nshards && i < WA_MAX_SHARDS);
+	if (i == nshards)
+	{
+		WaShard    *sh = &shards[i];
+
+		memset(sh, 0, sizeof(WaShard));
+		sh->multi = create_multi(sh);
+		nshards++;
+	}
+	return &shards[i];
+}
+
 /*
- * Close every pooled connection: a fresh multi handle replaces the old
- * one.  Only while no transfer runs (the done ones were removed already).
+ * Close every pooled connection: fresh multi handles replace the old
+ * ones.  Only while no transfer runs (the done ones were removed already).
  */
 static void
 reset_pool(const char *why)
 {
-	CURLM	   *fresh;
-	CURLM	   *old = multi;
 	int			before = open_sockets;
 
 	Assert(nrunning == 0);
-	fresh = create_multi();
-	multi = fresh;
-	timer_set = false;
-	/* closes the old pool's sockets through closesocket_cb */
-	CURLM_CHECK(curl_multi_cleanup(old), "curl_multi_cleanup");
-	timer_set = false;
+	while (nshards > 0)
+	{
+		WaShard    *sh = &shards[nshards - 1];
+		CURLM	   *old = sh->multi;
+
+		/* closes the old pool's sockets through closesocket_cb */
+		sh->multi = NULL;
+		sh->timer_set = false;
+		nshards--;
+		CURLM_CHECK(curl_multi_cleanup(old), "curl_multi_cleanup");
+	}
+	(void) get_shard(0);
 	ndead = 0;
 	endpoint_changed = false;
 	ereport(DEBUG1,
@@ -518,7 +609,7 @@ wa_http_apply_settings(void)
 					 errhint("This setting exists for tests only; set it to 0.")));
 	}
 
-	apply_limits(multi);
+	apply_limits_all();
 	if (endpoint_changed && nrunning == 0)
 		reset_pool("the API endpoint changed");
 }
@@ -545,7 +636,7 @@ wa_http_init(void)
 
 	compute_socket_budget();
 
-	multi = create_multi();
+	(void) get_shard(0);
 	wa_http_apply_settings();
 }
 
@@ -565,7 +656,7 @@ wa_http_shutdown(void)
 	dlist_mutable_iter it;
 	CURLMcode	rc;
 
-	if (multi == NULL)
+	if (nshards == 0)
 		return;
 	wa_http_abandon_all();
 	dlist_foreach_modify(it, &done)
@@ -580,12 +671,19 @@ wa_http_shutdown(void)
 		free_transfer(dlist_container(WaTransfer, node, it.cur));
 	}
 	/* this runs at exit: report, but do not raise */
-	rc = curl_multi_cleanup(multi);
-	multi = NULL;
-	if (rc != CURLM_OK)
-		elog(WARNING, "whatsapp: curl_multi_cleanup failed: %s", curl_multi_strerror(rc));
+	while (nshards > 0)
+	{
+		WaShard    *sh = &shards[--nshards];
+
+		rc = curl_multi_cleanup(sh->multi);
+		sh->multi = NULL;
+		if (rc != CURLM_OK)
+			elog(WARNING, "whatsapp: curl_multi_cleanup failed: %s", curl_multi_strerror(rc));
+	}
 	free(sock_flags);
 	sock_flags = NULL;
+	free(sock_shard);
+	sock_shard = NULL;
 	sock_flags_len = 0;
 	ndead = 0;
 	if (epoll_fd >= 0)
@@ -661,10 +759,35 @@ wa_http_release(WaTransfer *t)
 	dlist_push_head(&pool, &t->node);
 }
 
+/*
+ * The shard for a new transfer: the first with room, else the least busy
+ * (only more transfers than max_inflight, or a lowered setting, get there;
+ * libcurl then queues it until one of that shard's connections is free).
+ */
+static WaShard *
+pick_shard(void)
+{
+	int			want = shards_wanted();
+	long		room = shard_connections();
+	WaShard    *best = NULL;
+
+	for (int i = 0; i < want; i++)
+	{
+		WaShard    *sh = get_shard(i);
+
+		if (sh->running < room)
+			return sh;
+		if (best == NULL || sh->running < best->running)
+			best = sh;
+	}
+	return best;
+}
+
 void
 wa_http_start(WaTransfer *t, const char *url, struct curl_slist *headers)
 {
 	CURL	   *e;
+	WaShard    *sh;
 
 	if (t->easy == NULL)
 	{
@@ -731,20 +854,23 @@ wa_http_start(WaTransfer *t, const char *url, struct curl_slist *headers)
 						   fault_armed_value),
 				 errhint("Set whatsapp.test_fail_start to 0; it exists for tests only.")));
 
+	sh = pick_shard();
 	INSTR_TIME_SET_CURRENT(t->started);
-	CURLM_CHECK(curl_multi_add_handle(multi, e), "curl_multi_add_handle");
+	CURLM_CHECK(curl_multi_add_handle(sh->multi, e), "curl_multi_add_handle");
+	t->shard = (int) (sh - shards);
+	sh->running++;
 	dlist_push_tail(&running, &t->node);
 	nrunning++;
 }
 
-/* Move finished transfers from libcurl to our done list. */
+/* Move finished transfers of one shard from libcurl to our done list. */
 static void
-collect_finished(void)
+collect_finished(WaShard *sh)
 {
 	CURLMsg    *msg;
 	int			left;
 
-	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
+	while ((msg = curl_multi_info_read(sh->multi, &left)) != NULL)
 	{
 		WaTransfer *t = NULL;
 		instr_time	now;
@@ -766,16 +892,17 @@ collect_finished(void)
 				(version == CURL_HTTP_VERSION_1_0 || version == CURL_HTTP_VERSION_1_1))
 			{
 				http1_only = true;
-				apply_limits(multi);
+				apply_limits_all();
 				ereport(DEBUG1,
-						(errmsg_internal("whatsapp worker: the API server answers over HTTP/1.x; up to %ld connections to it",
-										 host_connection_cap())));
+						(errmsg_internal("whatsapp worker: the API server answers over HTTP/1.x; up to %ld connections to it in each of up to %d pools",
+										 host_connection_cap(), shards_wanted())));
 			}
 		}
 		INSTR_TIME_SET_CURRENT(now);
 		INSTR_TIME_SUBTRACT(now, t->started);
 		t->latency_ms = INSTR_TIME_GET_MILLISEC(now);
-		CURLM_CHECK(curl_multi_remove_handle(multi, t->easy), "curl_multi_remove_handle");
+		CURLM_CHECK(curl_multi_remove_handle(sh->multi, t->easy), "curl_multi_remove_handle");
+		sh->running--;
 		dlist_delete(&t->node);
 		nrunning--;
 		dlist_push_tail(&done, &t->node);
@@ -789,8 +916,9 @@ wa_http_perform(void)
 	struct epoll_event events[256];
 	int			n;
 	int			still_running;
+	TimestampTz now;
 
-	if (multi == NULL)
+	if (nshards == 0)
 		return;
 	do
 	{
@@ -833,19 +961,27 @@ wa_http_perform(void)
 				flags |= CURL_CSELECT_OUT;
 			if (ev & EPOLLERR)
 				flags |= CURL_CSELECT_ERR;
-			CURLM_CHECK(curl_multi_socket_action(multi, fd, flags, &still_running),
+			CURLM_CHECK(curl_multi_socket_action(shards[sock_shard[fd]].multi, fd, flags,
+												 &still_running),
 						"curl_multi_socket_action");
 		}
 	} while (n == lengthof(events));
 
-	if (timer_set && GetCurrentTimestamp() >= timer_deadline)
+	now = GetCurrentTimestamp();
+	for (int i = 0; i < nshards; i++)
 	{
-		timer_set = false;
-		CURLM_CHECK(curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0,
-											 &still_running),
-					"curl_multi_socket_action");
+		WaShard    *sh = &shards[i];
+
+		if (sh->timer_set && now >= sh->timer_deadline)
+		{
+			sh->timer_set = false;
+			CURLM_CHECK(curl_multi_socket_action(sh->multi, CURL_SOCKET_TIMEOUT, 0,
+												 &still_running),
+						"curl_multi_socket_action");
+		}
 	}
-	collect_finished();
+	for (int i = 0; i < nshards; i++)
+		collect_finished(&shards[i]);
 
 	/*
 	 * Nothing in flight: close the pool if a server hung up on a pooled
@@ -861,11 +997,16 @@ wa_http_perform(void)
 long
 wa_http_next_timeout(void)
 {
+	TimestampTz first = 0;
 	long		ms;
 
-	if (!timer_set)
+	for (int i = 0; i < nshards; i++)
+		if (shards[i].timer_set &&
+			(first == 0 || shards[i].timer_deadline < first))
+			first = shards[i].timer_deadline;
+	if (first == 0)
 		return -1;
-	ms = (long) ((timer_deadline - GetCurrentTimestamp()) / 1000);
+	ms = (long) ((first - GetCurrentTimestamp()) / 1000);
 	return ms < 0 ? 0 : ms;
 }
 
@@ -903,7 +1044,7 @@ wa_http_abandon(int32 account_id)
 	dlist_mutable_iter it;
 	int			n = 0;
 
-	if (multi == NULL)
+	if (nshards == 0)
 		return 0;
 	dlist_foreach_modify(it, &running)
 	{
@@ -911,7 +1052,9 @@ wa_http_abandon(int32 account_id)
 
 		if (account_id >= 0 && t->account_id != account_id)
 			continue;
-		CURLM_CHECK(curl_multi_remove_handle(multi, t->easy), "curl_multi_remove_handle");
+		CURLM_CHECK(curl_multi_remove_handle(shards[t->shard].multi, t->easy),
+					"curl_multi_remove_handle");
+		shards[t->shard].running--;
 		dlist_delete(&t->node);
 		nrunning--;
 		wa_http_release(t);

@@ -37,6 +37,7 @@ typedef struct WaTransfer
 	int32		account_id;
 	int32		attempt;		/* attempt number of this request */
 	CURL	   *easy;
+	int			shard;			/* index of the multi handle running it */
 	StringInfoData request;		/* request body, kept alive while running */
 	StringInfoData response;	/* response body, capped */
 	bool		oversize;		/* over a cap: aborted, response cut */

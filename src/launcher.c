@@ -266,6 +266,7 @@ take_free_slot(const char *name, Oid dboid, bool listed)
 		strlcpy(slot->state, "not started", sizeof(slot->state));
 		slot->last_error[0] = '\0';
 		pg_atomic_write_u32(&slot->wake_pending, 0);
+		pg_atomic_write_u32(&slot->pdf_wait_pending, 0);
 		pg_atomic_write_u64(&slot->sent_total, 0);
 		pg_atomic_write_u32(&slot->inflight, 0);
 		pg_atomic_write_u64(&slot->queue_depth, 0);

@@ -1,26 +1,27 @@
 /*-------------------------------------------------------------------------
  *
  * odoo.c
- *	  Messages from Odoo's own tables: the trigger behind wa_odoo_enable,
- *	  the rules (whatsapp.odoo_rule, the rule's account and its template's
- *	  languages), the rendering of one document for one event (whether the
- *	  event holds, then odoo_render.c), recording the message, and
+ *	  What the rules on Odoo's tables and the four events share around the
+ *	  one rendering of odoo_rules.c: the events' configuration
+ *	  (whatsapp.odoo_rule, per company, written by wa_odoo_enable), the
+ *	  rule's account and its template's languages, the pause, recording
+ *	  the message (with the access_token written at commit), and
  *	  wa_odoo_preview.
  *
- * The other files behind the trigger (odoo.h lists them): odoo_data.c
- * reads Odoo's data, odoo_format.c formats as Odoo prints, odoo_render.c
- * makes the message.
+ * The four events are presets of the rules on any model: their
+ * definitions, their trigger and the rendering are in odoo_rules.c, which
+ * says why the definitions are code.  The other files behind the trigger
+ * (odoo.h lists them): odoo_data.c reads Odoo's data, odoo_format.c
+ * formats as Odoo prints, odoo_render.c makes the parameters, the
+ * components, the recipient and the language.
  *
- * wa_odoo_enable (SQL) puts two constraint triggers per event on Odoo's
- * sale_order or account_move, DEFERRABLE INITIALLY DEFERRED: one for
- * INSERT, one for UPDATE, each with a WHEN clause that queues an event only
- * when the row enters the event's state.  The events fire at commit, where
- * this file reads the document again as it stands then: Odoo's ORM writes
- * a record in several UPDATEs (the state first, then the name and the
- * amounts), and only the committed values are worth sending.
- * invoice_sent is the exception: its one trigger is AFTER INSERT on
- * mail_message, the message Odoo posts when it mails the invoice
- * (odoo_sent.c says why is_move_sent is not the signal).
+ * wa_odoo_enable (SQL) puts deferred constraint triggers on Odoo's
+ * sale_order or account_move (INSERT and UPDATE, naming no column), or for
+ * invoice_sent on mail_message (odoo_sent.c says why is_move_sent is not
+ * the signal).  The events fire at commit, where the document is read
+ * again as it stands then: Odoo's ORM writes a record in several UPDATEs
+ * (the state first, then the name and the amounts), and only the
+ * committed values are worth sending.
  *
  * Rules of the road:
  *
@@ -70,22 +71,6 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
-/* ----------
- * Events
- * ----------
- */
-static const OdooEvent odoo_events[] = {
-	{"sale_order_confirmed", M_SALE_ORDER, NULL, false},
-	{"invoice_posted", M_ACCOUNT_MOVE, "out_invoice", false},
-	{"refund_posted", M_ACCOUNT_MOVE, "out_refund", false},
-	{"invoice_sent", M_ACCOUNT_MOVE, "out_invoice", true},
-};
-
-/* Tables without which no message can be rendered at all. */
-static const bool table_required[T_COUNT] = {
-	true, true, true, true, true, false, false, false, false
-};
-
 static SPIPlanPtr plan_insert = NULL;
 static bool plan_insert_writes_owner = false;
 static SPIPlanPtr plan_existing = NULL;
@@ -104,17 +89,6 @@ odoo_own_tables_changed(void)
  * The extension's own tables: the rule, its account, the template's languages
  * ----------
  */
-typedef struct OdooRule
-{
-	bool		found;
-	bool		company_null;
-	int32		company_id;
-	char	   *template;
-	char	   *language;
-	char	   *account;
-	Jsonb	   *params;
-} OdooRule;
-
 enum
 {
 	OWN_RULE, OWN_ACCOUNT, OWN_TEMPLATES,
@@ -186,10 +160,14 @@ own_text(HeapTuple tup, Relation rel, AttrNumber a)
 	return isnull ? NULL : TextDatumGetCString(d);
 }
 
-/* The rule of event ev for the company (or, failing that, the one for all). */
-static void
-find_rule(const OdooEvent *ev, bool company_null, int64 company_id, Snapshot snap,
-		  OdooRule *rule)
+/*
+ * The configuration of preset ev (wa_odoo_enable's row of
+ * whatsapp.odoo_rule) for the company, or failing that the one for all,
+ * into rd; false when there is none.
+ */
+bool
+odoo_event_config(const OdooEvent *ev, bool company_null, int64 company_id, Snapshot snap,
+				  OdooRuleDef *rule)
 {
 	Relation	rel = open_own_table(OWN_RULE);
 	AttrNumber	a_event = own_attnum(rel, "event");
@@ -200,7 +178,6 @@ find_rule(const OdooEvent *ev, bool company_null, int64 company_id, Snapshot sna
 	HeapTuple	best = NULL;
 	bool		best_is_company = false;
 
-	memset(rule, 0, sizeof(*rule));
 	ScanKeyInit(&skey, a_event, BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(ev->name));
 	scan = systable_beginscan(rel, InvalidOid, false, snap, 1, &skey);
 	while (HeapTupleIsValid(tup = systable_getnext(scan)))
@@ -223,7 +200,6 @@ find_rule(const OdooEvent *ev, bool company_null, int64 company_id, Snapshot sna
 		bool		isnull;
 		Datum		d;
 
-		rule->found = true;
 		d = heap_getattr(best, a_company, RelationGetDescr(rel), &rule->company_null);
 		rule->company_id = rule->company_null ? 0 : DatumGetInt32(d);
 		rule->template = own_text(best, rel, own_attnum(rel, "template"));
@@ -233,6 +209,7 @@ find_rule(const OdooEvent *ev, bool company_null, int64 company_id, Snapshot sna
 		rule->params = isnull ? NULL : DatumGetJsonbPCopy(d);
 	}
 	table_close(rel, NoLock);
+	return best != NULL;
 }
 
 /*
@@ -323,64 +300,6 @@ odoo_template_languages(const char *template, const char *account, Snapshot snap
 	return langs;
 }
 
-/* ----------
- * Rendering one document for one event (the message itself: odoo_render.c)
- * ----------
- */
-static const OdooEvent *
-find_event(const char *name)
-{
-	for (int i = 0; i < (int) lengthof(odoo_events); i++)
-		if (strcmp(odoo_events[i].name, name) == 0)
-			return &odoo_events[i];
-	return NULL;
-}
-
-/*
- * Render document res_id for event ev.  Inside an SPI connection; all
- * allocations in the current (SPI) context.  With for_preview false it
- * stops as soon as it knows nothing is to be recorded.
- */
-static void render_rows(const OdooEvent *ev, OdooModelState *s, OdooRow *row,
-						bool for_preview, OdooRender *r);
-
-static void
-render(const OdooEvent *ev, int64 res_id, bool for_preview, OdooRender *r,
-	   int64 sent_msg_id)
-{
-	OdooModelState *s = odoo_prepare_model(ev->model);
-	OdooRow		row;
-
-	memset(r, 0, sizeof(*r));
-	r->ev = ev;
-	r->res_id = res_id;
-	r->sent_msg_id = sent_msg_id;
-	initStringInfo(&r->payload);
-	initStringInfo(&r->values);
-	appendStringInfoChar(&r->values, '{');
-	initStringInfo(&r->context);
-
-	/*
-	 * A snapshot that sees the transaction's own latest writes: at the
-	 * commit of a single-statement transaction no command counter
-	 * increment has happened since the UPDATE that queued the event.
-	 */
-	CommandCounterIncrement();
-	PushCopiedSnapshot(GetTransactionSnapshot());
-	UpdateActiveSnapshotCommandId();
-
-	memset(&row, 0, sizeof(row));
-	row.m = ev->model;
-	row.cat = &s->cat;
-	row.snap = GetActiveSnapshot();
-	row.res_id = res_id;
-	row.lang_alias = -1;
-	row.version = -1;
-	render_rows(ev, s, &row, for_preview, r);
-	odoo_row_close(&row);
-	PopActiveSnapshot();
-}
-
 /*
  * The state of a message nothing has failed yet: opted out or on Odoo's
  * phone_blacklist (the opt-out rule), or a template Meta paused, as
@@ -401,228 +320,6 @@ odoo_check_recipient(OdooRender *r)
 	}
 	else
 		r->state = "queued";
-}
-
-static void
-render_rows(const OdooEvent *ev, OdooModelState *s, OdooRow *rowp, bool for_preview,
-			OdooRender *r)
-{
-	OdooModel	m = ev->model;
-	int64		res_id = r->res_id;
-	OdooRow	   *row = rowp;
-	OdooCtx		x;
-	char	   *state;
-	OdooRule	rule;
-	List	   *avail;
-	char	   *neutral;
-	bool		live;
-
-	r->found = odoo_row_load(row, A_D) != NULL;
-	if (!r->found)
-	{
-		r->note = psprintf("%s %ld does not exist", odoo_model_table[m], (long) res_id);
-		return;
-	}
-	r->company_id = odoo_row_int(row, A_D, DC_COMPANY, &r->company_null);
-	find_rule(ev, r->company_null, r->company_id, row->snap, &rule);
-	r->has_rule = rule.found;
-	if (!r->has_rule)
-	{
-		r->note = r->company_null ?
-			psprintf("no rule of event %s applies to %s %ld (it has no company)",
-					 ev->name, odoo_model_table[m], (long) res_id) :
-			psprintf("no rule of event %s applies to company %ld", ev->name,
-					 (long) r->company_id);
-		return;
-	}
-
-	/* Does the event hold now, as the transaction is about to commit? */
-	r->fires = true;
-	state = odoo_row_text(row, A_D, DC_STATE);
-	if (m == M_SALE_ORDER)
-	{
-		if (state == NULL || (strcmp(state, "sale") != 0 && strcmp(state, "done") != 0))
-		{
-			r->fires = false;
-			r->note = psprintf("sale_order %ld is in state %s, not sale", (long) res_id,
-							   state ? state : "NULL");
-		}
-	}
-	else
-	{
-		char	   *mt = odoo_row_text(row, A_D, DC_MOVE_TYPE);
-
-		if (mt == NULL || strcmp(mt, ev->move_type) != 0)
-		{
-			r->fires = false;
-			r->note = psprintf("account_move %ld is of move_type %s; %s fires for %s only",
-							   (long) res_id, mt ? mt : "NULL", ev->name, ev->move_type);
-		}
-		else if (state == NULL || strcmp(state, "posted") != 0)
-		{
-			r->fires = false;
-			r->note = psprintf("account_move %ld is in state %s, not posted", (long) res_id,
-							   state ? state : "NULL");
-		}
-		else if (ev->needs_sent && r->sent_msg_id > 0)
-		{
-			/*
-			 * Did the message that fired this mail the invoice to its
-			 * customer?  (The preview has no message: it shows what the
-			 * next one would send.)
-			 */
-			bool		no_partner,
-						no_commercial;
-			int64		pid = odoo_row_int(row, A_D, DC_PARTNER, &no_partner);
-			int64		cpid = odoo_row_int(row, A_P, PC_COMMERCIAL, &no_commercial);
-			char	   *why = no_partner ?
-				psprintf("account_move %ld has no partner", (long) res_id) :
-				wa_odoo_sent_problem(r->sent_msg_id, res_id, pid,
-									 no_commercial ? 0 : cpid, row->snap);
-
-			if (why != NULL)
-			{
-				r->fires = false;
-				r->note = why;
-			}
-		}
-	}
-	if (r->fires && !wa_odoo_events)
-	{
-		r->fires = false;
-		r->note = pstrdup("whatsapp.odoo_events is off");
-	}
-	if (r->fires && odoo_paused())
-	{
-		r->fires = false;
-		r->note = pstrdup("the Odoo events of this database are paused (whatsapp.wa_odoo_pause); whatsapp.wa_odoo_resume() ends the pause");
-	}
-	/* Too old?  The document's own date: date_order, invoice_date, date. */
-	if (r->fires && wa_odoo_max_age > 0)
-	{
-		int			col = DC_DATE;
-		Timestamp	ts;
-		bool		have = odoo_row_ts(row, A_D, DC_DATE, &ts);
-
-		if (!have && m == M_ACCOUNT_MOVE)
-		{
-			col = DC_DATE2;
-			have = odoo_row_ts(row, A_D, DC_DATE2, &ts);
-		}
-		if (have)
-		{
-			Timestamp	end = ts;
-			TimestampTz limit = GetCurrentTransactionStartTimestamp() -
-				(TimestampTz) wa_odoo_max_age * USECS_PER_MINUTE;
-
-			/* a date counts until the end of its day */
-			if (s->cat.atttype[col] == DATEOID)
-				end += USECS_PER_DAY;
-			if (end < limit)
-			{
-				r->fires = false;
-				r->note = psprintf("%s %ld is older than whatsapp.odoo_max_age (%s is %s)",
-								   odoo_model_table[m], (long) res_id, odoo_qcol(m, col),
-								   DatumGetCString(DirectFunctionCall1(timestamp_out,
-																	   TimestampGetDatum(ts))));
-			}
-		}
-	}
-	if (!r->fires && !for_preview)
-		return;
-
-	/* The rule, its account and its template's languages */
-	r->template = rule.template;
-	r->account = rule.account;
-	r->rule_company_null = rule.company_null;
-	r->rule_company = rule.company_id;
-	avail = odoo_template_languages(rule.template, rule.account, row->snap);
-	x.m = m;
-	x.cat = &s->cat;
-	x.row = row;
-	x.r = r;
-	x.base_url = NULL;			/* read when a portal link needs it */
-	x.for_preview = for_preview;
-	x.pdf_wait_us = 0;
-	x.pdf_upload = false;
-	if (rule.params != NULL && JB_ROOT_IS_OBJECT(rule.params))
-	{
-		JsonbValue *bu = getKeyJsonValueFromContainer(&rule.params->root, "base_url", 8, NULL);
-		JsonbValue *pw = getKeyJsonValueFromContainer(&rule.params->root, "pdf_wait", 8, NULL);
-		JsonbValue *pu = getKeyJsonValueFromContainer(&rule.params->root, "pdf_upload", 10, NULL);
-
-		if (bu != NULL && bu->type == jbvString)
-		{
-			x.base_url = pnstrdup(bu->val.string.val, bu->val.string.len);
-			r->base_url_from_rule = true;
-		}
-		x.pdf_upload = pu != NULL && pu->type == jbvBool && pu->val.boolean;
-		if (pw != NULL && pw->type == jbvString)
-		{
-			/* checked by wa_odoo_enable: from 0 to 7 days */
-			Interval   *iv = DatumGetIntervalP(DirectFunctionCall3(interval_in,
-																  CStringGetDatum(pnstrdup(pw->val.string.val, pw->val.string.len)),
-																  ObjectIdGetDatum(InvalidOid),
-																  Int32GetDatum(-1)));
-
-			x.pdf_wait_us = iv->time + (int64) iv->day * USECS_PER_DAY +
-				(int64) iv->month * DAYS_PER_MONTH * USECS_PER_DAY;
-		}
-	}
-
-	r->document = odoo_nonempty(odoo_row_text(row, A_D, DC_NAME));
-	r->dedupe_key = psprintf("%s:%ld:%s", odoo_model_name[m], (long) res_id, ev->name);
-	appendStringInfoString(&r->context, "{\"model\": ");
-	escape_json(&r->context, odoo_model_name[m]);
-	appendStringInfo(&r->context, ", \"res_id\": %ld, \"event\": ", (long) res_id);
-	escape_json(&r->context, ev->name);
-	appendStringInfoChar(&r->context, '}');
-
-	/* dropped: the failure is recorded under the last account of that name */
-	r->account_id = odoo_find_account(rule.account, row->snap, &live);
-	if (!live)
-	{
-		odoo_fail(r, "account",
-				  "account \"%s\" of the rule for event %s was dropped; run whatsapp.wa_odoo_enable again with an account that exists",
-				  r->account ? r->account : "", ev->name);
-	}
-
-	neutral = odoo_nonempty(odoo_config_value(row, "database.is_neutralized"));
-	if (neutral != NULL && (pg_strcasecmp(neutral, "true") == 0 ||
-							pg_strcasecmp(neutral, "t") == 0 ||
-							strcmp(neutral, "1") == 0))
-		odoo_fail(r, "account",
-				  "not sent: Odoo marked this database neutralized (ir_config_parameter database.is_neutralized), as it does for copies");
-
-	for (int t = 0; t < T_COUNT; t++)
-		if (table_required[t] && !OidIsValid(s->cat.relid[t]))
-			odoo_fail(r, "template", "Odoo table public.%s is missing", odoo_table_names[t]);
-
-	/* The recipient, the language, the parameters */
-	odoo_choose_recipient(&x);
-	odoo_choose_language(&x, rule.language, avail);
-
-	appendStringInfoString(&r->payload, "{\"type\": \"template\", \"template\": {\"name\": ");
-	escape_json(&r->payload, r->template ? r->template : "");
-	appendStringInfoString(&r->payload, ", \"language\": {\"code\": ");
-	escape_json(&r->payload, r->language ? r->language : "");
-	appendStringInfoChar(&r->payload, '}');
-	odoo_append_components(&x, rule.params, &r->payload);
-	appendStringInfoString(&r->payload, "}}");
-	appendStringInfoChar(&r->values, '}');
-
-	r->payload_jsonb = DirectFunctionCall1(jsonb_in, CStringGetDatum(r->payload.data));
-	if (r->state == NULL)
-		odoo_check_recipient(r);
-	if (r->state != NULL && strcmp(r->state, "failed") == 0 && r->details == NULL)
-		r->details = psprintf("Recorded by the whatsapp trigger on %s at commit; the document was saved. wa_odoo_preview('%s', %ld) shows the message as it would be now.",
-							  odoo_model_table[m], ev->name, (long) res_id);
-	if (for_preview)
-	{
-		r->odoo_version = odoo_version(row);
-		r->odoo_version_text = row->version_text;
-		r->format_lang = odoo_row_text(row, A_L, LC_CODE);
-	}
 }
 
 /*
@@ -811,199 +508,15 @@ odoo_record(OdooRender *r)
 	{
 		/* no official PDF yet, and the rule waits for it */
 		if (r->pdf_waits)
+		{
 			wa_odoo_pdf_wait_record(r->account_id, r->dedupe_key, r->res_id, r->pdf_until,
 									r->pdf_base_url, r->document, r->pdf_upload);
+			wa_pdf_wait_at_commit();
+		}
 		wa_wake_worker_at_commit();
 	}
 	else if (SPI_processed > 0)
 		wa_stats_count_enqueue(r->account_id, r->state, r->failure_type);
-}
-
-/* ----------
- * The trigger
- *
- * Since 0.3 the triggers name no column (so that Odoo's own ALTER TABLE
- * of state, move_type or is_move_sent never fails because of them): every
- * INSERT and UPDATE of the table queues an event, and the check that the
- * row entered the event's state, which a WHEN clause made before, is
- * made here first, from the two row versions the trigger is handed, with
- * column numbers cached until the table's next relcache invalidation.
- * ----------
- */
-typedef struct TrigCols
-{
-	Oid			relid;			/* InvalidOid: not computed */
-	AttrNumber	state;			/* 0: missing or not text */
-	AttrNumber	move_type;
-} TrigCols;
-
-static TrigCols trig_cols[N_MODELS];
-static bool trig_callback_registered = false;
-
-static void
-trig_cols_changed(Datum arg, Oid relid)
-{
-	for (int m = 0; m < N_MODELS; m++)
-		if (!OidIsValid(relid) || trig_cols[m].relid == relid)
-			trig_cols[m].relid = InvalidOid;
-}
-
-static AttrNumber
-trig_attnum(TupleDesc desc, const char *name, bool text)
-{
-	for (int i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute a = TupleDescAttr(desc, i);
-
-		if (!a->attisdropped && strcmp(NameStr(a->attname), name) == 0)
-		{
-			if (text ? (a->atttypid == TEXTOID || a->atttypid == VARCHAROID) :
-				a->atttypid == BOOLOID)
-				return a->attnum;
-			return 0;
-		}
-	}
-	return 0;
-}
-
-static const TrigCols *
-trig_columns(OdooModel m, Relation rel)
-{
-	TrigCols   *tc = &trig_cols[m];
-
-	if (!trig_callback_registered)
-	{
-		CacheRegisterRelcacheCallback(trig_cols_changed, (Datum) 0);
-		trig_callback_registered = true;
-	}
-	if (tc->relid != RelationGetRelid(rel))
-	{
-		TupleDesc	desc = RelationGetDescr(rel);
-
-		tc->state = trig_attnum(desc, "state", true);
-		tc->move_type = trig_attnum(desc, "move_type", true);
-		tc->relid = RelationGetRelid(rel);
-	}
-	return tc;
-}
-
-/* Does the row hold the event's state (the condition at commit, again)? */
-static bool
-trig_row_holds(const OdooEvent *ev, const TrigCols *tc, TupleDesc desc, HeapTuple tup)
-{
-	static const char *const sale_states[] = {"sale", "done", NULL};
-	static const char *const posted[] = {"posted", NULL};
-	const char *mt[2] = {ev->move_type, NULL};
-
-	if (tup == NULL)
-		return false;
-	if (ev->model == M_SALE_ORDER)
-		return wa_tuple_text_in(tup, desc, tc->state, sale_states);
-	return wa_tuple_text_in(tup, desc, tc->state, posted) &&
-		wa_tuple_text_in(tup, desc, tc->move_type, mt);
-}
-
-PG_FUNCTION_INFO_V1(wa_odoo_trigger);
-
-Datum
-wa_odoo_trigger(PG_FUNCTION_ARGS)
-{
-	TriggerData *td;
-	const OdooEvent *ev;
-	char	   *nsp;
-	HeapTuple	tup;
-	int			attno;
-	Datum		d;
-	bool		isnull;
-	int64		id;
-	Oid			type;
-	OdooRender	r;
-	Relation	rel;
-
-	if (!CALLED_AS_TRIGGER(fcinfo))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("whatsapp._odoo_trigger() may only be called as a trigger"),
-				 errhint("Use whatsapp.wa_odoo_enable() to install it.")));
-	td = (TriggerData *) fcinfo->context;
-	rel = td->tg_relation;
-	nsp = get_namespace_name(RelationGetNamespace(rel));
-
-	/* A trigger made by hand, not by wa_odoo_enable: say so, never fail. */
-	if (!TRIGGER_FIRED_AFTER(td->tg_event) || !TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
-		!(TRIGGER_FIRED_BY_INSERT(td->tg_event) || TRIGGER_FIRED_BY_UPDATE(td->tg_event)) ||
-		td->tg_trigger->tgnargs < 1 ||
-		(ev = find_event(td->tg_trigger->tgargs[0])) == NULL ||
-		strcmp(RelationGetRelationName(rel),
-			   ev->needs_sent ? WA_ODOO_SENT_TABLE : odoo_model_table[ev->model]) != 0 ||
-		nsp == NULL || strcmp(nsp, "public") != 0)
-	{
-		ereport(WARNING,
-				(errmsg("whatsapp: trigger \"%s\" on \"%s\" was not made by whatsapp.wa_odoo_enable(); it does nothing",
-						td->tg_trigger->tgname, RelationGetRelationName(rel))));
-		return PointerGetDatum(NULL);
-	}
-	if (!wa_odoo_events)
-		return PointerGetDatum(NULL);
-
-	/*
-	 * invoice_sent: a message inserted on mail_message.  Is it about an
-	 * invoice, of an outgoing kind?  Most messages end here; the rest is
-	 * checked at rendering (odoo_sent.c).
-	 */
-	if (ev->needs_sent)
-	{
-		int64		msg_id;
-
-		if (!TRIGGER_FIRED_BY_INSERT(td->tg_event) ||
-			!wa_odoo_sent_candidate(rel, td->tg_trigtuple, &id, &msg_id))
-			return PointerGetDatum(NULL);
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "whatsapp: SPI_connect failed");
-		render(ev, id, false, &r, msg_id);
-		if (r.fires && r.state != NULL)
-			odoo_record(&r);
-		SPI_finish();
-		return PointerGetDatum(NULL);
-	}
-
-	/* Did the row enter the event's state?  Most firings end here. */
-	{
-		const TrigCols *tc = trig_columns(ev->model, rel);
-		TupleDesc	desc = RelationGetDescr(rel);
-
-		if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
-		{
-			if (!trig_row_holds(ev, tc, desc, td->tg_newtuple) ||
-				trig_row_holds(ev, tc, desc, td->tg_trigtuple))
-				return PointerGetDatum(NULL);
-		}
-		else if (!trig_row_holds(ev, tc, desc, td->tg_trigtuple))
-			return PointerGetDatum(NULL);
-	}
-
-	tup = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
-	attno = SPI_fnumber(RelationGetDescr(rel), "id");
-	if (attno <= 0)
-		return PointerGetDatum(NULL);
-	type = SPI_gettypeid(RelationGetDescr(rel), attno);
-	d = heap_getattr(tup, attno, RelationGetDescr(rel), &isnull);
-	if (isnull)
-		return PointerGetDatum(NULL);
-	if (type == INT4OID)
-		id = DatumGetInt32(d);
-	else if (type == INT8OID)
-		id = DatumGetInt64(d);
-	else
-		return PointerGetDatum(NULL);
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "whatsapp: SPI_connect failed");
-	render(ev, id, false, &r, 0);
-	if (r.fires && r.state != NULL)
-		odoo_record(&r);
-	SPI_finish();
-	return PointerGetDatum(NULL);
 }
 
 /* ----------
@@ -1031,6 +544,7 @@ wa_odoo_preview(PG_FUNCTION_ARGS)
 {
 	char	   *event;
 	const OdooEvent *ev;
+	OdooRuleDef rd;
 	int64		id;
 	OdooRender	r;
 	StringInfoData b;
@@ -1044,7 +558,7 @@ wa_odoo_preview(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("event and record_id must not be NULL")));
 	event = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	ev = find_event(event);
+	ev = odoo_preset(event);
 	if (ev == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -1060,7 +574,12 @@ wa_odoo_preview(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "whatsapp: SPI_connect failed");
-	render(ev, id, true, &r, 0);
+	odoo_preset_rule(ev, &rd);
+	CommandCounterIncrement();
+	PushCopiedSnapshot(GetTransactionSnapshot());
+	UpdateActiveSnapshotCommandId();
+	(void) odoo_render_rule(&rd, NULL, id, true, &r, 0);
+	PopActiveSnapshot();
 	if (!r.found)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),

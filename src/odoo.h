@@ -3,7 +3,10 @@
  * odoo.h
  *	  What the files behind the Odoo triggers share; private to them.
  *
- * odoo.c           the trigger, the rules, recording the message, wa_odoo_preview
+ * odoo_rules.c     the one mechanism: the rules on any model and the four events
+ *                  as its presets; rendering, the triggers, wa_odoo_rule_preview
+ * odoo.c           the events' configuration, accounts, templates, the pause,
+ *                  recording the message, wa_odoo_preview
  * odoo_data.c      reading Odoo's data: the catalog, the rows of one rendering,
  *                  Odoo's version, ir_config_parameter values
  * odoo_format.c    amounts, dates, languages and clean text as Odoo prints them
@@ -39,13 +42,46 @@ typedef enum OdooModel
 
 #define N_MODELS 2
 
+/*
+ * The four events are presets of the rules on any model (odoo_rules.c):
+ * this is what a preset fixes beyond a rule's fields.
+ */
 typedef struct OdooEvent
 {
 	const char *name;
 	OdooModel	model;
 	const char *move_type;		/* account_move.move_type it needs */
 	bool		needs_sent;		/* mailed to the customer (odoo_sent.c) */
+	const char *const *states;	/* the values of state that fire it */
 } OdooEvent;
+
+/*
+ * One rule of the one mechanism: a rule of wa_odoo_rule (a row of
+ * whatsapp.odoo_model_rule), or one of the four events (preset set), whose
+ * template, language, account and params come from the company's row of
+ * whatsapp.odoo_rule (wa_odoo_enable) at rendering.
+ */
+typedef struct OdooRuleDef
+{
+	char	   *name;			/* the rule or the event: the dedupe key's end */
+	char	   *model;			/* its table in public */
+	const OdooEvent *preset;	/* one of the four events; NULL: wa_odoo_rule's */
+	int			catalog;		/* OdooModel whose columns it may use; -1: none */
+	char	   *template;
+	char	   *language;
+	char	   *account;
+	char	   *partner_field;	/* NULL: the catalog's partner_id */
+	char	   *state_field;
+	char	   *state_value;	/* NULL: the condition (or the preset's states) */
+	char	   *condition;
+	Jsonb	   *params;
+	bool		company_null;
+	int32		company_id;
+	OdooEvent	own;			/* a rule's name and model, as OdooRender's ev */
+} OdooRuleDef;
+
+/* odoo_rules.c: the preset of an event name, or NULL */
+extern const OdooEvent *odoo_preset(const char *name);
 
 /* Per model: the table, the name Odoo gives it, the portal path. */
 extern const char *const odoo_model_table[N_MODELS];
@@ -283,6 +319,10 @@ typedef struct OdooCtx
 extern void odoo_fail(OdooRender *r, const char *failure_type, const char *fmt,...)
 			pg_attribute_printf(3, 4);
 extern void odoo_append_components(OdooCtx *x, Jsonb *params, StringInfo out);
+extern char *odoo_word_value(OdooCtx *x, const char *word);
+extern char *odoo_money(OdooCtx *x, Numeric amount, const char *vocab, const char *what);
+extern bool odoo_append_header(OdooCtx *x, const char *header, StringInfo out);
+extern void odoo_rule_options(OdooCtx *x, Jsonb *params);
 extern void odoo_choose_recipient(OdooCtx *x);
 extern void odoo_choose_language(OdooCtx *x, const char *rule_lang, List *avail);
 
@@ -295,6 +335,13 @@ extern int32 odoo_find_account(const char *name, Snapshot snap, bool *live);
 extern List *odoo_template_languages(const char *template, const char *account, Snapshot snap);
 extern void odoo_record(OdooRender *r);
 extern void odoo_check_recipient(OdooRender *r);
+extern bool odoo_event_config(const OdooEvent *ev, bool company_null, int64 company_id,
+							  Snapshot snap, OdooRuleDef *rule);
+
+/* odoo_rules.c: the one rendering of the rules and the presets */
+extern void odoo_preset_rule(const OdooEvent *ev, OdooRuleDef *rd);
+extern bool odoo_render_rule(OdooRuleDef *rd, Relation rel, int64 res_id, bool for_preview,
+							 OdooRender *r, int64 sent_msg_id);
 /* ", \"key\": value" (JSON null for NULL), for the previews */
 extern void odoo_json_kv_str(StringInfo b, const char *key, const char *val);
 

@@ -75,31 +75,26 @@ own_commercial(OdooRow *row)
  * Parameters: the vocabulary of wa_odoo_enable and the portal links
  * ----------
  */
-static char *
-amount_param(OdooCtx *x, int col, const char *vocab)
+/*
+ * An amount in the document's currency (its currency_id), as Odoo prints
+ * it in the partner's language; NULL after odoo_fail().  The words
+ * amount_total and amount_residual, and the "amount" parameter kind of a
+ * rule on any model (odoo_rules.c), whose document is then its record.
+ */
+char *
+odoo_money(OdooCtx *x, Numeric amount, const char *vocab, const char *what)
 {
 	OdooRow    *row = x->row;
-	Numeric		amount;
+	const char *model = x->r->model_label ? x->r->model_label : odoo_model_name[x->m];
 	Numeric		rounding;
 	char	   *s;
 
-	if (!col_ok(x->cat, col))
-	{
-		odoo_fail(x->r, "template", "parameter %s: %s", vocab, odoo_col_problem(x->cat, x->m, col));
-		return NULL;
-	}
-	amount = odoo_row_num(row, A_D, col);
-	if (amount == NULL)
-	{
-		odoo_fail(x->r, "template", "parameter %s: %s of %s %ld is empty", vocab,
-				  odoo_qcol(x->m, col), odoo_model_name[x->m], (long) x->r->res_id);
-		return NULL;
-	}
 	if (odoo_row_null(row, A_CUR, YC_ID))
 	{
 		odoo_fail(x->r, "template", "parameter %s: %s %ld has no currency (%s)", vocab,
-				  odoo_model_name[x->m], (long) x->r->res_id,
+				  model, (long) x->r->res_id,
 				  col_ok(x->cat, DC_CURRENCY) ? "currency_id is empty or names no res_currency row"
+				  : x->r->model_label ? psprintf("table %s has no currency_id column", x->r->model_label)
 				  : odoo_col_problem(x->cat, x->m, DC_CURRENCY));
 		return NULL;
 	}
@@ -113,9 +108,28 @@ amount_param(OdooCtx *x, int col, const char *vocab)
 						   odoo_row_text(row, A_CUR, YC_SYMBOL),
 						   odoo_row_text(row, A_CUR, YC_POSITION));
 	if (s == NULL)
-		odoo_fail(x->r, "template", "parameter %s: %s is not a finite number", vocab,
-				  odoo_qcol(x->m, col));
+		odoo_fail(x->r, "template", "parameter %s: %s is not a finite number", vocab, what);
 	return s;
+}
+
+static char *
+amount_param(OdooCtx *x, int col, const char *vocab)
+{
+	Numeric		amount;
+
+	if (!col_ok(x->cat, col))
+	{
+		odoo_fail(x->r, "template", "parameter %s: %s", vocab, odoo_col_problem(x->cat, x->m, col));
+		return NULL;
+	}
+	amount = odoo_row_num(x->row, A_D, col);
+	if (amount == NULL)
+	{
+		odoo_fail(x->r, "template", "parameter %s: %s of %s %ld is empty", vocab,
+				  odoo_qcol(x->m, col), odoo_model_name[x->m], (long) x->r->res_id);
+		return NULL;
+	}
+	return odoo_money(x, amount, vocab, odoo_qcol(x->m, col));
 }
 
 /* A random (version 4) UUID in its text form, as Python's str(uuid.uuid4()). */
@@ -405,9 +419,12 @@ partner_name_of(OdooCtx *x, int alias, const char *vocab)
 	return name;
 }
 
-/* The value of one vocabulary word, or NULL after odoo_fail(). */
-static char *
-vocab_value(OdooCtx *x, const char *v)
+/*
+ * The value of one vocabulary word, or NULL after odoo_fail().  The words
+ * of wa_odoo_enable, and a rule's {"word": ...} parameters (odoo_rules.c).
+ */
+char *
+odoo_word_value(OdooCtx *x, const char *v)
 {
 	OdooRow    *row = x->row;
 	OdooRender *r = x->r;
@@ -497,7 +514,7 @@ vocab_value(OdooCtx *x, const char *v)
 static void
 append_param(OdooCtx *x, StringInfo body, bool *first, const char *name, const char *vocab)
 {
-	char	   *value = vocab_value(x, vocab);
+	char	   *value = odoo_word_value(x, vocab);
 
 	/* for the preview: every word and its value */
 	if (x->r->values.len > 1)
@@ -524,6 +541,74 @@ append_param(OdooCtx *x, StringInfo body, bool *first, const char *name, const c
 	appendStringInfoString(body, "\"text\": ");
 	escape_json(body, value);
 	appendStringInfoChar(body, '}');
+}
+
+/*
+ * A rule's options in its params object (the events' and, on sale_order
+ * and account_move, a rule's): base_url, pdf_wait and pdf_upload.
+ */
+void
+odoo_rule_options(OdooCtx *x, Jsonb *params)
+{
+	JsonbValue *bu;
+	JsonbValue *pw;
+	JsonbValue *pu;
+
+	x->base_url = NULL;			/* read when a portal link needs it */
+	x->pdf_wait_us = 0;
+	x->pdf_upload = false;
+	if (params == NULL || !JB_ROOT_IS_OBJECT(params))
+		return;
+	bu = getKeyJsonValueFromContainer(&params->root, "base_url", 8, NULL);
+	pw = getKeyJsonValueFromContainer(&params->root, "pdf_wait", 8, NULL);
+	pu = getKeyJsonValueFromContainer(&params->root, "pdf_upload", 10, NULL);
+	if (bu != NULL && bu->type == jbvString)
+	{
+		x->base_url = pnstrdup(bu->val.string.val, bu->val.string.len);
+		x->r->base_url_from_rule = true;
+	}
+	x->pdf_upload = pu != NULL && pu->type == jbvBool && pu->val.boolean;
+	if (pw != NULL && pw->type == jbvString)
+	{
+		/* checked by wa_odoo_enable and wa_odoo_rule: from 0 to 7 days */
+		Interval   *iv = DatumGetIntervalP(DirectFunctionCall3(interval_in,
+															  CStringGetDatum(pnstrdup(pw->val.string.val, pw->val.string.len)),
+															  ObjectIdGetDatum(InvalidOid),
+															  Int32GetDatum(-1)));
+
+		x->pdf_wait_us = iv->time + (int64) iv->day * USECS_PER_DAY +
+			(int64) iv->month * DAYS_PER_MONTH * USECS_PER_DAY;
+	}
+}
+
+/*
+ * The document header "portal_pdf": an invoice's official PDF, an order's
+ * portal report.  Appends the header component and returns true, or
+ * fails the rendering.  The events' header, and a rule's on sale_order or
+ * account_move (odoo_rules.c).
+ */
+bool
+odoo_append_header(OdooCtx *x, const char *header, StringInfo out)
+{
+	char	   *link = NULL;
+	char	   *fname = NULL;
+
+	if (strcmp(header, "portal_pdf") != 0)
+		odoo_fail(x->r, "template", "header \"%s\" is not one wa_odoo_enable accepts", header);
+	else if (x->m == M_ACCOUNT_MOVE)
+		link = invoice_pdf_link(x, &fname);
+	else
+	{
+		link = portal_link(x, "header portal_pdf", true);
+		x->r->pdf_source = pstrdup("portal report: the order's quotation/order report, rendered by Odoo (orders have no stored report)");
+	}
+	if (link == NULL)
+		return false;
+	if (fname == NULL)
+		fname = wa_odoo_pdf_filename(NULL, odoo_nonempty(odoo_row_text(x->row, A_D, DC_NAME)),
+									 odoo_model_table[x->m], x->r->res_id);
+	wa_odoo_header_json(out, link, fname);
+	return true;
 }
 
 /*
@@ -631,30 +716,8 @@ odoo_append_components(OdooCtx *x, Jsonb *params, StringInfo out)
 	if (header == NULL && !any)
 		return;
 	appendStringInfoString(out, ", \"components\": [");
-	if (header != NULL)
-	{
-		char	   *link = NULL;
-		char	   *fname = NULL;
-
-		if (strcmp(header, "portal_pdf") != 0)
-			odoo_fail(x->r, "template", "header \"%s\" is not one wa_odoo_enable accepts", header);
-		else if (x->m == M_ACCOUNT_MOVE)
-			link = invoice_pdf_link(x, &fname);
-		else
-		{
-			link = portal_link(x, "header portal_pdf", true);
-			x->r->pdf_source = pstrdup("portal report: the order's quotation/order report, rendered by Odoo (orders have no stored report)");
-		}
-		if (link != NULL)
-		{
-			if (fname == NULL)
-				fname = wa_odoo_pdf_filename(NULL, odoo_nonempty(odoo_row_text(x->row, A_D, DC_NAME)),
-											 odoo_model_table[x->m], x->r->res_id);
-			wa_odoo_header_json(out, link, fname);
-			if (any)
-				appendStringInfoString(out, ", ");
-		}
-	}
+	if (header != NULL && odoo_append_header(x, header, out) && any)
+		appendStringInfoString(out, ", ");
 	if (any)
 	{
 		appendStringInfoString(out, "{\"type\": \"body\", \"parameters\": [");

@@ -26,12 +26,14 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
+#include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
 WaShared   *wa_shared = NULL;
 
 /* Per-transaction wishes, applied at commit by wa_xact_callback. */
 static bool wake_at_commit = false;
+static bool pdf_wait_at_commit = false;
 static bool accounts_changed_at_commit = false;
 static bool launcher_wake_at_commit = false;
 static Oid	launcher_announce_at_commit = InvalidOid;
@@ -69,6 +71,7 @@ wa_shmem_startup(void)
 			WaDbSlot   *slot = &wa_shared->slots[i];
 
 			pg_atomic_init_u32(&slot->wake_pending, 0);
+			pg_atomic_init_u32(&slot->pdf_wait_pending, 0);
 			pg_atomic_init_u32(&slot->accounts_generation, 0);
 			pg_atomic_init_u64(&slot->sent_total, 0);
 			pg_atomic_init_u32(&slot->inflight, 0);
@@ -266,7 +269,12 @@ wa_xact_callback(XactEvent event, void *arg)
 					if (accounts_changed_at_commit)
 						pg_atomic_fetch_add_u32(&slot->accounts_generation, 1);
 					/* one wake per transaction; the worker clears the flag */
+					if (pdf_wait_at_commit)
+						pg_atomic_write_u32(&slot->pdf_wait_pending, 1);
 					pg_atomic_write_u32(&slot->wake_pending, 1);
+#ifdef WA_TRACE_TIMING
+					slot->trace_rung_at = GetCurrentTimestamp();
+#endif
 					latch = slot->latch;
 					if (latch != NULL)
 						SetLatch(latch);
@@ -275,6 +283,7 @@ wa_xact_callback(XactEvent event, void *arg)
 			if (launcher_wake_at_commit)
 				ring_launcher(launcher_announce_at_commit);
 			wake_at_commit = false;
+			pdf_wait_at_commit = false;
 			accounts_changed_at_commit = false;
 			launcher_wake_at_commit = false;
 			launcher_announce_at_commit = InvalidOid;
@@ -283,6 +292,7 @@ wa_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
 			wake_at_commit = false;
+			pdf_wait_at_commit = false;
 			accounts_changed_at_commit = false;
 			launcher_wake_at_commit = false;
 			launcher_announce_at_commit = InvalidOid;
@@ -306,6 +316,19 @@ void
 wa_wake_worker_at_commit(void)
 {
 	ensure_xact_callback();
+	wake_at_commit = true;
+}
+
+/*
+ * The transaction added an Odoo invoice's wait for its official PDF
+ * (odoo_pdf.c): the worker looks at the waits before its next claim.
+ * Without one, a wake from a commit claims at once.
+ */
+void
+wa_pdf_wait_at_commit(void)
+{
+	ensure_xact_callback();
+	pdf_wait_at_commit = true;
 	wake_at_commit = true;
 }
 

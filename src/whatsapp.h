@@ -92,6 +92,8 @@ typedef struct WaDbSlot
 	pid_t		pid;			/* 0 while no worker runs */
 	Latch	   *latch;			/* the worker's latch, or NULL */
 	pg_atomic_uint32 wake_pending;	/* 1 after a wake, until the worker reads it */
+	pg_atomic_uint32 pdf_wait_pending;	/* 1 after a commit added an Odoo PDF
+										 * wait, until the worker reads it */
 	pg_atomic_uint32 accounts_generation;	/* bumped at commit of account changes */
 	pg_atomic_uint64 sent_total;	/* requests answered with HTTP 200 */
 	pg_atomic_uint32 inflight;	/* requests now in flight */
@@ -101,6 +103,9 @@ typedef struct WaDbSlot
 	pg_atomic_uint64 sent_last_minute;	/* published by the worker */
 	char		state[64];		/* "delivering", "idle: ..." */
 	char		last_error[256];
+#ifdef WA_TRACE_TIMING
+	TimestampTz trace_rung_at;	/* last wake rung at a commit (worker.c) */
+#endif
 } WaDbSlot;
 
 /*
@@ -154,6 +159,7 @@ extern bool wa_database_listed(const char *name);
 
 /* Called by enqueue and account functions: wake the worker at commit. */
 extern void wa_wake_worker_at_commit(void);
+extern void wa_pdf_wait_at_commit(void);
 extern void wa_accounts_changed_at_commit(void);
 extern bool wa_worker_serves_current_database(void);
 /* Ring the launcher's doorbell at commit, naming a database (or none). */

@@ -112,6 +112,59 @@
 /* Pause after an error in a cycle, so a persistent one does not spin. */
 #define WA_ERROR_PAUSE_MS		1000
 
+/*
+ * WA_TRACE_TIMING (make COPT=-DWA_TRACE_TIMING): one LOG line per claim
+ * that started requests, with the time of each stage from the commit that
+ * rang the worker's doorbell to the requests' bytes leaving.  For
+ * measurements only (bench/README.md, latency.sh); off in normal builds.
+ */
+#ifdef WA_TRACE_TIMING
+#define WA_TRACE_STAGES 6
+static TimestampTz trace_at[WA_TRACE_STAGES];	/* rung, woke, begin, claimed,
+												 * committed, started */
+static TimestampTz trace_woke = 0;	/* the latest return from the wait */
+#define WA_TRACE(i) (trace_at[(i)] = GetCurrentTimestamp())
+/* per second: microseconds in each part of the loop, and counts */
+enum
+{
+	WA_TT_WAIT, WA_TT_HTTP, WA_TT_RECORD, WA_TT_CLAIM, WA_TT_OTHER, WA_TT_N
+};
+static int64 tt_us[WA_TT_N];
+static int64 tt_turns, tt_records, tt_recorded, tt_claims, tt_claimed, tt_free;
+static TimestampTz tt_since = 0, tt_mark = 0;
+#define WA_TT(part) \
+	do { \
+		TimestampTz now_ = GetCurrentTimestamp(); \
+		if (tt_mark) \
+			tt_us[(part)] += now_ - tt_mark; \
+		tt_mark = now_; \
+	} while (0)
+static void
+tt_report(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (tt_since == 0)
+		tt_since = now;
+	if (now - tt_since < USECS_PER_SEC)
+		return;
+	if (tt_claimed > 0 || tt_recorded > 0)
+		elog(LOG, "TPTRACE span_us=%ld turns=%ld wait=%ld http=%ld record=%ld claim=%ld other=%ld records=%ld recorded=%ld claims=%ld claimed=%ld free_at_claim=%ld running=%d",
+			 (long) (now - tt_since), (long) tt_turns, (long) tt_us[WA_TT_WAIT],
+			 (long) tt_us[WA_TT_HTTP], (long) tt_us[WA_TT_RECORD],
+			 (long) tt_us[WA_TT_CLAIM], (long) tt_us[WA_TT_OTHER],
+			 (long) tt_records, (long) tt_recorded, (long) tt_claims,
+			 (long) tt_claimed, (long) (tt_claims ? tt_free / tt_claims : 0),
+			 wa_http_running());
+	memset(tt_us, 0, sizeof(tt_us));
+	tt_turns = tt_records = tt_recorded = tt_claims = tt_claimed = tt_free = 0;
+	tt_since = now;
+}
+#else
+#define WA_TRACE(i) ((void) 0)
+#define WA_TT(part) ((void) 0)
+#endif
+
 /* Headers of an account, shared by its running transfers. */
 typedef struct WaHeaders
 {
@@ -1460,6 +1513,7 @@ leave_without_extension(bool was_serving)
 typedef struct WaCycle
 {
 	bool		wake;			/* a commit or NOTIFY: anything may be due */
+	bool		pdf;			/* a commit added an Odoo PDF wait */
 	bool		reload;
 	bool		poll;
 	bool		purge;
@@ -1482,7 +1536,9 @@ extension_object_vanished(int sqlerrcode)
 /*
  * Messages of Odoo invoices waiting for the official PDF (odoo_pdf.c):
  * looked at in a transaction of their own before each claim while there
- * are any, and at every poll and wake.  An error here (Odoo's role's own
+ * are any, at every poll, and after a commit that added one (the commit
+ * sets pdf_wait_pending).  A plain wake skips this transaction: it would
+ * stand between an enqueue's commit and its request.  An error here (Odoo's role's own
  * code on ir_attachment, say) is logged and costs only the header: the
  * waiting messages fall due at their deadline anyway.
  */
@@ -1573,8 +1629,12 @@ run_cycle(WaCycle *what)
 	int			free_slots;
 	TimestampTz now = GetCurrentTimestamp();
 
-	if (what->claim && !got_sigterm && (what->poll || what->wake || odoo_pdf_waits != 0))
+	if (what->claim && !got_sigterm && (what->poll || what->pdf || odoo_pdf_waits != 0))
 		release_odoo_pdf_waits();
+#ifdef WA_TRACE_TIMING
+	trace_at[1] = trace_woke;
+#endif
+	WA_TRACE(2);
 	begin_work("whatsapp: claim");
 	if (!extension_present())
 	{
@@ -1613,8 +1673,17 @@ run_cycle(WaCycle *what)
 	PG_TRY();
 	{
 		if (what->claim && free_slots > 0 && !got_sigterm)
+		{
 			npending = claim(pending, free_slots, now);
+#ifdef WA_TRACE_TIMING
+			tt_claims++;
+			tt_claimed += npending;
+			tt_free += free_slots;
+#endif
+		}
+		WA_TRACE(3);
 		end_work();
+		WA_TRACE(4);
 
 		/* The claims are durable: now the requests may leave. */
 		for (; nstarted < npending; nstarted++)
@@ -1625,6 +1694,7 @@ run_cycle(WaCycle *what)
 			p->t->headers_ref = p->a->headers;
 			wa_http_start(p->t, p->a->url, p->a->headers->list);
 		}
+		WA_TRACE(5);
 	}
 	PG_CATCH();
 	{
@@ -1632,6 +1702,36 @@ run_cycle(WaCycle *what)
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
+
+	/*
+	 * Hand the new requests to libcurl now: their bytes leave in this turn
+	 * rather than after another pass through the wait.  What that finished
+	 * at once (a refused connection, a quick answer) is taken here too: no
+	 * socket event would announce it again.
+	 */
+	if (npending > 0)
+	{
+		wa_http_perform();
+		collect_results();
+	}
+#ifdef WA_TRACE_TIMING
+	if (npending > 0)
+	{
+		TimestampTz sent = GetCurrentTimestamp();
+
+		/* the doorbell's time is only meaningful for a wake */
+		elog(LOG, "LATTRACE n=%d rung_to_woke=%ld woke_to_begin=%ld claim_sql=%ld commit=%ld curl_add=%ld to_sent=%ld total_from_woke=%ld",
+			 (int) npending,
+			 trace_at[0] ? (long) (trace_at[1] - trace_at[0]) : -1L,
+			 (long) (trace_at[2] - trace_at[1]),
+			 (long) (trace_at[3] - trace_at[2]),
+			 (long) (trace_at[4] - trace_at[3]),
+			 (long) (trace_at[5] - trace_at[4]),
+			 (long) (sent - trace_at[5]),
+			 (long) (sent - trace_at[1]));
+		trace_at[0] = 0;
+	}
+#endif
 	pg_atomic_write_u32(&slot->inflight, (uint32) wa_http_running());
 	if (neutralized)
 		set_state("idle: database is marked neutralized by Odoo");
@@ -1729,6 +1829,9 @@ next_timeout(TimestampTz now, TimestampTz next_poll, TimestampTz next_purge)
 		}
 	}
 	ms = (wake <= now) ? 0 : (long) ((wake - now + 999) / 1000);
+	/* finished transfers not yet taken: no event will announce them */
+	if (wa_http_done_count() > 0)
+		ms = 0;
 	if (nresults > 0)
 		ms = Min(ms, WA_RECORD_MAX_WAIT_MS);
 	if (curl_ms >= 0 && curl_ms < ms)
@@ -1822,6 +1925,7 @@ wa_worker_main(Datum main_arg)
 	volatile TimestampTz next_content_purge = 0;
 	volatile TimestampTz drain_deadline = 0;
 	volatile bool wake = true;
+	volatile bool pdf_wake = false;
 	volatile bool claim_deferred = false;
 	volatile TimestampTz last_claim_at = 0;
 	volatile bool stop = false;
@@ -1941,14 +2045,23 @@ wa_worker_main(Datum main_arg)
 		/* The work of one turn, errors caught so the worker goes on. */
 		PG_TRY();
 		{
+			WA_TT(WA_TT_OTHER);
 			wa_http_perform();
 			collect_results();
+			WA_TT(WA_TT_HTTP);
 
 			if (nresults > 0 &&
 				(nresults >= WA_RECORD_BATCH_MIN || nresults >= wa_batch_size ||
 				 wa_http_running() == 0 || got_sigterm ||
 				 now - oldest_result >= WA_RECORD_MAX_WAIT_MS * 1000L))
+			{
+#ifdef WA_TRACE_TIMING
+				tt_records++;
+				tt_recorded += nresults;
+#endif
 				flush_results();
+				WA_TT(WA_TT_RECORD);
+			}
 
 			if (got_sigterm)
 			{
@@ -1975,6 +2088,7 @@ wa_worker_main(Datum main_arg)
 				what.purge = (now >= next_purge);
 				what.reload = false;
 				what.wake = wake;
+				what.pdf = pdf_wake;
 				what.claim = wake || what.poll || claim_possible(now);
 
 				/*
@@ -1991,12 +2105,15 @@ wa_worker_main(Datum main_arg)
 				if (what.claim || what.purge || nunstarted > 0 ||
 					pg_atomic_read_u32(&slot->accounts_generation) != seen_generation)
 				{
+					WA_TT(WA_TT_OTHER);
 					run_cycle(&what);
+					WA_TT(WA_TT_CLAIM);
 					if (what.claim)
 					{
 						last_claim_at = now;
 						claim_deferred = false;
 						wake = false;
+						pdf_wake = false;
 					}
 					if (what.poll)
 						next_poll = TimestampTzPlusMilliseconds(now, wa_poll_interval);
@@ -2075,11 +2192,20 @@ wa_worker_main(Datum main_arg)
 		}
 		else if (wake)
 			timeout = 0;
+		WA_TT(WA_TT_OTHER);
 		if (WaitEventSetWait(set, timeout, events, lengthof(events),
 							 PG_WAIT_EXTENSION) > 0)
 		{
 			/* the latch is reset on every turn below */
 		}
+		WA_TT(WA_TT_WAIT);
+#ifdef WA_TRACE_TIMING
+		tt_turns++;
+		tt_report();
+#endif
+#ifdef WA_TRACE_TIMING
+		trace_woke = GetCurrentTimestamp();
+#endif
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 
@@ -2088,8 +2214,18 @@ wa_worker_main(Datum main_arg)
 			ProcessNotifyInterrupt(false);
 			wake = true;
 		}
-		if (pg_atomic_exchange_u32(&slot->wake_pending, 0) != 0)
+		if (pg_atomic_exchange_u32(&slot->pdf_wait_pending, 0) != 0)
+		{
+			pdf_wake = true;
 			wake = true;
+		}
+		if (pg_atomic_exchange_u32(&slot->wake_pending, 0) != 0)
+		{
+			wake = true;
+#ifdef WA_TRACE_TIMING
+			trace_at[0] = slot->trace_rung_at;
+#endif
+		}
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
