@@ -23,6 +23,10 @@
 #include "whatsapp.h"
 #include "spi_plans.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
@@ -31,6 +35,9 @@
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 
 #define WA_MAX_TEXT_CHARS 4096
 #define WA_MAX_DEDUPE_KEY 512
@@ -166,6 +173,83 @@ warn_if_undelivered(void)
 				 : errhint("Check the server log for the worker's messages; whatsapp.database lists the served databases.")));
 }
 
+/*
+ * The live account by name (name NULL: the default one), read in C through
+ * the unique partial index that holds exactly the rows the SQL of
+ * resolve_account asks for (account_name_key: dropped_at IS NULL;
+ * account_default_key: is_default), with the statement's snapshot: one
+ * index probe instead of an SPI query on every send.  Returns true and
+ * sets *found (and *id) when it could look; false when the table or the
+ * index is not as expected, and the SQL decides.
+ */
+static bool
+account_by_index(const char *name, bool *found, int32 *id)
+{
+	Oid			nsp = get_namespace_oid("whatsapp", false);
+	Oid			relid = get_relname_relid("account", nsp);
+	Oid			index = get_relname_relid(name ? "account_name_key" : "account_default_key", nsp);
+	Relation	rel;
+	Relation	irel;
+	AttrNumber	a_id;
+	AttrNumber	a_dropped;
+	AttrNumber	a_name;
+	Oid			coll;
+	bool		shaped;
+	Snapshot	snap;
+	SysScanDesc scan;
+	HeapTuple	tup;
+
+	if (!OidIsValid(relid) || !OidIsValid(index))
+		return false;
+	rel = table_open(relid, AccessShareLock);
+	a_id = get_attnum(relid, "id");
+	a_dropped = get_attnum(relid, "dropped_at");
+	a_name = get_attnum(relid, name ? "name" : "is_default");
+	irel = index_open(index, AccessShareLock);
+	shaped = a_id > 0 && a_dropped > 0 && a_name > 0 &&
+		irel->rd_index->indisvalid && irel->rd_index->indnkeyatts == 1 &&
+		irel->rd_index->indkey.values[0] == a_name &&
+		TupleDescAttr(RelationGetDescr(rel), a_id - 1)->atttypid == INT4OID &&
+		TupleDescAttr(RelationGetDescr(rel), a_name - 1)->atttypid == (name ? TEXTOID : BOOLOID);
+	coll = irel->rd_indcollation[0];
+	index_close(irel, AccessShareLock);
+	if (!shaped)
+	{
+		table_close(rel, AccessShareLock);
+		return false;
+	}
+	snap = ActiveSnapshotSet() ? GetActiveSnapshot() : GetLatestSnapshot();
+	if (name != NULL)
+		scan = wa_key_scan(rel, a_name, TEXTOID, index, coll, 0, name, snap);
+	else
+		scan = systable_beginscan(rel, index, true, snap, 0, NULL);
+	*found = false;
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		bool		isnull;
+		Datum		d;
+
+		(void) heap_getattr(tup, a_dropped, RelationGetDescr(rel), &isnull);
+		if (!isnull)
+			continue;
+		if (name == NULL)
+		{
+			d = heap_getattr(tup, a_name, RelationGetDescr(rel), &isnull);
+			if (isnull || !DatumGetBool(d))
+				continue;
+		}
+		d = heap_getattr(tup, a_id, RelationGetDescr(rel), &isnull);
+		if (isnull)
+			continue;
+		*id = DatumGetInt32(d);
+		*found = true;
+		break;
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return true;
+}
+
 /* Resolve the account argument (NULL means the default) to its id. */
 static int32
 resolve_account(text *account)
@@ -173,6 +257,24 @@ resolve_account(text *account)
 	int			rc;
 	bool		isnull;
 	Datum		id;
+	bool		found;
+	int32		found_id = 0;
+
+	if (account_by_index(account ? text_to_cstring(account) : NULL, &found, &found_id))
+	{
+		if (found)
+			return found_id;
+		if (account != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("whatsapp account \"%s\" does not exist",
+							text_to_cstring(account)),
+					 errhint("Create it with whatsapp.wa_account_set(), or see whatsapp.accounts for the names.")));
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("there is no default whatsapp account"),
+				 errhint("Pass the account argument, or create an account with whatsapp.wa_account_set(): the first one becomes the default.")));
+	}
 
 	if (account != NULL)
 	{
@@ -803,4 +905,27 @@ wa_failure_type_valid(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(text_in_list(PG_GETARG_TEXT_PP(0), failure_types,
 								lengthof(failure_types)));
+}
+
+/*
+ * whatsapp._message_payload_valid(state text, payload jsonb): not STRICT.
+ * A message queued or sending has its content (message_payload_check).
+ * Only whether payload is NULL is looked at, so it is never detoasted.
+ */
+PG_FUNCTION_INFO_V1(wa_message_payload_valid);
+
+Datum
+wa_message_payload_valid(PG_FUNCTION_ARGS)
+{
+	text	   *state;
+	size_t		len;
+
+	if (!PG_ARGISNULL(1))
+		PG_RETURN_BOOL(true);
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();		/* NULL passes a CHECK, as state NOT IN did */
+	state = PG_GETARG_TEXT_PP(0);
+	len = VARSIZE_ANY_EXHDR(state);
+	PG_RETURN_BOOL(!((len == 6 && memcmp(VARDATA_ANY(state), "queued", 6) == 0) ||
+					 (len == 7 && memcmp(VARDATA_ANY(state), "sending", 7) == 0)));
 }

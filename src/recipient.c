@@ -98,13 +98,32 @@ template_is_marketing(int32 account_id, const char *name)
 }
 
 /*
- * The opt-out rule (see the header).  identifier is an E.164 number, or
- * the raw "+digits" of a wa_id that cannot be normalized; template_name is
- * the template of a template message (NULL otherwise); snap NULL reads
- * with the running statement's snapshot, or a fresh one.  Returns NULL, or
- * the reason to record (palloc'd).  The marketing part, rare, asks SQL:
- * the caller is inside SPI.
+ * Does whatsapp.opt_out hold any opt-out of an erased person (an identifier
+ * that is a keyed hash, "erased:...") that snap sees?  One probe of the
+ * partial index opt_out_erased_idx, which holds only those rows: in the
+ * common case, no erasure ever, the index is empty and the probe ends at
+ * its metapage, so the hashes are neither computed nor looked up.
+ *
+ * Nothing is cached: the probe reads with the same snapshot as the hash
+ * probes it stands for, so an erasure committed by another session is
+ * seen exactly when its hashed row would be.  Without the index (the
+ * library is newer than the installed extension version), true.
  */
+static bool
+erased_opt_outs_exist(Relation rel, Oid nsp, Snapshot snap)
+{
+	Oid			index = get_relname_relid("opt_out_erased_idx", nsp);
+	SysScanDesc scan;
+	bool		found;
+
+	if (!OidIsValid(index))
+		return true;
+	scan = systable_beginscan(rel, index, true, snap, 0, NULL);
+	found = HeapTupleIsValid(systable_getnext(scan));
+	systable_endscan(scan);
+	return found;
+}
+
 /*
  * One probe of whatsapp.opt_out by identifier: sets *all or *marketing to
  * the source of the row of that scope, when there is one.
@@ -144,8 +163,9 @@ probe_opt_out(Relation rel, const char *identifier, Snapshot snap,
  *
  * The opt-outs of people erased on request (wa_subject_erase) are kept
  * under the keyed hash of each identifier (subject.c): when the identifier
- * itself has no opt-out of scope 'all', its hash under each key of the key
- * file is probed too.  Without a usable key file there is nothing to
+ * itself has no opt-out of scope 'all' and any such hashed opt-out exists
+ * (erased_opt_outs_exist), its hash under each key of the key file is
+ * probed too.  Without a usable key file there is nothing to
  * probe; the worker, which cannot send without one, probes again at claim.
  */
 char *
@@ -174,7 +194,8 @@ wa_opt_out_reason(int32 account_id, const char *identifier, const char *kind,
 	}
 	probe_snap = snap ? snap : ActiveSnapshotSet() ? GetActiveSnapshot() : GetLatestSnapshot();
 	probe_opt_out(rel, identifier, probe_snap, &all, &marketing);
-	if (all == NULL && (nhashes = wa_subject_hashes(identifier, &hashes)) > 0)
+	if (all == NULL && erased_opt_outs_exist(rel, nsp, probe_snap) &&
+		(nhashes = wa_subject_hashes(identifier, &hashes)) > 0)
 	{
 		for (int i = 0; i < nhashes && all == NULL; i++)
 			probe_opt_out(rel, hashes[i], probe_snap, &all, &marketing);
@@ -220,6 +241,47 @@ wa_recipient_opted_out(int32 account_id, const char *e164, const char *kind,
 }
 
 /*
+ * Does whatsapp.templates hold any PAUSED or DISABLED row of template name,
+ * for any account and language?  One probe of templates_blocked_idx, the
+ * partial index of those rows, with the statement's snapshot: usually
+ * there is none, and the query of wa_template_check, which decides
+ * between the account's row and the row for every account, is not run.
+ * Without the index, true.
+ */
+static bool
+blocked_template_rows_exist(const char *name)
+{
+	Oid			nsp = get_namespace_oid("whatsapp", false);
+	Oid			relid = get_relname_relid("templates", nsp);
+	Oid			index = get_relname_relid("templates_blocked_idx", nsp);
+	Relation	rel;
+	Relation	irel;
+	Oid			coll;
+	AttrNumber	att;
+	SysScanDesc scan;
+	bool		found;
+
+	if (!OidIsValid(relid) || !OidIsValid(index))
+		return true;
+	rel = table_open(relid, AccessShareLock);
+	irel = index_open(index, AccessShareLock);
+	att = irel->rd_index->indnkeyatts == 1 ? irel->rd_index->indkey.values[0] : 0;
+	coll = irel->rd_indcollation[0];
+	index_close(irel, AccessShareLock);
+	if (att <= 0 || TupleDescAttr(RelationGetDescr(rel), att - 1)->atttypid != TEXTOID)
+	{
+		table_close(rel, AccessShareLock);
+		return true;
+	}
+	scan = wa_key_scan(rel, att, TEXTOID, index, coll, 0, name,
+					   ActiveSnapshotSet() ? GetActiveSnapshot() : GetLatestSnapshot());
+	found = HeapTupleIsValid(systable_getnext(scan));
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
+/*
  * A template Meta paused or disabled (status PAUSED or DISABLED in
  * whatsapp.templates: the account's own row, else the row for every
  * account) fails at enqueue, failure_type 'template', until Meta approves
@@ -237,6 +299,8 @@ wa_template_check(int32 account_id, Datum payload, WaRecipientVerdict *v)
 	bool		blocked = false;
 
 	if (name == NULL || language == NULL)
+		return false;
+	if (!blocked_template_rows_exist(name))
 		return false;
 	for (char *c = language; *c; c++)
 		if (*c == '-')

@@ -109,6 +109,14 @@ typedef struct WaKeyRing
 static WaKeyRing ring;
 static bool exit_callback_registered = false;
 
+/*
+ * The subkeys last derived from the ring (wa_derive_subkeys), for one
+ * label: every send that probes the hashed opt-outs needs them, and they
+ * change only with the key file.  In TopMemoryContext; wiped with the ring.
+ */
+static WaSubkey *ring_subkeys = NULL;
+static char ring_subkeys_label[64];
+
 typedef enum KeyFileStatus
 {
 	KF_OK,
@@ -137,6 +145,12 @@ typedef struct PgcryptoFuncs
 static void
 wipe_ring(void)
 {
+	if (ring_subkeys != NULL)
+	{
+		explicit_bzero(ring_subkeys, sizeof(WaSubkey) * ring.nkeys);
+		pfree(ring_subkeys);
+		ring_subkeys = NULL;
+	}
 	if (ring.keys != NULL)
 	{
 		explicit_bzero(ring.keys, sizeof(WaKey) * ring.nkeys);
@@ -1256,7 +1270,8 @@ wa_rotate_key_file(void)
  * the key itself never leaves this file and is never used for two
  * purposes.  A subkey is derived from every key of the file, current key
  * first, so that what was hashed under an older key is still recognized
- * after wa_rotate_key().
+ * after wa_rotate_key().  The subkeys of the last label asked for are kept
+ * beside the ring and wiped with it, when the key file changes.
  * ----------
  */
 
@@ -1297,6 +1312,15 @@ wa_derive_subkeys(const char *label, bool create, WaSubkey **out)
 		return 0;
 	}
 
+	/* The ring is the one they were derived from: wipe_ring() drops them. */
+	if (ring_subkeys != NULL && strcmp(ring_subkeys_label, label) == 0)
+	{
+		keys = palloc(sizeof(WaSubkey) * ring.nkeys);
+		memcpy(keys, ring_subkeys, sizeof(WaSubkey) * ring.nkeys);
+		*out = keys;
+		return ring.nkeys;
+	}
+
 	keys = palloc0(sizeof(WaSubkey) * ring.nkeys);
 	for (int i = 0; i < ring.nkeys; i++)
 	{
@@ -1315,6 +1339,17 @@ wa_derive_subkeys(const char *label, bool create, WaSubkey **out)
 					 errhint("Check the server's OpenSSL library.")));
 		}
 		strlcpy(keys[i].id, ring.keys[i].id, sizeof(keys[i].id));
+	}
+	if (strlen(label) < sizeof(ring_subkeys_label))
+	{
+		if (ring_subkeys != NULL)
+		{
+			explicit_bzero(ring_subkeys, sizeof(WaSubkey) * ring.nkeys);
+			pfree(ring_subkeys);
+		}
+		ring_subkeys = MemoryContextAlloc(TopMemoryContext, sizeof(WaSubkey) * ring.nkeys);
+		memcpy(ring_subkeys, keys, sizeof(WaSubkey) * ring.nkeys);
+		strlcpy(ring_subkeys_label, label, sizeof(ring_subkeys_label));
 	}
 	*out = keys;
 	return ring.nkeys;
