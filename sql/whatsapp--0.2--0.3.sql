@@ -2287,9 +2287,10 @@ GRANT SELECT ON whatsapp.odoo_model_rules TO whatsapp_admin;
  *                               (amounts, dates, the portal link with its
  *                               access_token), on sale_order and
  *                               account_move;
- *   "header", "base_url", "pdf_wait", "pdf_upload"
- *                               the events' options (the official PDF as
- *                               the document header), on sale_order and
+ *   "header", "base_url", "pdf_wait", "pdf_upload",
+ *   "template_no_header"         the events' options (the official PDF as
+ *                               the document header, and the template for
+ *                               a message without it), on sale_order and
  *                               account_move.
  * ======================================================================== */
 
@@ -2367,8 +2368,14 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'true: the worker uploads an invoice''s official PDF to Meta and sends its media id, for an Odoo that Meta cannot reach.';
 	END IF;
-	IF k IN ('pdf_wait', 'pdf_upload') AND NOT (params ? 'header') THEN
-		RAISE EXCEPTION '"pdf_wait" and "pdf_upload" of params need "header": "portal_pdf"'
+	IF k = 'template_no_header' AND (jsonb_typeof(v) <> 'string'
+		OR (v #>> '{}') !~ '^[a-z0-9_]+$' OR length(v #>> '{}') > 512) THEN
+		RAISE EXCEPTION '"template_no_header" of params must be a Cloud API template name'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'The template with the same text and no header, used when the message goes without the PDF header.';
+	END IF;
+	IF k IN ('pdf_wait', 'pdf_upload', 'template_no_header') AND NOT (params ? 'header') THEN
+		RAISE EXCEPTION '"pdf_wait", "pdf_upload" and "template_no_header" of params need "header": "portal_pdf"'
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	IF k = 'base_url' AND (jsonb_typeof(v) <> 'string'
@@ -2451,7 +2458,7 @@ BEGIN
 		ELSIF jsonb_typeof(wa_odoo_rule.params) = 'object' THEN
 			FOR k, v IN SELECT * FROM jsonb_each(wa_odoo_rule.params)
 			LOOP
-				IF k IN ('header', 'base_url', 'pdf_wait', 'pdf_upload') THEN
+				IF k IN ('header', 'base_url', 'pdf_wait', 'pdf_upload', 'template_no_header') THEN
 					PERFORM whatsapp._odoo_rule_option(tbl, k, v, wa_odoo_rule.params);
 				ELSE
 					IF k !~ '^[a-z0-9_]+$' OR length(k) > 128 THEN

@@ -186,4 +186,31 @@ $body = only_message($seq0, '4');
 is($body->{template}{name}, 'invoice_posted', '4: the rule\'s template');
 is_deeply([ map { $_->{type} } @{ $body->{template}{components} } ], ['body'], '4: without the header');
 
+# --- 5. A rule on account_move (wa_odoo_rule) takes the same option -------
+WaTest::psql_fails($node, q{SELECT whatsapp.wa_odoo_rule('inv_text', 'account_move', 'invoice_posted',
+		state_value => 'posted', params => '{"body": "name", "template_no_header": "invoice_posted_text"}')},
+	'22023', 'a rule: the option needs the header', dbname => 'odoo');
+WaTest::psql_fails($node, q{SELECT whatsapp.wa_odoo_rule('inv_text', 'account_move', 'invoice_posted',
+		state_value => 'posted', params => '{"header": "portal_pdf", "body": "name", "template_no_header": "Invoice Text"}')},
+	'22023', 'a rule: a name that is not a template name is refused', dbname => 'odoo');
+WaTest::psql_ok($node, q{
+	SET client_min_messages = error;
+	SELECT whatsapp.wa_odoo_disable('invoice_posted', 1), whatsapp.wa_odoo_disable('invoice_posted', 2);
+	SELECT whatsapp.wa_odoo_rule('inv_text', 'account_move', 'invoice_posted',
+		state_value => 'posted', language => 'es',
+		params => '{"header": "portal_pdf", "body": "name", "template_no_header": "invoice_posted_text"}');
+	INSERT INTO public.account_move (id, journal_id, company_id, partner_id, commercial_partner_id,
+		currency_id, name, state, move_type, date, invoice_date_due, amount_total)
+	VALUES (5, 1, 2, 14, 14, 2, 'FAC/2025/00005', 'draft', 'out_invoice', current_date, current_date + 30, 1160);
+}, 'the event off; a rule on account_move with a header-less template', dbname => 'odoo');
+$seq0 = $mock->last_seq;
+WaTest::psql_ok($node, q{UPDATE public.account_move SET state = 'posted', invoice_date = current_date WHERE id = 5},
+	'FAC/2025/00005 posted without a PDF', dbname => 'odoo', connstr => $as_odoo);
+$body = only_message($seq0, '5');
+is_deeply($body->{template}, {
+		name => 'invoice_posted_text', language => { code => 'es' },
+		components => [ { type => 'body', parameters => [
+			{ type => 'text', text => 'FAC/2025/00005', parameter_name => 'body' } ] } ] },
+	'5: the rule\'s message: the header-less template, the body only');
+
 done_testing();
