@@ -50,6 +50,7 @@
  *-------------------------------------------------------------------------
  */
 #include "whatsapp.h"
+#include "spi_plans.h"
 
 #include "access/genam.h"
 #include "access/htup_details.h"
@@ -728,81 +729,40 @@ wa_odoo_pdf_release(WaMediaUploader upload)
 		if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid("odoo_pdf_wait", nsp)))
 			return 0;
 	}
-	if (plan_list == NULL)
 	{
-		SPIPlanPtr	p = SPI_prepare("SELECT w.message_id, w.res_id, w.until OPERATOR(pg_catalog.<=) pg_catalog.now(),"
-									"  w.base_url, w.document, w.upload, w.template_no_header"
-									" FROM whatsapp.odoo_pdf_wait w"
-									" ORDER BY w.message_id FOR UPDATE",
-									0, NULL);
+		Oid			t1[1] = {INT8OID};
+		Oid			t2[2] = {INT8OID, JSONBOID};
 
-		if (p == NULL || SPI_keepplan(p) != 0)
-			elog(ERROR, "whatsapp: could not prepare the PDF wait scan");
-		plan_list = p;
-	}
-	if (plan_state == NULL)
-	{
-		Oid			t[1] = {INT8OID};
-		SPIPlanPtr	p = SPI_prepare("SELECT state, account_id FROM whatsapp.message"
-									" WHERE id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
-									1, t);
-
-		if (p == NULL || SPI_keepplan(p) != 0)
-			elog(ERROR, "whatsapp: could not prepare the PDF wait's message lock");
-		plan_state = p;
-	}
-	if (plan_done == NULL)
-	{
-		Oid			t[1] = {INT8OID};
-		SPIPlanPtr	p = SPI_prepare("DELETE FROM whatsapp.odoo_pdf_wait WHERE message_id OPERATOR(pg_catalog.=) $1", 1, t);
-
-		if (p == NULL || SPI_keepplan(p) != 0)
-			elog(ERROR, "whatsapp: could not prepare the PDF wait end");
-		plan_done = p;
-	}
-	if (plan_header == NULL)
-	{
-		Oid			t[2] = {INT8OID, JSONBOID};
-
+		wa_plan(&plan_list,
+				"SELECT w.message_id, w.res_id, w.until OPERATOR(pg_catalog.<=) pg_catalog.now(),"
+				"  w.base_url, w.document, w.upload, w.template_no_header"
+				" FROM whatsapp.odoo_pdf_wait w"
+				" ORDER BY w.message_id FOR UPDATE", 0, NULL);
+		wa_plan(&plan_state,
+				"SELECT state, account_id FROM whatsapp.message"
+				" WHERE id OPERATOR(pg_catalog.=) $1 FOR UPDATE", 1, t1);
+		wa_plan(&plan_done,
+				"DELETE FROM whatsapp.odoo_pdf_wait WHERE message_id OPERATOR(pg_catalog.=) $1",
+				1, t1);
 		/* the header first, before the body and buttons */
-		SPIPlanPtr	p = SPI_prepare("UPDATE whatsapp.message"
-									"   SET payload = pg_catalog.jsonb_set(payload, '{template,components}',"
-									"         pg_catalog.jsonb_build_array($2) OPERATOR(pg_catalog.||)"
-									"         COALESCE(payload OPERATOR(pg_catalog.#>) '{template,components}', '[]')),"
-									"       next_attempt_at = pg_catalog.now()"
-									" WHERE id OPERATOR(pg_catalog.=) $1 AND state OPERATOR(pg_catalog.=) 'queued'",
-									2, t);
-
-		if (p == NULL || SPI_keepplan(p) != 0)
-			elog(ERROR, "whatsapp: could not prepare the PDF header update");
-		plan_header = p;
-	}
-
-	if (plan_due == NULL)
-	{
-		Oid			t[1] = {INT8OID};
-		SPIPlanPtr	p = SPI_prepare("UPDATE whatsapp.message SET next_attempt_at = pg_catalog.now()"
-									" WHERE id OPERATOR(pg_catalog.=) $1 AND state OPERATOR(pg_catalog.=) 'queued'",
-									1, t);
-
-		if (p == NULL || SPI_keepplan(p) != 0)
-			elog(ERROR, "whatsapp: could not prepare the PDF wait's end");
-		plan_due = p;
-	}
-
-	if (plan_name == NULL)
-	{
-		Oid			t[2] = {INT8OID, JSONBOID};
-
+		wa_plan(&plan_header,
+				"UPDATE whatsapp.message"
+				"   SET payload = pg_catalog.jsonb_set(payload, '{template,components}',"
+				"         pg_catalog.jsonb_build_array($2) OPERATOR(pg_catalog.||)"
+				"         COALESCE(payload OPERATOR(pg_catalog.#>) '{template,components}', '[]')),"
+				"       next_attempt_at = pg_catalog.now()"
+				" WHERE id OPERATOR(pg_catalog.=) $1 AND state OPERATOR(pg_catalog.=) 'queued'",
+				2, t2);
+		wa_plan(&plan_due,
+				"UPDATE whatsapp.message SET next_attempt_at = pg_catalog.now()"
+				" WHERE id OPERATOR(pg_catalog.=) $1 AND state OPERATOR(pg_catalog.=) 'queued'",
+				1, t1);
 		/* a message leaving without its header: the header-less template */
-		SPIPlanPtr	p = SPI_prepare("UPDATE whatsapp.message"
-									"   SET payload = pg_catalog.jsonb_set(payload, '{template,name}', $2)"
-									" WHERE id OPERATOR(pg_catalog.=) $1 AND state OPERATOR(pg_catalog.=) 'queued'",
-									2, t);
-
-		if (p == NULL || SPI_keepplan(p) != 0)
-			elog(ERROR, "whatsapp: could not prepare the header-less template update");
-		plan_name = p;
+		wa_plan(&plan_name,
+				"UPDATE whatsapp.message"
+				"   SET payload = pg_catalog.jsonb_set(payload, '{template,name}', $2)"
+				" WHERE id OPERATOR(pg_catalog.=) $1 AND state OPERATOR(pg_catalog.=) 'queued'",
+				2, t2);
 	}
 
 	rc = SPI_execute_plan(plan_list, NULL, NULL, false, 0);
