@@ -55,6 +55,8 @@
 #include "access/table.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_am.h"
+#include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -73,6 +75,7 @@
 
 static SPIPlanPtr plan_insert = NULL;
 static bool plan_insert_writes_owner = false;
+static bool plan_insert_probes = false;
 static SPIPlanPtr plan_existing = NULL;
 
 /* the extension's own tables read here (see open_own_table) */
@@ -378,6 +381,85 @@ write_token(OdooRender *r)
 }
 
 /*
+ * Is a message already recorded under dedupe_key, in any account (dropped
+ * ones too)?  One probe of message_dedupe_key per account, read in C with
+ * the snapshot the rendering used, instead of a NOT EXISTS in the INSERT
+ * (an InitPlan over whatsapp.account and a subplan on every confirmation).
+ * Like that subquery it sees what this transaction recorded before (the
+ * firing's snapshot follows a command counter increment) and what other
+ * sessions had committed.  Returns false and sets *shaped to false when the
+ * index is not the one the 0.1 script made; record then asks SQL.
+ */
+static bool
+odoo_already_recorded(const char *dedupe_key, bool *shaped)
+{
+	Oid			nsp = get_namespace_oid("whatsapp", false);
+	Oid			msg_relid = get_relname_relid("message", nsp);
+	Oid			index = get_relname_relid("message_dedupe_key", nsp);
+	Relation	msg;
+	Relation	irel;
+	Relation	acc;
+	AttrNumber	m_account;
+	AttrNumber	m_key;
+	AttrNumber	a_id;
+	Oid			coll;
+	Snapshot	snap = GetActiveSnapshot();
+	SysScanDesc ascan;
+	HeapTuple	atup;
+	Datum		key;
+	bool		found = false;
+
+	*shaped = false;
+	if (!OidIsValid(msg_relid) || !OidIsValid(index))
+		return false;
+	msg = table_open(msg_relid, AccessShareLock);
+	m_account = get_attnum(msg_relid, "account_id");
+	m_key = get_attnum(msg_relid, "dedupe_key");
+	irel = index_open(index, AccessShareLock);
+	*shaped = m_account > 0 && m_key > 0 &&
+		irel->rd_index->indrelid == msg_relid &&
+		irel->rd_index->indisvalid && irel->rd_index->indisready &&
+		irel->rd_index->indnkeyatts == 2 &&
+		irel->rd_index->indkey.values[0] == m_account &&
+		irel->rd_index->indkey.values[1] == m_key &&
+		irel->rd_rel->relam == BTREE_AM_OID &&
+		TupleDescAttr(RelationGetDescr(msg), m_account - 1)->atttypid == INT4OID &&
+		TupleDescAttr(RelationGetDescr(msg), m_key - 1)->atttypid == TEXTOID;
+	coll = irel->rd_indcollation[1];
+	index_close(irel, NoLock);
+	if (!*shaped)
+	{
+		table_close(msg, NoLock);
+		return false;
+	}
+
+	acc = open_own_table(OWN_ACCOUNT);
+	a_id = own_attnum(acc, "id");
+	key = CStringGetTextDatum(dedupe_key);
+	ascan = systable_beginscan(acc, InvalidOid, false, snap, 0, NULL);
+	while (!found && HeapTupleIsValid(atup = systable_getnext(ascan)))
+	{
+		bool		isnull;
+		Datum		id = heap_getattr(atup, a_id, RelationGetDescr(acc), &isnull);
+		ScanKeyData skey[2];
+		SysScanDesc mscan;
+
+		if (isnull)
+			continue;
+		ScanKeyInit(&skey[0], m_account, BTEqualStrategyNumber, F_INT4EQ, id);
+		ScanKeyInit(&skey[1], m_key, BTEqualStrategyNumber, F_TEXTEQ, key);
+		skey[1].sk_collation = OidIsValid(coll) ? coll : DEFAULT_COLLATION_OID;
+		mscan = systable_beginscan(msg, index, true, snap, 2, skey);
+		found = HeapTupleIsValid(systable_getnext(mscan));
+		systable_endscan(mscan);
+	}
+	systable_endscan(ascan);
+	table_close(acc, NoLock);
+	table_close(msg, NoLock);
+	return found;
+}
+
+/*
  * Record what render decided, once per dedupe key.  Inside SPI.
  *
  * The message belongs (queued_by, see ownership.c) to the role the session
@@ -394,6 +476,7 @@ odoo_record(OdooRender *r)
 	char		nulls[11];
 	int			rc;
 	bool		write_owner;
+	bool		probed;
 	char	   *owner;
 
 	if (r->account_id == 0)
@@ -431,9 +514,20 @@ odoo_record(OdooRender *r)
 		r->payload_jsonb = DirectFunctionCall1(jsonb_in, CStringGetDatum(r->payload.data));
 	}
 
+	/*
+	 * Once per document and event whatever the account: the rule may have
+	 * moved to another account since the first confirmation, and
+	 * message_dedupe_key is unique per account only.  The confirming
+	 * transaction still holds the document's row lock, so two of them
+	 * cannot race between this probe and the INSERT.
+	 */
+	if (odoo_already_recorded(r->dedupe_key, &probed))
+		return;
+
 	/* Until ALTER EXTENSION UPDATE adds queued_by, write without it. */
 	write_owner = wa_message_has_queued_by();
-	if (plan_insert != NULL && write_owner != plan_insert_writes_owner)
+	if (plan_insert != NULL &&
+		(write_owner != plan_insert_writes_owner || probed == plan_insert_probes))
 	{
 		SPI_freeplan(plan_insert);
 		plan_insert = NULL;
@@ -443,32 +537,32 @@ odoo_record(OdooRender *r)
 		SPIPlanPtr	p;
 
 		/*
-		 * Once per document and event whatever the account: the rule may
-		 * have moved to another account since the first confirmation, and
-		 * message_dedupe_key is unique per account only.  One probe of
-		 * that index per account (= ANY on its leading column: a join
-		 * gets a generic plan that scans the outbox); the confirming
-		 * transaction still holds the document's row lock, so two of them
-		 * cannot race here.
+		 * When odoo_already_recorded could not use message_dedupe_key, the
+		 * same probe in SQL: one probe of that index per account (= ANY on
+		 * its leading column: a join gets a generic plan that scans the
+		 * outbox).
 		 */
 		p = SPI_prepare_cursor(psprintf("INSERT INTO whatsapp.message (account_id, recipient, kind,"
 										" payload, state, failure_type, error_title, error_details,"
 										" error_code, dedupe_key, context, failed_at%s)"
 										" SELECT $1, $2, 'template', $3, $4, $5, $6, $7, $8, $9, $10,"
 										"  CASE WHEN $4 = 'failed' THEN now() END%s"
-										"  WHERE NOT EXISTS (SELECT 1 FROM whatsapp.message d"
-										"   WHERE d.account_id = ANY (ARRAY(SELECT a.id FROM whatsapp.account a))"
-										"     AND d.dedupe_key = $9)"
+										"%s"
 										" ON CONFLICT (account_id, dedupe_key) WHERE dedupe_key IS NOT NULL"
 										" DO NOTHING",
 										write_owner ? ", queued_by" : "",
-										write_owner ? ", $11" : ""),
+										write_owner ? ", $11" : "",
+										probed ? "" :
+										"  WHERE NOT EXISTS (SELECT 1 FROM whatsapp.message d"
+										"   WHERE d.account_id = ANY (ARRAY(SELECT a.id FROM whatsapp.account a))"
+										"     AND d.dedupe_key = $9)"),
 							   11, types, CURSOR_OPT_GENERIC_PLAN);
 
 		if (p == NULL || SPI_keepplan(p) != 0)
 			elog(ERROR, "whatsapp: could not prepare the Odoo insert");
 		plan_insert = p;
 		plan_insert_writes_owner = write_owner;
+		plan_insert_probes = !probed;
 	}
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = Int32GetDatum(r->account_id);
