@@ -81,11 +81,47 @@ static SPIPlanPtr plan_existing = NULL;
 /* the extension's own tables read here (see open_own_table) */
 static Oid	own_relids[3];
 
+/*
+ * What odoo_already_recorded found out about whatsapp.message and its index
+ * message_dedupe_key, until the next catalog invalidation.
+ */
+static struct
+{
+	bool		known;
+	bool		shaped;
+	Oid			relid;
+	Oid			index;
+	AttrNumber	account;
+	AttrNumber	key;
+	Oid			coll;
+}			msg_shape;
+
+/*
+ * The column numbers of the extension's own tables, remembered until the
+ * next catalog invalidation (odoo_own_tables_changed), as their oids are:
+ * every firing reads a dozen of them.
+ */
+#define N_OWN_ATTS 24
+static struct
+{
+	Oid			relid;
+	const char *name;
+	AttrNumber	attnum;
+}			own_atts[N_OWN_ATTS];
+static int	n_own_atts = 0;
+
+/* whatsapp.odoo_pause's oid (InvalidOid: none yet), until an invalidation */
+static bool pause_relid_known = false;
+static Oid	pause_relid = InvalidOid;
+
 /* Called by odoo_data.c's catalog invalidation callback. */
 void
 odoo_own_tables_changed(void)
 {
 	memset(own_relids, 0, sizeof(own_relids));
+	n_own_atts = 0;
+	msg_shape.known = false;
+	pause_relid_known = false;
 }
 
 /* ----------
@@ -130,10 +166,18 @@ odoo_paused(void)
 	SysScanDesc scan;
 	bool		paused;
 
-	relid = RangeVarGetRelidExtended(makeRangeVar("whatsapp", "odoo_pause", -1),
-									 AccessShareLock, RVR_MISSING_OK, NULL, NULL);
+	if (!pause_relid_known)
+	{
+		pause_relid = get_relname_relid("odoo_pause", get_namespace_oid("whatsapp", false));
+		pause_relid_known = true;
+	}
+	relid = pause_relid;
 	if (!OidIsValid(relid))
 		return false;
+	LockRelationOid(relid, AccessShareLock);
+	/* dropped while we waited for the lock (ALTER EXTENSION ... UPDATE) */
+	if (!pause_relid_known || pause_relid != relid)
+		return odoo_paused();
 	rel = table_open(relid, NoLock);
 	snap = RegisterSnapshot(GetLatestSnapshot());
 	scan = systable_beginscan(rel, InvalidOid, false, snap, 0, NULL);
@@ -144,13 +188,27 @@ odoo_paused(void)
 	return paused;
 }
 
+
 static AttrNumber
 own_attnum(Relation rel, const char *name)
 {
-	AttrNumber	a = get_attnum(RelationGetRelid(rel), name);
+	Oid			relid = RelationGetRelid(rel);
+	AttrNumber	a;
 
+	for (int i = 0; i < n_own_atts; i++)
+		if (own_atts[i].relid == relid && strcmp(own_atts[i].name, name) == 0)
+			return own_atts[i].attnum;
+	a = get_attnum(relid, name);
 	if (a <= 0)
 		elog(ERROR, "whatsapp: column %s of %s is missing", name, RelationGetRelationName(rel));
+	if (n_own_atts < N_OWN_ATTS)
+	{
+		/* the names are the string constants of this file */
+		own_atts[n_own_atts].relid = relid;
+		own_atts[n_own_atts].name = name;
+		own_atts[n_own_atts].attnum = a;
+		n_own_atts++;
+	}
 	return a;
 }
 
@@ -393,46 +451,57 @@ write_token(OdooRender *r)
 static bool
 odoo_already_recorded(const char *dedupe_key, bool *shaped)
 {
-	Oid			nsp = get_namespace_oid("whatsapp", false);
-	Oid			msg_relid = get_relname_relid("message", nsp);
-	Oid			index = get_relname_relid("message_dedupe_key", nsp);
 	Relation	msg;
-	Relation	irel;
 	Relation	acc;
-	AttrNumber	m_account;
-	AttrNumber	m_key;
 	AttrNumber	a_id;
-	Oid			coll;
 	Snapshot	snap = GetActiveSnapshot();
 	SysScanDesc ascan;
 	HeapTuple	atup;
 	Datum		key;
 	bool		found = false;
 
-	*shaped = false;
-	if (!OidIsValid(msg_relid) || !OidIsValid(index))
-		return false;
-	msg = table_open(msg_relid, AccessShareLock);
-	m_account = get_attnum(msg_relid, "account_id");
-	m_key = get_attnum(msg_relid, "dedupe_key");
-	irel = index_open(index, AccessShareLock);
-	*shaped = m_account > 0 && m_key > 0 &&
-		irel->rd_index->indrelid == msg_relid &&
-		irel->rd_index->indisvalid && irel->rd_index->indisready &&
-		irel->rd_index->indnkeyatts == 2 &&
-		irel->rd_index->indkey.values[0] == m_account &&
-		irel->rd_index->indkey.values[1] == m_key &&
-		irel->rd_rel->relam == BTREE_AM_OID &&
-		TupleDescAttr(RelationGetDescr(msg), m_account - 1)->atttypid == INT4OID &&
-		TupleDescAttr(RelationGetDescr(msg), m_key - 1)->atttypid == TEXTOID;
-	coll = irel->rd_indcollation[1];
-	index_close(irel, NoLock);
-	if (!*shaped)
+	if (msg_shape.known && msg_shape.shaped)
 	{
-		table_close(msg, NoLock);
-		return false;
+		LockRelationOid(msg_shape.relid, AccessShareLock);
+		LockRelationOid(msg_shape.index, AccessShareLock);
 	}
+	if (!msg_shape.known)
+	{
+		Oid			nsp = get_namespace_oid("whatsapp", false);
+		Oid			relid = get_relname_relid("message", nsp);
+		Oid			index = get_relname_relid("message_dedupe_key", nsp);
+		Relation	irel;
 
+		msg_shape.shaped = false;
+		if (OidIsValid(relid) && OidIsValid(index))
+		{
+			msg = table_open(relid, AccessShareLock);
+			msg_shape.account = get_attnum(relid, "account_id");
+			msg_shape.key = get_attnum(relid, "dedupe_key");
+			irel = index_open(index, AccessShareLock);
+			msg_shape.shaped = msg_shape.account > 0 && msg_shape.key > 0 &&
+				irel->rd_index->indrelid == relid &&
+				irel->rd_index->indisvalid && irel->rd_index->indisready &&
+				irel->rd_index->indnkeyatts == 2 &&
+				irel->rd_index->indkey.values[0] == msg_shape.account &&
+				irel->rd_index->indkey.values[1] == msg_shape.key &&
+				irel->rd_rel->relam == BTREE_AM_OID &&
+				TupleDescAttr(RelationGetDescr(msg), msg_shape.account - 1)->atttypid == INT4OID &&
+				TupleDescAttr(RelationGetDescr(msg), msg_shape.key - 1)->atttypid == TEXTOID;
+			msg_shape.coll = OidIsValid(irel->rd_indcollation[1]) ?
+				irel->rd_indcollation[1] : DEFAULT_COLLATION_OID;
+			index_close(irel, NoLock);
+			table_close(msg, NoLock);
+		}
+		msg_shape.relid = relid;
+		msg_shape.index = index;
+		msg_shape.known = true;
+	}
+	*shaped = msg_shape.shaped;
+	if (!msg_shape.shaped)
+		return false;
+
+	msg = table_open(msg_shape.relid, NoLock);
 	acc = open_own_table(OWN_ACCOUNT);
 	a_id = own_attnum(acc, "id");
 	key = CStringGetTextDatum(dedupe_key);
@@ -446,10 +515,10 @@ odoo_already_recorded(const char *dedupe_key, bool *shaped)
 
 		if (isnull)
 			continue;
-		ScanKeyInit(&skey[0], m_account, BTEqualStrategyNumber, F_INT4EQ, id);
-		ScanKeyInit(&skey[1], m_key, BTEqualStrategyNumber, F_TEXTEQ, key);
-		skey[1].sk_collation = OidIsValid(coll) ? coll : DEFAULT_COLLATION_OID;
-		mscan = systable_beginscan(msg, index, true, snap, 2, skey);
+		ScanKeyInit(&skey[0], msg_shape.account, BTEqualStrategyNumber, F_INT4EQ, id);
+		ScanKeyInit(&skey[1], msg_shape.key, BTEqualStrategyNumber, F_TEXTEQ, key);
+		skey[1].sk_collation = msg_shape.coll;
+		mscan = systable_beginscan(msg, msg_shape.index, true, snap, 2, skey);
 		found = HeapTupleIsValid(systable_getnext(mscan));
 		systable_endscan(mscan);
 	}
