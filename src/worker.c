@@ -76,6 +76,7 @@
 #include "http.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "commands/extension.h"
@@ -91,9 +92,11 @@
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 /* Record answers when this many wait, or when the oldest waited this long. */
@@ -223,6 +226,7 @@ static int	results_cap = 0;
 static TimestampTz oldest_result = 0;
 
 static Oid	extension_oid = InvalidOid;
+static Oid	message_relid = InvalidOid;	/* whatsapp.message of that extension */
 static bool in_doubt_resolved = false;
 
 /*
@@ -1493,8 +1497,22 @@ collect_results(void)
 static bool
 extension_present(void)
 {
-	Oid			oid = get_extension_oid("whatsapp", true);
+	Oid			oid;
 
+	/*
+	 * Every transaction of the worker asks this, two per message when
+	 * messages come one at a time.  get_extension_oid() is an index scan
+	 * of pg_extension; the outbox table's entry in the relation cache is a
+	 * hash probe.  DROP EXTENSION drops the table with it (and a new
+	 * CREATE EXTENSION makes a table with a new OID), so while the table
+	 * the extension was found with is still there, the extension is the
+	 * same.
+	 */
+	if (OidIsValid(extension_oid) && OidIsValid(message_relid) &&
+		SearchSysCacheExists1(RELOID, ObjectIdGetDatum(message_relid)))
+		return true;
+
+	oid = get_extension_oid("whatsapp", true);
 	if (oid != extension_oid)
 	{
 		/* dropped, or dropped and created again: start over */
@@ -1515,6 +1533,14 @@ extension_present(void)
 		free_plans();
 		extension_oid = oid;
 		in_doubt_resolved = false;
+	}
+	message_relid = InvalidOid;
+	if (OidIsValid(oid))
+	{
+		Oid			nsp = get_namespace_oid("whatsapp", true);
+
+		if (OidIsValid(nsp))
+			message_relid = get_relname_relid("message", nsp);
 	}
 	return OidIsValid(oid);
 }
