@@ -234,6 +234,9 @@ static bool in_doubt_resolved = false;
  * again by the next cycle.  Room is reserved before requests start, so
  * the catch block that fills this allocates nothing.
  */
+/* A claim must follow in the next turn: set where no answer would ask. */
+static bool claim_again = false;
+
 static int64 *unstarted = NULL;
 static int	nunstarted = 0;
 static int	unstarted_cap = 0;
@@ -1048,6 +1051,15 @@ claim(WaPending *out, int free_slots, TimestampTz now)
 		a->tokens -= claimed;
 		free_slots -= claimed;
 		a->more = ((int) claimed == quota);
+		/*
+		 * A blocked message's recipient may have the next one queued, and
+		 * no answer will announce it: claim again in the next turn.
+		 */
+		if (nblocked > 0)
+		{
+			a->more = true;
+			claim_again = true;
+		}
 
 		/*
 		 * The earliest future due time, for the wake-up.  Only the
@@ -1720,7 +1732,11 @@ run_cycle(WaCycle *what)
 	if (!in_doubt_resolved)
 		resolve_in_doubt();
 	if (nunstarted > 0)
+	{
 		requeue_unstarted();
+		/* those messages are due again, and no answer will announce them */
+		claim_again = true;
+	}
 	if (what->reload || !accounts_loaded ||
 		pg_atomic_read_u32(&slot->accounts_generation) != seen_generation)
 		load_accounts();
@@ -2181,6 +2197,7 @@ wa_worker_main(Datum main_arg)
 					pg_atomic_read_u32(&slot->accounts_generation) != seen_generation)
 				{
 					WA_TT(WA_TT_OTHER);
+					claim_again = false;
 					run_cycle(&what);
 					WA_TT(WA_TT_CLAIM);
 					if (what.claim)
@@ -2191,6 +2208,9 @@ wa_worker_main(Datum main_arg)
 						pdf_wake = false;
 						notify_wake = false;
 					}
+					/* a wake: every account claims in the next turn */
+					if (claim_again)
+						wake = true;
 					if (what.poll)
 						next_poll = TimestampTzPlusMilliseconds(now, wa_poll_interval);
 					if (what.purge)

@@ -19,7 +19,9 @@
 #      (poll_interval is 60 s);
 #   3. a message queued for later by SQL outside the extension's functions,
 #      followed by NOTIFY whatsapp: the worker reads the due time and sends
-#      it when it falls due, not at the next poll.
+#      it when it falls due, not at the next poll;
+#   4. a message blocked at its claim (an opt-out since enqueue): the
+#      recipient's next message is claimed at once, not at the next poll.
 use strict;
 use warnings;
 
@@ -127,5 +129,30 @@ my $took = time() - $t0;
 cmp_ok($took, '>=', 2.5, sprintf('not before its due time (%.1f s)', $took));
 cmp_ok($took, '<', 20, 'at its due time, not at the 60 s poll');
 cmp_ok(next_due_queries($from), '>=', 1, 'the NOTIFY made the worker read the due time');
+
+# --- 4. a message blocked at its claim: the recipient's next one goes ---
+# The recipient opts out of marketing while a marketing template and a
+# text wait behind a message in flight.  The claim blocks the template; the
+# text behind it must be claimed next, not at the next poll: no answer
+# will announce it.
+WaTest::psql_ok($node,
+	"INSERT INTO whatsapp.templates (name, language, category) VALUES ('spring_sale', 'en_US', 'MARKETING')",
+	'a MARKETING template');
+$mock->add_rule({ match => { to => '+12025550180' }, times => 1, action => { latency_ms => 3000 } });
+my $head = send_text('+1 202 555 0180', 'Your order S00042 has shipped.');
+ok(WaTest::wait_for($node, "SELECT state FROM whatsapp.messages WHERE id = $head", 'sending', 20),
+	'4. the first message is in flight (answered after 3 s)');
+my ($rc4, $out4, $err4) = WaTest::run_psql($node, q{
+	SELECT whatsapp.wa_send_template('+1 202 555 0180', 'spring_sale', 'en_US');
+	SELECT whatsapp.wa_send('+1 202 555 0180', 'Your parcel arrives tomorrow between 9:00 and 12:00.');
+	SELECT whatsapp.wa_opt_out('+1 202 555 0180', 'marketing', 'replied STOP to offers');
+});
+is($rc4, 0, '4. a marketing template and a text queued behind it, then a marketing opt-out') or diag($err4);
+my ($tpl, $txt) = $out4 =~ /^(\d+)\s+(\d+)/;
+$t0 = time();
+ok(WaTest::wait_for($node,
+		"SELECT string_agg(state, ',' ORDER BY id) FROM whatsapp.messages WHERE id IN ($head, $tpl, $txt)",
+		'sent,blocked,sent', 30), '4. the template is blocked at its claim, the text behind it is sent');
+cmp_ok(time() - $t0, '<', 20, '4. the text went out after the blocked template, not at the 60 s poll');
 
 done_testing();
