@@ -822,6 +822,8 @@ load_accounts_guts(void)
 		a->more = true;
 		a->next_due = 0;
 		a->due_known = false;
+		/* kept: the answers of transfers in flight compare with it */
+		a->claim_seq = prev ? prev->claim_seq : 0;
 
 		if (tok_null)
 		{
