@@ -244,6 +244,61 @@ EOF
 	NGINX_DIR=$d
 }
 
+# start_responder: nginx answering every request itself, the way the
+# Cloud API answers a send: HTTP 200, Content-Type application/json, Meta's
+# shape {"messaging_product", "contacts", "messages": [{"id": wamid}]} with a
+# wamid unique per request (built from nginx's $request_id, 32 random hex
+# digits).  Plain HTTP/1.1 on 127.0.0.1 with kept-alive connections, one
+# nginx worker process.  nginx does not parse the request body, so the
+# contacts entry cannot echo the recipient: it is left empty, and the
+# worker keeps the wa_id that wa_send stored.  This costs the machine far
+# less CPU per answer than the Node mock (which parses the body, checks
+# the request and keeps counters); Meta's CPU is not on the database
+# server in production.  Sets RESPONDER_URL and RESPONDER_DIR (access.log:
+# "$status $request_length" per request).
+start_responder() {
+	local d=$BENCH_DIR/responder port
+	[ -x "${NGINX:-/usr/sbin/nginx}" ] ||
+		die "nginx is missing: apt-get install nginx-light (or ANSWER=mock for the Node mock)"
+	mkdir -p "$d/tmp"
+	port=$(free_port)
+	cat >"$d/nginx.conf" <<EOF
+worker_processes 1;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+worker_rlimit_nofile 16384;
+events { worker_connections 8192; }
+http {
+	log_format answered '\$status \$request_length';
+	access_log $d/access.log answered buffer=64k flush=1s;
+	client_body_temp_path $d/tmp/body;
+	proxy_temp_path $d/tmp/proxy;
+	fastcgi_temp_path $d/tmp/fastcgi;
+	uwsgi_temp_path $d/tmp/uwsgi;
+	scgi_temp_path $d/tmp/scgi;
+	keepalive_requests 1000000;
+	keepalive_timeout 75s;
+	client_body_buffer_size 64k;
+	server {
+		listen 127.0.0.1:$port;
+		location / {
+			default_type application/json;
+			return 200 '{"messaging_product":"whatsapp","contacts":[],"messages":[{"id":"wamid.HBgM\$request_id"}]}';
+		}
+	}
+}
+EOF
+	[ "${#as_user[@]}" -eq 0 ] || chown -R "$RUN_USER:" "$d"
+	at_exit "kill -QUIT \$(cat '$d/nginx.pid')"
+	"${as_user[@]}" "${NGINX:-/usr/sbin/nginx}" -p "$d" -c "$d/nginx.conf" -e "$d/error.log" ||
+		die "nginx did not start: $(cat "$d/error.log")"
+	curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' -d '{}' \
+		"http://127.0.0.1:$port/v21.0/1000000001/messages" ||
+		die "the nginx responder does not answer"
+	RESPONDER_URL=http://127.0.0.1:$port
+	RESPONDER_DIR=$d
+}
+
 # psql on the bench database, as the cluster's owner (a superuser).
 bpsql() {
 	"${as_user[@]}" "$PG_BIN/psql" -X -h "$BENCH_DIR" -p "$PGPORT_B" -d bench \

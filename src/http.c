@@ -1006,7 +1006,11 @@ wa_http_next_timeout(void)
 			first = shards[i].timer_deadline;
 	if (first == 0)
 		return -1;
-	ms = (long) ((first - GetCurrentTimestamp()) / 1000);
+	/*
+	 * Rounded up: a deadline less than a millisecond away is waited for,
+	 * not polled for with zero timeouts until it passes.
+	 */
+	ms = (long) ((first - GetCurrentTimestamp() + 999) / 1000);
 	return ms < 0 ? 0 : ms;
 }
 

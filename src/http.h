@@ -45,6 +45,9 @@ typedef struct WaTransfer
 	long		retry_after;	/* seconds from Retry-After, or -1 */
 	instr_time	started;
 	void	   *headers_ref;	/* the owner's reference to the headers used */
+	/* the worker's bookkeeping, set at claim; the engine does not read it */
+	bool		pair_waiting;	/* the recipient had more queued at claim */
+	uint64		claim_seq;		/* the account's claim count at claim */
 	/* filled when done */
 	CURLcode	result;
 	long		http_status;

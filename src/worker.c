@@ -76,6 +76,7 @@
 #include "http.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "commands/extension.h"
@@ -91,9 +92,11 @@
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 /* Record answers when this many wait, or when the oldest waited this long. */
@@ -187,6 +190,8 @@ typedef struct WaAccount
 	TimestampTz refilled_at;
 	bool		more;			/* claim again: the last claim was full */
 	TimestampTz next_due;		/* earliest future retry, or 0 */
+	bool		due_known;		/* next_due is current (see claim()) */
+	uint64		claim_seq;		/* claim statements run for it so far */
 } WaAccount;
 
 /* A classified answer waiting to be recorded. */
@@ -197,6 +202,8 @@ typedef struct WaResult
 	int32		attempt;
 	long		http_status;
 	double		latency_ms;
+	bool		pair_waiting;	/* as the transfer had them */
+	uint64		claim_seq;
 	WaOutcome	outcome;
 } WaResult;
 
@@ -219,6 +226,7 @@ static int	results_cap = 0;
 static TimestampTz oldest_result = 0;
 
 static Oid	extension_oid = InvalidOid;
+static Oid	message_relid = InvalidOid;	/* whatsapp.message of that extension */
 static bool in_doubt_resolved = false;
 
 /*
@@ -226,6 +234,9 @@ static bool in_doubt_resolved = false;
  * again by the next cycle.  Room is reserved before requests start, so
  * the catch block that fills this allocates nothing.
  */
+/* A claim must follow in the next turn: set where no answer would ask. */
+static bool claim_again = false;
+
 static int64 *unstarted = NULL;
 static int	nunstarted = 0;
 static int	unstarted_cap = 0;
@@ -491,7 +502,12 @@ prepare_claim(void)
 				   "  (pg_catalog.jsonb_build_object('messaging_product', 'whatsapp',"
 				   "     'recipient_type', 'individual', 'to', m.recipient,"
 				   "     'biz_opaque_callback_data', m.id::text) || m.payload)::text,"
-				   "  m.recipient, m.kind, m.payload -> 'template' ->> 'name'");
+				   "  m.recipient, m.kind, m.payload -> 'template' ->> 'name',"
+				   "  EXISTS (SELECT 1 FROM whatsapp.message w"
+				   "           WHERE w.account_id = m.account_id"
+				   "             AND w.recipient = m.recipient"
+				   "             AND w.state IN ('queued', 'sending')"
+				   "             AND w.id > m.id)");
 	plan = wa_keep_plan(sql, 2, claim_types);
 	pfree(sql);
 	return plan;
@@ -805,6 +821,9 @@ load_accounts_guts(void)
 		a->refilled_at = prev ? prev->refilled_at : now;
 		a->more = true;
 		a->next_due = 0;
+		a->due_known = false;
+		/* kept: the answers of transfers in flight compare with it */
+		a->claim_seq = prev ? prev->claim_seq : 0;
 
 		if (tok_null)
 		{
@@ -976,6 +995,7 @@ claim(WaPending *out, int free_slots, TimestampTz now)
 
 		args[0] = Int32GetDatum(a->id);
 		args[1] = Int32GetDatum(quota);
+		a->claim_seq++;
 		rc = SPI_execute_plan(plan_claim, args, NULL, false, 0);
 		if (rc != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "whatsapp claim failed: %s", SPI_result_code_string(rc));
@@ -1014,6 +1034,9 @@ claim(WaPending *out, int free_slots, TimestampTz now)
 			t->message_id = DatumGetInt64(SPI_getbinval(tup, tt->tupdesc, 1, &isnull));
 			t->attempt = DatumGetInt32(SPI_getbinval(tup, tt->tupdesc, 2, &isnull));
 			t->account_id = a->id;
+			t->claim_seq = a->claim_seq;
+			d = SPI_getbinval(tup, tt->tupdesc, 7, &isnull);
+			t->pair_waiting = isnull || DatumGetBool(d);
 			d = SPI_getbinval(tup, tt->tupdesc, 3, &isnull);
 			/* message_payload_check keeps content in every queued message */
 			if (isnull)
@@ -1030,7 +1053,28 @@ claim(WaPending *out, int free_slots, TimestampTz now)
 		a->tokens -= claimed;
 		free_slots -= claimed;
 		a->more = ((int) claimed == quota);
-		if (!a->more)
+		/*
+		 * A blocked message's recipient may have the next one queued, and
+		 * no answer will announce it: claim again in the next turn.
+		 */
+		if (nblocked > 0)
+		{
+			a->more = true;
+			claim_again = true;
+		}
+
+		/*
+		 * The earliest future due time, for the wake-up.  Only the
+		 * worker's own record (a retry), an Odoo PDF wait, or SQL outside
+		 * the extension's functions queue a message for later; enqueues
+		 * queue it due at once.  So the value read last stays current
+		 * until a record requeues, a PDF wait is added, a NOTIFY whatsapp
+		 * or a poll comes (each marks it unknown), or the time it named
+		 * passes.  A claim that finds the queue empty, one message per
+		 * transaction, then skips this query.
+		 */
+		if (!a->more &&
+			(!a->due_known || (a->next_due != 0 && a->next_due <= now)))
 		{
 			bool		isnull;
 			Datum		due;
@@ -1041,6 +1085,7 @@ claim(WaPending *out, int free_slots, TimestampTz now)
 				elog(ERROR, "whatsapp next-due query failed");
 			due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 			a->next_due = isnull ? 0 : DatumGetTimestampTz(due);
+			a->due_known = true;
 		}
 	}
 	return n;
@@ -1356,8 +1401,22 @@ record_results(void)
 		WaResult   *r = &results[i];
 		WaAccount  *a = find_account(r->account_id);
 
-		if (a)
-			a->more = true;		/* the pair's next message may go now */
+		/*
+		 * The pair's next message may go now: claim again when the
+		 * recipient had more queued at the claim, or when a claim ran
+		 * since (it skipped the pair, whose message was in flight, and
+		 * may have been woken by a commit that queued another), or when
+		 * this message itself is queued again.  Otherwise nothing of this
+		 * pair waits for this answer, and a claim now would find only
+		 * what the next commit's wake will claim anyway: one message per
+		 * transaction then costs one claim transaction, not two.
+		 */
+		if (a && (r->pair_waiting || a->claim_seq != r->claim_seq ||
+				  (r->outcome.kind != WA_OUT_SENT && r->outcome.kind != WA_OUT_FAIL)))
+			a->more = true;
+		/* queued again, for later: the next due time may be earlier */
+		if (a && r->outcome.kind != WA_OUT_SENT && r->outcome.kind != WA_OUT_FAIL)
+			a->due_known = false;
 		if (r->outcome.kind == WA_OUT_PAUSE_ACCOUNT && a && a->usable)
 		{
 			char	   *reason = psprintf("access token rejected by Meta (code %d)",
@@ -1435,6 +1494,8 @@ collect_results(void)
 		r->attempt = t->attempt;
 		r->http_status = t->http_status;
 		r->latency_ms = t->latency_ms;
+		r->pair_waiting = t->pair_waiting;
+		r->claim_seq = t->claim_seq;
 		classify_and_release(t, &r->outcome);
 		if (nresults == 1)
 			oldest_result = GetCurrentTimestamp();
@@ -1450,8 +1511,22 @@ collect_results(void)
 static bool
 extension_present(void)
 {
-	Oid			oid = get_extension_oid("whatsapp", true);
+	Oid			oid;
 
+	/*
+	 * Every transaction of the worker asks this, two per message when
+	 * messages come one at a time.  get_extension_oid() is an index scan
+	 * of pg_extension; the outbox table's entry in the relation cache is a
+	 * hash probe.  DROP EXTENSION drops the table with it (and a new
+	 * CREATE EXTENSION makes a table with a new OID), so while the table
+	 * the extension was found with is still there, the extension is the
+	 * same.
+	 */
+	if (OidIsValid(extension_oid) && OidIsValid(message_relid) &&
+		SearchSysCacheExists1(RELOID, ObjectIdGetDatum(message_relid)))
+		return true;
+
+	oid = get_extension_oid("whatsapp", true);
 	if (oid != extension_oid)
 	{
 		/* dropped, or dropped and created again: start over */
@@ -1472,6 +1547,14 @@ extension_present(void)
 		free_plans();
 		extension_oid = oid;
 		in_doubt_resolved = false;
+	}
+	message_relid = InvalidOid;
+	if (OidIsValid(oid))
+	{
+		Oid			nsp = get_namespace_oid("whatsapp", true);
+
+		if (OidIsValid(nsp))
+			message_relid = get_relname_relid("message", nsp);
 	}
 	return OidIsValid(oid);
 }
@@ -1514,6 +1597,7 @@ typedef struct WaCycle
 {
 	bool		wake;			/* a commit or NOTIFY: anything may be due */
 	bool		pdf;			/* a commit added an Odoo PDF wait */
+	bool		notify;			/* a NOTIFY whatsapp: anything may have changed */
 	bool		reload;
 	bool		poll;
 	bool		purge;
@@ -1650,7 +1734,11 @@ run_cycle(WaCycle *what)
 	if (!in_doubt_resolved)
 		resolve_in_doubt();
 	if (nunstarted > 0)
+	{
 		requeue_unstarted();
+		/* those messages are due again, and no answer will announce them */
+		claim_again = true;
+	}
 	if (what->reload || !accounts_loaded ||
 		pg_atomic_read_u32(&slot->accounts_generation) != seen_generation)
 		load_accounts();
@@ -1662,6 +1750,9 @@ run_cycle(WaCycle *what)
 	if (what->poll || what->wake)
 		for (int i = 0; i < naccounts; i++)
 			accounts[i].more = true;
+	if (what->poll || what->pdf || what->notify)
+		for (int i = 0; i < naccounts; i++)
+			accounts[i].due_known = false;
 	if (what->purge)
 		purge_log();
 
@@ -1926,6 +2017,7 @@ wa_worker_main(Datum main_arg)
 	volatile TimestampTz drain_deadline = 0;
 	volatile bool wake = true;
 	volatile bool pdf_wake = false;
+	volatile bool notify_wake = false;
 	volatile bool claim_deferred = false;
 	volatile TimestampTz last_claim_at = 0;
 	volatile bool stop = false;
@@ -2089,6 +2181,7 @@ wa_worker_main(Datum main_arg)
 				what.reload = false;
 				what.wake = wake;
 				what.pdf = pdf_wake;
+				what.notify = notify_wake;
 				what.claim = wake || what.poll || claim_possible(now);
 
 				/*
@@ -2106,6 +2199,7 @@ wa_worker_main(Datum main_arg)
 					pg_atomic_read_u32(&slot->accounts_generation) != seen_generation)
 				{
 					WA_TT(WA_TT_OTHER);
+					claim_again = false;
 					run_cycle(&what);
 					WA_TT(WA_TT_CLAIM);
 					if (what.claim)
@@ -2114,7 +2208,11 @@ wa_worker_main(Datum main_arg)
 						claim_deferred = false;
 						wake = false;
 						pdf_wake = false;
+						notify_wake = false;
 					}
+					/* a wake: every account claims in the next turn */
+					if (claim_again)
+						wake = true;
 					if (what.poll)
 						next_poll = TimestampTzPlusMilliseconds(now, wa_poll_interval);
 					if (what.purge)
@@ -2186,7 +2284,8 @@ wa_worker_main(Datum main_arg)
 			next_timeout(now, next_poll, Min(next_purge, next_content_purge));
 		if (claim_deferred)
 		{
-			long		ms = (long) ((TimestampTzPlusMilliseconds(last_claim_at, WA_CLAIM_MIN_INTERVAL_MS) - now) / 1000);
+			/* rounded up, so that the last millisecond is not spun away */
+			long		ms = (long) ((TimestampTzPlusMilliseconds(last_claim_at, WA_CLAIM_MIN_INTERVAL_MS) - now + 999) / 1000);
 
 			timeout = Min(timeout, Max(ms, 0));
 		}
@@ -2213,6 +2312,7 @@ wa_worker_main(Datum main_arg)
 		{
 			ProcessNotifyInterrupt(false);
 			wake = true;
+			notify_wake = true;
 		}
 		if (pg_atomic_exchange_u32(&slot->pdf_wait_pending, 0) != 0)
 		{
