@@ -2659,8 +2659,9 @@ ALTER TABLE whatsapp.message VALIDATE CONSTRAINT message_payload_check;
  * outbox.  They now name phase, which says where a message is in the
  * worker's hands: 'q' queued, 's' sending, NULL for every other state.
  * phase is computed from state by PostgreSQL itself (a stored generated
- * column), so it can never disagree with it; a status leaves it NULL, and
- * the update can be HOT.  Every statement that should use one of these
+ * column, by the C function _message_phase: its expression is read and
+ * planned again for every statement, as the CHECKs' are), so it can never
+ * disagree with state; a status leaves it NULL, and the update can be HOT.  Every statement that should use one of these
  * indexes names phase beside state.
  *
  * A HOT update also needs room for the new version in the same page, and
@@ -2671,11 +2672,15 @@ ALTER TABLE whatsapp.message VALIDATE CONSTRAINT message_payload_check;
  * of delivered messages is hardly larger for it.  Adding the column
  * rewrites the table once, under an exclusive lock.
  * ======================================================================== */
+CREATE FUNCTION whatsapp._message_phase(text)
+RETURNS text
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'wa_message_phase';
+REVOKE ALL ON FUNCTION whatsapp._message_phase(text) FROM PUBLIC;
+
 ALTER TABLE whatsapp.message
 	SET (fillfactor = 60),
-	ADD COLUMN phase text GENERATED ALWAYS AS (
-		CASE WHEN state OPERATOR(pg_catalog.=) 'queued' THEN 'q'
-			 WHEN state OPERATOR(pg_catalog.=) 'sending' THEN 's' END) STORED;
+	ADD COLUMN phase text GENERATED ALWAYS AS (whatsapp._message_phase(state)) STORED;
 
 DROP INDEX whatsapp.message_claim_idx;
 DROP INDEX whatsapp.message_pair_idx;
