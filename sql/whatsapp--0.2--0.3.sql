@@ -2720,3 +2720,62 @@ SELECT w.datname AS database,
 	   w.last_error,
 	   w.started_at AS worker_started_at
   FROM whatsapp._worker_status() w;
+
+/*
+ * A person's export leaves phase out, as it leaves out stats_events: both
+ * are the extension's bookkeeping, and phase repeats state.  The same
+ * function otherwise.
+ */
+CREATE OR REPLACE FUNCTION whatsapp.wa_subject_export(phone text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	ids text[] := whatsapp._subject_ids(wa_subject_export.phone);
+	strs text[] := whatsapp._subject_strings(ids);
+	pats text[];
+	hashes text[] := whatsapp._subject_hashes(ids);
+	msg_ids bigint[];
+	result jsonb;
+BEGIN
+	SELECT array_agg('%' || s || '%') INTO pats FROM unnest(strs) s;
+	SELECT coalesce(array_agg(m.id ORDER BY m.id), '{}') INTO msg_ids
+	  FROM whatsapp.message m
+	 WHERE whatsapp._subject_match(m.recipient, ids) OR whatsapp._subject_match(m.wa_id, ids);
+
+	result := jsonb_build_object(
+		'identifiers', to_jsonb(ids),
+		'exported_at', now(),
+		'messages', (SELECT coalesce(jsonb_agg((to_jsonb(m) - 'stats_events' - 'phase')
+											   || jsonb_build_object('account', a.name)
+											   ORDER BY m.id), '[]')
+					   FROM whatsapp.message m LEFT JOIN whatsapp.account a ON a.id = m.account_id
+					  WHERE m.id = ANY (msg_ids)),
+		'inbound', (SELECT coalesce(jsonb_agg(to_jsonb(i) || jsonb_build_object('account', a.name)
+											  ORDER BY i.id), '[]')
+					  FROM whatsapp.inbound_message i LEFT JOIN whatsapp.account a ON a.id = i.account_id
+					 WHERE i.phone = ANY (ids) OR i.user_id = ANY (ids)
+						OR i.parent_user_id = ANY (ids) OR whatsapp._subject_match(i.wa_id, ids)),
+		'log', (SELECT coalesce(jsonb_agg(to_jsonb(l) ORDER BY l.at, l.message_id), '[]')
+				  FROM whatsapp.log l
+				 WHERE l.message_id = ANY (msg_ids) OR l.message LIKE ANY (pats)),
+		'opt_outs', (SELECT coalesce(jsonb_agg(to_jsonb(o) ORDER BY o.identifier, o.scope), '[]')
+					   FROM whatsapp.opt_out o WHERE o.identifier = ANY (ids)),
+		'consents', (SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.id), '[]')
+					   FROM whatsapp.consent c
+					  WHERE c.identifier = ANY (ids) OR c.reason LIKE ANY (pats)),
+		'consent_latest', (SELECT coalesce(jsonb_agg(to_jsonb(l) ORDER BY l.identifier, l.scope), '[]')
+							 FROM whatsapp.consent_latest l WHERE l.identifier = ANY (ids)),
+		'webhooks', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', w.id,
+									 'received_at', w.received_at, 'payload', w.payload)
+									 ORDER BY w.id), '[]')
+					   FROM whatsapp.webhook w WHERE w.payload LIKE ANY (pats)),
+		'statuses_held', (SELECT coalesce(jsonb_agg(to_jsonb(h) ORDER BY h.id), '[]')
+							FROM whatsapp.status_held h WHERE h.status::text LIKE ANY (pats)),
+		'erased_records', (SELECT count(*) FROM whatsapp.opt_out o WHERE o.identifier = ANY (hashes))
+						  + (SELECT count(*) FROM whatsapp.message m WHERE m.recipient = ANY (hashes)));
+	PERFORM whatsapp._audit('wa_subject_export', whatsapp._audit_person(wa_subject_export.phone));
+	RETURN result;
+END
+$$;
