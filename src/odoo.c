@@ -55,6 +55,8 @@
 #include "access/table.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_am.h"
+#include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -73,16 +75,53 @@
 
 static SPIPlanPtr plan_insert = NULL;
 static bool plan_insert_writes_owner = false;
+static bool plan_insert_probes = false;
 static SPIPlanPtr plan_existing = NULL;
 
 /* the extension's own tables read here (see open_own_table) */
 static Oid	own_relids[3];
+
+/*
+ * What odoo_already_recorded found out about whatsapp.message and its index
+ * message_dedupe_key, until the next catalog invalidation.
+ */
+static struct
+{
+	bool		known;
+	bool		shaped;
+	Oid			relid;
+	Oid			index;
+	AttrNumber	account;
+	AttrNumber	key;
+	Oid			coll;
+}			msg_shape;
+
+/*
+ * The column numbers of the extension's own tables, remembered until the
+ * next catalog invalidation (odoo_own_tables_changed), as their oids are:
+ * every firing reads a dozen of them.
+ */
+#define N_OWN_ATTS 24
+static struct
+{
+	Oid			relid;
+	const char *name;
+	AttrNumber	attnum;
+}			own_atts[N_OWN_ATTS];
+static int	n_own_atts = 0;
+
+/* whatsapp.odoo_pause's oid (InvalidOid: none yet), until an invalidation */
+static bool pause_relid_known = false;
+static Oid	pause_relid = InvalidOid;
 
 /* Called by odoo_data.c's catalog invalidation callback. */
 void
 odoo_own_tables_changed(void)
 {
 	memset(own_relids, 0, sizeof(own_relids));
+	n_own_atts = 0;
+	msg_shape.known = false;
+	pause_relid_known = false;
 }
 
 /* ----------
@@ -127,10 +166,18 @@ odoo_paused(void)
 	SysScanDesc scan;
 	bool		paused;
 
-	relid = RangeVarGetRelidExtended(makeRangeVar("whatsapp", "odoo_pause", -1),
-									 AccessShareLock, RVR_MISSING_OK, NULL, NULL);
+	if (!pause_relid_known)
+	{
+		pause_relid = get_relname_relid("odoo_pause", get_namespace_oid("whatsapp", false));
+		pause_relid_known = true;
+	}
+	relid = pause_relid;
 	if (!OidIsValid(relid))
 		return false;
+	LockRelationOid(relid, AccessShareLock);
+	/* dropped while we waited for the lock (ALTER EXTENSION ... UPDATE) */
+	if (!pause_relid_known || pause_relid != relid)
+		return odoo_paused();
 	rel = table_open(relid, NoLock);
 	snap = RegisterSnapshot(GetLatestSnapshot());
 	scan = systable_beginscan(rel, InvalidOid, false, snap, 0, NULL);
@@ -141,13 +188,27 @@ odoo_paused(void)
 	return paused;
 }
 
+
 static AttrNumber
 own_attnum(Relation rel, const char *name)
 {
-	AttrNumber	a = get_attnum(RelationGetRelid(rel), name);
+	Oid			relid = RelationGetRelid(rel);
+	AttrNumber	a;
 
+	for (int i = 0; i < n_own_atts; i++)
+		if (own_atts[i].relid == relid && strcmp(own_atts[i].name, name) == 0)
+			return own_atts[i].attnum;
+	a = get_attnum(relid, name);
 	if (a <= 0)
 		elog(ERROR, "whatsapp: column %s of %s is missing", name, RelationGetRelationName(rel));
+	if (n_own_atts < N_OWN_ATTS)
+	{
+		/* the names are the string constants of this file */
+		own_atts[n_own_atts].relid = relid;
+		own_atts[n_own_atts].name = name;
+		own_atts[n_own_atts].attnum = a;
+		n_own_atts++;
+	}
 	return a;
 }
 
@@ -378,6 +439,96 @@ write_token(OdooRender *r)
 }
 
 /*
+ * Is a message already recorded under dedupe_key, in any account (dropped
+ * ones too)?  One probe of message_dedupe_key per account, read in C with
+ * the snapshot the rendering used, instead of a NOT EXISTS in the INSERT
+ * (an InitPlan over whatsapp.account and a subplan on every confirmation).
+ * Like that subquery it sees what this transaction recorded before (the
+ * firing's snapshot follows a command counter increment) and what other
+ * sessions had committed.  Returns false and sets *shaped to false when the
+ * index is not the one the 0.1 script made; record then asks SQL.
+ */
+static bool
+odoo_already_recorded(const char *dedupe_key, bool *shaped)
+{
+	Relation	msg;
+	Relation	acc;
+	AttrNumber	a_id;
+	Snapshot	snap = GetActiveSnapshot();
+	SysScanDesc ascan;
+	HeapTuple	atup;
+	Datum		key;
+	bool		found = false;
+
+	if (msg_shape.known && msg_shape.shaped)
+	{
+		LockRelationOid(msg_shape.relid, AccessShareLock);
+		LockRelationOid(msg_shape.index, AccessShareLock);
+	}
+	if (!msg_shape.known)
+	{
+		Oid			nsp = get_namespace_oid("whatsapp", false);
+		Oid			relid = get_relname_relid("message", nsp);
+		Oid			index = get_relname_relid("message_dedupe_key", nsp);
+		Relation	irel;
+
+		msg_shape.shaped = false;
+		if (OidIsValid(relid) && OidIsValid(index))
+		{
+			msg = table_open(relid, AccessShareLock);
+			msg_shape.account = get_attnum(relid, "account_id");
+			msg_shape.key = get_attnum(relid, "dedupe_key");
+			irel = index_open(index, AccessShareLock);
+			msg_shape.shaped = msg_shape.account > 0 && msg_shape.key > 0 &&
+				irel->rd_index->indrelid == relid &&
+				irel->rd_index->indisvalid && irel->rd_index->indisready &&
+				irel->rd_index->indnkeyatts == 2 &&
+				irel->rd_index->indkey.values[0] == msg_shape.account &&
+				irel->rd_index->indkey.values[1] == msg_shape.key &&
+				irel->rd_rel->relam == BTREE_AM_OID &&
+				TupleDescAttr(RelationGetDescr(msg), msg_shape.account - 1)->atttypid == INT4OID &&
+				TupleDescAttr(RelationGetDescr(msg), msg_shape.key - 1)->atttypid == TEXTOID;
+			msg_shape.coll = OidIsValid(irel->rd_indcollation[1]) ?
+				irel->rd_indcollation[1] : DEFAULT_COLLATION_OID;
+			index_close(irel, NoLock);
+			table_close(msg, NoLock);
+		}
+		msg_shape.relid = relid;
+		msg_shape.index = index;
+		msg_shape.known = true;
+	}
+	*shaped = msg_shape.shaped;
+	if (!msg_shape.shaped)
+		return false;
+
+	msg = table_open(msg_shape.relid, NoLock);
+	acc = open_own_table(OWN_ACCOUNT);
+	a_id = own_attnum(acc, "id");
+	key = CStringGetTextDatum(dedupe_key);
+	ascan = systable_beginscan(acc, InvalidOid, false, snap, 0, NULL);
+	while (!found && HeapTupleIsValid(atup = systable_getnext(ascan)))
+	{
+		bool		isnull;
+		Datum		id = heap_getattr(atup, a_id, RelationGetDescr(acc), &isnull);
+		ScanKeyData skey[2];
+		SysScanDesc mscan;
+
+		if (isnull)
+			continue;
+		ScanKeyInit(&skey[0], msg_shape.account, BTEqualStrategyNumber, F_INT4EQ, id);
+		ScanKeyInit(&skey[1], msg_shape.key, BTEqualStrategyNumber, F_TEXTEQ, key);
+		skey[1].sk_collation = msg_shape.coll;
+		mscan = systable_beginscan(msg, msg_shape.index, true, snap, 2, skey);
+		found = HeapTupleIsValid(systable_getnext(mscan));
+		systable_endscan(mscan);
+	}
+	systable_endscan(ascan);
+	table_close(acc, NoLock);
+	table_close(msg, NoLock);
+	return found;
+}
+
+/*
  * Record what render decided, once per dedupe key.  Inside SPI.
  *
  * The message belongs (queued_by, see ownership.c) to the role the session
@@ -394,6 +545,7 @@ odoo_record(OdooRender *r)
 	char		nulls[11];
 	int			rc;
 	bool		write_owner;
+	bool		probed;
 	char	   *owner;
 
 	if (r->account_id == 0)
@@ -431,9 +583,20 @@ odoo_record(OdooRender *r)
 		r->payload_jsonb = DirectFunctionCall1(jsonb_in, CStringGetDatum(r->payload.data));
 	}
 
+	/*
+	 * Once per document and event whatever the account: the rule may have
+	 * moved to another account since the first confirmation, and
+	 * message_dedupe_key is unique per account only.  The confirming
+	 * transaction still holds the document's row lock, so two of them
+	 * cannot race between this probe and the INSERT.
+	 */
+	if (odoo_already_recorded(r->dedupe_key, &probed))
+		return;
+
 	/* Until ALTER EXTENSION UPDATE adds queued_by, write without it. */
 	write_owner = wa_message_has_queued_by();
-	if (plan_insert != NULL && write_owner != plan_insert_writes_owner)
+	if (plan_insert != NULL &&
+		(write_owner != plan_insert_writes_owner || probed == plan_insert_probes))
 	{
 		SPI_freeplan(plan_insert);
 		plan_insert = NULL;
@@ -443,32 +606,32 @@ odoo_record(OdooRender *r)
 		SPIPlanPtr	p;
 
 		/*
-		 * Once per document and event whatever the account: the rule may
-		 * have moved to another account since the first confirmation, and
-		 * message_dedupe_key is unique per account only.  One probe of
-		 * that index per account (= ANY on its leading column: a join
-		 * gets a generic plan that scans the outbox); the confirming
-		 * transaction still holds the document's row lock, so two of them
-		 * cannot race here.
+		 * When odoo_already_recorded could not use message_dedupe_key, the
+		 * same probe in SQL: one probe of that index per account (= ANY on
+		 * its leading column: a join gets a generic plan that scans the
+		 * outbox).
 		 */
 		p = SPI_prepare_cursor(psprintf("INSERT INTO whatsapp.message (account_id, recipient, kind,"
 										" payload, state, failure_type, error_title, error_details,"
 										" error_code, dedupe_key, context, failed_at%s)"
 										" SELECT $1, $2, 'template', $3, $4, $5, $6, $7, $8, $9, $10,"
 										"  CASE WHEN $4 = 'failed' THEN now() END%s"
-										"  WHERE NOT EXISTS (SELECT 1 FROM whatsapp.message d"
-										"   WHERE d.account_id = ANY (ARRAY(SELECT a.id FROM whatsapp.account a))"
-										"     AND d.dedupe_key = $9)"
+										"%s"
 										" ON CONFLICT (account_id, dedupe_key) WHERE dedupe_key IS NOT NULL"
 										" DO NOTHING",
 										write_owner ? ", queued_by" : "",
-										write_owner ? ", $11" : ""),
+										write_owner ? ", $11" : "",
+										probed ? "" :
+										"  WHERE NOT EXISTS (SELECT 1 FROM whatsapp.message d"
+										"   WHERE d.account_id = ANY (ARRAY(SELECT a.id FROM whatsapp.account a))"
+										"     AND d.dedupe_key = $9)"),
 							   11, types, CURSOR_OPT_GENERIC_PLAN);
 
 		if (p == NULL || SPI_keepplan(p) != 0)
 			elog(ERROR, "whatsapp: could not prepare the Odoo insert");
 		plan_insert = p;
 		plan_insert_writes_owner = write_owner;
+		plan_insert_probes = !probed;
 	}
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = Int32GetDatum(r->account_id);

@@ -525,6 +525,7 @@ static char *
 filestore_read(const char *store_fname, size_t *len, char **why)
 {
 	char	   *path;
+	char	   *dbname;
 	int			fd;
 	struct stat st;
 	char	   *buf;
@@ -549,15 +550,28 @@ filestore_read(const char *store_fname, size_t *len, char **why)
 		*why = psprintf("store_fname \"%s\" is not a name Odoo gives a file", store_fname);
 		return NULL;
 	}
-	path = psprintf("%s/filestore/%s/%.2s", wa_odoo_data_dir,
-					get_database_name(MyDatabaseId), store_fname);
+
+	/*
+	 * The database's name is the other part of the path, and the role that
+	 * owns the database chooses it (CREATE DATABASE, ALTER DATABASE RENAME
+	 * with CREATEDB, which Odoo's role has): "odoo/../acme" would lead into
+	 * another database's filestore.  It must be one directory name.
+	 */
+	dbname = get_database_name(MyDatabaseId);
+	if (dbname == NULL || dbname[0] == '\0' || strchr(dbname, '/') != NULL ||
+		strcmp(dbname, ".") == 0 || strcmp(dbname, "..") == 0)
+	{
+		*why = psprintf("the database name \"%s\" is not a directory name of the filestore (it holds a \"/\", or is \".\" or \"..\")",
+						dbname ? dbname : "");
+		return NULL;
+	}
+	path = psprintf("%s/filestore/%s/%.2s", wa_odoo_data_dir, dbname, store_fname);
 	if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode))
 	{
 		*why = psprintf("\"%s\" is not a directory (a symbolic link is not followed)", path);
 		return NULL;
 	}
-	path = psprintf("%s/filestore/%s/%s", wa_odoo_data_dir,
-					get_database_name(MyDatabaseId), store_fname);
+	path = psprintf("%s/filestore/%s/%s", wa_odoo_data_dir, dbname, store_fname);
 	fd = OpenTransientFile(path, O_RDONLY | O_NOFOLLOW | PG_BINARY);
 	if (fd < 0)
 	{
