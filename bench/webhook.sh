@@ -31,6 +31,8 @@
 #                account lookup and the HMAC check, nothing stored
 #   lookup-only  SELECT length(body) ... : the cost of the harness itself
 #
+# Each run also prints how many times it updated whatsapp.message and the
+# share of HOT updates (no new index entry; 0.3 on, see docs/performance.md).
 # verify-only and lookup-only take random payloads (they write nothing).
 # The difference between receive and verify-only is what applying and
 # storing costs; verify-only minus lookup-only is the signature check.
@@ -115,8 +117,9 @@ EOF
 
 # run NAME SCRIPT ISOLATION SECONDS CLIENTS: prints a line, sets RUN_TPS, RUN_LAT
 run() {
-	local name=$1 script=$2 iso=$3 secs=$4 clients=$5 out c0 c1 busy0 total0 busy1 total1 n failed
+	local name=$1 script=$2 iso=$3 secs=$4 clients=$5 out c0 c1 busy0 total0 busy1 total1 n failed upd0 upd1
 	bq "SELECT pg_stat_reset_shared('wal')" >/dev/null
+	upd0=$(bq "$upd_sql")
 	sleep 0.2
 	c0=$(children_cpu_ms)
 	read -r busy0 total0 < <(machine_cpu_ms)
@@ -135,6 +138,7 @@ run() {
 	done
 	sleep 0.2
 	c1=$(children_cpu_ms)
+	upd1=$(bq "$upd_sql")
 	n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
 	failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' <<<"$out")
 	RUN_TPS=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' <<<"$out")
@@ -150,13 +154,19 @@ run() {
 		[ "$(bq "SELECT last_value < $((FRESH_MESSAGES * 2)) FROM public.bench_next_fresh")" = t ] ||
 		die "the fresh payloads ran out: raise FRESH_MESSAGES"
 	RUN_WAL=$(bq "SELECT round(wal_fpi::numeric / greatest($n, 1), 2) || ' FPI, ' || round(wal_bytes / greatest($n, 1)) || ' B WAL' FROM pg_stat_wal")
-	printf '  %-12s %-15s %3d clients %7.0f /s  latency %6.3f ms  backend CPU %4.0f us/call  %s/call  machine busy %3.0f%%  retried %s, failed %s\n' \
+	printf '  %-12s %-15s %3d clients %7.0f /s  latency %6.3f ms  backend CPU %4.0f us/call  %s/call  machine busy %3.0f%%  retried %s, failed %s%s\n' \
 		"$name" "$iso" "$clients" "$RUN_TPS" "$RUN_LAT" \
 		"$(awk -v d=$((c1 - c0)) -v n="$n" 'BEGIN { print (n > 0) ? d * 1000 / n : 0 }')" \
 		"$RUN_WAL" \
 		"$(awk -v b=$((busy1 - busy0)) -v t=$((total1 - total0)) 'BEGIN { print (t > 0) ? 100 * b / t : 0 }')" \
-		"$(sed -n 's/^number of transactions retried: \([0-9]*\).*/\1/p' <<<"$out")" "${failed:-0}"
+		"$(sed -n 's/^number of transactions retried: \([0-9]*\).*/\1/p' <<<"$out")" "${failed:-0}" \
+		"$(awk -v a="$upd0" -v b="$upd1" 'BEGIN { split(a, x, " "); split(b, y, " "); u = y[1] - x[1]; h = y[2] - x[2]
+			if (u > 0) printf ", message updates %d, HOT %.0f%%", u, 100 * h / u }')"
 }
+
+# updates of whatsapp.message and how many were HOT (no index entry); the
+# pgbench backends have exited, so their counts are in
+upd_sql="SELECT n_tup_upd || ' ' || n_tup_hot_upd FROM pg_stat_user_tables WHERE relid = 'whatsapp.message'::regclass"
 
 # Fresh: an outbox of FRESH_MESSAGES sent messages, never analyzed, as the
 # figure was measured before issue 11.  Its messages stay in the outbox

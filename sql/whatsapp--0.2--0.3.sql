@@ -2647,3 +2647,135 @@ ALTER TABLE whatsapp.message
 	ADD CONSTRAINT message_payload_check
 		CHECK (whatsapp._message_payload_valid(state, payload)) NOT VALID;
 ALTER TABLE whatsapp.message VALIDATE CONSTRAINT message_payload_check;
+
+/* ========================================================================
+ * Status updates without index entries (issue 11)
+ *
+ * A status (sent, delivered, read) changes a message's state and times.
+ * PostgreSQL can make such an UPDATE a HOT update, which adds no entry to
+ * any index, only when no column that an index names, in its keys or its
+ * predicate, changes.  The worker's partial indexes named state in their
+ * predicates, so every status added an entry to every index of the
+ * outbox.  They now name phase, which says where a message is in the
+ * worker's hands: 'q' queued, 's' sending, NULL for every other state.
+ * phase is computed from state by PostgreSQL itself (a stored generated
+ * column, by the C function _message_phase: its expression is read and
+ * planned again for every statement, as the CHECKs' are), so it can never
+ * disagree with state; a status leaves it NULL, and the update can be HOT.  Every statement that should use one of these
+ * indexes names phase beside state.
+ *
+ * A HOT update also needs room for the new version in the same page, and
+ * the first status of a message adds its pricing and conversation (about
+ * 190 bytes to a row of about 250): fillfactor 60 leaves that room.  In
+ * bench/webhook.sh's steady state 99% of the status updates were HOT with
+ * it, 62% with 85.  Messages fill their pages as they grow, so the table
+ * of delivered messages is hardly larger for it.  Adding the column
+ * rewrites the table once, under an exclusive lock.
+ * ======================================================================== */
+CREATE FUNCTION whatsapp._message_phase(text)
+RETURNS text
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'wa_message_phase';
+REVOKE ALL ON FUNCTION whatsapp._message_phase(text) FROM PUBLIC;
+
+ALTER TABLE whatsapp.message
+	SET (fillfactor = 60),
+	ADD COLUMN phase text GENERATED ALWAYS AS (whatsapp._message_phase(state)) STORED;
+
+DROP INDEX whatsapp.message_claim_idx;
+DROP INDEX whatsapp.message_pair_idx;
+DROP INDEX whatsapp.message_retention_idx;
+/* What the worker claims next, per account, in order. */
+CREATE INDEX message_claim_idx ON whatsapp.message
+	(account_id, next_attempt_at, id) WHERE phase OPERATOR(pg_catalog.=) 'q';
+/* Per-recipient order: the head of each (account, recipient) queue. */
+CREATE INDEX message_pair_idx ON whatsapp.message
+	(account_id, recipient, id) WHERE phase IS NOT NULL;
+/* What the content purge takes next (retention.c). */
+CREATE INDEX message_retention_idx ON whatsapp.message (created_at)
+	WHERE payload IS NOT NULL AND phase IS NULL;
+
+CREATE OR REPLACE VIEW whatsapp.status AS
+SELECT w.datname AS database,
+	   w.pid IS NOT NULL AS worker_running,
+	   w.pid AS worker_pid,
+	   w.state AS worker_state,
+	   CASE WHEN w.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()
+			THEN (SELECT pg_catalog.count(*) FROM whatsapp.message m
+				   WHERE m.state OPERATOR(pg_catalog.=) 'queued'
+					 AND m.phase OPERATOR(pg_catalog.=) 'q')
+			ELSE w.queue_depth END AS queue_depth,
+	   CASE WHEN w.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()
+			THEN pg_catalog.now() OPERATOR(pg_catalog.-)
+				 (SELECT pg_catalog.min(m.created_at) FROM whatsapp.message m
+				   WHERE m.state OPERATOR(pg_catalog.=) 'queued'
+					 AND m.phase OPERATOR(pg_catalog.=) 'q')
+			ELSE pg_catalog.now() OPERATOR(pg_catalog.-) w.oldest_queued END AS oldest_queued_age,
+	   w.inflight AS requests_in_flight,
+	   w.sent_last_minute,
+	   CASE WHEN w.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()
+			THEN (SELECT pg_catalog.array_agg(a.name OPERATOR(pg_catalog.||) ': ' OPERATOR(pg_catalog.||) a.paused_reason ORDER BY a.name)
+				    FROM whatsapp.account a
+				   WHERE a.paused_kind IS NOT NULL AND a.dropped_at IS NULL) END AS paused_accounts,
+	   w.last_error,
+	   w.started_at AS worker_started_at
+  FROM whatsapp._worker_status() w;
+
+/*
+ * A person's export leaves phase out, as it leaves out stats_events: both
+ * are the extension's bookkeeping, and phase repeats state.  The same
+ * function otherwise.
+ */
+CREATE OR REPLACE FUNCTION whatsapp.wa_subject_export(phone text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	ids text[] := whatsapp._subject_ids(wa_subject_export.phone);
+	strs text[] := whatsapp._subject_strings(ids);
+	pats text[];
+	hashes text[] := whatsapp._subject_hashes(ids);
+	msg_ids bigint[];
+	result jsonb;
+BEGIN
+	SELECT array_agg('%' || s || '%') INTO pats FROM unnest(strs) s;
+	SELECT coalesce(array_agg(m.id ORDER BY m.id), '{}') INTO msg_ids
+	  FROM whatsapp.message m
+	 WHERE whatsapp._subject_match(m.recipient, ids) OR whatsapp._subject_match(m.wa_id, ids);
+
+	result := jsonb_build_object(
+		'identifiers', to_jsonb(ids),
+		'exported_at', now(),
+		'messages', (SELECT coalesce(jsonb_agg((to_jsonb(m) - 'stats_events' - 'phase')
+											   || jsonb_build_object('account', a.name)
+											   ORDER BY m.id), '[]')
+					   FROM whatsapp.message m LEFT JOIN whatsapp.account a ON a.id = m.account_id
+					  WHERE m.id = ANY (msg_ids)),
+		'inbound', (SELECT coalesce(jsonb_agg(to_jsonb(i) || jsonb_build_object('account', a.name)
+											  ORDER BY i.id), '[]')
+					  FROM whatsapp.inbound_message i LEFT JOIN whatsapp.account a ON a.id = i.account_id
+					 WHERE i.phone = ANY (ids) OR i.user_id = ANY (ids)
+						OR i.parent_user_id = ANY (ids) OR whatsapp._subject_match(i.wa_id, ids)),
+		'log', (SELECT coalesce(jsonb_agg(to_jsonb(l) ORDER BY l.at, l.message_id), '[]')
+				  FROM whatsapp.log l
+				 WHERE l.message_id = ANY (msg_ids) OR l.message LIKE ANY (pats)),
+		'opt_outs', (SELECT coalesce(jsonb_agg(to_jsonb(o) ORDER BY o.identifier, o.scope), '[]')
+					   FROM whatsapp.opt_out o WHERE o.identifier = ANY (ids)),
+		'consents', (SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.id), '[]')
+					   FROM whatsapp.consent c
+					  WHERE c.identifier = ANY (ids) OR c.reason LIKE ANY (pats)),
+		'consent_latest', (SELECT coalesce(jsonb_agg(to_jsonb(l) ORDER BY l.identifier, l.scope), '[]')
+							 FROM whatsapp.consent_latest l WHERE l.identifier = ANY (ids)),
+		'webhooks', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', w.id,
+									 'received_at', w.received_at, 'payload', w.payload)
+									 ORDER BY w.id), '[]')
+					   FROM whatsapp.webhook w WHERE w.payload LIKE ANY (pats)),
+		'statuses_held', (SELECT coalesce(jsonb_agg(to_jsonb(h) ORDER BY h.id), '[]')
+							FROM whatsapp.status_held h WHERE h.status::text LIKE ANY (pats)),
+		'erased_records', (SELECT count(*) FROM whatsapp.opt_out o WHERE o.identifier = ANY (hashes))
+						  + (SELECT count(*) FROM whatsapp.message m WHERE m.recipient = ANY (hashes)));
+	PERFORM whatsapp._audit('wa_subject_export', whatsapp._audit_person(wa_subject_export.phone));
+	RETURN result;
+END
+$$;

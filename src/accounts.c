@@ -753,17 +753,19 @@ wa_account_drop(PG_FUNCTION_ARGS)
 											 SPI_tuptable->tupdesc, 1, &isnull));
 
 	values[0] = Int32GetDatum(account_id);
+	/* phase (0.3 on) lets message_pair_idx serve it; see worker.c */
 	rc = SPI_execute_plan(wa_plan(&plan_fail_messages,
-									   "WITH f AS ("
-									   " UPDATE whatsapp.message m SET"
-									   "  state = 'failed', failure_type = 'account',"
-									   "  failed_at = pg_catalog.now(), error_title = 'account dropped'"
-									   " WHERE m.account_id OPERATOR(pg_catalog.=) $1"
-									   "  AND m.state IN ('queued', 'sending')"
-									   " RETURNING m.id)"
-									   " INSERT INTO whatsapp.log (message_id, event, message)"
-									   " SELECT f.id, 'account', 'account dropped' FROM f",
-									   1, fail_types),
+								  psprintf("WITH f AS ("
+										   " UPDATE whatsapp.message m SET"
+										   "  state = 'failed', failure_type = 'account',"
+										   "  failed_at = pg_catalog.now(), error_title = 'account dropped'"
+										   " WHERE m.account_id OPERATOR(pg_catalog.=) $1"
+										   "  AND m.state IN ('queued', 'sending')%s"
+										   " RETURNING m.id)"
+										   " INSERT INTO whatsapp.log (message_id, event, message)"
+										   " SELECT f.id, 'account', 'account dropped' FROM f",
+										   wa_message_has_phase() ? " AND m.phase IS NOT NULL" : ""),
+								  1, fail_types),
 						  values, NULL, false, 0);
 	wa_spi_check(rc, SPI_OK_INSERT, "fail the account's messages");
 	wa_audit("wa_account_drop", text_to_cstring(name_t));

@@ -929,3 +929,26 @@ wa_message_payload_valid(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(!((len == 6 && memcmp(VARDATA_ANY(state), "queued", 6) == 0) ||
 					 (len == 7 && memcmp(VARDATA_ANY(state), "sending", 7) == 0)));
 }
+
+/*
+ * whatsapp._message_phase(state text): STRICT.  The generation expression
+ * of whatsapp.message.phase: 'q' for queued, 's' for sending, NULL for
+ * every other state.  A C function, for the reason the CHECKs are one:
+ * PostgreSQL reads and plans a stored generated column's expression again
+ * for every INSERT or UPDATE statement, and a call of one argument is the
+ * shortest expression to read.
+ */
+PG_FUNCTION_INFO_V1(wa_message_phase);
+
+Datum
+wa_message_phase(PG_FUNCTION_ARGS)
+{
+	text	   *state = PG_GETARG_TEXT_PP(0);
+	size_t		len = VARSIZE_ANY_EXHDR(state);
+
+	if (len == 6 && memcmp(VARDATA_ANY(state), "queued", 6) == 0)
+		PG_RETURN_TEXT_P(cstring_to_text("q"));
+	if (len == 7 && memcmp(VARDATA_ANY(state), "sending", 7) == 0)
+		PG_RETURN_TEXT_P(cstring_to_text("s"));
+	PG_RETURN_NULL();
+}

@@ -92,8 +92,8 @@ wa_may_act_on(Oid caller, const char *queued_by)
 	return OidIsValid(owner) && has_privs_of_role(caller, owner);
 }
 
-bool
-wa_message_has_queued_by(void)
+static bool
+message_has_column(const char *column)
 {
 	Oid			nsp = get_namespace_oid("whatsapp", true);
 	Oid			rel;
@@ -102,7 +102,19 @@ wa_message_has_queued_by(void)
 		return false;
 	rel = get_relname_relid("message", nsp);
 	return OidIsValid(rel) &&
-		get_attnum(rel, "queued_by") != InvalidAttrNumber;
+		get_attnum(rel, column) != InvalidAttrNumber;
+}
+
+bool
+wa_message_has_queued_by(void)
+{
+	return message_has_column("queued_by");
+}
+
+bool
+wa_message_has_phase(void)
+{
+	return message_has_column("phase");
 }
 
 /*

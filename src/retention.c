@@ -34,13 +34,18 @@
 #include "catalog/pg_type.h"
 #include "spi_plans.h"
 
+/*
+ * "p.phase IS NULL" matches message_retention_idx's predicate (phase is
+ * NULL unless a message is queued or sending; the index and the column
+ * came in the same version, and schema_ready() looks for the index).
+ */
 static const char *const purge_statements[] = {
 	"UPDATE whatsapp.message m"
 	"   SET payload = NULL, recipient = NULL, wa_id = NULL,"
 	"       error_details = NULL, reaction = NULL"
 	" WHERE m.id IN (SELECT p.id FROM whatsapp.message p"
 	"                 WHERE p.payload IS NOT NULL"
-	"                   AND p.state NOT IN ('queued', 'sending')"
+	"                   AND p.state NOT IN ('queued', 'sending') AND p.phase IS NULL"
 	"                   AND p.created_at < pg_catalog.now() - pg_catalog.make_interval(mins => $1)"
 	"                 ORDER BY p.created_at LIMIT $2"
 	"                 FOR UPDATE SKIP LOCKED)"

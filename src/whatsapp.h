@@ -326,6 +326,13 @@ extern bool wa_may_act_on(Oid caller, const char *queued_by);
  */
 extern bool wa_message_has_queued_by(void);
 
+/*
+ * Does whatsapp.message have the phase column (0.3 on), which the partial
+ * indexes on queued and sending messages name in their predicates?  A
+ * statement that should use one of them names phase too, when it exists.
+ */
+extern bool wa_message_has_phase(void);
+
 /* ----------
  * Keyword folding (keywords.c).
  * ----------

@@ -250,6 +250,17 @@ static SPIPlanPtr plan_after_record = NULL;
 /* The plans count in whatsapp.stats (the 0.3 objects were there). */
 static bool plans_stats = false;
 
+/*
+ * Do they name whatsapp.message's phase column (0.3 on) beside state?  The
+ * partial indexes on queued and sending messages name phase in their
+ * predicates (so that a status update can be a HOT update); a statement
+ * must name it too for the planner to use them.  Before ALTER EXTENSION
+ * UPDATE the column is missing and the old indexes name state.
+ */
+static bool plans_phase = false;
+
+#define PHASE_IF(cond) (plans_phase ? (cond) : "")
+
 /* Sent-per-second ring for the status view's "last minute". */
 static int64 sent_ring[60];
 static int64 sent_ring_sec[60];
@@ -488,12 +499,12 @@ prepare_claim(void)
 				   "  WHERE m.id = ANY (ARRAY("
 				   "   SELECT c.id"
 				   "     FROM whatsapp.message c"
-				   "    WHERE c.account_id = $1 AND c.state = 'queued'"
+				   "    WHERE c.account_id = $1 AND c.state = 'queued'%s"
 				   "      AND c.next_attempt_at <= pg_catalog.now()"
 				   "      AND NOT EXISTS (SELECT 1 FROM whatsapp.message p"
 				   "           WHERE p.account_id = c.account_id"
 				   "             AND p.recipient = c.recipient"
-				   "             AND p.state IN ('queued', 'sending')"
+				   "             AND p.state IN ('queued', 'sending')%s"
 				   "             AND p.id < c.id OFFSET 0)"
 				   "    ORDER BY c.next_attempt_at, c.id"
 				   "    LIMIT $2"
@@ -506,8 +517,11 @@ prepare_claim(void)
 				   "  EXISTS (SELECT 1 FROM whatsapp.message w"
 				   "           WHERE w.account_id = m.account_id"
 				   "             AND w.recipient = m.recipient"
-				   "             AND w.state IN ('queued', 'sending')"
-				   "             AND w.id > m.id)");
+				   "             AND w.state IN ('queued', 'sending')%s"
+				   "             AND w.id > m.id)",
+				   PHASE_IF(" AND c.phase = 'q'"),
+				   PHASE_IF(" AND p.phase IS NOT NULL"),
+				   PHASE_IF(" AND w.phase IS NOT NULL"));
 	plan = wa_keep_plan(sql, 2, claim_types);
 	pfree(sql);
 	return plan;
@@ -581,13 +595,15 @@ prepare_plans(void)
 		TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, INT4ARRAYOID, FLOAT8ARRAYOID,
 	TEXTARRAYOID, INT4ARRAYOID};
 	bool		stats = wa_stats_present();
+	bool		phase = wa_message_has_phase();
 
 	SPIPlanPtr	record_plan;
 
-	if (plan_next_due != NULL && stats == plans_stats)
+	if (plan_next_due != NULL && stats == plans_stats && phase == plans_phase)
 		return;
 	free_plans();
 	plans_stats = stats;
+	plans_phase = phase;
 
 	/*
 	 * The record: one UPDATE joining the batch's arrays to the outbox, run
@@ -663,9 +679,10 @@ prepare_plans(void)
 	plan_record = record_plan;
 	/* assigned last: it marks the set as complete */
 	plan_next_due = wa_keep_plan(
-								 "SELECT pg_catalog.min(next_attempt_at) FROM whatsapp.message"
-								 " WHERE account_id = $1 AND state = 'queued'"
-								 "   AND next_attempt_at > pg_catalog.now()",
+								 psprintf("SELECT pg_catalog.min(next_attempt_at) FROM whatsapp.message"
+										  " WHERE account_id = $1 AND state = 'queued'%s"
+										  "   AND next_attempt_at > pg_catalog.now()",
+										  PHASE_IF(" AND phase = 'q'")),
 								 1, due_types);
 }
 
@@ -710,9 +727,10 @@ fail_queued_of_account(int32 id, const char *why)
 	if (SPI_execute_with_args(psprintf("WITH f AS (UPDATE whatsapp.message SET state = 'failed',"
 									   "   failure_type = 'account', error_title = $2,"
 									   "   failed_at = pg_catalog.now()"
-									   "  WHERE account_id = $1 AND state = 'queued' RETURNING id)%s"
+									   "  WHERE account_id = $1 AND state = 'queued'%s RETURNING id)%s"
 									   " INSERT INTO whatsapp.log (message_id, event, message)"
 									   " SELECT id, 'account', $2 FROM f",
+									   PHASE_IF(" AND phase = 'q'"),
 									   plans_stats ?
 									   ", s AS (INSERT INTO whatsapp.stats_delta (account_id, failure_type, failed)"
 									   "  SELECT $1, 'account', pg_catalog.count(*) FROM f HAVING pg_catalog.count(*) > 0)" : ""),
@@ -1098,22 +1116,24 @@ resolve_in_doubt(void)
 	int			rc;
 
 	if (wa_in_doubt == WA_IN_DOUBT_RETRY)
-		rc = SPI_execute("WITH d AS (UPDATE whatsapp.message SET state = 'queued',"
-						 "   next_attempt_at = pg_catalog.now()"
-						 "  WHERE state = 'sending' RETURNING id, attempts)"
-						 " INSERT INTO whatsapp.log (message_id, attempt, event, message)"
-						 " SELECT id, attempts, 'in_doubt',"
-						 "   'in flight when the worker stopped; queued again (whatsapp.in_doubt = retry)'"
-						 " FROM d", false, 0);
+		rc = SPI_execute(psprintf("WITH d AS (UPDATE whatsapp.message SET state = 'queued',"
+								  "   next_attempt_at = pg_catalog.now()"
+								  "  WHERE state = 'sending'%s RETURNING id, attempts)"
+								  " INSERT INTO whatsapp.log (message_id, attempt, event, message)"
+								  " SELECT id, attempts, 'in_doubt',"
+								  "   'in flight when the worker stopped; queued again (whatsapp.in_doubt = retry)'"
+								  " FROM d", PHASE_IF(" AND phase = 's'")),
+						 false, 0);
 	else
 		rc = SPI_execute(psprintf("WITH d AS (UPDATE whatsapp.message SET state = 'failed',"
 								  "   failure_type = 'network', failed_at = pg_catalog.now(),"
 								  "   error_title = 'in doubt: in flight when the worker stopped'"
-								  "  WHERE state = 'sending' RETURNING id, attempts, account_id)%s"
+								  "  WHERE state = 'sending'%s RETURNING id, attempts, account_id)%s"
 								  " INSERT INTO whatsapp.log (message_id, attempt, event, message)"
 								  " SELECT id, attempts, 'in_doubt',"
 								  "   'in flight when the worker stopped; failed (whatsapp.in_doubt = fail)'"
 								  " FROM d",
+								  PHASE_IF(" AND phase = 's'"),
 								  plans_stats ?
 								  ", s AS (INSERT INTO whatsapp.stats_delta (account_id, failure_type, failed)"
 								  "  SELECT account_id, 'network', pg_catalog.count(*) FROM d GROUP BY 1)" : ""),
@@ -1137,8 +1157,10 @@ report_queue(void)
 	bool		isnull;
 	Datum		d;
 
-	if (SPI_execute("SELECT pg_catalog.count(*), pg_catalog.min(created_at)"
-					" FROM whatsapp.message WHERE state = 'queued'", true, 1) != SPI_OK_SELECT)
+	if (SPI_execute(psprintf("SELECT pg_catalog.count(*), pg_catalog.min(created_at)"
+							 " FROM whatsapp.message WHERE state = 'queued'%s",
+							 PHASE_IF(" AND phase = 'q'")),
+					true, 1) != SPI_OK_SELECT)
 		return;
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	pg_atomic_write_u64(&slot->queue_depth, (uint64) DatumGetInt64(d));

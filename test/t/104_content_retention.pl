@@ -189,7 +189,7 @@ WaTest::psql_ok($node, qq{
 		   'sent', now() - interval '100 days', now() - interval '100 days'
 	  FROM whatsapp.account a, generate_series(1, 1200) g WHERE a.name = 'main';
 }, '1,200 sent messages 100 days old');
-# Only the purge uses message_retention_idx (its predicate names the states).
+# Only the purge uses message_retention_idx (its predicate names phase: no queued or sending message).
 my $idx_scans = q{SELECT idx_scan FROM pg_stat_user_indexes
 	 WHERE indexrelid = 'whatsapp.message_retention_idx'::regclass};
 my ($rc2, $scans0) = WaTest::run_psql($node, $idx_scans);
