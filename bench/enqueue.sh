@@ -126,7 +126,7 @@ pgbench_run() {
 	if [ "$script" = wa_send ]; then
 		t0=$(date +%s.%N)
 		for i in $(seq 1 1200); do
-			left=$(bq "SELECT count(*) FROM whatsapp.message WHERE state IN ('queued', 'sending')") ||
+			left=$(pending_count) ||
 				die "the server stopped answering"
 			[ "$left" -eq 0 ] && break
 			sleep 0.25

@@ -74,7 +74,7 @@ EOF
 			[ "$socks" -gt "$maxsocks" ] && maxsocks=$socks
 			vmrss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$wpid/status")
 		fi
-		left=$(bq "SELECT count(*) FROM whatsapp.message WHERE state IN ('queued', 'sending')") ||
+		left=$(pending_count) ||
 			die "the server stopped answering"
 		[ "$left" -eq 0 ] && break
 		sleep 0.1

@@ -129,7 +129,7 @@ wait_drained() {
 	local i
 	[ "$DELIVER" = 1 ] || return 0
 	for i in $(seq 1 600); do
-		[ "$(bq "SELECT count(*) FROM whatsapp.message WHERE state IN ('queued', 'sending')")" = 0 ] &&
+		[ "$(pending_count)" = 0 ] &&
 			return 0
 		sleep 0.1
 	done

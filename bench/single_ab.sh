@@ -71,7 +71,7 @@ use_build() {
 drain() {
 	local i left
 	for i in $(seq 1 1200); do
-		left=$(bq "SELECT count(*) FROM whatsapp.message WHERE state IN ('queued', 'sending')")
+		left=$(pending_count)
 		[ "$left" -eq 0 ] && return 0
 		sleep 0.25
 	done

@@ -130,7 +130,7 @@ EOF
 	t_enq=$(awk -v a="$t_start" -v b="$commit_ts" 'BEGIN { printf "%.2f", b - a }')
 
 	for i in $(seq 1 2400); do
-		left=$(bq "SELECT count(*) FROM whatsapp.message WHERE state IN ('queued', 'sending')") ||
+		left=$(pending_count) ||
 			die "the server stopped answering"
 		[ "$left" -eq 0 ] && break
 		sleep 0.25
