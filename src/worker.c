@@ -229,14 +229,14 @@ static Oid	extension_oid = InvalidOid;
 static Oid	message_relid = InvalidOid;	/* whatsapp.message of that extension */
 static bool in_doubt_resolved = false;
 
+/* A claim must follow in the next turn: set where no answer would ask. */
+static bool claim_again = false;
+
 /*
  * Messages committed as sending whose requests never started: queued
  * again by the next cycle.  Room is reserved before requests start, so
  * the catch block that fills this allocates nothing.
  */
-/* A claim must follow in the next turn: set where no answer would ask. */
-static bool claim_again = false;
-
 static int64 *unstarted = NULL;
 static int	nunstarted = 0;
 static int	unstarted_cap = 0;
@@ -1422,6 +1422,8 @@ record_results(void)
 	{
 		WaResult   *r = &results[i];
 		WaAccount  *a = find_account(r->account_id);
+		bool		requeued = r->outcome.kind != WA_OUT_SENT &&
+			r->outcome.kind != WA_OUT_FAIL;
 
 		/*
 		 * The pair's next message may go now: claim again when the
@@ -1433,11 +1435,10 @@ record_results(void)
 		 * what the next commit's wake will claim anyway: one message per
 		 * transaction then costs one claim transaction, not two.
 		 */
-		if (a && (r->pair_waiting || a->claim_seq != r->claim_seq ||
-				  (r->outcome.kind != WA_OUT_SENT && r->outcome.kind != WA_OUT_FAIL)))
+		if (a && (r->pair_waiting || a->claim_seq != r->claim_seq || requeued))
 			a->more = true;
 		/* queued again, for later: the next due time may be earlier */
-		if (a && r->outcome.kind != WA_OUT_SENT && r->outcome.kind != WA_OUT_FAIL)
+		if (a && requeued)
 			a->due_known = false;
 		if (r->outcome.kind == WA_OUT_PAUSE_ACCOUNT && a && a->usable)
 		{
