@@ -908,6 +908,23 @@ wa_failure_type_valid(PG_FUNCTION_ARGS)
 }
 
 /*
+ * The worker's phase of a message state: 'q' queued, 's' sending, '\0' for
+ * every other state (nothing left for the worker to do).  Shared by the
+ * payload CHECK and the phase column below, which must agree.
+ */
+static char
+state_phase(text *state)
+{
+	size_t		len = VARSIZE_ANY_EXHDR(state);
+
+	if (len == 6 && memcmp(VARDATA_ANY(state), "queued", 6) == 0)
+		return 'q';
+	if (len == 7 && memcmp(VARDATA_ANY(state), "sending", 7) == 0)
+		return 's';
+	return '\0';
+}
+
+/*
  * whatsapp._message_payload_valid(state text, payload jsonb): not STRICT.
  * A message queued or sending has its content (message_payload_check).
  * Only whether payload is NULL is looked at, so it is never detoasted.
@@ -917,17 +934,11 @@ PG_FUNCTION_INFO_V1(wa_message_payload_valid);
 Datum
 wa_message_payload_valid(PG_FUNCTION_ARGS)
 {
-	text	   *state;
-	size_t		len;
-
 	if (!PG_ARGISNULL(1))
 		PG_RETURN_BOOL(true);
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();		/* NULL passes a CHECK, as state NOT IN did */
-	state = PG_GETARG_TEXT_PP(0);
-	len = VARSIZE_ANY_EXHDR(state);
-	PG_RETURN_BOOL(!((len == 6 && memcmp(VARDATA_ANY(state), "queued", 6) == 0) ||
-					 (len == 7 && memcmp(VARDATA_ANY(state), "sending", 7) == 0)));
+	PG_RETURN_BOOL(state_phase(PG_GETARG_TEXT_PP(0)) == '\0');
 }
 
 /*
@@ -943,12 +954,9 @@ PG_FUNCTION_INFO_V1(wa_message_phase);
 Datum
 wa_message_phase(PG_FUNCTION_ARGS)
 {
-	text	   *state = PG_GETARG_TEXT_PP(0);
-	size_t		len = VARSIZE_ANY_EXHDR(state);
+	char		phase = state_phase(PG_GETARG_TEXT_PP(0));
 
-	if (len == 6 && memcmp(VARDATA_ANY(state), "queued", 6) == 0)
-		PG_RETURN_TEXT_P(cstring_to_text("q"));
-	if (len == 7 && memcmp(VARDATA_ANY(state), "sending", 7) == 0)
-		PG_RETURN_TEXT_P(cstring_to_text("s"));
-	PG_RETURN_NULL();
+	if (phase == '\0')
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text_with_len(&phase, 1));
 }
