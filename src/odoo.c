@@ -75,11 +75,11 @@
 
 static SPIPlanPtr plan_insert = NULL;
 static bool plan_insert_writes_owner = false;
-static bool plan_insert_probes = false;
+static bool plan_insert_sql_probe = false;	/* has the NOT EXISTS */
 static SPIPlanPtr plan_existing = NULL;
 
 /* the extension's own tables read here (see open_own_table) */
-static Oid	own_relids[3];
+static Oid	own_relids[4];
 
 /*
  * What odoo_already_recorded found out about whatsapp.message and its index
@@ -110,10 +110,6 @@ static struct
 }			own_atts[N_OWN_ATTS];
 static int	n_own_atts = 0;
 
-/* whatsapp.odoo_pause's oid (InvalidOid: none yet), until an invalidation */
-static bool pause_relid_known = false;
-static Oid	pause_relid = InvalidOid;
-
 /* Called by odoo_data.c's catalog invalidation callback. */
 void
 odoo_own_tables_changed(void)
@@ -121,7 +117,6 @@ odoo_own_tables_changed(void)
 	memset(own_relids, 0, sizeof(own_relids));
 	n_own_atts = 0;
 	msg_shape.known = false;
-	pause_relid_known = false;
 }
 
 /* ----------
@@ -130,13 +125,22 @@ odoo_own_tables_changed(void)
  */
 enum
 {
-	OWN_RULE, OWN_ACCOUNT, OWN_TEMPLATES,
+	OWN_RULE, OWN_ACCOUNT, OWN_TEMPLATES, OWN_PAUSE,
 	N_OWN
 };
-static const char *const own_names[N_OWN] = {"odoo_rule", "account", "templates"};
+static const char *const own_names[N_OWN] = {
+	"odoo_rule", "account", "templates", "odoo_pause"
+};
 
+StaticAssertDecl(lengthof(own_relids) == N_OWN, "one cached oid per own table");
+
+/*
+ * Open one of them, AccessShareLock.  With missing_ok, NULL when it does
+ * not exist (odoo_pause before ALTER EXTENSION UPDATE); a missing table is
+ * looked up again next time.
+ */
 static Relation
-open_own_table(int which)
+open_own_table_extended(int which, bool missing_ok)
 {
 	/* the oid of the last lookup, until a catalog invalidation */
 	if (OidIsValid(own_relids[which]))
@@ -147,8 +151,17 @@ open_own_table(int which)
 	}
 	own_relids[which] =
 		RangeVarGetRelidExtended(makeRangeVar("whatsapp", (char *) own_names[which], -1),
-								 AccessShareLock, 0, NULL, NULL);
+								 AccessShareLock, missing_ok ? RVR_MISSING_OK : 0,
+								 NULL, NULL);
+	if (!OidIsValid(own_relids[which]))
+		return NULL;
 	return table_open(own_relids[which], NoLock);
+}
+
+static Relation
+open_own_table(int which)
+{
+	return open_own_table_extended(which, false);
 }
 
 /*
@@ -160,25 +173,14 @@ open_own_table(int which)
 bool
 odoo_paused(void)
 {
-	Oid			relid;
 	Relation	rel;
 	Snapshot	snap;
 	SysScanDesc scan;
 	bool		paused;
 
-	if (!pause_relid_known)
-	{
-		pause_relid = get_relname_relid("odoo_pause", get_namespace_oid("whatsapp", false));
-		pause_relid_known = true;
-	}
-	relid = pause_relid;
-	if (!OidIsValid(relid))
+	rel = open_own_table_extended(OWN_PAUSE, true);
+	if (rel == NULL)
 		return false;
-	LockRelationOid(relid, AccessShareLock);
-	/* dropped while we waited for the lock (ALTER EXTENSION ... UPDATE) */
-	if (!pause_relid_known || pause_relid != relid)
-		return odoo_paused();
-	rel = table_open(relid, NoLock);
 	snap = RegisterSnapshot(GetLatestSnapshot());
 	scan = systable_beginscan(rel, InvalidOid, false, snap, 0, NULL);
 	paused = HeapTupleIsValid(systable_getnext(scan));
@@ -187,7 +189,6 @@ odoo_paused(void)
 	table_close(rel, NoLock);
 	return paused;
 }
-
 
 static AttrNumber
 own_attnum(Relation rel, const char *name)
@@ -546,6 +547,7 @@ odoo_record(OdooRender *r)
 	int			rc;
 	bool		write_owner;
 	bool		probed;
+	bool		sql_probe;
 	char	   *owner;
 
 	if (r->account_id == 0)
@@ -593,10 +595,12 @@ odoo_record(OdooRender *r)
 	if (odoo_already_recorded(r->dedupe_key, &probed))
 		return;
 
+	/* When the probe could not use the index, the INSERT asks SQL. */
+	sql_probe = !probed;
 	/* Until ALTER EXTENSION UPDATE adds queued_by, write without it. */
 	write_owner = wa_message_has_queued_by();
 	if (plan_insert != NULL &&
-		(write_owner != plan_insert_writes_owner || probed == plan_insert_probes))
+		(write_owner != plan_insert_writes_owner || plan_insert_sql_probe != sql_probe))
 	{
 		SPI_freeplan(plan_insert);
 		plan_insert = NULL;
@@ -621,7 +625,7 @@ odoo_record(OdooRender *r)
 										" DO NOTHING",
 										write_owner ? ", queued_by" : "",
 										write_owner ? ", $11" : "",
-										probed ? "" :
+										!sql_probe ? "" :
 										"  WHERE NOT EXISTS (SELECT 1 FROM whatsapp.message d"
 										"   WHERE d.account_id = ANY (ARRAY(SELECT a.id FROM whatsapp.account a))"
 										"     AND d.dedupe_key = $9)"),
@@ -631,7 +635,7 @@ odoo_record(OdooRender *r)
 			elog(ERROR, "whatsapp: could not prepare the Odoo insert");
 		plan_insert = p;
 		plan_insert_writes_owner = write_owner;
-		plan_insert_probes = !probed;
+		plan_insert_sql_probe = sql_probe;
 	}
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = Int32GetDatum(r->account_id);
